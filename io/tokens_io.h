@@ -1,0 +1,34 @@
+// tokens_io.h - tokens.h5: /tokenizer copy, /train and /val token streams.
+#ifndef GT_TOKENS_IO_H
+#define GT_TOKENS_IO_H
+
+#include <hdf5.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tokenizer.h"
+
+#define GT_FORMAT_TOKENS "gpt-train/tokens"
+
+typedef struct {
+    char *source;            // attrs of /train
+    int64_t source_bytes;
+    char source_sha256[65];
+    size_t n_train, n_val;   // lengths of /train and /val
+    int vocab_size;
+} TokensInfo;
+
+// Writes tokens.h5 atomically: the last val_fraction of ids is /val.
+void tokens_save(const char *path, const Tokenizer *tok, const uint32_t *ids, size_t n, double val_fraction,
+                 const char *source, int64_t source_bytes, const char *source_sha256, int force);
+// Opens and validates tokens.h5 (format, /tokenizer, datasets, ids < vocab_size lazily).
+hid_t tokens_open(const char *path, TokensInfo *info, Tokenizer *tok_or_null, const char *flag_for_msg);
+// Reads ids [start, start+count) of "train" or "val" (HDF5 hyperslab) into out (uint32).
+// Fails (exit 1) if any id is >= vocab_size.
+void tokens_read(hid_t file, const char *split, size_t start, size_t count, uint32_t *out, const char *path);
+void tokens_info_free(TokensInfo *info);
+
+// SHA-256 of a file (hex, 65 bytes with NUL); returns file size, or -1 if unreadable.
+int64_t sha256_file(const char *path, char hex[65]);
+
+#endif

@@ -1,0 +1,129 @@
+// error.c - see error.h. Kept free of any other gpt-train module so everything can use it.
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "error.h"
+
+#include <errno.h>
+#include <mpi.h>
+#include <pcre2.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *progname = "gpt-train";
+static int quiet = 0;
+static int abort_on_fail = 0;
+
+void gt_set_progname(const char *name) { progname = name; }
+const char *gt_progname(void) { return progname; }
+void gt_set_quiet(int q) { quiet = q; }
+void gt_set_abort_on_fail(int enable) { abort_on_fail = enable; }
+
+#define MAX_TMPFILES 16
+static char *tmpfiles[MAX_TMPFILES];
+
+void gt_tmpfile_register(const char *path) {
+    for (int i = 0; i < MAX_TMPFILES; i++)
+        if (!tmpfiles[i]) { tmpfiles[i] = strdup(path); return; }
+}
+
+void gt_tmpfile_forget(const char *path) {
+    for (int i = 0; i < MAX_TMPFILES; i++)
+        if (tmpfiles[i] && strcmp(tmpfiles[i], path) == 0) { free(tmpfiles[i]); tmpfiles[i] = NULL; }
+}
+
+_Noreturn static void finish(int status) {
+    for (int i = 0; i < MAX_TMPFILES; i++)
+        if (tmpfiles[i]) remove(tmpfiles[i]);
+    fflush(stdout);
+    fflush(stderr);
+    int inited = 0, finalized = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&finalized);
+    if (abort_on_fail && inited && !finalized) MPI_Abort(MPI_COMM_WORLD, status);
+    exit(status);
+}
+
+_Noreturn void gt_fail(int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: error: ", progname);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    finish(status);
+}
+
+_Noreturn void gt_fail_at(int status, const char *file, int line, const char *hint,
+                          const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: error: ", progname);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (at %s:%d)\n", file, line);
+    if (hint && *hint) fprintf(stderr, "%s: hint: %s\n", progname, hint);
+    va_end(ap);
+    finish(status);
+}
+
+void gt_warn(const char *fmt, ...) {
+    if (quiet) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: warning: ", progname);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+_Noreturn void gt_mpi_fail(const char *file, int line, const char *call, int rc) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) snprintf(msg, sizeof msg, "MPI error %d", rc);
+    gt_fail_at(GT_EXIT_RUNTIME, file, line,
+               "another rank probably died or the network failed; check the other ranks' messages",
+               "%s failed: %s", call, msg);
+}
+
+_Noreturn void gt_pcre2_fail(const char *file, int line, const char *hint, int rc) {
+    PCRE2_UCHAR msg[256];
+    if (pcre2_get_error_message(rc, msg, sizeof msg) < 0) snprintf((char *)msg, sizeof msg, "PCRE2 error %d", rc);
+    gt_fail_at(GT_EXIT_RUNTIME, file, line, hint, "PCRE2: %s", (char *)msg);
+}
+
+static _Noreturn void out_of_memory(size_t bytes, const char *what) {
+    gt_fail(GT_EXIT_USAGE, "out of memory: %s needs %zu bytes (%.2f GiB); use a smaller model, batch or block size",
+            what ? what : "allocation", bytes, (double)bytes / (1024.0 * 1024.0 * 1024.0));
+}
+
+void *gt_malloc(size_t bytes, const char *what) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) out_of_memory(bytes, what);
+    return p;
+}
+
+void *gt_calloc(size_t n, size_t size, const char *what) {
+    if (size && n > (size_t)-1 / size) out_of_memory((size_t)-1, what);
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) out_of_memory(n * size, what);
+    return p;
+}
+
+void *gt_realloc(void *p, size_t bytes, const char *what) {
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q) out_of_memory(bytes, what);
+    return q;
+}
+
+char *gt_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = gt_malloc(n, "string");
+    memcpy(d, s, n);
+    return d;
+}
+
+FILE *gt_fopen(const char *path, const char *mode, const char *what) {
+    FILE *f = fopen(path, mode);
+    if (!f) gt_fail(GT_EXIT_USAGE, "%s '%s': cannot open: %s", what ? what : "file", path, strerror(errno));
+    return f;
+}

@@ -1,0 +1,105 @@
+// gpt2.h - the CPU GPT-2 (nanoGPT architecture): pre-LayerNorm blocks, eps 1e-5, GELU
+// (tanh), learned positions, biases on, lm_head tied to wte. Every backward by hand.
+//
+// Memory: one buffer for parameters, one for gradients, one for activations, each with
+// named pointers into it. Parameters are laid out LAYER-MAJOR, in nanoGPT's order:
+//   wte (V,C) | wpe (T,C) | h.0: ln_1 w,b | c_attn w (3C,C), b (3C) | attn.c_proj w (C,C), b (C)
+//             | ln_2 w,b | c_fc w (4C,C), b (4C) | mlp.c_proj w (C,4C), b (C) | h.1 ... | ln_f w,b
+// so each block's gradients are one contiguous range that can be reduced (MPI) as soon as
+// that block's backward is done.
+#ifndef GT_GPT2_H
+#define GT_GPT2_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int vocab_size;  // V
+    int block_size;  // maxT: positions in wpe
+    int n_layer;     // L
+    int n_head;      // NH
+    int n_embd;      // C
+    float dropout;   // p, training only
+} GPTConfig;
+
+typedef struct {
+    float *ln_1_w, *ln_1_b;              // (C) (C)
+    float *c_attn_w, *c_attn_b;          // (3C, C) (3C)
+    float *attn_proj_w, *attn_proj_b;    // (C, C) (C)
+    float *ln_2_w, *ln_2_b;              // (C) (C)
+    float *c_fc_w, *c_fc_b;              // (4C, C) (4C)
+    float *mlp_proj_w, *mlp_proj_b;      // (C, 4C) (C)
+} BlockTensors;
+
+#define GPT2_MAX_LAYERS 256
+typedef struct {
+    float *wte;                   // (V, C)
+    float *wpe;                   // (maxT, C)
+    BlockTensors h[GPT2_MAX_LAYERS];
+    float *ln_f_w, *ln_f_b;       // (C) (C)
+} ParamTensors;
+
+// One named tensor of the flat buffer, with nanoGPT's name and PyTorch shape.
+typedef struct {
+    char name[64];     // "transformer.h.3.attn.c_attn.weight"
+    int ndim;          // 1 or 2
+    size_t shape[2];
+    size_t offset;     // into params/grads/moment buffers, in floats
+    size_t numel;
+    int decay;         // 1 for 2-D tensors (matrices, embeddings): AdamW weight decay applies
+    int layer;         // block index, or -1 for wte/wpe/ln_f
+} ParamSpec;
+
+// Called by gpt2_backward as soon as a contiguous range of gradients is final:
+// ln_f, then blocks L-1 .. 0, then the embeddings (wte also gets the tied head's gradient).
+typedef void (*GradReadyFn)(void *ctx, size_t offset, size_t count);
+
+typedef struct {
+    GPTConfig config;
+    size_t num_params;
+    float *params;              // (num_params)
+    float *grads;               // (num_params)
+    ParamTensors p;             // views into params
+    ParamTensors g;             // views into grads
+    ParamSpec *specs;           // nanoGPT-named tensors in buffer order (wte, wpe, blocks, ln_f)
+    int n_specs;
+    // activations, sized once by gpt2_alloc_activations for at most (maxB, maxT)
+    int maxB, maxT;
+    float *acts;                // one buffer; its views are private to gpt2.c except:
+    float *att;                 // (L, B, NH, T, T) softmax attention of the last forward
+                                //   (before dropout), laid out for that call's B and T
+    float *logits;              // (B, T, V) of the last forward
+    float *probs;               // (B, T, V) softmax of logits (when targets were given)
+    const int *last_targets;    // as given to the last forward
+    int B, T;                   // of the last forward
+    int training;               // last forward was in training mode (dropout on)
+    float mean_loss;            // of the last forward with targets, else -1
+    void *priv;                 // dropout masks and scratch (gpt2.c)
+} GPT2;
+
+// Returns 0 and fills err with one clear sentence ("--n-embd 100 is not divisible by
+// --n-head 3") when the config is invalid.
+int gpt2_config_check(const GPTConfig *c, char *err, size_t errsize);
+// Allocates params and grads (zeroed) and builds specs. Config must pass the check.
+void gpt2_build(GPT2 *m, const GPTConfig *c);
+// GPT-2 init: N(0, 0.02); attn.c_proj and mlp.c_proj weights N(0, 0.02/sqrt(2L)); biases 0;
+// LayerNorm weight 1, bias 0. Deterministic in seed.
+void gpt2_init_weights(GPT2 *m, uint64_t seed);
+void gpt2_alloc_activations(GPT2 *m, int maxB, int maxT);
+// inputs, targets: (B, T) token ids. targets may be NULL (no loss). train=1 applies dropout
+// with masks drawn from (dropout_seed, position): the same seed gives the same masks,
+// whatever the thread count. Returns mean cross-entropy (or -1 without targets).
+float gpt2_forward(GPT2 *m, const int *inputs, const int *targets, int B, int T, int train,
+                   uint64_t dropout_seed);
+void gpt2_zero_grad(GPT2 *m);
+// Accumulates (+=) into grads d(loss_scale * mean_loss)/dparams for the last forward.
+// ready may be NULL; otherwise it is called as ranges of grads become final.
+void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx);
+void gpt2_free(GPT2 *m);
+
+// Lookup of a spec by nanoGPT name; NULL if absent.
+const ParamSpec *gpt2_find_spec(const GPT2 *m, const char *name);
+// Forward FLOPs per token (matmuls + attention), for GFLOP/s reports; training ~3x.
+double gpt2_flops_per_token(const GPTConfig *c, int T);
+
+#endif

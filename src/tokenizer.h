@@ -1,0 +1,45 @@
+// tokenizer.h - byte-level BPE with a PCRE2 split pattern (SPEC.md "/tokenizer" group).
+// Ids 0..255 are the bytes, 256+i is merge i, specials follow the merges.
+#ifndef GT_TOKENIZER_H
+#define GT_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    char *pattern;            // the split regex itself (names like "llama3" resolved)
+    int vocab_size;           // 256 + n_merges + n_special
+    int n_merges;
+    int32_t *merges;          // (n_merges, 2): merge i makes 256+i from (left, right)
+    uint8_t *token_bytes;     // bytes of every token, concatenated
+    int64_t *token_offsets;   // (vocab_size + 1)
+    int n_special;
+    char **special;           // (n_special) UTF-8 strings; id = 256 + n_merges + i
+    void *priv;               // compiled regex (JIT), merge lookup table
+} Tokenizer;
+
+// Resolves "llama3" | "gpt4" | "gpt2" to its regex; anything else is returned as is.
+const char *tokenizer_pattern(const char *name_or_regex);
+
+// Trains per SPEC.md's deterministic rule on `text` (valid UTF-8, `len` bytes).
+// Fails (exit 1, naming `flag_for_msg`) on an invalid regex, showing PCRE2's message and offset.
+void tokenizer_train(Tokenizer *tok, const char *text, size_t len, int vocab_size, const char *pattern,
+                     char *const *special, int n_special, int threads, int verbose);
+// Must be called after filling the public fields by hand or from a file: compiles the
+// regex and builds lookup tables.
+void tokenizer_prepare(Tokenizer *tok);
+
+// Appends the ids of text[0..len) to *ids (grown with realloc; *n, *cap updated).
+// Special token strings in the text map to their ids.
+void tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, uint32_t **ids, size_t *n, size_t *cap);
+// Bytes of one token (not NUL-terminated); NULL for an invalid id.
+const uint8_t *tokenizer_token(const Tokenizer *tok, uint32_t id, size_t *len);
+// Decodes ids into a malloc'd, NUL-terminated byte string (may be invalid UTF-8 if ids
+// split a character); *len set when non-NULL.
+char *tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, size_t n, size_t *len);
+void tokenizer_free(Tokenizer *tok);
+
+// UTF-8 validation: returns 1 if valid; otherwise 0 with the offset of the first bad byte.
+int utf8_validate(const char *s, size_t len, size_t *bad_offset);
+
+#endif
