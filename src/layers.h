@@ -6,6 +6,7 @@
 #define GT_LAYERS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 // out (B,T,C) = wte[inp] + wpe[t]
 void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B, int T, int C);
@@ -31,5 +32,30 @@ void residual_forward(float *out, const float *a, const float *b, size_t N);
 // Causal self-attention over qkv (B,T,3C) -> out (B,T,C); att (B,NH,T,T) holds the softmax
 // probabilities (upper triangle 0). Used by gpt2.c (with dropout handled there) and tests.
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
+
+// ---- additions used by gpt2.c for training (dropout, backward of attention, loss) ----
+
+// Inverted dropout with keep probability 1-p: out = inp * mask / (1-p), mask[i] drawn from
+// stream `key` (rng.h) at index i, so the same (key, i) always gives the same decision.
+// out may alias inp. Used for the forward and (with the same key) the backward pass;
+// p == 0 copies. Written, not accumulated.
+void dropout_apply(float *out, const float *inp, size_t N, float p, uint64_t key);
+// out = a + dropout(b): the residual branches of nanoGPT's blocks. out may alias a.
+void residual_dropout_forward(float *out, const float *a, const float *b, size_t N, float p, uint64_t key);
+
+// attention_forward with dropout p on the probabilities (att keeps them before dropout);
+// the mask of element (b, h, t, t2) is index ((b*NH + h)*T + t)*T + t2 of stream `key`.
+void attention_forward_dropout(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
+                               float p, uint64_t key);
+// Accumulates into dqkv (B,T,3C) given dout (B,T,C), the forward's qkv and att, and the
+// same p and key as the forward.
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T,
+                        int C, int NH, float p, uint64_t key);
+
+// Softmax of logits (N,V) into probs and per-row cross-entropy losses (N) against targets.
+void crossentropy_forward(float *probs, float *losses, const float *logits, const int *targets, size_t N, int V);
+// dlogits = (probs - onehot(targets)) * dloss, where dloss is d(loss)/d(each row's loss)
+// (1/N for a mean). Written, not accumulated, so dlogits may alias probs.
+void crossentropy_backward(float *dlogits, const float *probs, const int *targets, float dloss, size_t N, int V);
 
 #endif

@@ -1,0 +1,37 @@
+// checkpoint.h - the model and optimizer groups of a checkpoint (SPEC.md "Checkpoint"):
+// /model/<nanoGPT name> float32 tensors in PyTorch shapes, /model/lm_head.weight a hard link
+// to transformer.wte.weight (tied), /optimizer/m and /optimizer/v the AdamW moments under
+// the same names, /config attrs with the model config. The trainer owns the rest of the
+// file (root attrs, /state, /tokenizer, its settings in /config) and its atomic commit
+// (h5_create_tmp / h5_commit).
+#ifndef GT_CHECKPOINT_H
+#define GT_CHECKPOINT_H
+
+#include <hdf5.h>
+
+#include "gpt2.h"
+
+#define GT_FORMAT_CHECKPOINT "gpt-train/checkpoint"
+
+// Writes the tensors of `buf` (model params or an AdamW moment, m->num_params floats)
+// under `group` ("model", "optimizer/m", "optimizer/v"). For "model" also creates the
+// lm_head.weight hard link.
+void ckpt_write_tensors(hid_t file, const char *group, const GPT2 *m, const float *buf);
+// Reads them back into buf, checking that every tensor exists, is float32 and has exactly
+// the expected shape; otherwise exit 1 with one message naming `path`, the tensor, and the
+// expected and found shapes.
+void ckpt_read_tensors(hid_t file, const char *group, const GPT2 *m, float *buf, const char *path);
+
+// /config attrs n_layer, n_head, n_embd, block_size, vocab_size (int) and dropout (double).
+void ckpt_write_model_config(hid_t file, const GPTConfig *c);
+// Reads and validates them (missing attribute or invalid config: exit 1 naming `path`).
+void ckpt_read_model_config(hid_t file, GPTConfig *c, const char *path);
+
+// Opens a checkpoint read-only with format checks (exit 1 for a missing, truncated or
+// foreign file). `what` names the flag for messages, e.g. "--checkpoint".
+hid_t ckpt_open(const char *path, const char *what);
+// Convenience for tools that only need the model (sampler, tests): open, read config,
+// gpt2_build, read /model. Does not allocate activations.
+void ckpt_load_model(const char *path, const char *what, GPT2 *m);
+
+#endif

@@ -1,0 +1,90 @@
+// adamw.c - see adamw.h. The update follows torch.optim.AdamW's arithmetic order
+// (decay first, then m / (sqrt(v)/sqrt(bc2) + eps) * lr/bc1) so the two agree to rounding.
+#include "adamw.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+void adamw_init(AdamW *o, size_t n) {
+    o->n = n;
+    o->m = gt_calloc(n, sizeof(float), "AdamW first moments");
+    o->v = gt_calloc(n, sizeof(float), "AdamW second moments");
+    o->t = 0;
+}
+
+void adamw_free(AdamW *o) {
+    free(o->m);
+    free(o->v);
+    memset(o, 0, sizeof *o);
+}
+
+void adamw_step(AdamW *o, const GPT2 *model, float *params, const float *grads, const AdamWConfig *c) {
+    if (o->n != model->num_params)
+        gt_fail(GT_EXIT_RUNTIME, "optimizer holds %zu moments but the model has %zu parameters", o->n, model->num_params);
+    o->t++;
+    double bc1 = 1.0 - pow(c->beta1, (double)o->t);
+    double bc2 = 1.0 - pow(c->beta2, (double)o->t);
+    float step_size = (float)(c->lr / bc1);
+    float bc2_sqrt = (float)sqrt(bc2);
+    float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+    for (int s = 0; s < model->n_specs; s++) {
+        const ParamSpec *sp = &model->specs[s];
+        float decay = sp->decay ? 1.0f - c->lr * c->weight_decay : 1.0f;
+        float *p = params + sp->offset, *m = o->m + sp->offset, *v = o->v + sp->offset;
+        const float *g = grads + sp->offset;
+        #pragma omp parallel for simd
+        for (size_t i = 0; i < sp->numel; i++) {
+            float gi = g[i];
+            float mi = b1 * m[i] + (1.0f - b1) * gi;
+            float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            float denom = sqrtf(vi) / bc2_sqrt + eps;
+            p[i] = p[i] * decay - step_size * mi / denom;
+        }
+    }
+}
+
+float grad_global_norm(const float *grads, size_t n) {
+    double sum = 0.0;
+    #pragma omp parallel for reduction(+ : sum)
+    for (size_t i = 0; i < n; i++) sum += (double)grads[i] * grads[i];
+    return (float)sqrt(sum);
+}
+
+float grad_clip(float *grads, size_t n, float max_norm) {
+    float norm = grad_global_norm(grads, n);
+    if (max_norm <= 0.0f) return norm;
+    float coef = max_norm / (norm + 1e-6f);
+    if (coef < 1.0f) {
+        #pragma omp parallel for simd
+        for (size_t i = 0; i < n; i++) grads[i] *= coef;
+    }
+    return norm;
+}
+
+float lr_at(long long step, long long total_steps, long long warmup, float lr, float min_lr, LRSchedule s) {
+    if (step < warmup) return lr * (float)(step + 1) / (float)warmup;
+    if (s == LR_CONSTANT) return lr;
+    long long span = total_steps - warmup;
+    double ratio = span > 0 ? (double)(step - warmup) / (double)span : 1.0;
+    if (ratio > 1.0) ratio = 1.0;
+    if (ratio < 0.0) ratio = 0.0;
+    double coeff = s == LR_COSINE ? 0.5 * (1.0 + cos(M_PI * ratio)) : 1.0 - ratio;
+    return (float)(min_lr + coeff * (lr - min_lr));
+}
+
+int lr_schedule_parse(const char *name, LRSchedule *s) {
+    if (strcmp(name, "cosine") == 0) *s = LR_COSINE;
+    else if (strcmp(name, "linear") == 0) *s = LR_LINEAR;
+    else if (strcmp(name, "constant") == 0) *s = LR_CONSTANT;
+    else return 0;
+    return 1;
+}
+
+const char *lr_schedule_name(LRSchedule s) {
+    return s == LR_COSINE ? "cosine" : s == LR_LINEAR ? "linear" : "constant";
+}

@@ -1,0 +1,416 @@
+// gpt2.c - see gpt2.h. Forward and backward compose the kernels of layers.c in nanoGPT's
+// order; backward walks the forward in reverse with one layer's worth of scratch buffers
+// (gradients of activations are not kept for the whole network).
+#include "gpt2.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "layers.h"
+#include "rng.h"
+
+#define N_BLOCK_TENSORS 12
+
+// Views into m->acts for the B and T of the current forward: the buffer is sized for
+// (maxB, maxT) but each call packs its tensors densely for its own (B, T).
+typedef struct {
+    float *encoded;    // (B, T, C) embedding sum after dropout: the residual stream entering block 0
+    float *ln1;        // (L, B, T, C)
+    float *ln1_mean;   // (L, B, T)
+    float *ln1_rstd;   // (L, B, T)
+    float *qkv;        // (L, B, T, 3C)
+    float *atty;       // (L, B, T, C) attention output before c_proj
+    float *att;        // (L, B, NH, T, T)
+    float *residual2;  // (L, B, T, C) after the attention branch
+    float *ln2;        // (L, B, T, C)
+    float *ln2_mean;   // (L, B, T)
+    float *ln2_rstd;   // (L, B, T)
+    float *fch;        // (L, B, T, 4C)
+    float *fch_gelu;   // (L, B, T, 4C)
+    float *residual3;  // (L, B, T, C) after the MLP branch: the block's output
+    float *lnf;        // (B, T, C)
+    float *lnf_mean;   // (B, T)
+    float *lnf_rstd;   // (B, T)
+    float *logits;     // (B, T, V)
+    float *probs;      // (B, T, V)
+    float *losses;     // (B, T)
+} Acts;
+
+typedef struct {
+    Acts a;
+    int *inputs;        // (maxB, maxT) copy of the last forward's inputs
+    int *targets;       // (maxB, maxT)
+    int has_targets;
+    uint64_t dropout_seed;
+    float p;            // dropout in effect in the last forward (0 in eval)
+    // backward scratch, one layer at a time
+    float *dresidual;   // (B, T, C)
+    float *dbtc;        // (B, T, C)
+    float *dbtc2;       // (B, T, C)
+    float *dqkv;        // (B, T, 3C)
+    float *dfch;        // (B, T, 4C)
+    float *dfch_gelu;   // (B, T, 4C)
+    float *scratch;     // (B, T, C) branch outputs before dropout (forward)
+} Priv;
+
+// Dropout sites: 0 the embedding sum; per layer attention probabilities, attention branch,
+// MLP branch.
+enum { SITE_ATT = 1, SITE_ATTN_RESID = 2, SITE_MLP_RESID = 3 };
+static uint64_t site_key(uint64_t seed, int layer, int kind) {
+    return rng_site_key(seed, layer < 0 ? 0 : (uint64_t)layer * 4 + kind);
+}
+
+int gpt2_config_check(const GPTConfig *c, char *err, size_t errsize) {
+    if (c->vocab_size <= 0) {
+        snprintf(err, errsize, "vocab size %d must be positive", c->vocab_size);
+        return 0;
+    }
+    if (c->block_size <= 0) {
+        snprintf(err, errsize, "--block-size %d must be positive", c->block_size);
+        return 0;
+    }
+    if (c->n_layer <= 0 || c->n_layer > GPT2_MAX_LAYERS) {
+        snprintf(err, errsize, "--n-layer %d must be between 1 and %d", c->n_layer, GPT2_MAX_LAYERS);
+        return 0;
+    }
+    if (c->n_head <= 0) {
+        snprintf(err, errsize, "--n-head %d must be positive", c->n_head);
+        return 0;
+    }
+    if (c->n_embd <= 0) {
+        snprintf(err, errsize, "--n-embd %d must be positive", c->n_embd);
+        return 0;
+    }
+    if (c->n_embd % c->n_head != 0) {
+        snprintf(err, errsize, "--n-embd %d is not divisible by --n-head %d", c->n_embd, c->n_head);
+        return 0;
+    }
+    if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) {
+        snprintf(err, errsize, "--dropout %g must be in [0, 1)", (double)c->dropout);
+        return 0;
+    }
+    // Sizes are size_t internally but BLAS takes int dimensions.
+    if ((double)c->vocab_size * c->n_embd * 4.0 > 2147483647.0 || (double)c->block_size * c->block_size > 2147483647.0) {
+        snprintf(err, errsize, "model too large: vocab %d x n_embd %d (or block %d squared) overflows BLAS's int sizes",
+                 c->vocab_size, c->n_embd, c->block_size);
+        return 0;
+    }
+    return 1;
+}
+
+static void add_spec(GPT2 *m, size_t *off, const char *name, size_t d0, size_t d1, int layer) {
+    ParamSpec *s = &m->specs[m->n_specs++];
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->ndim = d1 ? 2 : 1;
+    s->shape[0] = d0;
+    s->shape[1] = d1;
+    s->numel = d1 ? d0 * d1 : d0;
+    s->offset = *off;
+    s->decay = d1 ? 1 : 0;
+    s->layer = layer;
+    *off += s->numel;
+}
+
+static void point_tensors(ParamTensors *t, float *base, const GPT2 *m) {
+    const ParamSpec *s = m->specs;
+    int i = 0;
+    t->wte = base + s[i++].offset;
+    t->wpe = base + s[i++].offset;
+    for (int l = 0; l < m->config.n_layer; l++) {
+        BlockTensors *h = &t->h[l];
+        float **views[N_BLOCK_TENSORS] = {&h->ln_1_w, &h->ln_1_b, &h->c_attn_w, &h->c_attn_b,
+                                          &h->attn_proj_w, &h->attn_proj_b, &h->ln_2_w, &h->ln_2_b,
+                                          &h->c_fc_w, &h->c_fc_b, &h->mlp_proj_w, &h->mlp_proj_b};
+        for (int k = 0; k < N_BLOCK_TENSORS; k++) *views[k] = base + s[i++].offset;
+    }
+    t->ln_f_w = base + s[i++].offset;
+    t->ln_f_b = base + s[i++].offset;
+}
+
+void gpt2_build(GPT2 *m, const GPTConfig *c) {
+    char err[256];
+    if (!gpt2_config_check(c, err, sizeof err)) gt_fail_usage("%s", err);
+    memset(m, 0, sizeof *m);
+    m->config = *c;
+    size_t V = c->vocab_size, T = c->block_size, C = c->n_embd;
+    int L = c->n_layer;
+    m->specs = gt_calloc((size_t)L * N_BLOCK_TENSORS + 4, sizeof(ParamSpec), "parameter table");
+    size_t off = 0;
+    char name[64];
+    add_spec(m, &off, "transformer.wte.weight", V, C, -1);
+    add_spec(m, &off, "transformer.wpe.weight", T, C, -1);
+    static const struct { const char *name; int rows_mult, cols_mult; } block[N_BLOCK_TENSORS] = {
+        {"ln_1.weight", 1, 0}, {"ln_1.bias", 1, 0},
+        {"attn.c_attn.weight", 3, 1}, {"attn.c_attn.bias", 3, 0},
+        {"attn.c_proj.weight", 1, 1}, {"attn.c_proj.bias", 1, 0},
+        {"ln_2.weight", 1, 0}, {"ln_2.bias", 1, 0},
+        {"mlp.c_fc.weight", 4, 1}, {"mlp.c_fc.bias", 4, 0},
+        {"mlp.c_proj.weight", 1, 4}, {"mlp.c_proj.bias", 1, 0}};
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < N_BLOCK_TENSORS; k++) {
+            snprintf(name, sizeof name, "transformer.h.%d.%s", l, block[k].name);
+            add_spec(m, &off, name, block[k].rows_mult * C, block[k].cols_mult * C, l);
+        }
+    add_spec(m, &off, "transformer.ln_f.weight", C, 0, -1);
+    add_spec(m, &off, "transformer.ln_f.bias", C, 0, -1);
+    m->num_params = off;
+    m->params = gt_calloc(off, sizeof(float), "model parameters");
+    m->grads = gt_calloc(off, sizeof(float), "parameter gradients");
+    point_tensors(&m->p, m->params, m);
+    point_tensors(&m->g, m->grads, m);
+    m->mean_loss = -1.0f;
+}
+
+void gpt2_init_weights(GPT2 *m, uint64_t seed) {
+    float proj_std = 0.02f / sqrtf(2.0f * m->config.n_layer);
+    for (int i = 0; i < m->n_specs; i++) {
+        const ParamSpec *s = &m->specs[i];
+        float *w = m->params + s->offset;
+        const char *tail = strrchr(s->name, '.');
+        if (s->ndim == 1) {
+            // LayerNorm weights are 1; every bias (and LayerNorm bias) is 0
+            float v = strcmp(tail, ".weight") == 0 ? 1.0f : 0.0f;
+            for (size_t j = 0; j < s->numel; j++) w[j] = v;
+            continue;
+        }
+        float std = strstr(s->name, ".c_proj.weight") ? proj_std : 0.02f;
+        uint64_t key = rng_site_key(seed, (uint64_t)i + 1000);
+        #pragma omp parallel for
+        for (size_t j = 0; j < s->numel; j++) w[j] = std * rng_normal_at(key, j);
+    }
+}
+
+static size_t acts_size(const GPTConfig *c, size_t B, size_t T) {
+    size_t C = c->n_embd, L = c->n_layer, NH = c->n_head, V = c->vocab_size, BT = B * T;
+    return BT * C                      // encoded
+           + L * BT * C * 2 + L * BT * 2  // ln1, atty; ln1 mean/rstd
+           + L * BT * 3 * C            // qkv
+           + L * B * NH * T * T        // att
+           + L * BT * C * 2 + L * BT * 2  // residual2, ln2; ln2 mean/rstd
+           + L * BT * 4 * C * 2        // fch, fch_gelu
+           + L * BT * C                // residual3
+           + BT * C + BT * 2           // lnf; mean/rstd
+           + BT * V * 2 + BT;          // logits, probs, losses
+}
+
+static void set_act_views(GPT2 *m, int B, int T) {
+    Acts *a = &((Priv *)m->priv)->a;
+    const GPTConfig *c = &m->config;
+    size_t C = c->n_embd, L = c->n_layer, NH = c->n_head, V = c->vocab_size, BT = (size_t)B * T;
+    float *p = m->acts;
+#define TAKE(field, n) do { a->field = p; p += (n); } while (0)
+    TAKE(encoded, BT * C);
+    TAKE(ln1, L * BT * C);
+    TAKE(ln1_mean, L * BT);
+    TAKE(ln1_rstd, L * BT);
+    TAKE(qkv, L * BT * 3 * C);
+    TAKE(atty, L * BT * C);
+    TAKE(att, L * B * NH * T * T);
+    TAKE(residual2, L * BT * C);
+    TAKE(ln2, L * BT * C);
+    TAKE(ln2_mean, L * BT);
+    TAKE(ln2_rstd, L * BT);
+    TAKE(fch, L * BT * 4 * C);
+    TAKE(fch_gelu, L * BT * 4 * C);
+    TAKE(residual3, L * BT * C);
+    TAKE(lnf, BT * C);
+    TAKE(lnf_mean, BT);
+    TAKE(lnf_rstd, BT);
+    TAKE(logits, BT * V);
+    TAKE(probs, BT * V);
+    TAKE(losses, BT);
+#undef TAKE
+    m->att = a->att;
+    m->logits = a->logits;
+    m->probs = a->probs;
+}
+
+void gpt2_alloc_activations(GPT2 *m, int maxB, int maxT) {
+    if (maxB <= 0 || maxT <= 0) gt_fail_usage("batch size %d and sequence length %d must be positive", maxB, maxT);
+    if (maxT > m->config.block_size)
+        gt_fail_usage("sequence length %d exceeds the model's block size %d", maxT, m->config.block_size);
+    if (m->acts) {
+        Priv *q = m->priv;
+        free(m->acts);
+        free(q->inputs);
+        free(q->dresidual);
+        free(q);
+    }
+    size_t C = m->config.n_embd, BT = (size_t)maxB * maxT;
+    m->maxB = maxB;
+    m->maxT = maxT;
+    m->acts = gt_malloc(acts_size(&m->config, maxB, maxT) * sizeof(float), "activations");
+    Priv *q = gt_calloc(1, sizeof(Priv), "model state");
+    m->priv = q;
+    q->inputs = gt_malloc(2 * BT * sizeof(int), "token buffers");
+    q->targets = q->inputs + BT;
+    float *s = gt_malloc(BT * C * 15 * sizeof(float), "backward scratch");
+    q->dresidual = s;
+    q->dbtc = s + BT * C;
+    q->dbtc2 = s + 2 * BT * C;
+    q->scratch = s + 3 * BT * C;
+    q->dqkv = s + 4 * BT * C;
+    q->dfch = s + 7 * BT * C;
+    q->dfch_gelu = s + 11 * BT * C;
+    set_act_views(m, maxB, maxT);
+}
+
+float gpt2_forward(GPT2 *m, const int *inputs, const int *targets, int B, int T, int train,
+                   uint64_t dropout_seed) {
+    if (!m->acts) gt_fail(GT_EXIT_RUNTIME, "gpt2_forward before gpt2_alloc_activations");
+    if (B <= 0 || T <= 0 || B > m->maxB || T > m->maxT)
+        gt_fail(GT_EXIT_RUNTIME, "forward of (B=%d, T=%d) exceeds the activations' (%d, %d)", B, T, m->maxB, m->maxT);
+    Priv *q = m->priv;
+    const GPTConfig *c = &m->config;
+    int V = c->vocab_size, C = c->n_embd, NH = c->n_head, L = c->n_layer;
+    size_t BT = (size_t)B * T;
+    for (size_t i = 0; i < BT; i++) {
+        if (inputs[i] < 0 || inputs[i] >= V) gt_fail_usage("token id %d at position %zu is outside the vocabulary (0..%d)", inputs[i], i, V - 1);
+        if (targets && (targets[i] < 0 || targets[i] >= V))
+            gt_fail_usage("target id %d at position %zu is outside the vocabulary (0..%d)", targets[i], i, V - 1);
+    }
+    set_act_views(m, B, T);
+    Acts *a = &q->a;
+    memcpy(q->inputs, inputs, BT * sizeof(int));
+    q->has_targets = targets != NULL;
+    if (targets) memcpy(q->targets, targets, BT * sizeof(int));
+    float p = train ? c->dropout : 0.0f;
+    q->p = p;
+    q->dropout_seed = dropout_seed;
+    m->B = B;
+    m->T = T;
+    m->training = train;
+    m->last_targets = targets;
+
+    encoder_forward(a->encoded, inputs, m->p.wte, m->p.wpe, B, T, C);
+    if (p > 0.0f) dropout_apply(a->encoded, a->encoded, BT * C, p, site_key(dropout_seed, -1, 0));
+    for (int l = 0; l < L; l++) {
+        const BlockTensors *w = &m->p.h[l];
+        const float *x = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BT * C;
+        float *ln1 = a->ln1 + l * BT * C, *qkv = a->qkv + l * BT * 3 * C, *atty = a->atty + l * BT * C;
+        float *att = a->att + (size_t)l * B * NH * T * T, *res2 = a->residual2 + l * BT * C;
+        float *ln2 = a->ln2 + l * BT * C, *fch = a->fch + l * BT * 4 * C, *fchg = a->fch_gelu + l * BT * 4 * C;
+        float *res3 = a->residual3 + l * BT * C;
+        layernorm_forward(ln1, a->ln1_mean + l * BT, a->ln1_rstd + l * BT, x, w->ln_1_w, w->ln_1_b, BT, C);
+        matmul_forward(qkv, ln1, w->c_attn_w, w->c_attn_b, BT, C, 3 * C);
+        attention_forward_dropout(atty, att, qkv, B, T, C, NH, p, site_key(dropout_seed, l, SITE_ATT));
+        matmul_forward(q->scratch, atty, w->attn_proj_w, w->attn_proj_b, BT, C, C);
+        residual_dropout_forward(res2, x, q->scratch, BT * C, p, site_key(dropout_seed, l, SITE_ATTN_RESID));
+        layernorm_forward(ln2, a->ln2_mean + l * BT, a->ln2_rstd + l * BT, res2, w->ln_2_w, w->ln_2_b, BT, C);
+        matmul_forward(fch, ln2, w->c_fc_w, w->c_fc_b, BT, C, 4 * C);
+        gelu_forward(fchg, fch, BT * 4 * C);
+        matmul_forward(q->scratch, fchg, w->mlp_proj_w, w->mlp_proj_b, BT, 4 * C, C);
+        residual_dropout_forward(res3, res2, q->scratch, BT * C, p, site_key(dropout_seed, l, SITE_MLP_RESID));
+    }
+    layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, a->residual3 + (size_t)(L - 1) * BT * C, m->p.ln_f_w,
+                      m->p.ln_f_b, BT, C);
+    matmul_forward(a->logits, a->lnf, m->p.wte, NULL, BT, C, V);  // tied head
+    if (!targets) {
+        m->mean_loss = -1.0f;
+        return -1.0f;
+    }
+    crossentropy_forward(a->probs, a->losses, a->logits, targets, BT, V);
+    double sum = 0.0;
+    for (size_t i = 0; i < BT; i++) sum += a->losses[i];
+    m->mean_loss = (float)(sum / BT);
+    return m->mean_loss;
+}
+
+void gpt2_zero_grad(GPT2 *m) { memset(m->grads, 0, m->num_params * sizeof(float)); }
+
+void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
+    Priv *q = m->priv;
+    if (!q || !q->has_targets) gt_fail(GT_EXIT_RUNTIME, "gpt2_backward without a forward that had targets");
+    const GPTConfig *c = &m->config;
+    int B = m->B, T = m->T, V = c->vocab_size, C = c->n_embd, NH = c->n_head, L = c->n_layer;
+    size_t BT = (size_t)B * T;
+    Acts *a = &q->a;
+    float p = q->p;
+    uint64_t seed = q->dropout_seed;
+    const ParamSpec *sp = m->specs;
+
+    // loss -> logits (in place over probs) -> lnf, and the tied head's share of dwte
+    float *dlogits = a->probs;
+    crossentropy_backward(dlogits, a->probs, q->targets, loss_scale / (float)BT, BT, V);
+    float *dlnf = q->dbtc;
+    memset(dlnf, 0, BT * C * sizeof(float));
+    matmul_backward(dlnf, m->g.wte, NULL, dlogits, a->lnf, m->p.wte, BT, C, V);
+    float *dres = q->dresidual;
+    memset(dres, 0, BT * C * sizeof(float));
+    layernorm_backward(dres, m->g.ln_f_w, m->g.ln_f_b, dlnf, a->residual3 + (size_t)(L - 1) * BT * C, m->p.ln_f_w,
+                       a->lnf_mean, a->lnf_rstd, BT, C);
+    const ParamSpec *lnf_spec = &sp[m->n_specs - 2];
+    if (ready) ready(ctx, lnf_spec->offset, 2 * (size_t)C);
+
+    for (int l = L - 1; l >= 0; l--) {
+        const BlockTensors *w = &m->p.h[l];
+        BlockTensors *g = &m->g.h[l];
+        const float *x = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BT * C;
+        float *ln1 = a->ln1 + l * BT * C, *qkv = a->qkv + l * BT * 3 * C, *atty = a->atty + l * BT * C;
+        float *att = a->att + (size_t)l * B * NH * T * T, *res2 = a->residual2 + l * BT * C;
+        float *ln2 = a->ln2 + l * BT * C, *fch = a->fch + l * BT * 4 * C, *fchg = a->fch_gelu + l * BT * 4 * C;
+
+        // MLP branch: dres holds d(residual3); the skip path passes it to residual2 unchanged
+        float *dbranch = q->dbtc;
+        dropout_apply(dbranch, dres, BT * C, p, site_key(seed, l, SITE_MLP_RESID));
+        memset(q->dfch_gelu, 0, BT * 4 * C * sizeof(float));
+        matmul_backward(q->dfch_gelu, g->mlp_proj_w, g->mlp_proj_b, dbranch, fchg, w->mlp_proj_w, BT, 4 * C, C);
+        memset(q->dfch, 0, BT * 4 * C * sizeof(float));
+        gelu_backward(q->dfch, fch, q->dfch_gelu, BT * 4 * C);
+        float *dln2 = q->dbtc2;
+        memset(dln2, 0, BT * C * sizeof(float));
+        matmul_backward(dln2, g->c_fc_w, g->c_fc_b, q->dfch, ln2, w->c_fc_w, BT, C, 4 * C);
+        layernorm_backward(dres, g->ln_2_w, g->ln_2_b, dln2, res2, w->ln_2_w, a->ln2_mean + l * BT,
+                           a->ln2_rstd + l * BT, BT, C);
+
+        // attention branch: dres now holds d(residual2)
+        dropout_apply(dbranch, dres, BT * C, p, site_key(seed, l, SITE_ATTN_RESID));
+        float *datty = q->dbtc2;
+        memset(datty, 0, BT * C * sizeof(float));
+        matmul_backward(datty, g->attn_proj_w, g->attn_proj_b, dbranch, atty, w->attn_proj_w, BT, C, C);
+        memset(q->dqkv, 0, BT * 3 * C * sizeof(float));
+        attention_backward(q->dqkv, datty, qkv, att, B, T, C, NH, p, site_key(seed, l, SITE_ATT));
+        float *dln1 = q->dbtc;
+        memset(dln1, 0, BT * C * sizeof(float));
+        matmul_backward(dln1, g->c_attn_w, g->c_attn_b, q->dqkv, ln1, w->c_attn_w, BT, C, 3 * C);
+        layernorm_backward(dres, g->ln_1_w, g->ln_1_b, dln1, x, w->ln_1_w, a->ln1_mean + l * BT,
+                           a->ln1_rstd + l * BT, BT, C);
+        const ParamSpec *first = &sp[2 + l * N_BLOCK_TENSORS], *last = &sp[2 + (l + 1) * N_BLOCK_TENSORS - 1];
+        if (ready) ready(ctx, first->offset, last->offset + last->numel - first->offset);
+    }
+
+    // dres holds d(encoded) after dropout
+    dropout_apply(dres, dres, BT * C, p, site_key(seed, -1, 0));
+    encoder_backward(m->g.wte, m->g.wpe, dres, q->inputs, B, T, C);
+    if (ready) ready(ctx, 0, sp[1].offset + sp[1].numel);
+}
+
+void gpt2_free(GPT2 *m) {
+    Priv *q = m->priv;
+    if (q) {
+        free(q->inputs);
+        free(q->dresidual);
+        free(q);
+    }
+    free(m->acts);
+    free(m->params);
+    free(m->grads);
+    free(m->specs);
+    memset(m, 0, sizeof *m);
+}
+
+const ParamSpec *gpt2_find_spec(const GPT2 *m, const char *name) {
+    for (int i = 0; i < m->n_specs; i++)
+        if (strcmp(m->specs[i].name, name) == 0) return &m->specs[i];
+    return NULL;
+}
+
+double gpt2_flops_per_token(const GPTConfig *c, int T) {
+    double C = c->n_embd, L = c->n_layer, V = c->vocab_size;
+    // per layer: qkv 3C^2, proj C^2, fc 4C^2, proj 4C^2 multiply-adds; q.k and att.v over
+    // T keys (full, as PyTorch computes it); head V*C. Two FLOPs per multiply-add.
+    return L * (24.0 * C * C + 4.0 * T * C) + 2.0 * V * C;
+}
