@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # setup.sh - installs the Debian packages gpt-train needs, only those missing.
 #   scripts/setup.sh           build + run dependencies (and the demo corpus)
-#   scripts/setup.sh --tests   also what the test suite uses (PyTorch, python3-regex,
+#   scripts/setup.sh --tests   also what the test suite uses (PyTorch, python3-regex, clang + libFuzzer,
 #                              SentencePiece for the benchmark, Slurm + munge)
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libopenblas-dev
@@ -9,6 +9,8 @@ PKGS=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libopenblas-de
       fortunes)
 if [[ ${1:-} == --tests ]]; then
     PKGS+=(python3-torch python3-regex sentencepiece slurm-wlm munge valgrind)
+    # fuzzing (tests/fuzz): clang's libFuzzer runtime, and LLVM's OpenMP for clang builds
+    PKGS+=(clang libclang-rt-14-dev libomp-dev)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
