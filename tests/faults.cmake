@@ -1,0 +1,30 @@
+# faults.cmake - "nothing lost": fault injection, corrupted files, fuzzing, sanitizers and
+# bad command lines (issue 7). Each test runs the real tools as a user would; all of them skip
+# (exit 77, with the reason) when a tool they need is not built. Long versions are scripts:
+#   tests/faults/crash_soak.sh    many more kill -9 trials
+#   tests/fuzz/run_fuzz.sh        60 s (or --time N) of libFuzzer per harness
+#   tests/faults/sanitize.sh      ASan+UBSan build and subset (also run here, see below)
+set(GT_FAULTS_DIR ${CMAKE_SOURCE_DIR}/tests/faults)
+
+macro(gt_fault_test name)
+  add_test(NAME ${name} COMMAND ${ARGN})
+  set_tests_properties(${name} PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 600
+                       SKIP_RETURN_CODE 77 LABELS faults)
+endmacro()
+
+# Every flag of gpt-bpe, gpt-train, gpt-sample: missing value, wrong type, out of range,
+# unknown name -> exit 1, message names the flag; gpt-train under mpirun -np 2 never hangs.
+gt_fault_test(faults_cli_table /usr/bin/python3 ${GT_FAULTS_DIR}/test_cli_table.py)
+# Truncations and seeded byte flips of vocab.h5, tokens.h5, checkpoints and attention.h5,
+# loaded by the real tools: success with verified content, or exit 1 and one message.
+gt_fault_test(faults_corrupt_files /usr/bin/python3 ${GT_FAULTS_DIR}/test_corrupt_files.py)
+# kill -9 of a 2-rank training at random moments, then --resume: bit-identical weights.
+gt_fault_test(faults_crash_resume /usr/bin/python3 ${GT_FAULTS_DIR}/test_crash_resume.py)
+# Full disk (checkpoint and attention writes), a dead rank of 4, NaN / exploding loss.
+gt_fault_test(faults_runtime /usr/bin/python3 ${GT_FAULTS_DIR}/test_runtime_faults.py)
+# libFuzzer: replay the regression corpus, then 20 s per harness (clang, ASan+UBSan).
+gt_fault_test(faults_fuzz_ci ${CMAKE_SOURCE_DIR}/tests/fuzz/run_fuzz.sh --ci)
+# Separate ASan+UBSan build (GT_SANITIZE=ON): tokenizer tests with LSan, a 2-rank training.
+gt_fault_test(faults_sanitize ${GT_FAULTS_DIR}/sanitize.sh --ci)
+# A short 1-rank training under valgrind memcheck: no invalid reads or writes.
+gt_fault_test(faults_valgrind ${GT_FAULTS_DIR}/valgrind.sh)

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# run_fuzz.sh - builds the libFuzzer harnesses (clang, ASan + UBSan) and fuzzes each one
+# for a bounded time, after replaying the regression corpus.
+#
+#   tests/fuzz/run_fuzz.sh                 60 s per harness (the long version)
+#   tests/fuzz/run_fuzz.sh --ci            replay tests/fuzz/corpus/, then 20 s per harness
+#   tests/fuzz/run_fuzz.sh --time 600 fuzz_h5load    one harness, ten minutes
+#   tests/fuzz/run_fuzz.sh --replay-only   only replay the committed corpus
+#
+# Harnesses (tests/fuzz/*.c): fuzz_tokenizer (encode/decode of arbitrary bytes, training on
+# arbitrary small texts) and fuzz_h5load (the input written to a file and loaded as vocab.h5,
+# tokens.h5, a checkpoint and attention.h5). The loaders' "exit 1 with a message" is correct
+# behaviour; error.c is compiled with -Dexit=gt_fuzz_exit so that exit returns to the harness
+# (see fuzz_common.h). Crashes, sanitizer reports and failed harness checks are bugs:
+# libFuzzer writes the input to $OUT/crash-*; keep it by copying it into
+# tests/fuzz/corpus/<harness>/ (the regression corpus replayed by every run), fix the bug.
+#
+# Env: GT_FUZZ_BUILD (default build-fuzz/ in the checkout), CC (default clang).
+# Needs Debian clang and libclang-rt-14-dev (scripts/setup.sh --tests installs them).
+# Exit 0 when every harness ran clean; 1 on a crash; 77 when clang/libFuzzer is missing.
+set -euo pipefail
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${GT_FUZZ_BUILD:-$SRC/build-fuzz}
+CC=${CC:-clang}
+[[ $CC == cc || $CC == gcc || $CC == */gcc ]] && CC=clang   # libFuzzer is clang's
+SECS=60
+REPLAY_ONLY=0
+HARNESSES=()
+while (($#)); do
+    case $1 in
+        --ci) SECS=20; shift ;;
+        --time) SECS=$2; shift 2 ;;
+        --replay-only) REPLAY_ONLY=1; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        fuzz_*) HARNESSES+=("$1"); shift ;;
+        *) echo "run_fuzz.sh: unknown argument '$1' (see --help)" >&2; exit 1 ;;
+    esac
+done
+((${#HARNESSES[@]})) || HARNESSES=(fuzz_tokenizer fuzz_h5load)
+
+if ! command -v "$CC" >/dev/null; then
+    echo "SKIP: $CC not found (apt-get install clang libclang-rt-14-dev, or scripts/setup.sh --tests)"; exit 77
+fi
+mkdir -p "$OUT/obj"
+probe=$OUT/probe.c
+echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { return 0; }' >"$probe"
+if ! "$CC" -fsanitize=fuzzer,address "$probe" -o "$OUT/probe" 2>/dev/null; then
+    echo "SKIP: $CC cannot link -fsanitize=fuzzer (apt-get install libclang-rt-14-dev)"; exit 77
+fi
+
+# ---- build: every library source (no *_main.c) into one archive; the linker takes what each
+# harness needs, so new modules are picked up without editing this script.
+SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+PKG="$(pkg-config --cflags hdf5 libpcre2-8 openblas ompi-c)"
+LIBS="$(pkg-config --libs hdf5 libpcre2-8 openblas ompi-c) -lm"
+OMP=""
+if echo 'int main(void){return 0;}' | "$CC" -fopenmp -x c - -o "$OUT/probe-omp" 2>/dev/null; then OMP=-fopenmp; fi
+CFLAGS="-std=gnu11 -O1 -g $SAN $OMP -I$SRC/src -I$SRC/io -I$SRC/mpi $PKG -DGT_VERSION=\"fuzz\" -w"
+objs=()
+for f in "$SRC"/src/*.c "$SRC"/io/*.c "$SRC"/mpi/*.c; do
+    [[ -e $f ]] || continue
+    case $(basename "$f") in *_main.c) continue ;; esac
+    o=$OUT/obj/$(basename "${f%.c}").o
+    extra=""
+    [[ $(basename "$f") == error.c ]] && extra="-Dexit=gt_fuzz_exit"
+    if [[ ! -e $o || $f -nt $o || $0 -nt $o ]]; then
+        # shellcheck disable=SC2086
+        if ! "$CC" $CFLAGS -fsanitize=fuzzer-no-link $extra -c "$f" -o "$o" 2>"$o.log"; then
+            echo "run_fuzz.sh: warning: $f does not compile, left out:"; head -5 "$o.log"; rm -f "$o"; continue
+        fi
+    fi
+    objs+=("$o")
+done
+rm -f "$OUT/libgt_fuzz.a"
+ar rcs "$OUT/libgt_fuzz.a" "${objs[@]}"
+for h in "${HARNESSES[@]}"; do
+    # shellcheck disable=SC2086
+    "$CC" $CFLAGS -fsanitize=fuzzer "$SRC/tests/fuzz/$h.c" "$OUT/libgt_fuzz.a" $LIBS -o "$OUT/$h"
+done
+echo "run_fuzz.sh: built ${HARNESSES[*]} in $OUT"
+
+# ---- run
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:symbolize=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+status=0
+for h in "${HARNESSES[@]}"; do
+    reg=$SRC/tests/fuzz/corpus/$h
+    work=$OUT/corpus-$h
+    mkdir -p "$reg" "$work"
+    # The loaders leave buffers behind when they end through gt_fail (the process would exit);
+    # only the tokenizer is held to LSan's standard inside the fuzzing loop.
+    leaks=1
+    [[ $h == fuzz_h5load ]] && leaks=0
+    opts=(-timeout=20 -rss_limit_mb=3000 -detect_leaks=$leaks -print_final_stats=0)
+    files=("$reg"/*)
+    if [[ -e ${files[0]} ]]; then
+        echo "== $h: replaying ${#files[@]} inputs of tests/fuzz/corpus/$h"
+        if ! "$OUT/$h" "${opts[@]}" -runs=1 "${files[@]}" >"$OUT/$h-replay.log" 2>&1; then
+            echo "FAIL: $h crashes on the regression corpus:"; tail -40 "$OUT/$h-replay.log"; status=1; continue
+        fi
+    fi
+    ((REPLAY_ONLY)) && continue
+    echo "== $h: fuzzing for $SECS s"
+    if "$OUT/$h" "${opts[@]}" -max_total_time="$SECS" -artifact_prefix="$OUT/crash-$h-" \
+        "$work" "$reg" >"$OUT/$h-fuzz.log" 2>&1; then
+        grep -E "^#[0-9]+ +DONE|Done [0-9]+ runs" "$OUT/$h-fuzz.log" | tail -2
+    else
+        echo "FAIL: $h found a crash (input in $OUT/crash-$h-*):"; tail -60 "$OUT/$h-fuzz.log"; status=1
+        echo "Replay it with: GT_FUZZ_VERBOSE=1 $OUT/$h $OUT/crash-$h-*"
+    fi
+done
+exit $status
