@@ -1,0 +1,338 @@
+// attention_io.c - see attention_io.h.
+//
+// Layout (SPEC.md): root attrs n_layer, n_head, every; /probe/token_ids int32 (T,),
+// /probe/tokens str (T,); /step int64 (N,), /loss float32 (N,), /attention (N, L, H, T, T)
+// float32 or float16, chunked one record per chunk, deflate. N is the unlimited dimension.
+//
+// Crash safety: the empty file is made under a temp name and renamed, then reopened for
+// SWMR writing. Each record writes /attention, then /loss, then /step (the last one is the
+// "commit"), each flushed; readers take N = the shortest of the three.
+#include "attention_io.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "error.h"
+#include "h5util.h"
+
+struct AttnWriter {
+    char *path;
+    hid_t file;
+    hid_t d_step, d_loss, d_att;
+    int L, NH, T, float16;
+    int *probe;           // (T) ids as gpt2_forward takes them
+    long long n;          // records in the file
+    long long last_step;  // -1 when empty
+    uint16_t *half;       // (L, NH, T, T) conversion scratch for float16 files
+};
+
+// ---- UTF-8 ----
+
+int utf8_seq(const uint8_t *s, size_t len) {
+    uint8_t c = s[0], lo = 0x80, hi = 0xBF;
+    int need;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) need = 2;
+    else if (c == 0xE0) need = 3, lo = 0xA0;           // no overlongs
+    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) need = 3;
+    else if (c == 0xED) need = 3, hi = 0x9F;           // no surrogates
+    else if (c == 0xF0) need = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) need = 4;
+    else if (c == 0xF4) need = 4, hi = 0x8F;           // <= U+10FFFF
+    else return -1;
+    for (int i = 1; i < need; i++) {
+        if ((size_t)i >= len) return 0;
+        if (s[i] < lo || s[i] > hi) return -i;
+        lo = 0x80, hi = 0xBF;
+    }
+    return need;
+}
+
+char *utf8_sanitize(const uint8_t *s, size_t len) {
+    char *out = gt_malloc(3 * len + 1, "UTF-8 text");  // U+FFFD is 3 bytes per >= 1 input byte
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        int r = utf8_seq(s + i, len - i);
+        if (r > 0) {
+            memcpy(out + o, s + i, (size_t)r);
+            o += (size_t)r;
+            i += (size_t)r;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i = r == 0 ? len : i + (size_t)(-r);
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+char *token_text_utf8(const Tokenizer *tok, int32_t id) {
+    if (id < 0 || id >= tok->vocab_size) return gt_strdup("\xEF\xBF\xBD");
+    int64_t a = tok->token_offsets[id], b = tok->token_offsets[id + 1];
+    return utf8_sanitize(tok->token_bytes + a, (size_t)(b - a));
+}
+
+// ---- float16 ----
+
+uint16_t float_to_half(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000, mant = x & 0x7FFFFF;
+    int32_t exp = (int32_t)((x >> 23) & 0xFF);
+    if (exp == 255) return (uint16_t)(sign | 0x7C00 | (mant ? 0x200 : 0));
+    int32_t e = exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7C00);
+    if (e <= 0) {  // half subnormal: value = m * 2^-24
+        if (e < -10) return (uint16_t)sign;
+        mant |= 0x800000;
+        int shift = 14 - e;
+        uint32_t m = mant >> shift, rem = mant & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+        if (rem > halfway || (rem == halfway && (m & 1))) m++;
+        return (uint16_t)(sign | m);
+    }
+    uint32_t h = sign | ((uint32_t)e << 10) | (mant >> 13), rem = mant & 0x1FFF;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;  // a carry into the exponent is right
+    return (uint16_t)h;
+}
+
+hid_t h5_half_type(void) {
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    H5_CHECK(t, "");
+    H5_CHECK(H5Tset_fields(t, 15, 10, 5, 0, 10), "");
+    H5_CHECK(H5Tset_size(t, 2), "");
+    H5_CHECK(H5Tset_ebias(t, 15), "");
+    H5_CHECK(H5Tset_precision(t, 16), "");
+    return t;
+}
+
+// ---- the file ----
+
+static hid_t create_extendable(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *rec,
+                               hsize_t chunk0, int deflate) {
+    hsize_t dims[8] = {0}, maxdims[8] = {H5S_UNLIMITED}, chunk[8] = {chunk0};
+    for (int i = 1; i < rank; i++) dims[i] = maxdims[i] = chunk[i] = rec[i];
+    hid_t sp = H5Screate_simple(rank, dims, maxdims);
+    H5_CHECK(sp, "");
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5_CHECK(dcpl, "");
+    H5_CHECK(H5Pset_chunk(dcpl, rank, chunk), "");
+    if (deflate) H5_CHECK(H5Pset_deflate(dcpl, 4), "");
+    hid_t d = H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5_CHECK(d, "");
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    return d;
+}
+
+static void create_file(const AttnWriter *w, const Tokenizer *tok, int every) {
+    char tmp[4200];
+    hid_t f = h5_create_tmp(w->path, GT_FORMAT_ATTENTION, tmp, sizeof tmp);
+    h5_attr_write_int(f, "n_layer", w->L);
+    h5_attr_write_int(f, "n_head", w->NH);
+    h5_attr_write_int(f, "every", every);
+
+    int32_t *ids = gt_malloc((size_t)w->T * sizeof(int32_t), "probe ids");
+    char **text = gt_malloc((size_t)w->T * sizeof(char *), "probe tokens");
+    for (int t = 0; t < w->T; t++) {
+        ids[t] = w->probe[t];
+        text[t] = token_text_utf8(tok, ids[t]);
+    }
+    hsize_t tdim[1] = {(hsize_t)w->T};
+    h5_write_dataset(f, "probe/token_ids", H5T_STD_I32LE, 1, tdim, ids, 0, 0);
+    h5_write_strings(f, "probe/tokens", text, (size_t)w->T);
+    for (int t = 0; t < w->T; t++) free(text[t]);
+    free(text);
+    free(ids);
+
+    hsize_t rec[5] = {0, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
+    hid_t d = create_extendable(f, "step", H5T_STD_I64LE, 1, rec, 256, 0);
+    H5Dclose(d);
+    d = create_extendable(f, "loss", H5T_IEEE_F32LE, 1, rec, 256, 0);
+    H5Dclose(d);
+    hid_t ft = w->float16 ? h5_half_type() : H5Tcopy(H5T_IEEE_F32LE);
+    d = create_extendable(f, "attention", ft, 5, rec, 1, 1);
+    h5_attr_write_str(d, "axes", "step,layer,head,query,key");
+    H5Dclose(d);
+    H5Tclose(ft);
+    h5_commit(f, tmp, w->path);
+}
+
+static long long dataset_len(hid_t d) {
+    hid_t sp = H5Dget_space(d);
+    H5_CHECK(sp, "");
+    hsize_t dims[8];
+    H5_CHECK(H5Sget_simple_extent_dims(sp, dims, NULL), "");
+    H5Sclose(sp);
+    return (long long)dims[0];
+}
+
+static void set_len(hid_t d, int rank, const hsize_t *rec, long long n) {
+    hsize_t dims[8];
+    for (int i = 0; i < rank; i++) dims[i] = rec[i];
+    dims[0] = (hsize_t)n;
+    H5_CHECK(H5Dset_extent(d, dims), "is the disk full?");
+}
+
+// Checks that an existing file matches this run, then drops records with step > resume_step.
+static void truncate_for_resume(AttnWriter *w, long long resume_step) {
+    hid_t f = h5_open_rw_checked(w->path, GT_FORMAT_ATTENTION, "attention file", 0);
+    int64_t L = -1, NH = -1;
+    h5_attr_read_int(f, "n_layer", &L);
+    h5_attr_read_int(f, "n_head", &NH);
+    int rank = 0;
+    hsize_t dims[8];
+    if (L != w->L || NH != w->NH || !h5_dataset_shape(f, "attention", &rank, dims) || rank != 5 ||
+        dims[1] != (hsize_t)w->L || dims[2] != (hsize_t)w->NH || dims[3] != (hsize_t)w->T) {
+        H5Fclose(f);
+        gt_fail_usage("'%s': was written for another model or probe length (n_layer %lld, n_head %lld); "
+                      "move it away to resume with this configuration", w->path, (long long)L, (long long)NH);
+    }
+    hsize_t pd[8];
+    int32_t *probe = h5_read_dataset(f, "probe/token_ids", H5T_NATIVE_INT32, &rank, pd, w->path);
+    for (int t = 0; t < w->T; t++)
+        if (probe[t] != w->probe[t]) {
+            H5Fclose(f);
+            gt_fail_usage("'%s': its probe differs from this run's --attn-prompt at token %d; "
+                          "resume with the same --attn-prompt or move the file away", w->path, t);
+        }
+    free(probe);
+    hid_t ds = H5Dopen2(f, "step", H5P_DEFAULT), dl = H5Dopen2(f, "loss", H5P_DEFAULT),
+          da = H5Dopen2(f, "attention", H5P_DEFAULT);
+    H5_CHECK(ds, "");
+    H5_CHECK(dl, "");
+    H5_CHECK(da, "");
+    long long n = dataset_len(ds);
+    if (dataset_len(dl) < n) n = dataset_len(dl);
+    if (dataset_len(da) < n) n = dataset_len(da);
+    long long keep = 0;
+    if (n > 0) {
+        int64_t *steps = gt_malloc((size_t)n * sizeof(int64_t), "steps");
+        hsize_t start[1] = {0}, count[1] = {(hsize_t)n};
+        hid_t fs = H5Dget_space(ds), ms = H5Screate_simple(1, count, NULL);
+        H5_CHECK(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL), "");
+        H5_CHECK(H5Dread(ds, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, steps), "");
+        H5Sclose(ms);
+        H5Sclose(fs);
+        while (keep < n && steps[keep] <= resume_step) keep++;
+        w->last_step = keep > 0 ? steps[keep - 1] : -1;
+        free(steps);
+    }
+    hsize_t rec[5] = {0, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
+    set_len(ds, 1, rec, keep);
+    set_len(dl, 1, rec, keep);
+    set_len(da, 5, rec, keep);
+    H5Dclose(ds);
+    H5Dclose(dl);
+    H5Dclose(da);
+    H5_CHECK(H5Fclose(f), "is the disk full?");
+    w->n = keep;
+}
+
+AttnWriter *attn_writer_open(const char *path, const GPTConfig *c, int every, const int32_t *probe_ids, int T,
+                             const Tokenizer *tok, int float16, long long resume_step) {
+    if (T <= 0) gt_fail_usage("--attn-prompt: the probe text encodes to no tokens");
+    if (T > c->block_size)
+        gt_fail_usage("--attn-prompt: the probe is %d tokens, longer than --block-size %d", T, c->block_size);
+    if (every <= 0) gt_fail_usage("--attn-every %d: must be a positive number of steps", every);
+    for (int t = 0; t < T; t++)
+        if (probe_ids[t] < 0 || probe_ids[t] >= c->vocab_size)
+            gt_fail_usage("--attn-prompt: token id %d at position %d is outside the vocabulary (%d)", probe_ids[t], t,
+                          c->vocab_size);
+    AttnWriter *w = gt_calloc(1, sizeof *w, "attention writer");
+    w->path = gt_strdup(path);
+    w->L = c->n_layer, w->NH = c->n_head, w->T = T, w->float16 = float16;
+    w->last_step = -1;
+    w->probe = gt_malloc((size_t)T * sizeof(int), "probe");
+    for (int t = 0; t < T; t++) w->probe[t] = probe_ids[t];
+    if (float16) w->half = gt_malloc((size_t)w->L * w->NH * T * T * sizeof(uint16_t), "float16 attention record");
+
+    struct stat st;
+    if (resume_step >= 0 && stat(path, &st) == 0) {
+        truncate_for_resume(w, resume_step);
+        // The dtype is the file's: a resumed run keeps what it started with.
+        hid_t f = h5_open_checked(path, GT_FORMAT_ATTENTION, "attention file");
+        hid_t d = H5Dopen2(f, "attention", H5P_DEFAULT);
+        hid_t t = H5Dget_type(d);
+        w->float16 = H5Tget_size(t) == 2;
+        if (w->float16 && !w->half) w->half = gt_malloc((size_t)w->L * w->NH * T * T * sizeof(uint16_t), "float16 record");
+        H5Tclose(t);
+        H5Dclose(d);
+        H5Fclose(f);
+    } else {
+        create_file(w, tok, every);
+    }
+    w->file = H5Fopen(path, H5F_ACC_RDWR | H5F_ACC_SWMR_WRITE, H5P_DEFAULT);
+    if (w->file < 0)
+        gt_fail_usage("'%s': cannot open for appending (is it open in a program that did not use swmr=True?)", path);
+    if (resume_step >= 0) h5_attr_write_int(w->file, "every", every);
+    w->d_step = H5Dopen2(w->file, "step", H5P_DEFAULT);
+    w->d_loss = H5Dopen2(w->file, "loss", H5P_DEFAULT);
+    w->d_att = H5Dopen2(w->file, "attention", H5P_DEFAULT);
+    H5_CHECK(w->d_step, "");
+    H5_CHECK(w->d_loss, "");
+    H5_CHECK(w->d_att, "");
+    H5_CHECK(H5Fflush(w->file, H5F_SCOPE_LOCAL), "is the disk full?");
+    return w;
+}
+
+// Writes one record (rank-dimensional, first dim 1) at index n of d, extending it first.
+static void write_record(hid_t d, hid_t memtype, int rank, const hsize_t *rec, long long n, const void *buf) {
+    set_len(d, rank, rec, n + 1);
+    hsize_t start[8] = {(hsize_t)n}, count[8] = {1};
+    for (int i = 1; i < rank; i++) count[i] = rec[i];
+    hid_t fs = H5Dget_space(d);
+    H5_CHECK(fs, "");
+    H5_CHECK(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL), "");
+    hid_t ms = H5Screate_simple(rank, count, NULL);
+    H5_CHECK(ms, "");
+    H5_CHECK(H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, buf), "is the disk full?");
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5_CHECK(H5Dflush(d), "is the disk full?");
+}
+
+void attn_append(AttnWriter *w, long long step, float loss, const float *att) {
+    if (step <= w->last_step)
+        gt_fail(GT_EXIT_RUNTIME, "'%s': record for step %lld after step %lld; steps must increase", w->path, step,
+                w->last_step);
+    hsize_t rec[5] = {1, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
+    if (w->float16) {
+        size_t n = (size_t)w->L * w->NH * w->T * w->T;
+        for (size_t i = 0; i < n; i++) w->half[i] = float_to_half(att[i]);
+        hid_t ht = h5_half_type();
+        write_record(w->d_att, ht, 5, rec, w->n, w->half);
+        H5Tclose(ht);
+    } else {
+        write_record(w->d_att, H5T_NATIVE_FLOAT, 5, rec, w->n, att);
+    }
+    int64_t s = step;
+    write_record(w->d_loss, H5T_NATIVE_FLOAT, 1, rec, w->n, &loss);
+    write_record(w->d_step, H5T_NATIVE_INT64, 1, rec, w->n, &s);
+    H5_CHECK(H5Fflush(w->file, H5F_SCOPE_LOCAL), "is the disk full?");
+    w->n++;
+    w->last_step = step;
+}
+
+void attn_probe_record(AttnWriter *w, GPT2 *m, long long step, float loss) {
+    if (m->config.n_layer != w->L || m->config.n_head != w->NH)
+        gt_fail(GT_EXIT_RUNTIME, "'%s': model has %d layers x %d heads, the file %d x %d", w->path, m->config.n_layer,
+                m->config.n_head, w->L, w->NH);
+    gpt2_forward(m, w->probe, NULL, 1, w->T, 0, 0);
+    attn_append(w, step, loss, m->att);  // (L, 1, NH, T, T) == (L, NH, T, T)
+}
+
+long long attn_writer_count(const AttnWriter *w) { return w->n; }
+
+void attn_writer_close(AttnWriter *w) {
+    if (!w) return;
+    H5Dclose(w->d_step);
+    H5Dclose(w->d_loss);
+    H5Dclose(w->d_att);
+    H5_CHECK(H5Fclose(w->file), "is the disk full?");
+    free(w->path);
+    free(w->probe);
+    free(w->half);
+    free(w);
+}

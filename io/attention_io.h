@@ -1,0 +1,50 @@
+// attention_io.h - RUN/attention.h5: the probe's softmax attention after every Nth step
+// (SPEC.md "RUN/attention.h5"). Appended in place, not written to a temp name and renamed:
+// the file is opened for SWMR writing and flushed after every record, so h5py can read it
+// while training runs (h5py.File(p, "r", swmr=True)) and a crash loses at most the record
+// being written.
+#ifndef GT_ATTENTION_IO_H
+#define GT_ATTENTION_IO_H
+
+#include <hdf5.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gpt2.h"
+#include "tokenizer.h"
+
+#define GT_FORMAT_ATTENTION "gpt-train/attention"
+
+typedef struct AttnWriter AttnWriter;
+
+// resume_step < 0: a new file (an existing one is replaced). Otherwise the existing file is
+// opened for append and records with step > resume_step are dropped, so a resumed run never
+// duplicates steps; a missing file is created. Bad input (probe empty or longer than the
+// block size, an existing file of another shape or probe) exits 1 naming the file.
+AttnWriter *attn_writer_open(const char *path, const GPTConfig *c, int every, const int32_t *probe_ids, int T,
+                             const Tokenizer *tok, int float16, long long resume_step);
+// Runs the probe through m in eval mode (gpt2_forward, B=1, train=0, no targets) and appends
+// m->att (L, 1, NH, T, T) as one record with its step and loss; flushes. Overwrites m's
+// activations, so call it between an optimizer step and the next forward.
+void attn_probe_record(AttnWriter *w, GPT2 *m, long long step, float loss);
+// Appends one record from a caller's buffer att (L, NH, T, T); flushes.
+void attn_append(AttnWriter *w, long long step, float loss, const float *att);
+// Records in the file (after the resume truncation, plus those appended since).
+long long attn_writer_count(const AttnWriter *w);
+void attn_writer_close(AttnWriter *w);
+
+// Text of token `id` as valid UTF-8 (invalid bytes shown as U+FFFD, one per maximal
+// ill-formed subsequence, as Python's bytes.decode("utf-8", "replace")); malloc'd.
+char *token_text_utf8(const Tokenizer *tok, int32_t id);
+// Same for any byte string.
+char *utf8_sanitize(const uint8_t *s, size_t len);
+// Length of the well-formed UTF-8 sequence at s[0..len): >0 complete, 0 when s is a proper
+// prefix of a valid sequence cut short by len, -k when the first k bytes are ill-formed.
+int utf8_seq(const uint8_t *s, size_t len);
+
+// IEEE binary16 conversion, round to nearest even (the float16 variant of the file).
+uint16_t float_to_half(float f);
+// An HDF5 little-endian IEEE half type (HDF5 1.10 has none built in); caller closes it.
+hid_t h5_half_type(void);
+
+#endif

@@ -1,0 +1,169 @@
+// attn_write_check.c - drives io/attention_io.c for the tests (tests/test_attn_*.py), so
+// they do not depend on gpt-train. Arguments are key=value.
+//
+//   attn_write_check write out=F.h5 raw=F.bin [L=2 H=3 T=7 records=5 every=10 first=10
+//                    resume=-1 float16=0 seed=1 sleep_ms=0 crash_after=-1]
+//       appends `records` records of random causal softmax matrices (rows sum to 1, upper
+//       triangle 0) at steps first, first+every, ...; appends the same float32 data,
+//       record by record, to raw (flushed before each HDF5 record, so a reader polling the
+//       HDF5 file can always compare). crash_after=K raises SIGKILL after K records.
+//   attn_write_check model out=F.h5 raw=F.bin [records=3 float16=0]
+//       a real GPT2 (random init) recorded through attn_probe_record after each of
+//       `records` weight perturbations; raw gets m->att of a separate full forward.
+//   attn_write_check utf8 HEX...      prints utf8_sanitize(bytes) of each argument, one a line
+//
+// The probe's tokenizer is built by hand: 256 byte tokens, then 256 = "H\xc3\xa9" ("Hé")
+// and 257 = "\xe2\x82" (a cut 3-byte character, shown as U+FFFD).
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "attention_io.h"
+#include "error.h"
+#include "gpt2.h"
+#include "h5util.h"
+#include "rng.h"
+
+static const char *arg(int argc, char **argv, const char *key, const char *def) {
+    size_t n = strlen(key);
+    for (int i = 2; i < argc; i++)
+        if (!strncmp(argv[i], key, n) && argv[i][n] == '=') return argv[i] + n + 1;
+    return def;
+}
+static long long iarg(int argc, char **argv, const char *key, long long def) {
+    const char *v = arg(argc, argv, key, NULL);
+    return v ? atoll(v) : def;
+}
+
+static void make_tokenizer(Tokenizer *tok) {
+    memset(tok, 0, sizeof *tok);
+    tok->vocab_size = 258;
+    tok->n_merges = 2;
+    tok->token_offsets = calloc(259, sizeof(int64_t));
+    tok->token_bytes = malloc(256 + 5);
+    for (int i = 0; i < 256; i++) {
+        tok->token_bytes[i] = (uint8_t)i;
+        tok->token_offsets[i + 1] = i + 1;
+    }
+    memcpy(tok->token_bytes + 256, "H\xc3\xa9\xe2\x82", 5);
+    tok->token_offsets[257] = 259;
+    tok->token_offsets[258] = 261;
+}
+
+// The probe: "Hello, w" bytes, then the two multi-byte tokens, a lone 0xC3, more bytes.
+static const int32_t PROBE[] = {'H', 'e', 'l', 'l', 'o', ',', ' ', 'w', 256, 257, 0xC3, '!', ' ', 'x', 'y', 'z'};
+
+static void random_att(float *att, int L, int H, int T, uint64_t key) {
+    size_t k = 0;
+    for (int lh = 0; lh < L * H; lh++)
+        for (int i = 0; i < T; i++) {
+            float *row = att + ((size_t)lh * T + i) * T;
+            double sum = 0;
+            for (int j = 0; j < T; j++) {
+                // skewed weights so rows have a visible structure, but never zero
+                float u = rng_uniform_at(key, k++);
+                row[j] = j <= i ? u * u * u + 1e-3f : 0.0f;
+                sum += row[j];
+            }
+            for (int j = 0; j <= i; j++) row[j] = (float)(row[j] / sum);
+        }
+}
+
+static void append_raw(const char *path, const float *x, size_t n) {
+    FILE *f = gt_fopen(path, "ab", "raw dump");
+    if (fwrite(x, sizeof(float), n, f) != n) gt_fail(2, "short write to %s", path);
+    fclose(f);
+}
+
+static int cmd_write(int argc, char **argv) {
+    const char *out = arg(argc, argv, "out", NULL), *raw = arg(argc, argv, "raw", NULL);
+    if (!out || !raw) gt_fail_usage("write: out= and raw= are required");
+    int L = (int)iarg(argc, argv, "L", 2), H = (int)iarg(argc, argv, "H", 3), T = (int)iarg(argc, argv, "T", 7);
+    long long records = iarg(argc, argv, "records", 5), every = iarg(argc, argv, "every", 10);
+    long long first = iarg(argc, argv, "first", every), resume = iarg(argc, argv, "resume", -1);
+    long long seed = iarg(argc, argv, "seed", 1), sleep_ms = iarg(argc, argv, "sleep_ms", 0);
+    long long crash_after = iarg(argc, argv, "crash_after", -1);
+    int T_probe = (int)(sizeof PROBE / sizeof PROBE[0]);
+    int32_t probe[64];
+    for (int t = 0; t < T; t++) probe[t] = PROBE[t % T_probe];
+    GPTConfig c = {.vocab_size = 258, .block_size = (int)iarg(argc, argv, "block", 16), .n_layer = L, .n_head = H,
+                   .n_embd = 4 * H, .dropout = 0};
+    Tokenizer tok;
+    make_tokenizer(&tok);
+    AttnWriter *w = attn_writer_open(out, &c, (int)every, probe, T, &tok, (int)iarg(argc, argv, "float16", 0), resume);
+    size_t n = (size_t)L * H * T * T;
+    float *att = malloc(n * sizeof(float));
+    for (long long r = 0; r < records; r++) {
+        long long step = first + r * every;
+        random_att(att, L, H, T, rng_site_key((uint64_t)seed, (uint64_t)step));
+        append_raw(raw, att, n);
+        attn_append(w, step, 10.0f / (float)(step + 1), att);
+        if (crash_after >= 0 && r + 1 == crash_after) raise(SIGKILL);
+        if (sleep_ms > 0) usleep((useconds_t)sleep_ms * 1000);
+    }
+    printf("records %lld\n", attn_writer_count(w));
+    attn_writer_close(w);
+    free(att);
+    return 0;
+}
+
+static int cmd_model(int argc, char **argv) {
+    const char *out = arg(argc, argv, "out", NULL), *raw = arg(argc, argv, "raw", NULL);
+    if (!out || !raw) gt_fail_usage("model: out= and raw= are required");
+    long long records = iarg(argc, argv, "records", 3);
+    GPTConfig c = {.vocab_size = 258, .block_size = 16, .n_layer = 2, .n_head = 2, .n_embd = 16, .dropout = 0.1f};
+    GPT2 m;
+    gpt2_build(&m, &c);
+    gpt2_init_weights(&m, 7);
+    gpt2_alloc_activations(&m, 4, 16);
+    Tokenizer tok;
+    make_tokenizer(&tok);
+    int T = 12;
+    AttnWriter *w = attn_writer_open(out, &c, 1, PROBE, T, &tok, (int)iarg(argc, argv, "float16", 0), -1);
+    int probe[16];
+    for (int t = 0; t < T; t++) probe[t] = PROBE[t];
+    for (long long r = 0; r < records; r++) {
+        // stand-in for an optimizer step: make the weights (and so the attention) change a lot
+        uint64_t key = rng_site_key(99, (uint64_t)r);
+        for (size_t i = 0; i < m.num_params; i++) m.params[i] += 0.3f * (rng_uniform_at(key, i) - 0.5f);
+        // a training-mode forward before, like the trainer's, must not leak into the record
+        int batch[4 * 16];
+        for (int i = 0; i < 4 * 16; i++) batch[i] = (int)(rng_at(key, 100000 + (uint64_t)i) % 258);
+        gpt2_forward(&m, batch, batch, 4, 16, 1, 5);
+        attn_probe_record(w, &m, r + 1, m.mean_loss);
+        gpt2_forward(&m, probe, NULL, 1, T, 0, 0);
+        append_raw(raw, m.att, (size_t)c.n_layer * c.n_head * T * T);
+    }
+    attn_writer_close(w);
+    gpt2_free(&m);
+    return 0;
+}
+
+static int cmd_utf8(int argc, char **argv) {
+    for (int i = 2; i < argc; i++) {
+        size_t n = strlen(argv[i]) / 2;
+        uint8_t *b = malloc(n + 1);
+        for (size_t k = 0; k < n; k++) {
+            unsigned v;
+            sscanf(argv[i] + 2 * k, "%2x", &v);
+            b[k] = (uint8_t)v;
+        }
+        char *s = utf8_sanitize(b, n);
+        printf("%s\n", s);
+        free(s);
+        free(b);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    gt_set_progname("attn_write_check");
+    h5_quiet();
+    if (argc < 2) gt_fail_usage("usage: attn_write_check write|model|utf8 ...");
+    if (!strcmp(argv[1], "write")) return cmd_write(argc, argv);
+    if (!strcmp(argv[1], "model")) return cmd_model(argc, argv);
+    if (!strcmp(argv[1], "utf8")) return cmd_utf8(argc, argv);
+    gt_fail_usage("unknown command '%s'", argv[1]);
+}
