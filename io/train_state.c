@@ -1,0 +1,163 @@
+// train_state.c - see train_state.h.
+#include "train_state.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "error.h"
+#include "h5util.h"
+
+#ifndef GT_VERSION
+#define GT_VERSION "dev"
+#endif
+
+#define RNG_DOC                                                                                        \
+    "counter-based (src/rng.h): weights from seed; dropout of (step, rank, micro-step) from "        \
+    "mix(seed, step, rank, micro); data order of (rank, epoch) from mix(seed, rank, epoch); so seed, " \
+    "step and the data cursors are the complete RNG state"
+
+static void write_state(hid_t file, const TrainState *st, const TrainConfig *cfg) {
+    hid_t g = h5_group_create(file, "state");
+    h5_attr_write_int(g, "seed", cfg->seed);
+    h5_attr_write_int(g, "adam_t", st->adam_t);
+    h5_attr_write_double(g, "best_val_loss", st->best_val_loss);
+    h5_attr_write_int(g, "skipped_steps", st->skipped_steps);
+    h5_attr_write_str(g, "rng", RNG_DOC);
+    hsize_t dims[1] = {(hsize_t)st->world_size};
+    h5_write_dataset(g, "cursor_epoch", H5T_NATIVE_INT64, 1, dims, st->cursor_epoch, 0, 0);
+    h5_write_dataset(g, "cursor_pos", H5T_NATIVE_INT64, 1, dims, st->cursor_pos, 0, 0);
+    h5_write_dataset(g, "cursor_windows", H5T_NATIVE_INT64, 1, dims, st->cursor_windows, 0, 0);
+    H5Gclose(g);
+}
+
+static void write_latest(const char *run, const char *name) {
+    char tmp[4200], path[4200];
+    snprintf(path, sizeof path, "%s/latest", run);
+    snprintf(tmp, sizeof tmp, "%s/latest.tmp", run);
+    FILE *f = fopen(tmp, "w");
+    if (!f) gt_fail(GT_EXIT_RUNTIME, "cannot write '%s': %s", tmp, strerror(errno));
+    fprintf(f, "%s\n", name);
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0)
+        gt_fail(GT_EXIT_RUNTIME, "cannot write '%s' (disk full?)", tmp);
+    if (rename(tmp, path) != 0) gt_fail(GT_EXIT_RUNTIME, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+}
+
+static int is_ckpt_name(const char *s) {
+    if (strncmp(s, "ckpt-", 5) != 0 || strlen(s) != 16 || strcmp(s + 13, ".h5") != 0) return 0;
+    for (int i = 5; i < 13; i++)
+        if (s[i] < '0' || s[i] > '9') return 0;
+    return 1;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void prune(const char *run, const char *keep_name, int keep) {
+    DIR *d = opendir(run);
+    if (!d) return;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!is_ckpt_name(e->d_name)) continue;
+        if (n == cap) names = gt_realloc(names, (cap = cap ? 2 * cap : 16) * sizeof *names, "checkpoint list");
+        names[n++] = gt_strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, cmp_str);  // zero-padded steps: name order is step order
+    for (size_t i = 0; i + (size_t)keep < n; i++) {
+        if (strcmp(names[i], keep_name) == 0) continue;
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", run, names[i]);
+        remove(path);
+    }
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+void train_state_save(const char *run, const TrainConfig *cfg, const GPT2 *m, const AdamW *opt,
+                      const TrainState *st, hid_t tok_file, int keep, char *path_out) {
+    char name[32], path[4200], tmp[4300];
+    snprintf(name, sizeof name, "ckpt-%08lld.h5", st->step);
+    snprintf(path, sizeof path, "%s/%s", run, name);
+    hid_t f = h5_create_tmp(path, GT_FORMAT_CHECKPOINT, tmp, sizeof tmp);
+    char now[40];
+    h5_iso8601_now(now, sizeof now);
+    h5_attr_write_int(f, "step", st->step);
+    h5_attr_write_int(f, "tokens_seen", st->tokens_seen);
+    h5_attr_write_int(f, "world_size", st->world_size);
+    h5_attr_write_str(f, "created", now);
+    h5_attr_write_str(f, "software_version", "gpt-train " GT_VERSION);
+    hid_t g = h5_group_create(f, "config");
+    config_write_attrs(g, cfg);
+    H5Gclose(g);
+    ckpt_write_model_config(f, &m->config);  // after ours: the model's true vocab_size wins
+    ckpt_write_tensors(f, "model", m, m->params);
+    ckpt_write_tensors(f, "optimizer/m", m, opt->m);
+    ckpt_write_tensors(f, "optimizer/v", m, opt->v);
+    write_state(f, st, cfg);
+    h5_copy_group(tok_file, "/tokenizer", f);
+    h5_commit(f, tmp, path);
+    write_latest(run, name);  // last: RUN/latest only ever names a complete file
+    prune(run, name, keep);
+    if (path_out) snprintf(path_out, 4200, "%s", path);
+}
+
+int train_state_latest(const char *run, char *path, size_t n) {
+    char lp[4200];
+    snprintf(lp, sizeof lp, "%s/latest", run);
+    FILE *f = fopen(lp, "r");
+    if (!f) return 0;
+    char name[1024] = "";
+    if (!fgets(name, sizeof name, f)) name[0] = '\0';
+    fclose(f);
+    name[strcspn(name, "\r\n")] = '\0';
+    if (!*name) return 0;
+    if (name[0] == '/') snprintf(path, n, "%s", name);
+    else snprintf(path, n, "%s/%s", run, name);
+    return 1;
+}
+
+static int64_t *read_i64(hid_t g, const char *name, int n, const char *path) {
+    int rank = 0;
+    hsize_t dims[8];
+    if (!h5_dataset_shape(g, name, &rank, dims) || rank != 1 || dims[0] != (hsize_t)n)
+        gt_fail_usage("checkpoint '%s': /state/%s is missing or does not hold %d entries (world_size)", path, name, n);
+    return h5_read_dataset(g, name, H5T_NATIVE_INT64, &rank, dims, path);
+}
+
+void train_state_read(hid_t file, const char *path, TrainState *st) {
+    memset(st, 0, sizeof *st);
+    int64_t v;
+    if (!h5_attr_read_int(file, "step", &v) || v < 0) gt_fail_usage("checkpoint '%s': root attribute 'step' missing", path);
+    st->step = v;
+    if (!h5_attr_read_int(file, "tokens_seen", &v)) gt_fail_usage("checkpoint '%s': root attribute 'tokens_seen' missing", path);
+    st->tokens_seen = v;
+    if (!h5_attr_read_int(file, "world_size", &v) || v < 1 || v > (1 << 24))
+        gt_fail_usage("checkpoint '%s': root attribute 'world_size' missing or invalid", path);
+    st->world_size = (int)v;
+    if (!h5_exists(file, "state")) gt_fail_usage("checkpoint '%s': group /state is missing (not written by gpt-train?)", path);
+    hid_t g = h5_group_open(file, "state", path);
+    double d;
+    st->best_val_loss = h5_attr_read_double(g, "best_val_loss", &d) ? d : INFINITY;
+    st->skipped_steps = h5_attr_read_int(g, "skipped_steps", &v) ? v : 0;
+    if (!h5_attr_read_int(g, "adam_t", &v) || v < 0) gt_fail_usage("checkpoint '%s': /state attribute 'adam_t' missing", path);
+    st->adam_t = v;
+    st->cursor_epoch = read_i64(g, "cursor_epoch", st->world_size, path);
+    st->cursor_pos = read_i64(g, "cursor_pos", st->world_size, path);
+    st->cursor_windows = read_i64(g, "cursor_windows", st->world_size, path);
+    H5Gclose(g);
+}
+
+void train_state_free(TrainState *st) {
+    free(st->cursor_epoch);
+    free(st->cursor_pos);
+    free(st->cursor_windows);
+    st->cursor_epoch = st->cursor_pos = st->cursor_windows = NULL;
+}

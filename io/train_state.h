@@ -1,0 +1,42 @@
+// train_state.h - the trainer's part of a checkpoint (SPEC.md "Checkpoint"): root attrs,
+// /config, /state, /tokenizer, around the engine's /model and /optimizer groups; the atomic
+// write, RUN/latest, and keeping the newest --keep-ckpts.
+//
+// /state holds everything a resumed run needs to continue exactly:
+//   attrs  seed, adam_t, best_val_loss, skipped_steps, rng (how every random stream is
+//          derived: all are counter-based from seed, step, rank, micro-step and epoch, so
+//          seed + step + data cursors ARE the RNG state)
+//   cursor_epoch, cursor_pos, cursor_windows  int64 (world_size): each rank's data cursor
+//          and the number of windows in its shard (to map cursors to another rank count)
+#ifndef GT_TRAIN_STATE_H
+#define GT_TRAIN_STATE_H
+
+#include <hdf5.h>
+#include <stdint.h>
+
+#include "adamw.h"
+#include "config.h"
+#include "gpt2.h"
+
+typedef struct {
+    long long step;          // optimizer steps done
+    long long tokens_seen;   // over all ranks
+    int world_size;
+    double best_val_loss;    // INFINITY before the first eval
+    long long skipped_steps; // --skip-bad-steps
+    long long adam_t;
+    int64_t *cursor_epoch, *cursor_pos, *cursor_windows;  // (world_size), malloc'd
+} TrainState;
+
+// Rank 0 only: writes RUN/ckpt-%08d.h5 (temp name, flush, rename), then RUN/latest (temp,
+// rename), then removes checkpoints beyond the newest `keep`. tok_file: an open file whose
+// /tokenizer is copied. The written path goes to path_out (>= 4200 bytes) when non-NULL.
+void train_state_save(const char *run, const TrainConfig *cfg, const GPT2 *m, const AdamW *opt,
+                      const TrainState *st, hid_t tok_file, int keep, char *path_out);
+// The checkpoint RUN/latest names, into path; 0 when there is none (no file or empty).
+int train_state_latest(const char *run, char *path, size_t n);
+// Reads root attrs and /state of an open checkpoint (exit 1 naming path when inconsistent).
+void train_state_read(hid_t file, const char *path, TrainState *st);
+void train_state_free(TrainState *st);
+
+#endif

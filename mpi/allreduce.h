@@ -1,0 +1,43 @@
+// allreduce.h - gradient averaging over the ranks in buckets that overlap backward.
+//
+// gpt2_backward reports ranges of final gradients (ln_f, blocks L-1..0, embeddings);
+// reducer_ready() merges adjacent ranges and starts an MPI_Iallreduce as soon as a bucket
+// holds bucket_bytes, so the reduction of late layers travels while earlier layers still
+// run their backward (DDP's scheme). reducer_finish() starts what is left, waits for all,
+// reduces any range backward did not report, and divides by the rank count.
+#ifndef GT_ALLREDUCE_H
+#define GT_ALLREDUCE_H
+
+#include <mpi.h>
+#include <stddef.h>
+
+typedef struct {
+    MPI_Comm comm;
+    int size;
+    float *grads;
+    size_t n;             // floats in grads
+    size_t bucket_min;    // floats per bucket before it is started
+    size_t lo, hi;        // reported range not started yet
+    MPI_Request *reqs;
+    size_t *r_off, *r_cnt;
+    int nreq, capreq;
+    // measurements
+    double blocking_s;    // one blocking MPI_Allreduce of all grads (calibrated at init)
+    double wait_s;        // time blocked in the last reducer_finish
+    double wait_total_s;  // sum over steps
+    long long steps;
+} GradReducer;
+
+// bucket_bytes: 0 means 1 MiB. Calibrates the blocking cost (collective).
+void reducer_init(GradReducer *r, MPI_Comm comm, float *grads, size_t n, size_t bucket_bytes);
+// A GradReadyFn for gpt2_backward (ctx = the GradReducer).
+void reducer_ready(void *ctx, size_t offset, size_t count);
+void reducer_finish(GradReducer *r);
+// Share of the blocking allreduce time that did not show up as waiting, over all steps
+// so far: 1 - mean wait / blocking cost, clamped to [0, 1]. 1 for a single rank.
+double reducer_hidden_share(const GradReducer *r);
+// Gradient bytes each rank sends per step with a ring allreduce: 2 (N-1)/N x payload.
+double reducer_bytes_sent(const GradReducer *r);
+void reducer_free(GradReducer *r);
+
+#endif

@@ -1,0 +1,143 @@
+// log.c - see log.h.
+#include "log.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+
+#define CSV_HEADER "step,tokens,train_loss,val_loss,lr,grad_norm,ms_per_step,tokens_per_s"
+
+static FILE *open_csv(const char *path, long long resume_step) {
+    if (resume_step >= 0) {
+        // Keep the rows up to the checkpoint: rows after it come again from the resumed run.
+        FILE *in = fopen(path, "r");
+        if (in) {
+            char tmp[4300];
+            snprintf(tmp, sizeof tmp, "%s.tmp", path);
+            FILE *out = gt_fopen(tmp, "w", "metrics file");
+            char *line = NULL;
+            size_t cap = 0;
+            int first = 1;
+            while (getline(&line, &cap, in) >= 0) {
+                if (first || atoll(line) <= resume_step) fputs(line, out);
+                first = 0;
+            }
+            free(line);
+            fclose(in);
+            if (fclose(out) != 0 || rename(tmp, path) != 0)
+                gt_fail(GT_EXIT_RUNTIME, "cannot rewrite '%s' (disk full?)", path);
+            return gt_fopen(path, "a", "metrics file");
+        }
+    }
+    FILE *f = gt_fopen(path, "w", "metrics file");
+    fprintf(f, CSV_HEADER "\n");
+    fflush(f);
+    return f;
+}
+
+void log_open(Logger *lg, const char *run_dir, int rank, long long resume_step, long long total_steps) {
+    memset(lg, 0, sizeof *lg);
+    lg->active = rank == 0;
+    lg->total_steps = total_steps;
+    if (!lg->active) return;
+    lg->tty = isatty(STDOUT_FILENO);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/train.log", run_dir);
+    lg->log = gt_fopen(path, "a", "training log");
+    snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
+    lg->csv = open_csv(path, resume_step);
+}
+
+static void clear_progress(Logger *lg) {
+    if (lg->progress_shown) {
+        fputs("\r\033[K", stdout);
+        lg->progress_shown = 0;
+    }
+}
+
+void log_line(Logger *lg, const char *fmt, ...) {
+    if (!lg->active) return;
+    clear_progress(lg);
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    fflush(stdout);
+    if (lg->log) {
+        va_start(ap, fmt);
+        vfprintf(lg->log, fmt, ap);
+        va_end(ap);
+        fputc('\n', lg->log);
+        fflush(lg->log);
+    }
+}
+
+static void fmt_duration(double s, char *buf, size_t n) {
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else if (t >= 60) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, n, "%lds", t);
+}
+
+static void cell(FILE *f, const char *fmt, double v) {
+    fputc(',', f);
+    if (!isnan(v)) fprintf(f, fmt, v);
+}
+
+void log_metrics(Logger *lg, const MetricsRow *m) {
+    if (!lg->active) return;
+    char line[512];
+    size_t len = 0;
+    int w = snprintf(NULL, 0, "%lld", lg->total_steps);
+    len += (size_t)snprintf(line + len, sizeof line - len, "step %*lld/%lld", w, m->step, lg->total_steps);
+    if (!isnan(m->train_loss))
+        len += (size_t)snprintf(line + len, sizeof line - len, " | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s",
+                                m->train_loss, m->lr, m->grad_norm, m->ms_per_step, m->tokens_per_s);
+    if (!isnan(m->train_loss) && !isnan(m->ms_per_step)) {
+        char eta[32];
+        fmt_duration((double)(lg->total_steps - m->step) * m->ms_per_step / 1000.0, eta, sizeof eta);
+        len += (size_t)snprintf(line + len, sizeof line - len, " | ETA %s", eta);
+    }
+    if (!isnan(m->val_loss))
+        len += (size_t)snprintf(line + len, sizeof line - len, " | val loss %.4f | ppl %.2f", m->val_loss,
+                                exp(m->val_loss));
+    log_line(lg, "%s", line);
+    fprintf(lg->csv, "%lld,%lld", m->step, m->tokens);
+    cell(lg->csv, "%.6f", m->train_loss);
+    cell(lg->csv, "%.6f", m->val_loss);
+    cell(lg->csv, "%.6e", m->lr);
+    cell(lg->csv, "%.6f", m->grad_norm);
+    cell(lg->csv, "%.3f", m->ms_per_step);
+    cell(lg->csv, "%.1f", m->tokens_per_s);
+    fputc('\n', lg->csv);
+    fflush(lg->csv);
+}
+
+void log_progress(Logger *lg, long long step, double loss, double ms_per_step) {
+    if (!lg->active || !lg->tty) return;
+    char eta[32];
+    fmt_duration((double)(lg->total_steps - step) * ms_per_step / 1000.0, eta, sizeof eta);
+    int width = 30;
+    int filled = lg->total_steps > 0 ? (int)((double)step / (double)lg->total_steps * width) : 0;
+    char bar[64];
+    for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+    bar[width] = '\0';
+    printf("\r\033[K[%s] step %lld/%lld loss %.4f %.1f ms/step ETA %s", bar, step, lg->total_steps, loss,
+           ms_per_step, eta);
+    fflush(stdout);
+    lg->progress_shown = 1;
+}
+
+void log_close(Logger *lg) {
+    if (!lg->active) return;
+    clear_progress(lg);
+    fflush(stdout);
+    if (lg->log) fclose(lg->log);
+    if (lg->csv) fclose(lg->csv);
+    lg->log = lg->csv = NULL;
+}

@@ -1,0 +1,36 @@
+// log.h - rank 0's view of training: one line per --log-every steps on stdout and in
+// RUN/train.log, a row in RUN/metrics.csv, and on a terminal a live progress line.
+// Every function is a no-op on other ranks (they print only errors).
+#ifndef GT_LOG_H
+#define GT_LOG_H
+
+#include <stdio.h>
+
+// NAN in a field means "not measured at this step": an empty cell in metrics.csv.
+typedef struct {
+    long long step;
+    long long tokens;      // tokens seen by all ranks so far
+    double train_loss, val_loss, lr, grad_norm, ms_per_step, tokens_per_s;
+} MetricsRow;
+
+typedef struct {
+    int active;            // rank 0
+    int tty;               // stdout is a terminal: live progress line
+    int progress_shown;
+    FILE *log, *csv;
+    long long total_steps;
+} Logger;
+
+// Opens RUN/train.log (append) and RUN/metrics.csv. resume_step >= 0 keeps only the rows
+// with step <= resume_step (a resumed run then writes the same rows as an uninterrupted
+// one); resume_step < 0 starts a new file with the header.
+void log_open(Logger *lg, const char *run_dir, int rank, long long resume_step, long long total_steps);
+// A line to stdout and train.log.
+void log_line(Logger *lg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// The standard training line (and row) for one step; eval figures when val_loss is set.
+void log_metrics(Logger *lg, const MetricsRow *m);
+// Overwrites the live line on a terminal: "step 120/1000 loss 2.31 ...".
+void log_progress(Logger *lg, long long step, double loss, double ms_per_step);
+void log_close(Logger *lg);
+
+#endif

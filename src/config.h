@@ -1,0 +1,64 @@
+// config.h - every gpt-train setting (SPEC.md "Command lines"), from defaults, an optional
+// `--config FILE` of `key = value` lines, then the command line (which wins).
+//
+// One table in config.c describes each option once: its flag, type, range, default and
+// help; parsing, --help, printing, and the /config attributes of checkpoints all walk it.
+#ifndef GT_CONFIG_H
+#define GT_CONFIG_H
+
+#include <hdf5.h>
+#include <stddef.h>
+
+typedef struct {
+    // input and output
+    char *data;         // tokens.h5, or a text file (rank 0 tokenizes it into RUN/)
+    char *out;          // the run directory RUN
+    char *config_file;
+    int resume;
+    // model
+    int n_layer, n_head, n_embd, block_size;
+    double dropout;
+    // batch
+    int batch_size;     // per rank, per micro-batch
+    int grad_accum;
+    long long steps;    // the step the run ends at (also when resuming)
+    // optimizer
+    double lr, min_lr;
+    int warmup;
+    char *lr_schedule;  // cosine | linear | constant
+    double weight_decay, beta1, beta2, eps, grad_clip;
+    // run
+    long long seed;
+    int eval_every, eval_batches, ckpt_every, keep_ckpts, log_every, threads;
+    int check_sync, skip_bad_steps;
+    // attention probe
+    int attn_every;
+    char *attn_prompt;  // NULL: the start of /val
+    char *attn_dtype;   // float32 | float16
+    // text input only
+    int vocab_size;
+    double val_fraction;
+    char *pattern;
+
+    unsigned char given[64];  // per option: 1 when set by the config file or a flag
+} TrainConfig;
+
+// Parses argv (and --config FILE). Returns 0 on success; 1 after --help (text in *help,
+// malloc'd); -1 on an error, with one sentence naming the flag, key or file in err.
+int config_parse(TrainConfig *c, int argc, char **argv, char *err, size_t errsize, char **help);
+// Range and cross-option checks after parsing (and after a resume filled the rest).
+int config_check(const TrainConfig *c, char *err, size_t errsize);
+// 1 when the option `name` (e.g. "n_layer") was given in the config file or on the command line.
+int config_given(const TrainConfig *c, const char *name);
+
+// The effective configuration, grouped, one "key = value" per line (a valid --config file).
+void config_print(const TrainConfig *c, FILE *f);
+// Every setting as an attribute of `loc` (keys with underscores; strings "" when unset).
+void config_write_attrs(hid_t loc, const TrainConfig *c);
+// Fills the options NOT given on this command line from the attributes of `loc` (a
+// checkpoint's /config), so `--resume` alone continues with the settings of the run.
+// Paths (data, out, config) and resume are never taken from the file.
+void config_fill_from_attrs(TrainConfig *c, hid_t loc);
+void config_free(TrainConfig *c);
+
+#endif

@@ -1,0 +1,705 @@
+// train_main.c - gpt-train: data-parallel GPT-2 training under mpirun (SPEC.md).
+//
+// Every rank holds the whole model and reads only its shard of /train. Per step: forward
+// and backward on each micro-batch, gradients averaged over the ranks in buckets that
+// travel while backward still runs, clip, AdamW; so all ranks keep identical weights.
+// Rank 0 alone writes files (log, metrics, checkpoints, attention.h5). Bad input is agreed
+// on collectively (comm_agree) so every rank exits 1 together with one message.
+#define _GNU_SOURCE
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "adamw.h"
+#include "allreduce.h"
+#include "attention_io.h"
+#include "checkpoint.h"
+#include "comm.h"
+#include "config.h"
+#include "dataloader.h"
+#include "error.h"
+#include "gpt2.h"
+#include "h5util.h"
+#include "log.h"
+#include "rng.h"
+#include "shard.h"
+#include "signals.h"
+#include "tokenizer.h"
+#include "tokens_io.h"
+#include "train_state.h"
+#include "vocab_io.h"
+
+#define PATHLEN 4200
+
+typedef struct {
+    TrainConfig cfg;
+    const Comm *w;
+    char tokens_path[PATHLEN];
+    char err[2048];
+} Run;
+
+// ----------------------------------------------------------------------------
+// setup helpers
+
+static int mkdir_p(const char *path) {
+    char buf[PATHLEN];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+    struct stat st;
+    return stat(buf, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+}
+
+// Rank 0 creates RUN; a run that already holds a checkpoint is only continued with --resume.
+static void prepare_run_dir(Run *r) {
+    const char *msg = NULL;
+    if (r->w->rank == 0) {
+        char latest[PATHLEN];
+        if (mkdir_p(r->cfg.out) != 0) {
+            snprintf(r->err, sizeof r->err, "--out '%s': cannot create the run directory: %s", r->cfg.out,
+                     errno ? strerror(errno) : "a file of that name exists");
+            msg = r->err;
+        } else if (access(r->cfg.out, W_OK) != 0) {
+            snprintf(r->err, sizeof r->err, "--out '%s': directory is not writable", r->cfg.out);
+            msg = r->err;
+        } else if (!r->cfg.resume && train_state_latest(r->cfg.out, latest, sizeof latest)) {
+            snprintf(r->err, sizeof r->err,
+                     "--out '%s' already holds a run (latest checkpoint %s); add --resume to continue it, "
+                     "or choose another --out",
+                     r->cfg.out, latest);
+            msg = r->err;
+        }
+    }
+    comm_agree(msg, GT_EXIT_USAGE);
+}
+
+// A cheap look at an HDF5 input before the real reader, so a file one rank cannot see ends
+// the job with one message (comm_agree) instead of an abort. Returns NULL when fine.
+static const char *precheck_h5(const char *path, const char *format, const char *flag, char *err, size_t n) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, n, "%s '%s': %s", flag, path, strerror(errno));
+        return err;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(err, n, "%s '%s': is a directory", flag, path);
+        return err;
+    }
+    if (access(path, R_OK) != 0) {
+        snprintf(err, n, "%s '%s': %s", flag, path, strerror(errno));
+        return err;
+    }
+    if (H5Fis_hdf5(path) <= 0) {
+        snprintf(err, n, "%s '%s': not an HDF5 file (or its header is damaged)", flag, path);
+        return err;
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        snprintf(err, n, "%s '%s': cannot be opened as HDF5 (truncated or damaged?)", flag, path);
+        return err;
+    }
+    char *fmt = h5_attr_read_str(f, "format");
+    H5Fclose(f);
+    if (!fmt || strcmp(fmt, format) != 0) {
+        snprintf(err, n, "%s '%s': %s%s%s, expected a '%s' file", flag, path, fmt ? "format is '" : "not a gpt-train file",
+                 fmt ? fmt : "", fmt ? "'" : "", format);
+        free(fmt);
+        return err;
+    }
+    free(fmt);
+    return NULL;
+}
+
+// Test hook for the fault suite: GT_FAULT_OPEN_RANK=r makes rank r look for its data file
+// under a name that does not exist, as when a node does not see a shared filesystem.
+static const char *data_path_for_rank(const char *path, int rank, char *buf, size_t n) {
+    const char *f = getenv("GT_FAULT_OPEN_RANK");
+    if (f && *f && atoi(f) == rank) {
+        snprintf(buf, n, "%s.not-on-rank-%d", path, rank);
+        return buf;
+    }
+    return path;
+}
+
+// Does RUN/tokens.h5 come from this text (same sha256) with this tokenizer setting?
+static int tokens_reusable(const char *tokens_path, const char *vocab_path, const char *sha, int vocab_size,
+                           const char *pattern) {
+    if (H5Fis_hdf5(tokens_path) <= 0 || H5Fis_hdf5(vocab_path) <= 0) return 0;
+    int ok = 0;
+    hid_t f = H5Fopen(tokens_path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return 0;
+    char *fmt = h5_attr_read_str(f, "format");
+    if (fmt && !strcmp(fmt, GT_FORMAT_TOKENS) && h5_exists(f, "train") && h5_exists(f, "tokenizer")) {
+        hid_t d = H5Dopen2(f, "train", H5P_DEFAULT);
+        char *s = d >= 0 ? h5_attr_read_str(d, "source_sha256") : NULL;
+        hid_t g = H5Gopen2(f, "tokenizer", H5P_DEFAULT);
+        char *pat = g >= 0 ? h5_attr_read_str(g, "pattern") : NULL;
+        int64_t vs = 0;
+        int have_vs = g >= 0 && h5_attr_read_int(g, "vocab_size", &vs);
+        // A tokenizer may stop early (no pair left twice), so fewer tokens also match.
+        ok = s && !strcmp(s, sha) && pat && !strcmp(pat, pattern) && have_vs && vs <= vocab_size;
+        free(s);
+        free(pat);
+        if (g >= 0) H5Gclose(g);
+        if (d >= 0) H5Dclose(d);
+    }
+    free(fmt);
+    H5Fclose(f);
+    return ok;
+}
+
+// --data FILE.txt: rank 0 trains the tokenizer and encodes into RUN/vocab.h5, RUN/tokens.h5
+// (or reuses them); the others sleep until it is done.
+static void tokenize_text(Run *r) {
+    const TrainConfig *c = &r->cfg;
+    char vocab_path[PATHLEN];
+    snprintf(vocab_path, sizeof vocab_path, "%s/vocab.h5", c->out);
+    snprintf(r->tokens_path, sizeof r->tokens_path, "%s/tokens.h5", c->out);
+    int status = 0;
+    if (r->w->rank == 0) {
+        double t0 = comm_time();
+        char sha[65];
+        int64_t bytes = sha256_file(c->data, sha);
+        const char *pattern = tokenizer_pattern(c->pattern);
+        if (bytes < 0) {
+            snprintf(r->err, sizeof r->err, "--data '%s': cannot read: %s", c->data, strerror(errno));
+            status = 1;
+        } else if (bytes == 0) {
+            snprintf(r->err, sizeof r->err, "--data '%s': file is empty", c->data);
+            status = 1;
+        } else if (tokens_reusable(r->tokens_path, vocab_path, sha, c->vocab_size, pattern)) {
+            printf("data: reusing %s (made from '%s', sha256 %.12s...)\n", r->tokens_path, c->data, sha);
+        } else {
+            FILE *f = fopen(c->data, "rb");
+            char *text = f ? gt_malloc((size_t)bytes + 1, "--data text") : NULL;
+            size_t got = f ? fread(text, 1, (size_t)bytes, f) : 0;
+            if (f) fclose(f);
+            size_t bad = 0;
+            if (!f || got != (size_t)bytes) {
+                snprintf(r->err, sizeof r->err, "--data '%s': cannot read: %s", c->data, strerror(errno));
+                status = 1;
+            } else if (!utf8_validate(text, got, &bad)) {
+                snprintf(r->err, sizeof r->err,
+                         "--data '%s': neither a tokens.h5 file nor UTF-8 text (invalid byte at offset %zu)", c->data,
+                         bad);
+                status = 1;
+            } else {
+                text[got] = '\0';
+                printf("data: training a %d-token tokenizer on '%s' (%lld bytes, pattern %s)\n", c->vocab_size,
+                       c->data, (long long)bytes, c->pattern);
+                fflush(stdout);
+                Tokenizer tok;
+                memset(&tok, 0, sizeof tok);
+                tokenizer_train(&tok, text, got, c->vocab_size, pattern, NULL, 0, c->threads, 0);
+                vocab_save(vocab_path, &tok, 1);
+                uint32_t *ids = NULL;
+                size_t n = 0, cap = 0;
+                tokenizer_encode(&tok, text, got, &ids, &n, &cap);
+                tokens_save(r->tokens_path, &tok, ids, n, c->val_fraction, c->data, bytes, sha, 1);
+                printf("data: %s (%d tokens) and %s (%zu tokens) in %.1f s\n", vocab_path, tok.vocab_size,
+                       r->tokens_path, n, comm_time() - t0);
+                free(ids);
+                tokenizer_free(&tok);
+            }
+            free(text);
+        }
+        fflush(stdout);
+    }
+    status = comm_wait_status(status);
+    if (status) comm_agree(r->w->rank == 0 ? r->err : "tokenizing failed on rank 0", GT_EXIT_USAGE);
+}
+
+// Decides tokens.h5 vs text and leaves the tokens file's path in r->tokens_path.
+static void prepare_data(Run *r) {
+    const TrainConfig *c = &r->cfg;
+    int kind = 0;  // 1 HDF5, 2 text
+    const char *msg = NULL;
+    if (r->w->rank == 0) {
+        struct stat st;
+        if (stat(c->data, &st) != 0) {
+            snprintf(r->err, sizeof r->err, "--data '%s': %s", c->data, strerror(errno));
+            msg = r->err;
+        } else if (S_ISDIR(st.st_mode)) {
+            snprintf(r->err, sizeof r->err, "--data '%s': is a directory, expected tokens.h5 or a text file", c->data);
+            msg = r->err;
+        } else {
+            kind = H5Fis_hdf5(c->data) > 0 ? 1 : 2;
+        }
+    }
+    comm_agree(msg, GT_EXIT_USAGE);
+    comm_bcast(&kind, sizeof kind);
+    if (kind == 1) snprintf(r->tokens_path, sizeof r->tokens_path, "%s", c->data);
+    else tokenize_text(r);
+}
+
+// ----------------------------------------------------------------------------
+// training helpers
+
+static uint64_t dropout_key(uint64_t seed, long long step, int rank, int micro) {
+    return rng_site_key(rng_site_key(rng_site_key(seed ^ 0xD809D809ULL, (uint64_t)step), (uint64_t)rank),
+                        (uint64_t)micro);
+}
+
+static uint64_t params_checksum(const float *p, size_t n) {
+    uint64_t h = 1469598103934665603ULL;  // FNV-1a over the bits: any difference shows
+    const uint32_t *u = (const uint32_t *)p;
+    for (size_t i = 0; i < n; i++) h = (h ^ u[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void check_sync(const Run *r, const GPT2 *m, long long step) {
+    uint64_t h = params_checksum(m->params, m->num_params), lo, hi;
+    MPI_CHECK(MPI_Allreduce(&h, &lo, 1, MPI_UINT64_T, MPI_MIN, r->w->comm));
+    MPI_CHECK(MPI_Allreduce(&h, &hi, 1, MPI_UINT64_T, MPI_MAX, r->w->comm));
+    if (lo != hi) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "--check-sync: weights differ across ranks after step %lld (parameter checksums %016llx to "
+                 "%016llx); the gradient averaging is broken",
+                 step, (unsigned long long)lo, (unsigned long long)hi);
+        comm_agree(msg, GT_EXIT_RUNTIME);
+    }
+}
+
+// Mean cross-entropy over this rank's eval windows, reduced over all ranks (SPEC.md).
+static double evaluate(const Run *r, GPT2 *m, const uint32_t *val, size_t nwin, int *inputs, int *targets) {
+    int B = r->cfg.batch_size, T = r->cfg.block_size;
+    double acc[2] = {0, 0};  // sum of per-window mean losses, windows
+    for (size_t w0 = 0; w0 < nwin; w0 += (size_t)B) {
+        int nb = (int)(nwin - w0 < (size_t)B ? nwin - w0 : (size_t)B);
+        for (int b = 0; b < nb; b++) {
+            const uint32_t *s = val + (w0 + (size_t)b) * (size_t)T;
+            for (int t = 0; t < T; t++) {
+                inputs[b * T + t] = (int)s[t];
+                targets[b * T + t] = (int)s[t + 1];
+            }
+        }
+        float loss = gpt2_forward(m, inputs, targets, nb, T, 0, 0);
+        acc[0] += (double)loss * nb;
+        acc[1] += nb;
+    }
+    double tot[2];
+    MPI_CHECK(MPI_Allreduce(acc, tot, 2, MPI_DOUBLE, MPI_SUM, r->w->comm));
+    return tot[0] / tot[1];
+}
+
+// Probe ids for attention.h5: --attn-prompt encoded, else the first block_size tokens of /val.
+static int32_t *probe_ids(Run *r, const Tokenizer *tok, hid_t tf, size_t n_val, int *T_out) {
+    const TrainConfig *c = &r->cfg;
+    int T = c->block_size;
+    int32_t *ids = NULL;
+    if (c->attn_prompt) {
+        uint32_t *u = NULL;
+        size_t n = 0, cap = 0;
+        tokenizer_encode(tok, c->attn_prompt, strlen(c->attn_prompt), &u, &n, &cap);
+        if (n == 0) {
+            snprintf(r->err, sizeof r->err, "--attn-prompt '%s': the text encodes to no tokens", c->attn_prompt);
+            free(u);
+            return NULL;
+        }
+        if (n > (size_t)T) {
+            snprintf(r->err, sizeof r->err,
+                     "--attn-prompt: %zu tokens, longer than --block-size %d; shorten the text or raise --block-size", n, T);
+            free(u);
+            return NULL;
+        }
+        ids = gt_malloc(n * sizeof *ids, "probe");
+        for (size_t i = 0; i < n; i++) ids[i] = (int32_t)u[i];
+        free(u);
+        *T_out = (int)n;
+        return ids;
+    }
+    size_t n = n_val < (size_t)T ? n_val : (size_t)T;
+    if (n == 0) {
+        snprintf(r->err, sizeof r->err, "--attn-every: /val of '%s' is empty; give --attn-prompt TEXT", r->tokens_path);
+        return NULL;
+    }
+    uint32_t *u = gt_malloc(n * sizeof *u, "probe");
+    tokens_read(tf, "val", 0, n, u, r->tokens_path);
+    ids = gt_malloc(n * sizeof *ids, "probe");
+    for (size_t i = 0; i < n; i++) ids[i] = (int32_t)u[i];
+    free(u);
+    *T_out = (int)n;
+    return ids;
+}
+
+// Rank 0 gathers every rank's data cursor and writes the checkpoint (collective).
+static void save_checkpoint(Run *r, const DataLoader *dl, const TrainState *st, const GPT2 *m, const AdamW *opt,
+                            hid_t tf, Logger *lg, int64_t *cur, char *last_ckpt) {
+    int size = r->w->size;
+    int64_t mine[3] = {dl->epoch, dl->pos, (int64_t)dl->n_windows};
+    MPI_CHECK(MPI_Gather(mine, 3, MPI_INT64_T, cur, 3, MPI_INT64_T, 0, r->w->comm));
+    if (r->w->rank != 0) return;
+    TrainState s = *st;
+    s.world_size = size;
+    s.adam_t = opt->t;
+    s.cursor_epoch = gt_malloc((size_t)size * sizeof(int64_t), "cursors");
+    s.cursor_pos = gt_malloc((size_t)size * sizeof(int64_t), "cursors");
+    s.cursor_windows = gt_malloc((size_t)size * sizeof(int64_t), "cursors");
+    for (int i = 0; i < size; i++) {
+        s.cursor_epoch[i] = cur[3 * i];
+        s.cursor_pos[i] = cur[3 * i + 1];
+        s.cursor_windows[i] = cur[3 * i + 2];
+    }
+    double t0 = comm_time();
+    train_state_save(r->cfg.out, &r->cfg, m, opt, &s, tf, r->cfg.keep_ckpts, last_ckpt);
+    log_line(lg, "checkpoint %s (%.2f s)", last_ckpt, comm_time() - t0);
+    train_state_free(&s);
+}
+
+static void bcast_floats(float *p, size_t n) { comm_bcast(p, n * sizeof(float)); }
+
+// ----------------------------------------------------------------------------
+
+int main(int argc, char **argv) {
+    gt_set_progname("gpt-train");
+    Run run;
+    memset(&run, 0, sizeof run);
+    Run *r = &run;
+    r->w = comm_init(&argc, &argv);
+    h5_quiet();
+    const int rank = r->w->rank, size = r->w->size;
+    TrainConfig *c = &r->cfg;
+
+    char *help = NULL;
+    int prc = config_parse(c, argc, argv, r->err, sizeof r->err, &help);
+    if (prc == 1) {
+        if (rank == 0) fputs(help, stdout);
+        free(help);
+        comm_exit(0);
+    }
+    comm_agree(prc < 0 ? r->err : NULL, GT_EXIT_USAGE);
+
+    openblas_set_num_threads(c->threads);
+    omp_set_num_threads(c->threads);
+    signals_install();
+    prepare_run_dir(r);
+    prepare_data(r);
+
+    // ---- the tokens file: checked by every rank (each must see it), then opened
+    char pbuf[PATHLEN];
+    const char *my_path = data_path_for_rank(r->tokens_path, rank, pbuf, sizeof pbuf);
+    char flag[64];
+    snprintf(flag, sizeof flag, size > 1 ? "rank %d: --data" : "--data", rank);
+    comm_agree(precheck_h5(my_path, GT_FORMAT_TOKENS, flag, r->err, sizeof r->err), GT_EXIT_USAGE);
+    TokensInfo info;
+    Tokenizer tok;
+    memset(&tok, 0, sizeof tok);
+    hid_t tf = tokens_open(my_path, &info, rank == 0 ? &tok : NULL, "--data");
+
+    // ---- resume: the checkpoint's settings fill in whatever this command line leaves out
+    TrainState st;
+    memset(&st, 0, sizeof st);
+    char ckpt_path[PATHLEN] = "";
+    GPTConfig ck_mc;
+    memset(&ck_mc, 0, sizeof ck_mc);
+    if (c->resume) {
+        const char *msg = NULL;
+        if (rank == 0) {
+            if (!train_state_latest(c->out, ckpt_path, sizeof ckpt_path)) {
+                snprintf(r->err, sizeof r->err,
+                         "--resume: no checkpoint in '%s' (no '%s/latest'); run without --resume to start training",
+                         c->out, c->out);
+                msg = r->err;
+            } else {
+                msg = precheck_h5(ckpt_path, GT_FORMAT_CHECKPOINT, "--resume: checkpoint", r->err, sizeof r->err);
+            }
+        }
+        comm_agree(msg, GT_EXIT_USAGE);
+        comm_bcast(ckpt_path, sizeof ckpt_path);
+        hid_t cf = ckpt_open(ckpt_path, "--resume: checkpoint");
+        ckpt_read_model_config(cf, &ck_mc, ckpt_path);
+        hid_t g = h5_group_open(cf, "config", ckpt_path);
+        config_fill_from_attrs(c, g);
+        H5Gclose(g);
+        H5Fclose(cf);
+        msg = NULL;
+        const struct { const char *name; int have, want; } shape[] = {
+            {"n-layer", ck_mc.n_layer, c->n_layer}, {"n-head", ck_mc.n_head, c->n_head},
+            {"n-embd", ck_mc.n_embd, c->n_embd},   {"block-size", ck_mc.block_size, c->block_size}};
+        for (int i = 0; i < 4 && !msg; i++)
+            if (shape[i].have != shape[i].want) {
+                snprintf(r->err, sizeof r->err,
+                         "--resume: checkpoint '%s' has %s %d but --%s %d was given; a run cannot change its model "
+                         "shape (drop the flag, or start a new --out)",
+                         ckpt_path, shape[i].name, shape[i].have, shape[i].name, shape[i].want);
+                msg = r->err;
+            }
+        if (!msg && ck_mc.vocab_size != info.vocab_size) {
+            snprintf(r->err, sizeof r->err,
+                     "--resume: checkpoint '%s' has vocab_size %d but --data '%s' has a %d-token vocabulary; "
+                     "resume with the tokens the run started with",
+                     ckpt_path, ck_mc.vocab_size, r->tokens_path, info.vocab_size);
+            msg = r->err;
+        }
+        comm_agree(msg, GT_EXIT_USAGE);
+    }
+    comm_agree(config_check(c, r->err, sizeof r->err) != 0 ? r->err : NULL, GT_EXIT_USAGE);
+
+    GPTConfig mc = {info.vocab_size, c->block_size, c->n_layer, c->n_head, c->n_embd, (float)c->dropout};
+    comm_agree(gpt2_config_check(&mc, r->err, sizeof r->err) ? NULL : r->err, GT_EXIT_USAGE);
+    const int B = c->batch_size, T = c->block_size, A = c->grad_accum;
+
+    // ---- shards and eval windows
+    comm_agree(shard_check(info.n_train, size, B, T, r->tokens_path, r->err, sizeof r->err) ? r->err : NULL,
+               GT_EXIT_USAGE);
+    size_t ev_first, ev_count, ev_total;
+    eval_windows(info.n_val, T, (size_t)c->eval_batches * (size_t)B * (size_t)size, rank, size, &ev_first, &ev_count,
+                 &ev_total);
+    if (ev_total == 0) {
+        snprintf(r->err, sizeof r->err,
+                 "'%s': /val has %zu tokens, fewer than --block-size + 1 = %d needed for one eval window; "
+                 "use a larger --val-fraction when tokenizing, or a smaller --block-size",
+                 r->tokens_path, info.n_val, T + 1);
+        comm_agree(r->err, GT_EXIT_USAGE);
+    }
+    Shard sh = shard_of(info.n_train, rank, size);
+    uint32_t *train_tok = gt_malloc(sh.count * sizeof(uint32_t), "this rank's shard of /train");
+    tokens_read(tf, "train", sh.start, sh.count, train_tok, r->tokens_path);
+    size_t val_n = ev_count ? ev_count * (size_t)T + 1 : 0;
+    uint32_t *val_tok = gt_malloc((val_n ? val_n : 1) * sizeof(uint32_t), "eval windows of /val");
+    if (val_n) tokens_read(tf, "val", ev_first * (size_t)T, val_n, val_tok, r->tokens_path);
+
+    // ---- model, optimizer, state
+    GPT2 m;
+    memset(&m, 0, sizeof m);
+    gpt2_build(&m, &mc);
+    gpt2_alloc_activations(&m, B, T);
+    AdamW opt;
+    adamw_init(&opt, m.num_params);
+    st.best_val_loss = INFINITY;
+    int64_t old_world = size;
+    int64_t *cur = gt_calloc((size_t)size * 3, sizeof(int64_t), "data cursors");
+    if (c->resume) {
+        if (rank == 0) {
+            hid_t cf = ckpt_open(ckpt_path, "--resume: checkpoint");
+            ckpt_read_tensors(cf, "model", &m, m.params, ckpt_path);
+            ckpt_read_tensors(cf, "optimizer/m", &m, opt.m, ckpt_path);
+            ckpt_read_tensors(cf, "optimizer/v", &m, opt.v, ckpt_path);
+            train_state_read(cf, ckpt_path, &st);
+            H5Fclose(cf);
+            old_world = st.world_size;
+        }
+        comm_bcast(&old_world, sizeof old_world);
+        long long sc[4] = {st.step, st.tokens_seen, st.skipped_steps, st.adam_t};
+        comm_bcast(sc, sizeof sc);
+        comm_bcast(&st.best_val_loss, sizeof st.best_val_loss);
+        st.step = sc[0];
+        st.tokens_seen = sc[1];
+        st.skipped_steps = sc[2];
+        st.adam_t = sc[3];
+        if (rank != 0) {
+            st.cursor_epoch = gt_calloc((size_t)old_world, sizeof(int64_t), "cursors");
+            st.cursor_pos = gt_calloc((size_t)old_world, sizeof(int64_t), "cursors");
+            st.cursor_windows = gt_calloc((size_t)old_world, sizeof(int64_t), "cursors");
+        }
+        comm_bcast(st.cursor_epoch, (size_t)old_world * sizeof(int64_t));
+        comm_bcast(st.cursor_pos, (size_t)old_world * sizeof(int64_t));
+        comm_bcast(st.cursor_windows, (size_t)old_world * sizeof(int64_t));
+        bcast_floats(opt.m, m.num_params);
+        bcast_floats(opt.v, m.num_params);
+        opt.t = st.adam_t;
+    } else if (rank == 0) {
+        gpt2_init_weights(&m, (uint64_t)c->seed);
+    }
+    bcast_floats(m.params, m.num_params);  // rank 0's weights everywhere
+
+    DataLoader dl;
+    dataloader_init(&dl, train_tok, sh.count, T, (uint64_t)c->seed, rank);
+    if (c->resume) {
+        if (old_world == size) {
+            dataloader_seek(&dl, st.cursor_epoch[rank], st.cursor_pos[rank]);
+        } else {
+            // Another rank count: shards differ, so continue each rank at the mean fraction of
+            // the epoch the old ranks had reached (data order differs from here on).
+            double frac = 0;
+            for (int64_t i = 0; i < old_world; i++)
+                frac += st.cursor_windows[i] > 0 ? (double)st.cursor_pos[i] / (double)st.cursor_windows[i] : 0;
+            frac /= (double)old_world;
+            dataloader_seek(&dl, st.cursor_epoch[0], (int64_t)(frac * (double)dl.n_windows));
+        }
+    }
+
+    if (st.step >= c->steps) {
+        if (rank == 0)
+            printf("gpt-train: checkpoint '%s' is already at step %lld >= --steps %lld; nothing to train "
+                   "(raise --steps to continue)\n",
+                   ckpt_path, st.step, c->steps);
+        comm_exit(0);
+    }
+
+    // ---- rank 0's writers
+    Logger lg;
+    log_open(&lg, c->out, rank, c->resume ? st.step : -1, c->steps);
+    if (rank == 0) {
+        printf("gpt-train %s: %d rank%s x %d thread%s\n", GT_VERSION, size, size == 1 ? "" : "s", c->threads,
+               c->threads == 1 ? "" : "s");
+        printf("# effective configuration (a valid --config file)\n");
+        config_print(c, stdout);
+        if (lg.log) {
+            fprintf(lg.log, "# effective configuration\n");
+            config_print(c, lg.log);
+        }
+    }
+    log_line(&lg, "data: %s: %zu train tokens (%zu to %zu per rank), %zu val tokens (%zu eval windows), vocab %d",
+             r->tokens_path, info.n_train, info.n_train / (size_t)size, info.n_train / (size_t)size + 1, info.n_val,
+             ev_total, info.vocab_size);
+    log_line(&lg, "model: %zu parameters (%.2f MB), %d layers, %d heads, %d embd, block %d; %lld tokens per step",
+             m.num_params, m.num_params * 4.0 / 1e6, c->n_layer, c->n_head, c->n_embd, T,
+             (long long)B * T * A * size);
+    if (c->resume) {
+        log_line(&lg, "resuming from %s at step %lld of %lld", ckpt_path, st.step, c->steps);
+        if (old_world != size)
+            log_line(&lg, "note: the checkpoint was written by %lld ranks, this run has %d: each rank continues at "
+                          "the same fraction of its epoch, but the data order differs from here on",
+                     (long long)old_world, size);
+    }
+
+    AttnWriter *aw = NULL;
+    if (c->attn_every > 0) {
+        const char *msg = NULL;
+        int32_t *probe = NULL;
+        int Tp = 0;
+        if (rank == 0) {
+            probe = probe_ids(r, &tok, tf, info.n_val, &Tp);
+            if (!probe) msg = r->err;
+        }
+        comm_agree(msg, GT_EXIT_USAGE);
+        if (rank == 0) {
+            char ap[PATHLEN];
+            snprintf(ap, sizeof ap, "%s/attention.h5", c->out);
+            aw = attn_writer_open(ap, &mc, c->attn_every, probe, Tp, &tok, !strcmp(c->attn_dtype, "float16"),
+                                  c->resume ? st.step : -1);
+        }
+        free(probe);
+    }
+
+    GradReducer red;
+    reducer_init(&red, r->w->comm, m.grads, m.num_params, 0);
+    LRSchedule sched = LR_COSINE;
+    lr_schedule_parse(c->lr_schedule, &sched);
+    int *inputs = gt_malloc((size_t)B * T * sizeof(int), "inputs");
+    int *targets = gt_malloc((size_t)B * T * sizeof(int), "targets");
+    long long fault_nan_step = getenv("GT_FAULT_NAN_STEP") ? atoll(getenv("GT_FAULT_NAN_STEP")) : -1;
+    const long long tokens_per_step = (long long)B * T * A * size;
+    char last_ckpt[PATHLEN] = "";
+    if (c->resume) snprintf(last_ckpt, sizeof last_ckpt, "%s", ckpt_path);
+    long long last_ckpt_step = c->resume ? st.step : -1;
+    double ms_sum = 0;
+    int ms_n = 0;
+
+
+    AdamWConfig ac = {(float)c->lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay};
+    while (st.step < c->steps) {
+        long long k = st.step + 1;  // the step being made (1-based, as logged)
+        double t0 = comm_time();
+        ac.lr = lr_at(st.step, c->steps, c->warmup, (float)c->lr, (float)c->min_lr, sched);
+        gpt2_zero_grad(&m);
+        double loss = 0;
+        for (int micro = 0; micro < A; micro++) {
+            dataloader_next(&dl, inputs, targets, B);
+            float l = gpt2_forward(&m, inputs, targets, B, T, 1, dropout_key((uint64_t)c->seed, k, rank, micro));
+            loss += (double)l / A;
+            // Only the last micro-batch's backward finishes the gradients: reduce once.
+            gpt2_backward(&m, 1.0f / (float)A, micro == A - 1 && size > 1 ? reducer_ready : NULL, &red);
+        }
+        if (k == fault_nan_step && rank == 0) m.grads[0] = NAN;  // fault suite: a poisoned gradient
+        reducer_finish(&red);
+        if (size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, r->w->comm));
+        loss /= size;
+        float norm = grad_clip(m.grads, m.num_params, (float)c->grad_clip);
+        if (!isfinite(loss) || !isfinite(norm)) {
+            // Every rank sees the same reduced figures, so all take the same branch.
+            if (!c->skip_bad_steps) {
+                if (rank == 0) {
+                    fprintf(stderr, "gpt-train: error: step %lld: %s is %s; stopping without saving. ", k,
+                            !isfinite(loss) ? "training loss" : "gradient norm",
+                            isnan(!isfinite(loss) ? loss : norm) ? "NaN" : "infinite");
+                    if (*last_ckpt)
+                        fprintf(stderr, "The last good checkpoint is %s (step %lld): resume from it with --resume, "
+                                        "perhaps with a lower --lr or --skip-bad-steps.\n",
+                                last_ckpt, last_ckpt_step);
+                    else fprintf(stderr, "No checkpoint was written yet; try a lower --lr.\n");
+                }
+                log_close(&lg);
+                comm_exit(GT_EXIT_RUNTIME);
+            }
+            st.skipped_steps++;
+            log_line(&lg, "step %lld: loss %g, grad norm %g: update skipped (--skip-bad-steps; %lld skipped so far)", k,
+                     loss, norm, st.skipped_steps);
+        } else {
+            adamw_step(&opt, &m, m.params, m.grads, &ac);
+        }
+        st.step = k;
+        st.tokens_seen += tokens_per_step;
+        double ms = (comm_time() - t0) * 1000.0;
+        ms_sum += ms;
+        ms_n++;
+
+        if (c->check_sync && size > 1 && (k % c->log_every == 0 || k == c->steps)) check_sync(r, &m, k);
+        if (aw && k % c->attn_every == 0) attn_probe_record(aw, &m, k, (float)loss);
+
+        double val = NAN;
+        if ((c->eval_every > 0 && k % c->eval_every == 0) || k == c->steps) {
+            val = evaluate(r, &m, val_tok, ev_count, inputs, targets);
+            if (val < st.best_val_loss) st.best_val_loss = val;
+        }
+        if (k % c->log_every == 0 || k == c->steps || !isnan(val)) {
+            double mean_ms = ms_sum / ms_n;
+            MetricsRow row = {k, st.tokens_seen, loss, val, ac.lr, norm, mean_ms, tokens_per_step / (mean_ms / 1000.0)};
+            log_metrics(&lg, &row);
+            ms_sum = 0;
+            ms_n = 0;
+        } else {
+            log_progress(&lg, k, loss, ms_sum / ms_n);
+        }
+
+        int sig = signals_pending();
+        if (size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, r->w->comm));
+        if ((c->ckpt_every > 0 && k % c->ckpt_every == 0) || k == c->steps || sig) {
+            save_checkpoint(r, &dl, &st, &m, &opt, tf, &lg, cur, last_ckpt);
+            last_ckpt_step = st.step;
+        }
+        if (sig) {
+            log_line(&lg, "stopped by %s after step %lld; checkpoint %s. Resume with the same command plus --resume",
+                     signals_name(sig), k, last_ckpt);
+            break;
+        }
+    }
+    if (size > 1 && rank == 0)
+        log_line(&lg, "allreduce: %.1f%% of the reduction time hidden behind backward; %.2f MB sent per rank per step",
+                 100.0 * reducer_hidden_share(&red), reducer_bytes_sent(&red) / 1e6);
+    if (st.step >= c->steps && rank == 0)
+        log_line(&lg, "done: step %lld, best val loss %.4f, %lld tokens seen%s", st.step, st.best_val_loss,
+                 st.tokens_seen, st.skipped_steps ? " (some steps skipped)" : "");
+
+    if (aw) attn_writer_close(aw);
+    log_close(&lg);
+    reducer_free(&red);
+    dataloader_free(&dl);
+    adamw_free(&opt);
+    gpt2_free(&m);
+    free(inputs);
+    free(targets);
+    free(train_tok);
+    free(val_tok);
+    free(cur);
+    train_state_free(&st);
+    H5Fclose(tf);
+    tokens_info_free(&info);
+    if (rank == 0) tokenizer_free(&tok);
+    config_free(c);
+    comm_exit(0);
+}
