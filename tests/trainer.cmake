@@ -1,0 +1,9 @@
+# trainer.cmake - tests of gpt-train (issue 4): gradient averaging, MPI runs at 1-8 ranks,
+# exact resume, signals, bad input, and the reference experiment against PyTorch.
+add_executable(test_train_grads ${CMAKE_SOURCE_DIR}/tests/test_train_grads.c)
+target_link_libraries(test_train_grads PRIVATE gt_train gt_model gt_base)
+foreach(np 1 2 4 8)
+  add_test(NAME train_grads_np${np}
+           COMMAND mpirun --oversubscribe -np ${np} $<TARGET_FILE:test_train_grads>)
+  set_tests_properties(train_grads_np${np} PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 120 LABELS trainer)
+endforeach()
