@@ -332,8 +332,9 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
     uint64_t seed = q->dropout_seed;
     const ParamSpec *sp = m->specs;
 
-    // loss -> logits (in place over probs) -> lnf, and the tied head's share of dwte
-    float *dlogits = a->probs;
+    // loss -> logits -> lnf, and the tied head's share of dwte. dlogits overwrite the
+    // logits (not needed by backward) so probs survive and backward can be repeated.
+    float *dlogits = a->logits;
     crossentropy_backward(dlogits, a->probs, q->targets, loss_scale / (float)BT, BT, V);
     float *dlnf = q->dbtc;
     memset(dlnf, 0, BT * C * sizeof(float));

@@ -1,0 +1,16 @@
+# Engine tests: C kernels by finite differences, the model against its PyTorch twin,
+# checkpoints into PyTorch with strict=True, bad input.
+add_executable(engine_check ${CMAKE_SOURCE_DIR}/tests/engine_check.c)
+target_link_libraries(engine_check gt_model)
+set_target_properties(engine_check PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+add_executable(test_layers ${CMAKE_SOURCE_DIR}/tests/test_layers.c)
+target_link_libraries(test_layers gt_model)
+add_test(NAME engine_layers COMMAND test_layers)
+add_test(NAME engine_torch COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/test_engine_torch.py)
+set_tests_properties(engine_layers engine_torch PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS engine)
+add_executable(test_engine ${CMAKE_SOURCE_DIR}/tests/test_engine.c)
+target_link_libraries(test_engine gt_model)
+add_test(NAME engine_model COMMAND test_engine)
+set_tests_properties(engine_model PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS engine)
+add_test(NAME engine_badinput COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/test_engine_badinput.py)
+set_tests_properties(engine_badinput PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS engine)
