@@ -21,6 +21,10 @@ typedef struct {
 // Resolves "llama3" | "gpt4" | "gpt2" to its regex; anything else is returned as is.
 const char *tokenizer_pattern(const char *name_or_regex);
 
+// Same, but a bare word that is not a known name ("llama4") fails (exit 1, naming `flag`)
+// as an unknown pattern name instead of being taken as a regex.
+const char *tokenizer_pattern_checked(const char *name_or_regex, const char *flag);
+
 // Trains per SPEC.md's deterministic rule on `text` (valid UTF-8, `len` bytes).
 // Fails (exit 1, naming `flag_for_msg`) on an invalid regex, showing PCRE2's message and offset.
 void tokenizer_train(Tokenizer *tok, const char *text, size_t len, int vocab_size, const char *pattern,
@@ -38,6 +42,17 @@ const uint8_t *tokenizer_token(const Tokenizer *tok, uint32_t id, size_t *len);
 // split a character); *len set when non-NULL.
 char *tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, size_t n, size_t *len);
 void tokenizer_free(Tokenizer *tok);
+
+// Streaming: encodes text[start..len) and returns how far it got. Unless `final`, the last
+// few KiB (where more text could change the split) are left: call again with them at the
+// front of the next block (start = 0), or with more text appended. text[0..start) is context
+// only. Encoding in blocks this way gives exactly the ids of encoding the whole text at once.
+size_t tokenizer_encode_stream(const Tokenizer *tok, const char *text, size_t len, size_t start, int final,
+                               uint32_t **ids, size_t *n, size_t *cap);
+// Threads used by tokenizer_encode/_stream (default 1). Splits at newlines with built-in
+// patterns only; any other regex encodes on one thread. Not safe to encode with one
+// Tokenizer from several threads at once (it keeps a per-thread word cache).
+void tokenizer_set_threads(Tokenizer *tok, int threads);
 
 // UTF-8 validation: returns 1 if valid; otherwise 0 with the offset of the first bad byte.
 int utf8_validate(const char *s, size_t len, size_t *bad_offset);

@@ -1,0 +1,431 @@
+// bpe_main.c - the gpt-bpe command: train a vocabulary, encode text to tokens.h5, decode.
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "h5util.h"
+#include "sha256.h"
+#include "tokenizer.h"
+#include "tokens_io.h"
+#include "utf8.h"
+#include "vocab_io.h"
+
+#define BLOCK ((size_t)16 << 20)  // encode streams the input in blocks of this size
+
+// ---------------------------------------------------------------------------------------
+// options: --name VALUE or --name=VALUE; anything unknown is an error naming it
+
+enum { OPT_STR, OPT_FLAG, OPT_MULTI };
+typedef struct {
+    const char *name;
+    int kind;
+    void *dst;   // const char ** (STR), int * (FLAG), const char *** (MULTI)
+    int *count;  // MULTI: number of values
+} Opt;
+
+static void parse_opts(const char *cmd, int argc, char **argv, const Opt *opts, const char *help) {
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(help, stdout);
+            exit(0);
+        }
+        if (strncmp(a, "--", 2) != 0) gt_fail_usage("%s: unexpected argument '%s' (see gpt-bpe %s --help)", cmd, a, cmd);
+        const char *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+        const Opt *o = NULL;
+        for (const Opt *p = opts; p->name; p++)
+            if (strlen(p->name) == nl && strncmp(p->name, a, nl) == 0) o = p;
+        if (!o) gt_fail_usage("%s: unknown option '%.*s' (see gpt-bpe %s --help)", cmd, (int)nl, a, cmd);
+        if (o->kind == OPT_FLAG) {
+            if (eq) gt_fail_usage("%s: option %s takes no value", cmd, o->name);
+            *(int *)o->dst = 1;
+            continue;
+        }
+        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!v) gt_fail_usage("%s: option %s needs a value", cmd, o->name);
+        if (o->kind == OPT_STR) {
+            *(const char **)o->dst = v;
+        } else {
+            const char ***list = o->dst;
+            *list = gt_realloc(*list, (size_t)(*o->count + 1) * sizeof **list, "options");
+            (*list)[(*o->count)++] = v;
+        }
+    }
+}
+
+static long long parse_int(const char *flag, const char *v, long long lo, long long hi) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || errno) gt_fail_usage("%s '%s': not an integer", flag, v);
+    if (x < lo || x > hi) gt_fail_usage("%s %s: must be between %lld and %lld", flag, v, lo, hi);
+    return x;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// ---------------------------------------------------------------------------------------
+// input
+
+static void check_input(const char *path, struct stat *st) {
+    if (!path) gt_fail_usage("--input is required");
+    if (stat(path, st) != 0) gt_fail_usage("--input '%s': %s", path, strerror(errno));
+    if (S_ISDIR(st->st_mode)) gt_fail_usage("--input '%s': is a directory, expected a text file", path);
+    if (access(path, R_OK) != 0) gt_fail_usage("--input '%s': %s", path, strerror(errno));
+}
+
+// Line and column (1-based, in bytes) of byte `offset` of the file: only computed for the message.
+static void line_of(const char *path, size_t offset, size_t *line, size_t *col) {
+    FILE *f = fopen(path, "rb");
+    *line = 1;
+    *col = 1;
+    if (!f) return;
+    size_t pos = 0, last_nl = 0;
+    int c, seen_nl = 0;
+    while (pos < offset && (c = fgetc(f)) != EOF) {
+        if (c == '\n') {
+            (*line)++;
+            last_nl = pos;
+            seen_nl = 1;
+        }
+        pos++;
+    }
+    *col = seen_nl ? offset - last_nl : offset + 1;
+    fclose(f);
+}
+
+static _Noreturn void invalid_utf8(const char *path, size_t offset) {
+    size_t line, col;
+    line_of(path, offset, &line, &col);
+    gt_fail_usage("--input '%s': invalid UTF-8 at byte offset %zu (line %zu, column %zu); "
+                  "use --replace-invalid to map bad bytes to U+FFFD",
+                  path, offset, line, col);
+}
+
+// Reads the next block of the file as valid UTF-8 appended to *buf (grown as needed).
+// `pend` holds an incomplete character cut by the previous block. Returns 1 at end of file.
+typedef struct {
+    FILE *f;
+    const char *path;
+    int replace;
+    uint8_t *raw;
+    size_t pend;        // bytes of raw[] carried over (an incomplete character, < 4)
+    size_t offset;      // file offset of raw[0]
+    size_t replaced;
+    Sha256 sha;
+} Reader;
+
+static int read_block(Reader *r, char **buf, size_t *len, size_t *cap) {
+    size_t n = fread(r->raw + r->pend, 1, BLOCK, r->f);
+    if (ferror(r->f)) gt_fail_usage("--input '%s': read error: %s", r->path, strerror(errno));
+    int eof = n < BLOCK;
+    sha256_update(&r->sha, r->raw + r->pend, n);
+    size_t nraw = r->pend + n, used;
+    if (*len + 3 * nraw + 1 > *cap) {
+        *cap = *len + 3 * nraw + 1;
+        *buf = gt_realloc(*buf, *cap, "input text");
+    }
+    if (r->replace) {
+        *len += utf8_replace_invalid((uint8_t *)*buf + *len, r->raw, nraw, eof, &used, &r->replaced);
+    } else {
+        size_t bad;
+        used = nraw;
+        if (!utf8_validate((const char *)r->raw, nraw, &bad)) {
+            if (eof || utf8_char_len(r->raw + bad, nraw - bad) != -1) invalid_utf8(r->path, r->offset + bad);
+            used = bad;  // an incomplete character at the end of the block: wait for the rest
+        }
+        memcpy(*buf + *len, r->raw, used);
+        *len += used;
+    }
+    r->pend = nraw - used;
+    memmove(r->raw, r->raw + used, r->pend);
+    r->offset += used;
+    return eof;
+}
+
+static Reader *reader_open(const char *path, int replace, size_t *size) {
+    struct stat st;
+    check_input(path, &st);
+    if (S_ISREG(st.st_mode) && st.st_size == 0) gt_fail_usage("--input '%s': file is empty", path);
+    *size = (size_t)st.st_size;
+    Reader *r = gt_calloc(1, sizeof *r, "reader");
+    r->f = gt_fopen(path, "rb", "--input");
+    r->path = path;
+    r->replace = replace;
+    r->raw = gt_malloc(BLOCK + 8, "input block");
+    sha256_init(&r->sha);
+    return r;
+}
+
+static void reader_close(Reader *r) {
+    fclose(r->f);
+    free(r->raw);
+    free(r);
+}
+
+// ---------------------------------------------------------------------------------------
+// train
+
+static const char TRAIN_HELP[] =
+    "usage: gpt-bpe train --input FILE --out vocab.h5 [options]\n"
+    "Trains a byte-level BPE vocabulary on a UTF-8 text (SPEC.md's deterministic rule).\n"
+    "  --input FILE        training text (UTF-8)\n"
+    "  --out FILE          vocabulary to write (HDF5, format gpt-train/vocab)\n"
+    "  --vocab-size N      total ids: 256 bytes + merges + specials (default 2000)\n"
+    "  --pattern P         split regex: llama3 (default), gpt4, gpt2, or a PCRE2 regex\n"
+    "  --special TOKEN     a special token (repeatable); its id follows the merges\n"
+    "  --replace-invalid   map invalid UTF-8 to U+FFFD instead of failing\n"
+    "  --threads N         threads for splitting and counting (default 1)\n"
+    "  --force             overwrite --out if it exists\n"
+    "  --quiet             no statistics on stderr\n";
+
+static int cmd_train(int argc, char **argv) {
+    const char *input = NULL, *out = NULL, *vs = "2000", *pattern = "llama3", *threads_s = "1";
+    const char **special = NULL;
+    int n_special = 0, replace = 0, force = 0, quiet = 0;
+    Opt opts[] = {{"--input", OPT_STR, &input, NULL},        {"--out", OPT_STR, &out, NULL},
+                  {"--vocab-size", OPT_STR, &vs, NULL},      {"--pattern", OPT_STR, &pattern, NULL},
+                  {"--special", OPT_MULTI, &special, &n_special},
+                  {"--replace-invalid", OPT_FLAG, &replace, NULL},
+                  {"--threads", OPT_STR, &threads_s, NULL},  {"--force", OPT_FLAG, &force, NULL},
+                  {"--quiet", OPT_FLAG, &quiet, NULL}, {NULL, 0, NULL, NULL}};
+    parse_opts("train", argc, argv, opts, TRAIN_HELP);
+    if (!input) gt_fail_usage("train: --input is required (see gpt-bpe train --help)");
+    if (!out) gt_fail_usage("train: --out is required (see gpt-bpe train --help)");
+    long long V = parse_int("--vocab-size", vs, LLONG_MIN, LLONG_MAX);
+    if (V > (long long)UINT32_MAX)
+        gt_fail_usage("--vocab-size %lld: above what uint32 token ids hold (%u)", V, UINT32_MAX);
+    if (V > INT32_MAX) gt_fail_usage("--vocab-size %lld: too large (at most %d)", V, INT32_MAX);
+    if (V < 256 + n_special)
+        gt_fail_usage("--vocab-size %lld: must be at least 256 (the bytes) + %d special token(s)", V, n_special);
+    int threads = (int)parse_int("--threads", threads_s, 1, 1024);
+    tokenizer_pattern_checked(pattern, "--pattern");
+    h5_check_output_path(out, "--out", force);
+
+    size_t size;
+    Reader *r = reader_open(input, replace, &size);
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    while (!read_block(r, &text, &len, &cap)) {
+    }
+    if (r->offset == 0 && len == 0) gt_fail_usage("--input '%s': file is empty", input);
+    if (r->replaced) fprintf(stderr, "gpt-bpe: replaced %zu invalid UTF-8 sequence(s) in '%s' with U+FFFD\n", r->replaced, input);
+    reader_close(r);
+
+    double t0 = now_s();
+    Tokenizer tok;
+    tokenizer_train(&tok, text, len, (int)V, pattern, (char *const *)special, n_special, threads, !quiet);
+    double t1 = now_s();
+    vocab_save(out, &tok, force);
+    if (!quiet)
+        fprintf(stderr, "gpt-bpe: wrote %s: vocab_size %d (256 bytes + %d merges + %d special) in %.2f s\n", out,
+                tok.vocab_size, tok.n_merges, tok.n_special, t1 - t0);
+    tokenizer_free(&tok);
+    free(text);
+    free(special);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// encode
+
+static const char ENCODE_HELP[] =
+    "usage: gpt-bpe encode --vocab vocab.h5 --input FILE --out tokens.h5 [options]\n"
+    "Encodes a UTF-8 text with a vocabulary into tokens.h5 (/train and /val), streaming it.\n"
+    "  --vocab FILE        vocabulary from gpt-bpe train\n"
+    "  --input FILE        text to encode (UTF-8)\n"
+    "  --out FILE          tokens to write (HDF5, format gpt-train/tokens)\n"
+    "  --val-fraction F    the last F of the tokens go to /val, in [0, 1) (default 0.1)\n"
+    "  --replace-invalid   map invalid UTF-8 to U+FFFD instead of failing\n"
+    "  --threads N         encoding threads (default 1; built-in patterns only)\n"
+    "  --force             overwrite --out if it exists\n"
+    "  --quiet             no statistics on stderr\n";
+
+static int cmd_encode(int argc, char **argv) {
+    const char *vocab = NULL, *input = NULL, *out = NULL, *vf_s = "0.1", *threads_s = "1";
+    int replace = 0, force = 0, quiet = 0;
+    Opt opts[] = {{"--vocab", OPT_STR, &vocab, NULL},     {"--input", OPT_STR, &input, NULL},
+                  {"--out", OPT_STR, &out, NULL},         {"--val-fraction", OPT_STR, &vf_s, NULL},
+                  {"--replace-invalid", OPT_FLAG, &replace, NULL},
+                  {"--threads", OPT_STR, &threads_s, NULL}, {"--force", OPT_FLAG, &force, NULL},
+                  {"--quiet", OPT_FLAG, &quiet, NULL}, {NULL, 0, NULL, NULL}};
+    parse_opts("encode", argc, argv, opts, ENCODE_HELP);
+    if (!vocab) gt_fail_usage("encode: --vocab is required (see gpt-bpe encode --help)");
+    if (!input) gt_fail_usage("encode: --input is required (see gpt-bpe encode --help)");
+    if (!out) gt_fail_usage("encode: --out is required (see gpt-bpe encode --help)");
+    char *end;
+    double vf = strtod(vf_s, &end);
+    if (!*vf_s || *end || !(vf >= 0.0 && vf < 1.0)) gt_fail_usage("--val-fraction '%s': must be a number in [0, 1)", vf_s);
+    int threads = (int)parse_int("--threads", threads_s, 1, 1024);
+    h5_check_output_path(out, "--out", force);
+    Tokenizer tok;
+    vocab_load(vocab, &tok, "--vocab");
+    tokenizer_set_threads(&tok, threads);
+
+    size_t size;
+    Reader *r = reader_open(input, replace, &size);
+    double t0 = now_s(), last = t0;
+    int progress = !quiet && isatty(2) && size > ((size_t)64 << 20);
+    char *buf = NULL;
+    size_t len = 0, cap = 0, n = 0, idcap = 0;
+    uint32_t *ids = NULL;
+    for (;;) {
+        int eof = read_block(r, &buf, &len, &cap);
+        size_t done = tokenizer_encode_stream(&tok, buf, len, 0, eof, &ids, &n, &idcap);
+        memmove(buf, buf + done, len - done);  // the undecided tail goes in front of the next block
+        len -= done;
+        if (progress && now_s() - last > 0.5) {
+            last = now_s();
+            fprintf(stderr, "\rgpt-bpe: %zu / %zu MB (%.0f%%), %.1f MB/s   ", r->offset >> 20, size >> 20,
+                    100.0 * (double)r->offset / (double)size, (double)r->offset / 1e6 / (last - t0));
+        }
+        if (eof) break;
+    }
+    if (progress) fprintf(stderr, "\r%70s\r", "");
+    size_t total = r->offset + r->pend;
+    if (total == 0) gt_fail_usage("--input '%s': file is empty", input);
+    if (r->replaced) fprintf(stderr, "gpt-bpe: replaced %zu invalid UTF-8 sequence(s) in '%s' with U+FFFD\n", r->replaced, input);
+    char sha[65];
+    sha256_final_hex(&r->sha, sha);
+    int64_t source_bytes = (int64_t)r->sha.total;
+    reader_close(r);
+    double t1 = now_s();
+    tokens_save(out, &tok, ids, n, vf, input, source_bytes, sha, force);
+    if (!quiet) {
+        size_t n_val = (size_t)llround((double)n * vf);
+        fprintf(stderr, "gpt-bpe: %s: %lld bytes -> %zu tokens (%.2f bytes/token) in %.2f s (%.1f MB/s); "
+                "wrote %s: /train %zu, /val %zu\n", input, (long long)source_bytes, n,
+                n ? (double)source_bytes / (double)n : 0.0, t1 - t0, (double)source_bytes / 1e6 / (t1 - t0 + 1e-9), out,
+                n - n_val, n_val);
+    }
+    free(ids);
+    free(buf);
+    tokenizer_free(&tok);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// decode
+
+static const char DECODE_HELP[] =
+    "usage: gpt-bpe decode --vocab vocab.h5 (--tokens tokens.h5 [--split train|val] | --ids 1,2,3)\n"
+    "Writes the decoded bytes to stdout.\n"
+    "  --vocab FILE        vocabulary from gpt-bpe train\n"
+    "  --tokens FILE       tokens.h5 from gpt-bpe encode (made with the same vocabulary)\n"
+    "  --split S           train (default) or val\n"
+    "  --ids LIST          comma-separated token ids\n";
+
+static void write_out(const char *s, size_t n) {
+    if (n && fwrite(s, 1, n, stdout) != n) gt_fail(GT_EXIT_RUNTIME, "writing to stdout failed: %s", strerror(errno));
+}
+
+static int same_vocab(const Tokenizer *a, const Tokenizer *b) {
+    return a->vocab_size == b->vocab_size && a->n_merges == b->n_merges &&
+           memcmp(a->token_offsets, b->token_offsets, ((size_t)a->vocab_size + 1) * sizeof(int64_t)) == 0 &&
+           memcmp(a->token_bytes, b->token_bytes, (size_t)a->token_offsets[a->vocab_size]) == 0;
+}
+
+static int cmd_decode(int argc, char **argv) {
+    const char *vocab = NULL, *tokens = NULL, *split = NULL, *ids_s = NULL;
+    Opt opts[] = {{"--vocab", OPT_STR, &vocab, NULL}, {"--tokens", OPT_STR, &tokens, NULL}, {"--split", OPT_STR, &split, NULL},
+                  {"--ids", OPT_STR, &ids_s, NULL},   {NULL, 0, NULL, NULL}};
+    parse_opts("decode", argc, argv, opts, DECODE_HELP);
+    if (!vocab) gt_fail_usage("decode: --vocab is required (see gpt-bpe decode --help)");
+    if (!tokens == !ids_s) gt_fail_usage("decode: give exactly one of --tokens or --ids");
+    if (split && !tokens) gt_fail_usage("decode: --split needs --tokens");
+    if (!split) split = "train";
+    if (strcmp(split, "train") != 0 && strcmp(split, "val") != 0)
+        gt_fail_usage("--split '%s': must be train or val", split);
+    Tokenizer tok;
+    vocab_load(vocab, &tok, "--vocab");
+    if (ids_s) {
+        size_t n = 0, cap = 16;
+        uint32_t *ids = gt_malloc(cap * sizeof *ids, "ids");
+        const char *p = ids_s;
+        for (;;) {
+            char *end;
+            errno = 0;
+            long long v = strtoll(p, &end, 10);
+            if (end == p || errno || (*end && *end != ','))
+                gt_fail_usage("--ids '%s': expected comma-separated integers", ids_s);
+            if (v < 0 || v >= tok.vocab_size)
+                gt_fail_usage("--ids: %lld is not a token id of '%s' (vocab_size %d)", v, vocab, tok.vocab_size);
+            if (n == cap) ids = gt_realloc(ids, (cap *= 2) * sizeof *ids, "ids");
+            ids[n++] = (uint32_t)v;
+            if (!*end) break;
+            p = end + 1;
+        }
+        size_t len;
+        char *s = tokenizer_decode(&tok, ids, n, &len);
+        write_out(s, len);
+        free(s);
+        free(ids);
+    } else {
+        TokensInfo info;
+        Tokenizer ttok;
+        hid_t f = tokens_open(tokens, &info, &ttok, "--tokens");
+        if (!same_vocab(&tok, &ttok))
+            gt_fail_usage("--tokens '%s' was encoded with another vocabulary than --vocab '%s'", tokens, vocab);
+        size_t total = strcmp(split, "train") == 0 ? info.n_train : info.n_val;
+        size_t chunk = (size_t)1 << 20;
+        uint32_t *ids = gt_malloc(chunk * sizeof *ids, "ids");
+        for (size_t s = 0; s < total; s += chunk) {
+            size_t k = total - s < chunk ? total - s : chunk;
+            tokens_read(f, split, s, k, ids, tokens);
+            size_t len;
+            char *txt = tokenizer_decode(&tok, ids, k, &len);
+            write_out(txt, len);
+            free(txt);
+        }
+        free(ids);
+        H5Fclose(f);
+        tokens_info_free(&info);
+        tokenizer_free(&ttok);
+    }
+    if (fflush(stdout) != 0) gt_fail(GT_EXIT_RUNTIME, "writing to stdout failed: %s", strerror(errno));
+    tokenizer_free(&tok);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+
+static const char MAIN_HELP[] =
+    "usage: gpt-bpe COMMAND [options]   (gpt-bpe COMMAND --help for its options)\n"
+    "  train    train a byte-level BPE vocabulary on a text -> vocab.h5\n"
+    "  encode   encode a text with a vocabulary -> tokens.h5 (/train, /val)\n"
+    "  decode   decode tokens.h5 or a list of ids to stdout\n";
+
+int main(int argc, char **argv) {
+    gt_set_progname("gpt-bpe");
+    h5_quiet();
+    if (argc < 2) {
+        fputs(MAIN_HELP, stderr);
+        return GT_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(MAIN_HELP, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("gpt-bpe %s\n", GT_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 2, argv + 2);
+    if (strcmp(cmd, "encode") == 0) return cmd_encode(argc - 2, argv + 2);
+    if (strcmp(cmd, "decode") == 0) return cmd_decode(argc - 2, argv + 2);
+    gt_fail_usage("unknown command '%s' (expected train, encode or decode; see gpt-bpe --help)", cmd);
+}

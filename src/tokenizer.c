@@ -1,0 +1,642 @@
+// tokenizer.c - byte-level BPE: the split pattern (PCRE2, JIT), encoding, decoding.
+// Training lives in tokenizer_train.c. Ids 0..255 are bytes, 256+i is merge i, specials last.
+#define _GNU_SOURCE  // memmem
+#include "tokenizer_internal.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "error.h"
+#include "utf8.h"
+
+// ---------------------------------------------------------------------------------------
+// patterns
+
+static const char PAT_LLAMA3[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+    "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+// tiktoken cl100k_base (GPT-4), as in tiktoken and minbpe.
+static const char PAT_GPT4[] =
+    "'(?i:[sdmt]|ll|ve|re)|[^\\r\\n\\p{L}\\p{N}]?+\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]++[\\r\\n]*"
+    "|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+";
+static const char PAT_GPT2[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+const char *tokenizer_pattern(const char *name_or_regex) {
+    if (!name_or_regex || strcmp(name_or_regex, "llama3") == 0) return PAT_LLAMA3;
+    if (strcmp(name_or_regex, "gpt4") == 0) return PAT_GPT4;
+    if (strcmp(name_or_regex, "gpt2") == 0) return PAT_GPT2;
+    return name_or_regex;
+}
+
+static int is_builtin(const char *re) {
+    return strcmp(re, PAT_LLAMA3) == 0 || strcmp(re, PAT_GPT4) == 0 || strcmp(re, PAT_GPT2) == 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// compiled state
+
+struct EncCache {
+    struct Entry {
+        uint64_t h;        // 0 = empty slot
+        uint32_t woff;     // word bytes in wbytes
+        uint32_t ioff;     // ids in ids
+        uint16_t wlen, ilen;
+    } *slot;
+    size_t mask, used;
+    uint8_t *wbytes;
+    size_t wb_n, wb_cap;
+    uint32_t *ids;
+    size_t id_n, id_cap;
+};
+
+#define CACHE_MAX_WORD 128           // longer words are rare: encode them every time
+#define CACHE_MAX_SLOTS ((size_t)1 << 20)
+
+static void cache_free(EncCache *c) {
+    if (!c) return;
+    free(c->slot);
+    free(c->wbytes);
+    free(c->ids);
+    free(c);
+}
+
+static EncCache *cache_new(void) {
+    EncCache *c = gt_calloc(1, sizeof *c, "encoding cache");
+    c->mask = 4095;
+    c->slot = gt_calloc(c->mask + 1, sizeof *c->slot, "encoding cache");
+    return c;
+}
+
+static void priv_free(TokPriv *P) {
+    if (!P) return;
+    if (P->re) pcre2_code_free(P->re);
+    free(P->mkeys);
+    free(P->mvals);
+    free(P->special_len);
+    if (P->matchers) {
+        for (int t = 0; t < P->threads; t++) {
+            Matcher *m = &P->matchers[t];
+            if (m->md) pcre2_match_data_free(m->md);
+            if (m->mctx) pcre2_match_context_free(m->mctx);
+            if (m->jstack) pcre2_jit_stack_free(m->jstack);
+        }
+        free(P->matchers);
+    }
+    if (P->caches) {
+        for (int t = 0; t < P->threads; t++) cache_free(P->caches[t]);
+        free(P->caches);
+    }
+    free(P);
+}
+
+static void set_threads(TokPriv *P, int threads) {
+    if (threads < 1) threads = 1;
+    if (P->matchers) {
+        for (int t = 0; t < P->threads; t++) {
+            Matcher *m = &P->matchers[t];
+            if (m->md) pcre2_match_data_free(m->md);
+            if (m->mctx) pcre2_match_context_free(m->mctx);
+            if (m->jstack) pcre2_jit_stack_free(m->jstack);
+        }
+        free(P->matchers);
+    }
+    if (P->caches) {
+        for (int t = 0; t < P->threads; t++) cache_free(P->caches[t]);
+        free(P->caches);
+    }
+    P->threads = threads;
+    P->matchers = gt_calloc((size_t)threads, sizeof *P->matchers, "matchers");
+    P->caches = gt_calloc((size_t)threads, sizeof *P->caches, "encoding caches");
+}
+
+void tokenizer_set_threads(Tokenizer *tok, int threads) {
+    if (!tok->priv) tokenizer_prepare(tok);
+    set_threads(tok->priv, threads);
+}
+
+void tok_compile(Tokenizer *tok, const char *flag) {
+    priv_free(tok->priv);
+    TokPriv *P = gt_calloc(1, sizeof *P, "tokenizer");
+    tok->priv = P;
+    int errcode;
+    PCRE2_SIZE erroff;
+    P->re = pcre2_compile((PCRE2_SPTR)tok->pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &errcode,
+                          &erroff, NULL);
+    if (!P->re) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(errcode, msg, sizeof msg);
+        gt_fail_usage("%s '%s': invalid regex at offset %zu: %s", flag, tok->pattern, (size_t)erroff, (char *)msg);
+    }
+    // JIT makes splitting several times faster; the interpreter gives the same matches.
+    P->jit = pcre2_jit_compile(P->re, PCRE2_JIT_COMPLETE) == 0;
+    P->builtin = is_builtin(tok->pattern);
+    P->special_len = gt_calloc((size_t)(tok->n_special > 0 ? tok->n_special : 1), sizeof(size_t), "specials");
+    for (int i = 0; i < tok->n_special; i++) {
+        P->special_len[i] = strlen(tok->special[i]);
+        if (P->special_len[i] > P->max_special) P->max_special = P->special_len[i];
+    }
+    set_threads(P, 1);
+}
+
+Matcher *tok_matcher(const Tokenizer *tok, int t) {
+    TokPriv *P = tok->priv;
+    Matcher *m = &P->matchers[t];
+    if (!m->md) {
+        m->md = pcre2_match_data_create_from_pattern(P->re, NULL);
+        if (!m->md) gt_fail(GT_EXIT_RUNTIME, "out of memory for PCRE2 match data");
+        if (P->jit) {
+            // Default JIT stack (32 KiB) is too small for patterns with nested groups on long runs.
+            m->mctx = pcre2_match_context_create(NULL);
+            m->jstack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, NULL);
+            if (!m->mctx || !m->jstack) gt_fail(GT_EXIT_RUNTIME, "out of memory for the PCRE2 JIT stack");
+            pcre2_jit_stack_assign(m->mctx, NULL, m->jstack);
+        }
+    }
+    return m;
+}
+
+static inline size_t pair_slot(uint64_t key, size_t mask) {
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 40) & mask;
+}
+
+static inline int32_t merge_rank(const TokPriv *P, uint32_t left, uint32_t right) {
+    uint64_t key = ((uint64_t)left << 32 | right) + 1;
+    for (size_t i = pair_slot(key, P->mmask);; i = (i + 1) & P->mmask) {
+        if (P->mkeys[i] == key) return P->mvals[i];
+        if (P->mkeys[i] == 0) return -1;
+    }
+}
+
+void tokenizer_prepare(Tokenizer *tok) {
+    int threads = tok->priv ? ((TokPriv *)tok->priv)->threads : 1;
+    tok_compile(tok, "pattern");
+    TokPriv *P = tok->priv;
+    if (threads > 1) set_threads(P, threads);
+    size_t cap = 16;
+    while (cap < 2 * (size_t)tok->n_merges + 16) cap *= 2;
+    P->mmask = cap - 1;
+    P->mkeys = gt_calloc(cap, sizeof *P->mkeys, "merge table");
+    P->mvals = gt_calloc(cap, sizeof *P->mvals, "merge table");
+    for (int i = 0; i < tok->n_merges; i++) {
+        uint64_t key = ((uint64_t)(uint32_t)tok->merges[2 * i] << 32 | (uint32_t)tok->merges[2 * i + 1]) + 1;
+        size_t s = pair_slot(key, P->mmask);
+        while (P->mkeys[s] != 0 && P->mkeys[s] != key) s = (s + 1) & P->mmask;
+        if (P->mkeys[s] == 0) {  // a duplicate merge can never apply: the first one wins
+            P->mkeys[s] = key;
+            P->mvals[s] = i;
+        }
+    }
+}
+
+void tokenizer_free(Tokenizer *tok) {
+    if (!tok) return;
+    priv_free(tok->priv);
+    free(tok->pattern);
+    free(tok->merges);
+    free(tok->token_bytes);
+    free(tok->token_offsets);
+    for (int i = 0; i < tok->n_special; i++) free(tok->special[i]);
+    free(tok->special);
+    memset(tok, 0, sizeof *tok);
+}
+
+uint64_t tok_hash_bytes(const uint8_t *s, size_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xff51afd7ed558ccdull);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 31;
+        s += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0x94d049bb133111ebull;
+    h ^= h >> 29;
+    return h | 1;  // never 0: 0 marks an empty slot
+}
+
+// ---------------------------------------------------------------------------------------
+// splitting
+
+// Leftmost occurrence of any special token at or after pos; ties go to the longest.
+static int next_special(const Tokenizer *tok, const char *text, size_t len, size_t pos, size_t *next, size_t *at) {
+    const TokPriv *P = tok->priv;
+    int best = -1;
+    for (int i = 0; i < tok->n_special; i++) {
+        if (next[i] != SIZE_MAX && next[i] < pos) {  // overtaken: search again from pos
+            const char *hit = P->special_len[i] && pos < len
+                                  ? memmem(text + pos, len - pos, tok->special[i], P->special_len[i])
+                                  : NULL;
+            next[i] = hit ? (size_t)(hit - text) : SIZE_MAX;
+        }
+        if (next[i] == SIZE_MAX) continue;
+        if (best < 0 || next[i] < *at || (next[i] == *at && P->special_len[i] > P->special_len[best])) {
+            best = i;
+            *at = next[i];
+        }
+    }
+    return best;
+}
+
+static inline int do_match(const TokPriv *P, Matcher *m, const char *text, size_t end, size_t pos, uint32_t opts) {
+    if (P->jit)
+        return pcre2_jit_match(P->re, (PCRE2_SPTR)text, end, pos, opts, m->md, m->mctx);
+    // Validated once by the caller: without NO_UTF_CHECK every call re-checks the rest (quadratic).
+    return pcre2_match(P->re, (PCRE2_SPTR)text, end, pos, opts | PCRE2_NO_UTF_CHECK, m->md, NULL);
+}
+
+size_t tok_walk(const Tokenizer *tok, Matcher *m, const char *text, size_t len, size_t from, size_t to, int final,
+                const Walker *w) {
+    const TokPriv *P = tok->priv;
+    size_t safe = final ? len : (len > TOK_MARGIN ? len - TOK_MARGIN : 0);
+    size_t next_buf[64], *next = tok->n_special <= 64 ? next_buf : gt_malloc(sizeof(size_t) * (size_t)tok->n_special, "specials");
+    for (int i = 0; i < tok->n_special; i++) {
+        const char *hit = P->special_len[i] && from < len ? memmem(text + from, len - from, tok->special[i], P->special_len[i]) : NULL;
+        next[i] = hit ? (size_t)(hit - text) : SIZE_MAX;
+    }
+    size_t pos = from;
+    while (pos < to) {
+        size_t sp_at = len;
+        int sp = tok->n_special ? next_special(tok, text, len, pos, next, &sp_at) : -1;
+        // Without more text, a special near the end might be the prefix of a longer one.
+        if (sp >= 0 && !final && sp_at + P->max_special > safe) sp = -1;
+        if (sp < 0) sp_at = len;
+        size_t seg_end = sp_at;
+        uint32_t opts = 0;
+        while (pos < seg_end) {
+            if (pos >= to) goto done;
+            int rc = do_match(P, m, text, seg_end, pos, opts);
+            if (rc == PCRE2_ERROR_NOMATCH) {
+                if (sp < 0 && !final) goto done;  // more text could still match here
+                w->chunk(w->ctx, (const uint8_t *)text + pos, seg_end - pos);
+                pos = seg_end;
+                break;
+            }
+            PCRE2_CHECK(rc, "the split pattern failed on this text; try a simpler --pattern");
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(m->md);
+            size_t ms = ov[0], me = ov[1];
+            if (sp < 0 && !final && me > safe) goto done;  // might extend or change with more text
+            if (ms > pos) w->chunk(w->ctx, (const uint8_t *)text + pos, ms - pos);
+            if (me > ms) {
+                w->chunk(w->ctx, (const uint8_t *)text + ms, me - ms);
+                opts = 0;
+            } else {
+                opts = PCRE2_NOTEMPTY_ATSTART;  // as Python's regex: no second empty match here
+            }
+            pos = me;
+        }
+        if (sp < 0) break;
+        if (pos >= to) break;
+        w->special(w->ctx, sp);
+        pos = sp_at + P->special_len[sp];
+    }
+done:
+    if (next != next_buf) free(next);
+    return pos;
+}
+
+static int overlaps_special(const Tokenizer *tok, const char *text, size_t len, size_t p) {
+    const TokPriv *P = tok->priv;
+    for (int i = 0; i < tok->n_special; i++) {
+        size_t L = P->special_len[i];
+        if (L < 2) continue;
+        size_t a = p >= L - 1 ? p - (L - 1) : 0, b = p + (L - 1) < len ? p + (L - 1) : len;
+        const char *hit = memmem(text + a, b - a, tok->special[i], L);
+        while (hit) {
+            size_t s = (size_t)(hit - text);
+            if (s < p && s + L > p) return 1;
+            hit = s + 1 < b ? memmem(text + s + 1, b - s - 1, tok->special[i], L) : NULL;
+        }
+    }
+    return 0;
+}
+
+int tok_split_points(const Tokenizer *tok, const char *text, size_t from, size_t limit, size_t *points, int nparts) {
+    const TokPriv *P = tok->priv;
+    int k = 0;
+    points[k++] = from;
+    if (P->builtin && nparts > 1 && limit - from > ((size_t)1 << 16)) {
+        size_t step = (limit - from) / (size_t)nparts;
+        for (int i = 1; i < nparts; i++) {
+            size_t p = from + step * (size_t)i;
+            if (p <= points[k - 1]) continue;
+            // A newline followed by an ASCII letter ends a chunk in every built-in pattern and
+            // the next chunk does not look back, so both sides split the same way.
+            for (; p < limit; p++) {
+                unsigned char c = (unsigned char)text[p];
+                if (text[p - 1] == '\n' && ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') &&
+                    !overlaps_special(tok, text, limit, p))
+                    break;
+            }
+            if (p >= limit) break;
+            points[k++] = p;
+        }
+    }
+    points[k] = limit;
+    return k;
+}
+
+// ---------------------------------------------------------------------------------------
+// encoding
+
+typedef struct {
+    const Tokenizer *tok;
+    const TokPriv *P;
+    EncCache *cache;
+    uint32_t *ids;
+    size_t n, cap;
+    uint32_t *sym;    // scratch for one word
+    size_t sym_cap;
+    int32_t *links;
+    uint64_t *heap;
+    size_t heap_cap;
+} EncState;
+
+static void push_ids(EncState *e, const uint32_t *ids, size_t k) {
+    if (e->n + k > e->cap) {
+        size_t c = e->cap ? e->cap : 4096;
+        while (c < e->n + k) c *= 2;
+        e->ids = gt_realloc(e->ids, c * sizeof *e->ids, "token ids");
+        e->cap = c;
+    }
+    memcpy(e->ids + e->n, ids, k * sizeof *ids);
+    e->n += k;
+}
+
+// Lowest merge id first, all its occurrences left to right, until none applies. Short words
+// rescan (cheap); long ones (CJK runs, long whitespace) use a heap so it stays O(n log n).
+static size_t bpe_short(const TokPriv *P, uint32_t *sym, size_t m) {
+    int32_t rank[CACHE_MAX_WORD];
+    for (;;) {
+        int32_t best = INT32_MAX;
+        for (size_t i = 0; i + 1 < m; i++) {
+            rank[i] = merge_rank(P, sym[i], sym[i + 1]);
+            if (rank[i] >= 0 && rank[i] < best) best = rank[i];
+        }
+        if (best == INT32_MAX) return m;
+        uint32_t z = 256u + (uint32_t)best;
+        size_t j = 0;
+        for (size_t i = 0; i < m;) {
+            if (i + 1 < m && rank[i] == best) {
+                sym[j++] = z;
+                i += 2;
+            } else {
+                sym[j++] = sym[i++];
+            }
+        }
+        m = j;
+    }
+}
+
+static size_t bpe_long(EncState *e, uint32_t *sym, size_t m) {
+    const TokPriv *P = e->P;
+    const Tokenizer *tok = e->tok;
+    // Per position: next/prev links; heap of (rank << 32 | pos), smallest first. Each merge
+    // pushes at most two pairs, so 3m entries suffice.
+    if (e->heap_cap < 3 * m) {
+        e->links = gt_realloc(e->links, 2 * m * sizeof *e->links, "bpe scratch");
+        e->heap = gt_realloc(e->heap, 3 * m * sizeof *e->heap, "bpe scratch");
+        e->heap_cap = 3 * m;
+    }
+    int32_t *nxt = e->links, *prv = nxt + m;
+    uint64_t *heap = e->heap;
+    size_t hn = 0;
+#define HPUSH(v)                                                           \
+    do {                                                                   \
+        size_t c_ = hn++;                                                  \
+        heap[c_] = (v);                                                    \
+        while (c_ > 0 && heap[(c_ - 1) / 2] > heap[c_]) {                  \
+            uint64_t t_ = heap[c_]; heap[c_] = heap[(c_ - 1) / 2]; heap[(c_ - 1) / 2] = t_; \
+            c_ = (c_ - 1) / 2;                                             \
+        }                                                                  \
+    } while (0)
+    for (size_t i = 0; i < m; i++) {
+        nxt[i] = i + 1 < m ? (int32_t)(i + 1) : -1;
+        prv[i] = (int32_t)i - 1;
+    }
+    for (size_t i = 0; i + 1 < m; i++) {
+        int32_t r = merge_rank(P, sym[i], sym[i + 1]);
+        if (r >= 0) HPUSH((uint64_t)r << 32 | i);
+    }
+    while (hn > 0) {
+        uint64_t top = heap[0];
+        heap[0] = heap[--hn];
+        for (size_t c = 0;;) {  // sift down
+            size_t l = 2 * c + 1, s = c;
+            if (l < hn && heap[l] < heap[s]) s = l;
+            if (l + 1 < hn && heap[l + 1] < heap[s]) s = l + 1;
+            if (s == c) break;
+            uint64_t t = heap[c]; heap[c] = heap[s]; heap[s] = t;
+            c = s;
+        }
+        int32_t r = (int32_t)(top >> 32);
+        size_t i = (size_t)(uint32_t)top;
+        if (sym[i] == UINT32_MAX || nxt[i] < 0) continue;  // merged away
+        size_t j = (size_t)nxt[i];
+        if (sym[i] != (uint32_t)tok->merges[2 * r] || sym[j] != (uint32_t)tok->merges[2 * r + 1]) continue;  // stale
+        sym[i] = 256u + (uint32_t)r;
+        sym[j] = UINT32_MAX;
+        nxt[i] = nxt[j];
+        if (nxt[j] >= 0) prv[nxt[j]] = (int32_t)i;
+        if (prv[i] >= 0) {
+            int32_t rr = merge_rank(P, sym[prv[i]], sym[i]);
+            if (rr >= 0) HPUSH((uint64_t)rr << 32 | (uint32_t)prv[i]);
+        }
+        if (nxt[i] >= 0) {
+            int32_t rr = merge_rank(P, sym[i], sym[nxt[i]]);
+            if (rr >= 0) HPUSH((uint64_t)rr << 32 | i);
+        }
+    }
+#undef HPUSH
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++)
+        if (sym[i] != UINT32_MAX) sym[k++] = sym[i];
+    return k;
+}
+
+static size_t bpe_word(EncState *e, const uint8_t *s, size_t n) {
+    if (e->sym_cap < n) {
+        e->sym = gt_realloc(e->sym, n * sizeof *e->sym, "bpe scratch");
+        e->sym_cap = n;
+    }
+    for (size_t i = 0; i < n; i++) e->sym[i] = s[i];
+    if (n < 2 || e->tok->n_merges == 0) return n;
+    return n <= CACHE_MAX_WORD ? bpe_short(e->P, e->sym, n) : bpe_long(e, e->sym, n);
+}
+
+static void cache_grow(EncCache *c) {
+    size_t ncap = (c->mask + 1) * 2;
+    struct Entry *ns = gt_calloc(ncap, sizeof *ns, "encoding cache");
+    for (size_t i = 0; i <= c->mask; i++) {
+        if (!c->slot[i].h) continue;
+        size_t s = (size_t)(c->slot[i].h >> 20) & (ncap - 1);
+        while (ns[s].h) s = (s + 1) & (ncap - 1);
+        ns[s] = c->slot[i];
+    }
+    free(c->slot);
+    c->slot = ns;
+    c->mask = ncap - 1;
+}
+
+static void cache_clear(EncCache *c) {
+    memset(c->slot, 0, (c->mask + 1) * sizeof *c->slot);
+    c->used = c->wb_n = c->id_n = 0;
+}
+
+static void enc_chunk(void *ctx, const uint8_t *s, size_t n) {
+    EncState *e = ctx;
+    if (n == 1) {
+        uint32_t id = s[0];
+        push_ids(e, &id, 1);
+        return;
+    }
+    if (n > CACHE_MAX_WORD) {
+        size_t k = bpe_word(e, s, n);
+        push_ids(e, e->sym, k);
+        return;
+    }
+    EncCache *c = e->cache;
+    uint64_t h = tok_hash_bytes(s, n);
+    size_t i = (size_t)(h >> 20) & c->mask;
+    for (; c->slot[i].h; i = (i + 1) & c->mask) {
+        struct Entry *en = &c->slot[i];
+        if (en->h == h && en->wlen == n && memcmp(c->wbytes + en->woff, s, n) == 0) {
+            push_ids(e, c->ids + en->ioff, en->ilen);
+            return;
+        }
+    }
+    size_t k = bpe_word(e, s, n);
+    push_ids(e, e->sym, k);
+    // Remember it. A full cache starts over: frequent words come right back.
+    if (c->used + 1 > (c->mask + 1) / 2) {
+        if (c->mask + 1 >= CACHE_MAX_SLOTS || c->wb_n > ((size_t)1 << 31)) {
+            cache_clear(c);
+        } else {
+            cache_grow(c);
+        }
+        i = (size_t)(h >> 20) & c->mask;
+        while (c->slot[i].h) i = (i + 1) & c->mask;
+    }
+    if (c->wb_n + n > c->wb_cap) {
+        c->wb_cap = (c->wb_cap ? c->wb_cap * 2 : 65536) + n;
+        c->wbytes = gt_realloc(c->wbytes, c->wb_cap, "encoding cache");
+    }
+    if (c->id_n + k > c->id_cap) {
+        c->id_cap = (c->id_cap ? c->id_cap * 2 : 16384) + k;
+        c->ids = gt_realloc(c->ids, c->id_cap * sizeof *c->ids, "encoding cache");
+    }
+    struct Entry *en = &c->slot[i];
+    en->h = h;
+    en->woff = (uint32_t)c->wb_n;
+    en->wlen = (uint16_t)n;
+    en->ioff = (uint32_t)c->id_n;
+    en->ilen = (uint16_t)k;
+    memcpy(c->wbytes + c->wb_n, s, n);
+    c->wb_n += n;
+    memcpy(c->ids + c->id_n, e->sym, k * sizeof *e->sym);
+    c->id_n += k;
+    c->used++;
+}
+
+static void enc_special(void *ctx, int idx) {
+    EncState *e = ctx;
+    uint32_t id = 256u + (uint32_t)e->tok->n_merges + (uint32_t)idx;
+    push_ids(e, &id, 1);
+}
+
+static EncCache *get_cache(const Tokenizer *tok, int t) {
+    TokPriv *P = tok->priv;
+    if (!P->caches[t]) P->caches[t] = cache_new();
+    return P->caches[t];
+}
+
+size_t tokenizer_encode_stream(const Tokenizer *tok, const char *text, size_t len, size_t start, int final,
+                               uint32_t **ids, size_t *n, size_t *cap) {
+    TokPriv *P = tok->priv;
+    if (!P || !P->mkeys) gt_fail(GT_EXIT_RUNTIME, "tokenizer used before tokenizer_prepare");
+    size_t limit = final ? len : (len > TOK_MARGIN ? len - TOK_MARGIN : 0);
+    if (limit < start) limit = start;
+    size_t points[65];
+    int nparts = P->threads > 64 ? 64 : P->threads;
+    int k = tok_split_points(tok, text, start, limit, points, nparts);
+    if (k == 1) {
+        EncState e = {.tok = tok, .P = P, .cache = get_cache(tok, 0), .ids = *ids, .n = *n, .cap = *cap};
+        Walker w = {enc_chunk, enc_special, &e};
+        size_t pos = tok_walk(tok, tok_matcher(tok, 0), text, len, start, len, final, &w);
+        *ids = e.ids;
+        *n = e.n;
+        *cap = e.cap;
+        free(e.sym);
+        free(e.links);
+        free(e.heap);
+        return pos;
+    }
+    // Parts end at chunk boundaries, so each thread walks its own and the ids concatenate.
+    EncState st[64];
+    size_t stop[64];
+    for (int t = 0; t < k; t++) {
+        memset(&st[t], 0, sizeof st[t]);
+        st[t].tok = tok;
+        st[t].P = P;
+        st[t].cache = get_cache(tok, t);
+        tok_matcher(tok, t);
+    }
+#pragma omp parallel for num_threads(k) schedule(static, 1)
+    for (int t = 0; t < k; t++) {
+        Walker w = {enc_chunk, enc_special, &st[t]};
+        int last = t == k - 1;
+        stop[t] = tok_walk(tok, &P->matchers[t], text, len, points[t], last ? len : points[t + 1], last ? final : 1, &w);
+    }
+    for (int t = 0; t < k; t++) {
+        if (*n + st[t].n > *cap) {
+            size_t c = *cap ? *cap : 4096;
+            while (c < *n + st[t].n) c *= 2;
+            *ids = gt_realloc(*ids, c * sizeof **ids, "token ids");
+            *cap = c;
+        }
+        if (st[t].n) memcpy(*ids + *n, st[t].ids, st[t].n * sizeof **ids);
+        *n += st[t].n;
+        free(st[t].ids);
+        free(st[t].sym);
+        free(st[t].links);
+        free(st[t].heap);
+    }
+    return stop[k - 1];
+}
+
+void tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, uint32_t **ids, size_t *n, size_t *cap) {
+    tokenizer_encode_stream(tok, text, len, 0, 1, ids, n, cap);
+}
+
+const uint8_t *tokenizer_token(const Tokenizer *tok, uint32_t id, size_t *len) {
+    if (id >= (uint32_t)tok->vocab_size) return NULL;
+    *len = (size_t)(tok->token_offsets[id + 1] - tok->token_offsets[id]);
+    return tok->token_bytes + tok->token_offsets[id];
+}
+
+char *tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, size_t n, size_t *len) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = 0;
+        if (tokenizer_token(tok, ids[i], &l)) total += l;
+    }
+    char *out = gt_malloc(total + 1, "decoded text");
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = 0;
+        const uint8_t *b = tokenizer_token(tok, ids[i], &l);
+        if (b) {
+            memcpy(out + o, b, l);
+            o += l;
+        }
+    }
+    out[o] = '\0';
+    if (len) *len = o;
+    return out;
+}

@@ -1,0 +1,95 @@
+// utf8.c - see utf8.h. Validation runs once per text; PCRE2 is then told not to re-check.
+#include "utf8.h"
+
+#include <string.h>
+
+#include "tokenizer.h"
+
+int utf8_char_len(const uint8_t *s, size_t n) {
+    uint8_t b0 = s[0];
+    if (b0 < 0x80) return 1;
+    if (b0 < 0xC2 || b0 > 0xF4) return 0;
+    int need = b0 < 0xE0 ? 2 : b0 < 0xF0 ? 3 : 4;
+    // The second byte's range excludes overlongs (E0, F0), surrogates (ED) and > U+10FFFF (F4).
+    uint8_t lo = b0 == 0xE0 ? 0xA0 : b0 == 0xF0 ? 0x90 : 0x80;
+    uint8_t hi = b0 == 0xED ? 0x9F : b0 == 0xF4 ? 0x8F : 0xBF;
+    for (int i = 1; i < need; i++) {
+        if ((size_t)i >= n) return -1;
+        uint8_t c = s[i];
+        if (c < lo || c > hi) return 0;
+        lo = 0x80;
+        hi = 0xBF;
+    }
+    return need;
+}
+
+size_t utf8_bad_len(const uint8_t *s, size_t n) {
+    uint8_t b0 = s[0];
+    if (b0 < 0xC2 || b0 > 0xF4) return 1;
+    int need = b0 < 0xE0 ? 2 : b0 < 0xF0 ? 3 : 4;
+    uint8_t lo = b0 == 0xE0 ? 0xA0 : b0 == 0xF0 ? 0x90 : 0x80;
+    uint8_t hi = b0 == 0xED ? 0x9F : b0 == 0xF4 ? 0x8F : 0xBF;
+    size_t i = 1;
+    while (i < (size_t)need && i < n && s[i] >= lo && s[i] <= hi) {
+        i++;
+        lo = 0x80;
+        hi = 0xBF;
+    }
+    return i;
+}
+
+int utf8_validate(const char *str, size_t len, size_t *bad_offset) {
+    const uint8_t *s = (const uint8_t *)str;
+    size_t i = 0;
+    while (i < len) {
+        // ASCII fast path, 8 bytes at a time.
+        while (i + 8 <= len) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & 0x8080808080808080ull) break;
+            i += 8;
+        }
+        if (i >= len) break;
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        int k = utf8_char_len(s + i, len - i);
+        if (k <= 0) {
+            if (bad_offset) *bad_offset = i;
+            return 0;
+        }
+        i += (size_t)k;
+    }
+    return 1;
+}
+
+size_t utf8_replace_invalid(uint8_t *dst, const uint8_t *src, size_t n, int final, size_t *used, size_t *replaced) {
+    size_t i = 0, o = 0;
+    while (i < n) {
+        if (src[i] < 0x80) {
+            dst[o++] = src[i++];
+            continue;
+        }
+        int k = utf8_char_len(src + i, n - i);
+        if (k < 0 && !final) break;  // incomplete at the end of this block: wait for more
+        if (k > 0) {
+            memcpy(dst + o, src + i, (size_t)k);
+            o += (size_t)k;
+            i += (size_t)k;
+        } else {
+            i += utf8_bad_len(src + i, n - i);
+            dst[o++] = 0xEF;
+            dst[o++] = 0xBF;
+            dst[o++] = 0xBD;
+            (*replaced)++;
+        }
+    }
+    *used = i;
+    return o;
+}
+
+size_t utf8_floor_boundary(const uint8_t *s, size_t pos) {
+    while (pos > 0 && (s[pos] & 0xC0) == 0x80) pos--;
+    return pos;
+}

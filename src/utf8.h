@@ -1,0 +1,23 @@
+// utf8.h - strict UTF-8 (what PCRE2_UTF accepts: no overlongs, no surrogates, <= U+10FFFF).
+// utf8_validate() itself is declared in tokenizer.h.
+#ifndef GT_UTF8_H
+#define GT_UTF8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// Length (1..4) of the character starting at s[0..n); 0 if the bytes there are not valid
+// UTF-8; -1 if they are a valid but incomplete prefix (more bytes needed).
+int utf8_char_len(const uint8_t *s, size_t n);
+// Length of the bad sequence at s (invalid position): Unicode's "maximal subpart", the same
+// unit Python's bytes.decode(errors="replace") turns into one U+FFFD.
+size_t utf8_bad_len(const uint8_t *s, size_t n);
+// Copies src to dst replacing each bad sequence by U+FFFD (dst needs 3*n bytes at most).
+// Stops early (returning the bytes consumed in *used) at an incomplete sequence at the end
+// when !final, so a stream can be cleaned block by block. Returns bytes written;
+// *replaced is incremented per replacement.
+size_t utf8_replace_invalid(uint8_t *dst, const uint8_t *src, size_t n, int final, size_t *used, size_t *replaced);
+// Start of the character containing s[pos] (pos must be < the length of s).
+size_t utf8_floor_boundary(const uint8_t *s, size_t pos);
+
+#endif
