@@ -44,7 +44,11 @@ void log_open(Logger *lg, const char *run_dir, int rank, long long resume_step, 
     lg->active = rank == 0;
     lg->total_steps = total_steps;
     if (!lg->active) return;
-    lg->tty = isatty(STDOUT_FILENO);
+    // Open MPI gives every rank a pseudo-terminal for stdout even when mpirun's own output
+    // goes to a file, so a TTY alone says little: ask for stderr too (a pipe under mpirun),
+    // and let GT_PROGRESS=1/0 force the live line on or off.
+    const char *p = getenv("GT_PROGRESS");
+    lg->tty = p && *p ? atoi(p) != 0 : isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
     char path[4200];
     snprintf(path, sizeof path, "%s/train.log", run_dir);
     lg->log = gt_fopen(path, "a", "training log");

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +43,7 @@ typedef struct {
     TrainConfig cfg;
     const Comm *w;
     char tokens_path[PATHLEN];
-    char err[2048];
+    char err[16384];
 } Run;
 
 // ----------------------------------------------------------------------------
@@ -127,7 +128,7 @@ static const char *precheck_h5(const char *path, const char *format, const char 
 static const char *data_path_for_rank(const char *path, int rank, char *buf, size_t n) {
     const char *f = getenv("GT_FAULT_OPEN_RANK");
     if (f && *f && atoi(f) == rank) {
-        snprintf(buf, n, "%s.not-on-rank-%d", path, rank);
+        snprintf(buf, n, "%.4000s.not-on-rank-%d", path, rank);
         return buf;
     }
     return path;
@@ -439,7 +440,7 @@ int main(int argc, char **argv) {
             }
         if (!msg && ck_mc.vocab_size != info.vocab_size) {
             snprintf(r->err, sizeof r->err,
-                     "--resume: checkpoint '%s' has vocab_size %d but --data '%s' has a %d-token vocabulary; "
+                     "--resume: checkpoint '%.4000s' has vocab_size %d but --data '%.4000s' has a %d-token vocabulary; "
                      "resume with the tokens the run started with",
                      ckpt_path, ck_mc.vocab_size, r->tokens_path, info.vocab_size);
             msg = r->err;
@@ -460,7 +461,7 @@ int main(int argc, char **argv) {
                  &ev_total);
     if (ev_total == 0) {
         snprintf(r->err, sizeof r->err,
-                 "'%s': /val has %zu tokens, fewer than --block-size + 1 = %d needed for one eval window; "
+                 "'%.4000s': /val has %zu tokens, fewer than --block-size + 1 = %d needed for one eval window; "
                  "use a larger --val-fraction when tokenizing, or a smaller --block-size",
                  r->tokens_path, info.n_val, T + 1);
         comm_agree(r->err, GT_EXIT_USAGE);
@@ -592,7 +593,9 @@ int main(int argc, char **argv) {
     lr_schedule_parse(c->lr_schedule, &sched);
     int *inputs = gt_malloc((size_t)B * T * sizeof(int), "inputs");
     int *targets = gt_malloc((size_t)B * T * sizeof(int), "targets");
+    // Fault hooks for the tests: a NaN gradient on rank 0 at step k; SIGUSR1 to the last rank at step k.
     long long fault_nan_step = getenv("GT_FAULT_NAN_STEP") ? atoll(getenv("GT_FAULT_NAN_STEP")) : -1;
+    long long fault_signal_step = getenv("GT_FAULT_SIGNAL_STEP") ? atoll(getenv("GT_FAULT_SIGNAL_STEP")) : -1;
     const long long tokens_per_step = (long long)B * T * A * size;
     char last_ckpt[PATHLEN] = "";
     if (c->resume) snprintf(last_ckpt, sizeof last_ckpt, "%s", ckpt_path);
@@ -601,6 +604,11 @@ int main(int argc, char **argv) {
     int ms_n = 0;
 
 
+    // The command to resume with, for the message after a signal.
+    char resume_cmd[4096] = "";
+    for (int i = 0, len = 0; i < argc && len < (int)sizeof resume_cmd - 256; i++)
+        if (strcmp(argv[i], "--resume") != 0)
+            len += snprintf(resume_cmd + len, sizeof resume_cmd - (size_t)len, strpbrk(argv[i], " \t'\"") ? " '%.200s'" : " %.200s", argv[i]);
     AdamWConfig ac = {(float)c->lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay};
     while (st.step < c->steps) {
         long long k = st.step + 1;  // the step being made (1-based, as logged)
@@ -666,6 +674,7 @@ int main(int argc, char **argv) {
             log_progress(&lg, k, loss, ms_sum / ms_n);
         }
 
+        if (k == fault_signal_step && rank == size - 1) raise(SIGUSR1);  // tests: one rank is told to stop
         int sig = signals_pending();
         if (size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, r->w->comm));
         if ((c->ckpt_every > 0 && k % c->ckpt_every == 0) || k == c->steps || sig) {
@@ -673,8 +682,8 @@ int main(int argc, char **argv) {
             last_ckpt_step = st.step;
         }
         if (sig) {
-            log_line(&lg, "stopped by %s after step %lld; checkpoint %s. Resume with the same command plus --resume",
-                     signals_name(sig), k, last_ckpt);
+            log_line(&lg, "stopped by %s after step %lld; checkpoint %s. Resume with:\n  mpirun -np %d%s --resume",
+                     signals_name(sig), k, last_ckpt, size, resume_cmd);
             break;
         }
     }
