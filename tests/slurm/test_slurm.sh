@@ -140,7 +140,9 @@ wait_jobs "$JT" || { show_log "$W/gpt-bpe-$JT.out"; fatal "tokenize.sbatch faile
 ok "tokenize.sbatch: data/vocab.h5 + data/tokens.h5 ($(h5attr "$W/data/vocab.h5" /tokenizer vocab_size) tokens)"
 export DATA=$W/data/tokens.h5
 
+# tiny models; the preempted ones are big enough (~50-100 ms a step) to be caught mid-run
 MODEL="--n-layer 2 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --seed 1234 --log-every 1 --eval-every 1000 --eval-batches 1"
+MODEL_PRE="--n-layer 2 --n-head 2 --n-embd 64 --block-size 64 --batch-size 8 --seed 1234 --log-every 1 --eval-every 1000 --eval-batches 1"
 
 # ---------- 8 tasks on 2 cores ----------
 J8=$(GPT_TRAIN_ARGS="$MODEL --steps 6" submit --job-name=t8 --nodes=1 --ntasks-per-node=8 --cpus-per-task=1 \
@@ -158,11 +160,11 @@ else
 fi
 
 # ---------- preemption: uninterrupted reference vs preempted (srun and mpirun) ----------
-STEPS=60
-PRE_AT=10
-JR=$(GPT_TRAIN_ARGS="$MODEL --steps $STEPS" submit --job-name=ref -n 2 "$SRC/jobs/train.sbatch" --out runs/ref)
-JP=$(GPT_TRAIN_ARGS="$MODEL --steps $STEPS" submit --job-name=pre -n 2 "$SRC/jobs/train.sbatch" --out runs/pre)
-JM=$(LAUNCHER=mpirun GPT_TRAIN_ARGS="$MODEL --steps $STEPS" submit --job-name=prm -n 2 "$SRC/jobs/train.sbatch" --out runs/prm)
+STEPS=80
+PRE_AT=5
+JR=$(GPT_TRAIN_ARGS="$MODEL_PRE --steps $STEPS" submit --job-name=ref -n 2 "$SRC/jobs/train.sbatch" --out runs/ref)
+JP=$(GPT_TRAIN_ARGS="$MODEL_PRE --steps $STEPS" submit --job-name=pre -n 2 "$SRC/jobs/train.sbatch" --out runs/pre)
+JM=$(LAUNCHER=mpirun GPT_TRAIN_ARGS="$MODEL_PRE --steps $STEPS" submit --job-name=prm -n 2 "$SRC/jobs/train.sbatch" --out runs/prm)
 JX=$(DATA=$W/data/no-such-tokens.h5 GPT_TRAIN_ARGS="$MODEL --steps 5" submit --job-name=miss -n 2 "$SRC/jobs/train.sbatch" --out runs/miss)
 say "reference $JR, preempted jobs $JP (srun) and $JM (mpirun), missing-data job $JX"
 
@@ -224,6 +226,9 @@ check_preempted() {  # name job run-dir log
 import sys, h5py, numpy as np
 a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
 bad = []
+for k in ("step", "world_size"):
+    if a.attrs[k] != b.attrs[k]:
+        bad.append(f"{k} {a.attrs[k]} vs {b.attrs[k]}")
 for grp in ("model", "optimizer/m", "optimizer/v"):
     if grp not in a:
         continue
