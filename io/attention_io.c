@@ -177,7 +177,20 @@ static void set_len(hid_t d, int rank, const hsize_t *rec, long long n) {
 
 // Checks that an existing file matches this run, then drops records with step > resume_step.
 static void truncate_for_resume(AttnWriter *w, long long resume_step) {
-    hid_t f = h5_open_rw_checked(w->path, GT_FORMAT_ATTENTION, "attention file", 0);
+    // A writer that crashed left the file marked "open for SWMR writing": clear the mark (what
+    // the h5clear tool does) or HDF5 refuses to open it again, even read-only.
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5_CHECK(fapl, "");
+    hbool_t clear = 1;
+    H5_CHECK(H5Pset(fapl, "clear_status_flags", &clear), "");
+    hid_t f = H5Fis_hdf5(w->path) > 0 ? H5Fopen(w->path, H5F_ACC_RDWR, fapl) : -1;
+    H5Pclose(fapl);
+    if (f < 0) h5_open_rw_checked(w->path, GT_FORMAT_ATTENTION, "attention file", 0);  // names the problem
+    if (f < 0)
+        gt_fail_usage("attention file '%s': cannot open for appending (is another gpt-train writing it, "
+                      "or a reader holding it without swmr=True?)", w->path);
+    H5Fclose(f);
+    f = h5_open_rw_checked(w->path, GT_FORMAT_ATTENTION, "attention file", 0);  // format checks
     int64_t L = -1, NH = -1;
     h5_attr_read_int(f, "n_layer", &L);
     h5_attr_read_int(f, "n_head", &NH);

@@ -10,6 +10,11 @@
 //   attn_write_check model out=F.h5 raw=F.bin [records=3 float16=0]
 //       a real GPT2 (random init) recorded through attn_probe_record after each of
 //       `records` weight perturbations; raw gets m->att of a separate full forward.
+//   attn_write_check gen out=F.h5 raw=F.bin [P=5 N=10 block=8]
+//       a random GPT2 generates N tokens greedily after a P-token prompt through the
+//       key/value cache (sliding past block) and saves the generation file; raw gets, for
+//       each generated token, the full (L, H, W, W) attention of a gpt2_forward over its
+//       window, so the test can compare the matrix rebuilt from the stored rows.
 //   attn_write_check utf8 HEX...      prints utf8_sanitize(bytes) of each argument, one a line
 //
 // The probe's tokenizer is built by hand: 256 byte tokens, then 256 = "H\xc3\xa9" ("Hé")
@@ -22,9 +27,11 @@
 
 #include "attention_io.h"
 #include "error.h"
+#include "generation_io.h"
 #include "gpt2.h"
 #include "h5util.h"
 #include "rng.h"
+#include "sampler.h"
 
 static const char *arg(int argc, char **argv, const char *key, const char *def) {
     size_t n = strlen(key);
@@ -141,6 +148,54 @@ static int cmd_model(int argc, char **argv) {
     return 0;
 }
 
+static int cmd_gen(int argc, char **argv) {
+    const char *out = arg(argc, argv, "out", NULL), *raw = arg(argc, argv, "raw", NULL);
+    if (!out || !raw) gt_fail_usage("gen: out= and raw= are required");
+    int P = (int)iarg(argc, argv, "P", 5), N = (int)iarg(argc, argv, "N", 10);
+    GPTConfig c = {.vocab_size = 258, .block_size = (int)iarg(argc, argv, "block", 8), .n_layer = 2, .n_head = 2,
+                   .n_embd = 16, .dropout = 0};
+    GPT2 m;
+    gpt2_build(&m, &c);
+    gpt2_init_weights(&m, 5);
+    uint64_t key = rng_site_key(17, 0);
+    for (size_t i = 0; i < m.num_params; i++) m.params[i] += 0.6f * (rng_uniform_at(key, i) - 0.5f);
+    gpt2_alloc_activations(&m, 1, c.block_size);
+    Tokenizer tok;
+    make_tokenizer(&tok);
+    int prompt[64];
+    for (int i = 0; i < P; i++) prompt[i] = PROBE[i % 16];
+    Generator g;
+    generator_start(&g, &m, prompt, (size_t)P, 1);
+    size_t dropped = g.start;
+    GenRecord rec;
+    gen_record_init(&rec, &c);
+    int32_t kept[64];
+    for (int i = (int)dropped; i < P; i++) kept[i - (int)dropped] = prompt[i];
+    gen_record_prompt(&rec, kept, P - (int)dropped, g.kv.att);
+    size_t LHT = (size_t)c.n_layer * c.n_head * c.block_size;
+    float *row = malloc(LHT * sizeof(float));
+    float probs[258];
+    int order[258];
+    SampleParams sp = {0.0f, 0, 1.0f};
+    for (int i = 0; i < N; i++) {
+        kv_att_row(&g.kv, g.kv.last_fed - 1, row);
+        int id = sample_token(g.kv.logits, c.vocab_size, &sp, NULL, probs, order);
+        gen_record_token(&rec, id, row, (int64_t)(g.start - dropped));
+        int W = (int)(g.n - g.start);
+        gpt2_forward(&m, g.ids + g.start, NULL, 1, W, 0, 0);
+        append_raw(raw, m.att, (size_t)c.n_layer * c.n_head * W * W);
+        if (i + 1 < N) generator_push(&g, id);
+    }
+    GenMeta meta = {"Hello", 0.0f, 0, 1.0f, 1337, "none.h5", 42, (long long)dropped};
+    gen_record_save(&rec, out, &tok, &meta);
+    printf("slides %lld\n", g.slides);
+    gen_record_free(&rec);
+    generator_free(&g);
+    free(row);
+    gpt2_free(&m);
+    return 0;
+}
+
 static int cmd_utf8(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         size_t n = strlen(argv[i]) / 2;
@@ -164,6 +219,7 @@ int main(int argc, char **argv) {
     if (argc < 2) gt_fail_usage("usage: attn_write_check write|model|utf8 ...");
     if (!strcmp(argv[1], "write")) return cmd_write(argc, argv);
     if (!strcmp(argv[1], "model")) return cmd_model(argc, argv);
+    if (!strcmp(argv[1], "gen")) return cmd_gen(argc, argv);
     if (!strcmp(argv[1], "utf8")) return cmd_utf8(argc, argv);
     gt_fail_usage("unknown command '%s'", argv[1]);
 }

@@ -1,0 +1,324 @@
+#!/usr/bin/python3
+"""Attention heatmaps and loss curves from gpt-train's HDF5 files (matplotlib, Agg backend).
+
+    /usr/bin/python3 io/python/gpt_viz.py RUN --out figs/ [--gen gen.h5 ...]
+        [--layer -1] [--head 0] [--step STEP] [--gen-tokens 8] [--dpi 100]
+
+writes into figs/ (RUN may also be an attention.h5 file):
+    attn_step<S>_L<l>H<h>.png   one layer/head at one step (default: the last record)
+    attn_grid_step<S>.png       all layers x heads at that step
+    attn_L<l>H<h>_steps.png     the same head across training steps (small multiples)
+    attn_L<l>H<h>_steps.gif     ... animated (needs pillow, python3-pil)
+    loss.png                    train/val loss from RUN/metrics.csv
+    <gen>_prompt_grid.png       the prompt's attention, all layers x heads
+    <gen>_tok<i>_L<l>H<h>.png   one heatmap per generated token (its full matrix, rebuilt
+                                from the stored rows; the query that drew it outlined)
+    <gen>_tokens_L<l>H<h>.png   the first four generated tokens side by side
+
+As a module, each plot_* function saves one figure and returns what it drew
+({"path", "data", "size"}), so tests can compare pixels with the HDF5 numbers.
+"""
+import argparse
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import PowerNorm  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpt_attention import read_attention, read_generation, read_metrics, attention_path  # noqa: E402,F401
+
+CMAP = "viridis"
+
+
+def token_label(tok, maxlen=10):
+    """A token's text made visible on an axis: spaces as '·', control characters escaped."""
+    t = tok.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t").replace(" ", "·")
+    t = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in t)
+    return t if len(t) <= maxlen else t[: maxlen - 1] + "…"
+
+
+def _norm():
+    # probabilities: a square-root scale keeps weak attention visible next to strong
+    return PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
+
+
+def _label_axes(ax, rows, cols, fontsize, max_labels=None):
+    def ticks(n):
+        step = 1 if not max_labels or n <= max_labels else int(np.ceil(n / max_labels))
+        return list(range(0, n, step))
+    xt, yt = ticks(len(cols)), ticks(len(rows))
+    ax.set_xticks(xt)
+    ax.set_xticklabels([token_label(cols[i]) for i in xt], rotation=90, fontsize=fontsize)
+    ax.set_yticks(yt)
+    ax.set_yticklabels([token_label(rows[i]) for i in yt], fontsize=fontsize)
+
+
+def _heat(ax, m, rows=None, cols=None, fontsize=8, max_labels=None, mask_future=True):
+    """Draws m (queries x keys); keys after each query (always 0) left white."""
+    q, k = m.shape
+    data = np.ma.masked_array(m, mask=np.triu(np.ones((q, k), bool), k=k - q + 1)) if mask_future else m
+    im = ax.imshow(data, cmap=CMAP, norm=_norm(), interpolation="nearest")
+    if rows is not None:
+        _label_axes(ax, rows, cols, fontsize, max_labels)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return im
+
+
+def _fontsize(n, inches):
+    # label height ~ inches*72/n points; 4..10 pt
+    return float(np.clip(0.8 * inches * 72 / max(n, 1), 4, 10))
+
+
+def _save(fig, path, dpi):
+    fig.savefig(path, dpi=dpi)  # no bbox_inches="tight": the pixel size is figsize * dpi
+    w, h = fig.get_size_inches() * dpi
+    plt.close(fig)
+    return (int(round(w)), int(round(h)))
+
+
+def _plotted(im):
+    return np.ma.filled(im.get_array(), 0.0).astype(np.float32)
+
+
+def head_figsize(T):
+    side = float(np.clip(3.0 + 0.13 * T, 5.0, 14.0))
+    return (side + 1.2, side + 0.6)
+
+
+def plot_matrix(m, rows, cols, title, path, figsize=None, dpi=100, outline_row=None):
+    """One (queries x keys) heatmap with token labels and a colorbar."""
+    figsize = figsize or head_figsize(max(m.shape))
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    im = _heat(ax, m, rows, cols, fontsize=_fontsize(max(m.shape), figsize[1] - 1.5))
+    if outline_row is not None:
+        ax.add_patch(Rectangle((-0.5, outline_row - 0.5), m.shape[1], 1, fill=False, edgecolor="red", lw=1.5))
+    ax.set_xlabel("key (attended to)")
+    ax.set_ylabel("query")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="attention")
+    data = _plotted(im)
+    return {"path": path, "data": data, "size": _save(fig, path, dpi)}
+
+
+def plot_head(rec, i, layer, head, path, figsize=None, dpi=100):
+    """One layer/head of attention.h5 record i (tokens on both axes)."""
+    a = rec.record(i)
+    i %= len(rec)
+    title = f"layer {layer % rec.n_layer}, head {head % rec.n_head} - step {rec.steps[i]} (loss {rec.loss[i]:.3f})"
+    return plot_matrix(a[layer, head], rec.tokens, rec.tokens, title, path, figsize, dpi)
+
+
+def _grid(att, rows, cols, suptitle, path, figsize=None, dpi=100, panel_titles=None):
+    """att (A, B, Q, K) as an A x B grid of heatmaps with one colorbar."""
+    A, B, Q, K = att.shape
+    figsize = figsize or (1.0 + 2.4 * B, 1.0 + 2.4 * A)
+    fig, axes = plt.subplots(A, B, figsize=figsize, squeeze=False, layout="constrained")
+    fs = _fontsize(max(Q, K), 2.4) if max(Q, K) <= 32 else 5
+    data = np.zeros((A, B, Q, K), np.float32)
+    for a in range(A):
+        for b in range(B):
+            ax = axes[a][b]
+            im = _heat(ax, att[a, b])
+            # tokens on the outer axes only, at most 16 labels per axis
+            _label_axes(ax, rows, cols, fs, max_labels=16)
+            if b > 0:
+                ax.set_yticklabels([])
+            if a < A - 1:
+                ax.set_xticklabels([])
+            ax.set_title(panel_titles[a][b] if panel_titles else f"L{a} H{b}", fontsize=9)
+            data[a, b] = _plotted(im)
+    fig.colorbar(im, ax=axes, shrink=0.6, label="attention")
+    fig.suptitle(suptitle)
+    return {"path": path, "data": data, "size": _save(fig, path, dpi)}
+
+
+def plot_grid(rec, i, path, figsize=None, dpi=100):
+    """All layers x heads of record i."""
+    a = rec.record(i)
+    i %= len(rec)
+    return _grid(a, rec.tokens, rec.tokens, f"attention at step {rec.steps[i]} (loss {rec.loss[i]:.3f})", path,
+                 figsize, dpi)
+
+
+def step_indices(n, k):
+    """Up to k record indices spread evenly over n records, always the first and last."""
+    if n <= k:
+        return list(range(n))
+    return sorted(set(int(round(x)) for x in np.linspace(0, n - 1, k)))
+
+
+def plot_head_steps(rec, layer, head, path, max_panels=12, figsize=None, dpi=100):
+    """The same head across training steps, as small multiples (up to max_panels records)."""
+    idx = step_indices(len(rec), max_panels)
+    series = rec.head_series(layer, head, idx)
+    ncols = min(4, len(idx))
+    nrows = int(np.ceil(len(idx) / ncols))
+    att = np.zeros((nrows, ncols, rec.T, rec.T), np.float32)
+    titles = [["" for _ in range(ncols)] for _ in range(nrows)]
+    for n, i in enumerate(idx):
+        att[n // ncols, n % ncols] = series[n]
+        titles[n // ncols][n % ncols] = f"step {rec.steps[i]}, loss {rec.loss[i]:.2f}"
+    out = _grid(att, rec.tokens, rec.tokens,
+                f"layer {layer % rec.n_layer}, head {head % rec.n_head} over training", path, figsize, dpi, titles)
+    out["data"] = out["data"].reshape(nrows * ncols, rec.T, rec.T)[: len(idx)]
+    out["indices"] = idx
+    return out
+
+
+def animate_head(rec, layer, head, path, max_frames=60, fps=4, figsize=None, dpi=80):
+    """Animated GIF of one head over the records (up to max_frames). None without pillow."""
+    from matplotlib import animation
+    if not animation.writers.is_available("pillow"):
+        return None
+    idx = step_indices(len(rec), max_frames)
+    series = rec.head_series(layer, head, idx)
+    figsize = figsize or head_figsize(rec.T)
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    im = _heat(ax, series[0], rec.tokens, rec.tokens, fontsize=_fontsize(rec.T, figsize[1] - 1.5))
+    fig.colorbar(im, ax=ax, shrink=0.8, label="attention")
+    title = ax.set_title("")
+    writer = animation.PillowWriter(fps=fps)
+    with writer.saving(fig, path, dpi):
+        for n, i in enumerate(idx):
+            im.set_data(np.ma.masked_array(series[n], mask=np.triu(np.ones((rec.T, rec.T), bool), k=1)))
+            title.set_text(f"layer {layer % rec.n_layer}, head {head % rec.n_head} - step {rec.steps[i]} "
+                           f"(loss {rec.loss[i]:.3f})")
+            writer.grab_frame()
+    plt.close(fig)
+    return {"path": path, "frames": len(idx), "indices": idx, "data": series}
+
+
+def plot_generation_token(gen, i, layer, head, path, figsize=None, dpi=100):
+    """Generated token i: the full matrix of its context window (rows stacked from the file),
+    the query that drew it outlined in red, the drawn token in the title."""
+    m, labels = gen.matrix(i)
+    i %= gen.n_generated
+    new = gen.tokens[gen.n_prompt + i]
+    title = (f"generated token {i}: '{token_label(new, 20)}' "
+             f"(layer {layer % gen.n_layer}, head {head % gen.n_head})")
+    return plot_matrix(m[layer, head], labels, labels, title, path, figsize, dpi, outline_row=m.shape[2] - 1)
+
+
+def plot_generation_tokens(gen, layer, head, path, n=4, figsize=None, dpi=100):
+    """The first n generated tokens side by side (each its own window's matrix)."""
+    n = min(n, gen.n_generated)
+    figsize = figsize or (1.0 + 4.2 * n, 5.0)
+    fig, axes = plt.subplots(1, n, figsize=figsize, squeeze=False, layout="constrained")
+    data = []
+    for i in range(n):
+        m, labels = gen.matrix(i)
+        ax = axes[0][i]
+        im = _heat(ax, m[layer, head], labels, labels, fontsize=_fontsize(len(labels), 3.5), max_labels=24)
+        q = m.shape[2] - 1
+        ax.add_patch(Rectangle((-0.5, q - 0.5), m.shape[3], 1, fill=False, edgecolor="red", lw=1.5))
+        ax.set_title(f"token {i}: '{token_label(gen.tokens[gen.n_prompt + i], 16)}'", fontsize=10)
+        data.append(_plotted(im))
+    fig.colorbar(im, ax=axes, shrink=0.7, label="attention")
+    fig.suptitle(f"generating {n} tokens (layer {layer % gen.n_layer}, head {head % gen.n_head})")
+    return {"path": path, "data": data, "size": _save(fig, path, dpi)}
+
+
+def plot_prompt_grid(gen, path, figsize=None, dpi=100):
+    P = gen.n_prompt
+    labels = gen.tokens[:P]
+    return _grid(gen.prompt_attention, labels, labels, f"prompt attention: {gen.attrs.get('prompt', '')[:60]!r}",
+                 path, figsize, dpi)
+
+
+def plot_loss(metrics, path, figsize=(7.0, 4.5), dpi=100):
+    """train_loss (line) and val_loss (dots) against step; empty cells skipped."""
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    step = metrics.get("step", np.zeros(0))
+    drawn = {}
+    for col, style in (("train_loss", "-"), ("val_loss", "o-")):
+        if col not in metrics:
+            continue
+        ok = ~np.isnan(metrics[col]) & ~np.isnan(step)
+        if ok.any():
+            ax.plot(step[ok], metrics[col][ok], style, label=col.replace("_", " "), ms=4)
+            drawn[col] = (step[ok], metrics[col][ok])
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.set_title("loss")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend()
+    return {"path": path, "data": drawn, "size": _save(fig, path, dpi)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="gpt_viz.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", help="run directory (attention.h5, metrics.csv) or an attention.h5 file")
+    ap.add_argument("--out", required=True, help="directory for the PNG/GIF files (created)")
+    ap.add_argument("--gen", action="append", default=[], help="generation file of gpt-sample --attn-out (repeatable)")
+    ap.add_argument("--layer", type=int, default=-1, help="layer of the single-head plots (default -1: the last)")
+    ap.add_argument("--head", type=int, default=0, help="head of the single-head plots (default 0)")
+    ap.add_argument("--step", type=int, default=None, help="training step to draw (default: the last record)")
+    ap.add_argument("--gen-tokens", type=int, default=8, help="per-token heatmaps per generation file (default 8)")
+    ap.add_argument("--max-frames", type=int, default=60, help="frames of the GIF (default 60)")
+    ap.add_argument("--dpi", type=int, default=100)
+    a = ap.parse_args(argv)
+
+    def fail(msg):
+        print(f"gpt_viz.py: error: {msg}", file=sys.stderr)
+        return 1
+
+    if not os.path.exists(a.run):
+        return fail(f"{a.run}: no such run directory or file")
+    os.makedirs(a.out, exist_ok=True)
+    written = []
+    att = attention_path(a.run)
+    metrics = os.path.join(a.run, "metrics.csv") if os.path.isdir(a.run) else None
+    try:
+        if os.path.isfile(att):
+            rec = read_attention(att)
+            if len(rec) == 0:
+                print(f"gpt_viz.py: {att} has no records yet", file=sys.stderr)
+            else:
+                L, H = a.layer % rec.n_layer, a.head % rec.n_head
+                i = rec.index_of_step(a.step) if a.step is not None else len(rec) - 1
+                s = rec.steps[i]
+                written.append(plot_head(rec, i, L, H, os.path.join(a.out, f"attn_step{s:08d}_L{L}H{H}.png"),
+                                         dpi=a.dpi)["path"])
+                written.append(plot_grid(rec, i, os.path.join(a.out, f"attn_grid_step{s:08d}.png"), dpi=a.dpi)["path"])
+                written.append(plot_head_steps(rec, L, H, os.path.join(a.out, f"attn_L{L}H{H}_steps.png"),
+                                               dpi=a.dpi)["path"])
+                g = animate_head(rec, L, H, os.path.join(a.out, f"attn_L{L}H{H}_steps.gif"), a.max_frames)
+                if g:
+                    written.append(g["path"])
+                else:
+                    print("gpt_viz.py: pillow (python3-pil) missing: no GIF", file=sys.stderr)
+        elif not os.path.isdir(a.run):
+            return fail(f"{a.run}: not a run directory or attention.h5")
+        if metrics and os.path.isfile(metrics):
+            written.append(plot_loss(read_metrics(metrics), os.path.join(a.out, "loss.png"), dpi=a.dpi)["path"])
+        for gpath in a.gen:
+            gen = read_generation(gpath)
+            stem = os.path.splitext(os.path.basename(gpath))[0]
+            L, H = a.layer % gen.n_layer, a.head % gen.n_head
+            written.append(plot_prompt_grid(gen, os.path.join(a.out, f"{stem}_prompt_grid.png"), dpi=a.dpi)["path"])
+            for i in range(min(a.gen_tokens, gen.n_generated)):
+                written.append(plot_generation_token(gen, i, L, H, os.path.join(a.out, f"{stem}_tok{i:03d}_L{L}H{H}.png"),
+                                                     dpi=a.dpi)["path"])
+            if gen.n_generated:
+                written.append(plot_generation_tokens(gen, L, H, os.path.join(a.out, f"{stem}_tokens_L{L}H{H}.png"),
+                                                      dpi=a.dpi)["path"])
+    except (OSError, ValueError, KeyError) as e:
+        return fail(str(e))
+    if not written:
+        return fail(f"{a.run}: nothing to draw (no attention.h5 records, no metrics.csv, no --gen)")
+    for p in written:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

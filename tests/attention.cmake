@@ -1,0 +1,16 @@
+# Tests of the sampler and attention component (io/attention_io.c, io/generation_io.c,
+# src/sampler.c, src/sample_main.c, io/python/gpt_viz.py). See tests/test_attn_*.py and
+# tests/test_sample_*.
+add_executable(attn_write_check ${CMAKE_CURRENT_SOURCE_DIR}/attn_write_check.c)
+target_link_libraries(attn_write_check PRIVATE gt_attn)
+set_target_properties(attn_write_check PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+add_executable(attn_kvcache_check ${CMAKE_CURRENT_SOURCE_DIR}/attn_kvcache_check.c)
+target_link_libraries(attn_kvcache_check PRIVATE gt_attn)
+
+# the key/value cache equals the full forward; sampler (greedy, top-k, top-p, seeds)
+add_test(NAME attn_kvcache COMMAND attn_kvcache_check)
+# attention.h5: layout, float16, resume truncation, crash, SWMR reader while writing
+add_test(NAME attn_writer COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_attn_writer.py)
+# readers and heatmaps: plotted matrices equal the file, PNGs decode at the right size
+add_test(NAME attn_viz COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_attn_viz.py)
+set_tests_properties(attn_kvcache attn_writer attn_viz PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300)

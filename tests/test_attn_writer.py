@@ -1,0 +1,237 @@
+#!/usr/bin/python3
+"""attention.h5 as written by io/attention_io.c (through tests/attn_write_check.c), read
+with h5py: SPEC.md layout, float16, resume truncation, a crash mid-run, a SWMR reader
+while records are appended, a real model's probe, UTF-8 token texts, bad probes."""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import h5py
+import numpy as np
+
+BUILD = os.environ.get("GT_BUILD", "build")
+SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(SRC, "io", "python"))
+import gpt_attention as ga  # noqa: E402
+
+TOOL = os.path.join(BUILD, "attn_write_check")
+TMP = tempfile.mkdtemp(prefix="attn_writer_")
+
+# the hand-made vocabulary of attn_write_check: bytes, then "Hé" and a cut 3-byte character
+TOKEN_BYTES = [bytes([i]) for i in range(256)] + [b"H\xc3\xa9", b"\xe2\x82"]
+PROBE = [ord(c) for c in "Hello, w"] + [256, 257, 0xC3] + [ord(c) for c in "! xyz"]
+
+
+def run(*args, expect=0):
+    p = subprocess.run([TOOL, *args], capture_output=True, text=True)
+    assert p.returncode == expect, f"{args}: exit {p.returncode}, expected {expect}\n{p.stderr}"
+    return p
+
+
+def raw(path, shape):
+    a = np.fromfile(path, np.float32)
+    return a.reshape((-1,) + tuple(shape))
+
+
+def paths(name):
+    h5, bn = os.path.join(TMP, name + ".h5"), os.path.join(TMP, name + ".bin")
+    for p in (h5, bn):
+        if os.path.exists(p):
+            os.remove(p)
+    return h5, bn
+
+
+def check_attention_values(a):
+    """rows sum to 1, nothing above the diagonal, all in [0, 1]"""
+    T = a.shape[-1]
+    assert np.allclose(a.sum(-1), 1.0, atol=2e-3), "rows do not sum to 1"
+    assert (a[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] == 0).all(), "upper triangle not 0"
+    assert (a >= 0).all() and (a <= 1.0005).all()
+
+
+def test_layout():
+    h5, bn = paths("layout")
+    run("write", f"out={h5}", f"raw={bn}", "L=2", "H=3", "T=7", "records=5", "every=10")
+    with h5py.File(h5, "r") as f:
+        assert f.attrs["format"] == "gpt-train/attention" and f.attrs["format_version"] == 1
+        assert (f.attrs["n_layer"], f.attrs["n_head"], f.attrs["every"]) == (2, 3, 10)
+        d = f["attention"]
+        assert d.shape == (5, 2, 3, 7, 7) and d.dtype == np.float32
+        assert d.chunks == (1, 2, 3, 7, 7), d.chunks
+        assert d.compression == "gzip"
+        assert d.maxshape == (None, 2, 3, 7, 7)
+        assert d.attrs["axes"] == "step,layer,head,query,key"
+        assert f["step"].dtype == np.int64 and f["step"].maxshape == (None,)
+        assert f["loss"].dtype == np.float32
+        assert f["step"][()].tolist() == [10, 20, 30, 40, 50]
+        assert np.allclose(f["loss"][()], [10.0 / (s + 1) for s in (10, 20, 30, 40, 50)])
+        assert f["probe/token_ids"].dtype == np.int32
+        assert f["probe/token_ids"][()].tolist() == PROBE[:7]
+        np.testing.assert_array_equal(d[()], raw(bn, (2, 3, 7, 7)))
+        check_attention_values(d[()])
+    # the texts: valid UTF-8 for the cut character (U+FFFD), "Hé" intact
+    h5, bn = paths("texts")
+    run("write", f"out={h5}", f"raw={bn}", "T=13", "records=1")
+    rec = ga.read_attention(h5)
+    want = [TOKEN_BYTES[i].decode("utf-8", "replace") for i in PROBE[:13]]
+    assert rec.tokens == want, (rec.tokens, want)
+    assert rec.tokens[8] == "Hé" and rec.tokens[9] == "\ufffd" and rec.tokens[10] == "\ufffd"
+
+
+def test_float16():
+    h5, bn = paths("f16")
+    run("write", f"out={h5}", f"raw={bn}", "T=12", "records=3", "float16=1")
+    with h5py.File(h5, "r") as f:
+        d = f["attention"]
+        assert d.dtype == np.float16
+        want = raw(bn, (2, 3, 12, 12)).astype(np.float16)  # numpy rounds to nearest even, as we do
+        np.testing.assert_array_equal(d[()], want)
+        check_attention_values(d[()].astype(np.float32))
+
+
+def test_resume():
+    h5, bn = paths("resume")
+    run("write", f"out={h5}", f"raw={bn}", "records=5", "every=10", "seed=1")        # steps 10..50
+    first = raw(bn, (2, 3, 7, 7)).copy()
+    os.remove(bn)
+    # resumed from the step-30 checkpoint: 40 and 50 are dropped and written again
+    run("write", f"out={h5}", f"raw={bn}", "records=3", "every=10", "first=40", "resume=30", "seed=2")
+    second = raw(bn, (2, 3, 7, 7))
+    with h5py.File(h5, "r") as f:
+        steps = f["step"][()]
+        assert steps.tolist() == [10, 20, 30, 40, 50, 60], steps
+        assert (np.diff(steps) > 0).all()
+        assert f["loss"].shape == (6,) and f["attention"].shape[0] == 6
+        np.testing.assert_array_equal(f["attention"][:3], first[:3])
+        np.testing.assert_array_equal(f["attention"][3:], second)
+    # a resume at a step before every record empties it; resume without a file creates one
+    run("write", f"out={h5}", f"raw={bn}", "records=1", "first=5", "resume=0")
+    with h5py.File(h5, "r") as f:
+        assert f["step"][()].tolist() == [5]
+    h5b, bnb = paths("resume_new")
+    run("write", f"out={h5b}", f"raw={bnb}", "records=2", "resume=100", "first=110")
+    with h5py.File(h5b, "r") as f:
+        assert f["step"][()].tolist() == [110, 120]
+    # a different probe length or model on resume: one message naming the file, exit 1
+    p = run("write", f"out={h5}", f"raw={bn}", "T=6", "records=1", "first=500", "resume=400", expect=1)
+    assert h5 in p.stderr and "move it away" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    p = run("write", f"out={h5}", f"raw={bn}", "H=2", "records=1", "first=500", "resume=400", expect=1)
+    assert h5 in p.stderr, p.stderr
+    # a fresh run (resume < 0) replaces the file
+    run("write", f"out={h5}", f"raw={bn}", "records=2")
+    with h5py.File(h5, "r") as f:
+        assert f["step"][()].tolist() == [10, 20]
+
+
+def test_crash():
+    h5, bn = paths("crash")
+    p = subprocess.run([TOOL, "write", f"out={h5}", f"raw={bn}", "records=6", "crash_after=3"], capture_output=True)
+    assert p.returncode == -9, p.returncode  # SIGKILL: no close, no final flush
+    want = raw(bn, (2, 3, 7, 7))
+    rec = ga.read_attention(h5)
+    assert rec.steps.tolist() == [10, 20, 30], rec.steps
+    np.testing.assert_array_equal(rec.all(), want)
+    # and the next run resumes from it
+    os.remove(bn)
+    run("write", f"out={h5}", f"raw={bn}", "records=2", "first=40", "resume=30")
+    assert ga.read_attention(h5).steps.tolist() == [10, 20, 30, 40, 50]
+
+
+def test_swmr_reader_while_writing():
+    h5, bn = paths("swmr")
+    w = subprocess.Popen([TOOL, "write", f"out={h5}", f"raw={bn}", "T=9", "records=8", "sleep_ms=300"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = []
+    deadline = time.time() + 60
+    while w.poll() is None and time.time() < deadline:
+        if os.path.exists(h5):
+            try:
+                rec = ga.read_attention(h5)
+            except (OSError, KeyError):
+                time.sleep(0.05)  # the file is being renamed into place
+                continue
+            n = len(rec)
+            if n and (not seen or n != seen[-1]):
+                seen.append(n)
+                a = rec.all()
+                check_attention_values(a)
+                assert (np.diff(rec.steps) > 0).all()
+                np.testing.assert_array_equal(a, raw(bn, (2, 3, 9, 9))[:n])
+        time.sleep(0.1)
+    assert w.wait() == 0, w.stderr.read()
+    assert len(seen) >= 3 and seen[-1] <= 8, f"reader saw too few intermediate states: {seen}"
+    assert seen == sorted(seen)
+    assert len(ga.read_attention(h5)) == 8
+    # h5py's own SWMR mode with refresh() on one open handle
+    h5, bn = paths("swmr2")
+    w = subprocess.Popen([TOOL, "write", f"out={h5}", f"raw={bn}", "records=5", "sleep_ms=300"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while not os.path.exists(h5):
+        time.sleep(0.05)
+    time.sleep(0.2)
+    sizes = []
+    with h5py.File(h5, "r", libver="latest", swmr=True) as f:
+        d = f["step"]
+        while w.poll() is None:
+            d.refresh()
+            if not sizes or d.shape[0] != sizes[-1]:
+                sizes.append(d.shape[0])
+            time.sleep(0.05)
+        d.refresh()
+        sizes.append(d.shape[0])
+    assert w.wait() == 0
+    assert sizes[-1] == 5 and len(set(sizes)) >= 3, sizes
+
+
+def test_model_probe():
+    h5, bn = paths("model")
+    run("model", f"out={h5}", f"raw={bn}", "records=3")
+    rec = ga.read_attention(h5)
+    assert rec.steps.tolist() == [1, 2, 3]
+    assert (rec.n_layer, rec.n_head, rec.T) == (2, 2, 12)
+    a = rec.all()
+    check_attention_values(a)
+    # equal to a separate eval-mode forward of the probe (no dropout leaked in)
+    np.testing.assert_array_equal(a, raw(bn, (2, 2, 12, 12)))
+    assert not np.allclose(a[0], a[2]), "weights changed, so should the attention"
+    assert np.isfinite(rec.loss).all() and (rec.loss > 0).all()
+
+
+def test_bad_probe():
+    h5, bn = paths("bad")
+    p = run("write", f"out={h5}", f"raw={bn}", "T=20", "block=16", expect=1)
+    assert "--attn-prompt" in p.stderr and "16" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    p = run("write", f"out={h5}", f"raw={bn}", "T=0", expect=1)
+    assert "no tokens" in p.stderr, p.stderr
+    assert not os.path.exists(h5)
+
+
+def test_utf8_sanitize():
+    rng = np.random.default_rng(0)
+    cases = [b"", b"abc", "héllo wörld €😀".encode(), b"\xe2\x82", b"\xe2\x82A", b"\xc0\xaf", b"\xed\xa0\x80",
+             b"\xf4\x90\x80\x80", b"\xf0\x9f\x98", b"\xff\xfe", b"\xe0\x80\xaf"]
+    pool = list(range(256))
+    for _ in range(200):  # random bytes biased towards UTF-8 lead/continuation bytes
+        n = int(rng.integers(1, 9))
+        cases.append(bytes(int(rng.choice(pool)) if rng.random() < 0.3 else
+                           int(rng.choice([0xC3, 0xE2, 0xF0, 0x80, 0x82, 0x9F, 0xBF, 0x41])) for _ in range(n)))
+    cases = [c for c in cases if not set(c) & {0, 10, 13}]  # one line per case in text mode
+    p = run("utf8", *[c.hex() or "" for c in cases if c])
+    got = p.stdout.split("\n")[:-1]
+    want = [c.decode("utf-8", "replace") for c in cases if c]
+    assert len(got) == len(want)
+    for c, g, w in zip([c for c in cases if c], got, want):
+        assert g == w, f"{c!r}: got {g!r}, Python gives {w!r}"
+
+
+if __name__ == "__main__":
+    if not os.path.exists(TOOL):
+        print(f"missing {TOOL}: build the attn_write_check target", file=sys.stderr)
+        sys.exit(1)
+    tests = [v for k, v in list(globals().items()) if k.startswith("test_")]
+    for t in tests:
+        t0 = time.time()
+        t()
+        print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")
