@@ -271,8 +271,11 @@ if wait_jobs "${JA}_0" "${JA}_1"; then
 else
     show_log "$W/gpt-sweep-${JA}_0.out"; show_log "$W/gpt-sweep-${JA}_1.out"; fail "sweep array job failed"
 fi
-if wait_jobs "$JS" && [[ $(grep -c '^=== sample' "$W/gpt-sample-$JS.out") == 2 && -f $W/gen/gen-0.h5 && -f $W/gen/gen-1.h5 ]]; then
-    ok "sample.sbatch: 2 prompts sampled, attention in gen/gen-0.h5 and gen/gen-1.h5"
+gen_ok() {  # generation file with 16 generated tokens
+    "$PY" -c "import sys,h5py; f=h5py.File(sys.argv[1]); sys.exit(not(f.attrs['format'] in ('gpt-train/generation', b'gpt-train/generation') and len(f['token_ids']) - int(f.attrs['n_prompt']) == 16))" "$1" 2>/dev/null
+}
+if wait_jobs "$JS" && [[ $(grep -c '^=== sample' "$W/gpt-sample-$JS.out") == 2 ]] && gen_ok "$W/gen/gen-0.h5" && gen_ok "$W/gen/gen-1.h5"; then
+    ok "sample.sbatch: 2 prompts sampled, 16 tokens each, attention in gen/gen-0.h5 and gen/gen-1.h5"
 else
     show_log "$W/gpt-sample-$JS.out"; fail "sample.sbatch job failed"
 fi
