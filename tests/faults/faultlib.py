@@ -112,12 +112,43 @@ def run(cmd, timeout=60, cwd=None, stdin=None, extra_env=None):
                       time.time() - t0, timed_out=True)
 
 
-def kill_group(p, sig=signal.SIGKILL):
-    """Kills a process started by run()/spawn() and everything it started (its session)."""
-    try:
-        os.killpg(p.pid, sig)
-    except ProcessLookupError:
-        pass
+def session_pids(sid):
+    """Pids of the live processes of session sid (mpirun puts each rank in its own process
+    group, so killpg would miss the ranks; the session holds them all)."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        # fields: state ppid pgrp session ...; zombies are already dead
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(name))
+    return pids
+
+
+def kill_group(p, sig=signal.SIGKILL, wait=10.0):
+    """Kills a process started by run()/spawn() and everything it started (its whole
+    session: mpirun and every rank), like a node losing power; waits until all are gone."""
+    deadline = time.time() + wait
+    while True:
+        pids = session_pids(p.pid)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            p.wait(timeout=0.01)
+        except subprocess.TimeoutExpired:
+            pass
+        if not pids or time.time() > deadline:
+            return
+        time.sleep(0.01)
 
 
 def spawn(cmd, log_path, extra_env=None):

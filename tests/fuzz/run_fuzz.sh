@@ -55,7 +55,7 @@ PKG="$(pkg-config --cflags hdf5 libpcre2-8 openblas ompi-c)"
 LIBS="$(pkg-config --libs hdf5 libpcre2-8 openblas ompi-c) -lm"
 OMP=""
 if echo 'int main(void){return 0;}' | "$CC" -fopenmp -x c - -o "$OUT/probe-omp" 2>/dev/null; then OMP=-fopenmp; fi
-CFLAGS="-std=gnu11 -O1 -g $SAN $OMP -I$SRC/src -I$SRC/io -I$SRC/mpi $PKG -DGT_VERSION=\"fuzz\" -w"
+CFLAGS="-std=gnu11 -O1 -g $SAN $OMP -I$SRC/src -I$SRC/io -I$SRC/mpi $PKG -DGT_VERSION=\"fuzz\" -Wno-unused-parameter -Werror=implicit-function-declaration"
 objs=()
 for f in "$SRC"/src/*.c "$SRC"/io/*.c "$SRC"/mpi/*.c; do
     [[ -e $f ]] || continue
@@ -80,7 +80,6 @@ done
 echo "run_fuzz.sh: built ${HARNESSES[*]} in $OUT"
 
 # ---- run
-export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:symbolize=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 status=0
@@ -93,6 +92,7 @@ for h in "${HARNESSES[@]}"; do
     leaks=1
     [[ $h == fuzz_h5load ]] && leaks=0
     opts=(-timeout=20 -rss_limit_mb=3000 -detect_leaks=$leaks -print_final_stats=0)
+    export ASAN_OPTIONS="${GT_ASAN_BASE:-abort_on_error=1:symbolize=1}:detect_leaks=$leaks"
     files=("$reg"/*)
     if [[ -e ${files[0]} ]]; then
         echo "== $h: replaying ${#files[@]} inputs of tests/fuzz/corpus/$h"
