@@ -32,35 +32,130 @@ const char *tokenizer_pattern(const char *name_or_regex) {
     return name_or_regex;
 }
 
-static int is_builtin(const char *re) {
-    return strcmp(re, PAT_LLAMA3) == 0 || strcmp(re, PAT_GPT4) == 0 || strcmp(re, PAT_GPT2) == 0;
+// 0: any regex; 1: llama3 or gpt4 (they split identically); 2: gpt2.
+static int builtin_kind(const char *re) {
+    if (strcmp(re, PAT_LLAMA3) == 0 || strcmp(re, PAT_GPT4) == 0) return 1;
+    return strcmp(re, PAT_GPT2) == 0 ? 2 : 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// fast path: the built-in patterns on ASCII text, without PCRE2
+//
+// Returns the end of the match at i, or 0 whenever the answer depends on a byte >= 0x80
+// (which might be a Unicode letter, digit or space): PCRE2 then decides. The tests compare
+// both paths on fuzzed text, so this is an exact shortcut, not an approximation.
+
+enum { C_L = 1, C_N = 2, C_S = 4, C_O = 8, C_NL = 16, C_HI = 32 };
+static uint8_t cls[256];
+
+static void init_classes(void) {
+    for (int c = 0; c < 256; c++) {
+        uint8_t k = C_O;
+        if (c >= 0x80) k = C_HI;
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') k = C_L;
+        else if (c >= '0' && c <= '9') k = C_N;
+        else if (c == '\n' || c == '\r') k = C_S | C_NL;
+        else if (c == ' ' || (c >= 9 && c <= 13)) k = C_S;  // PCRE2 UCP \s on ASCII: \t \n \v \f \r space
+        cls[c] = k;
+    }
+}
+
+static inline uint8_t lower(uint8_t c) { return (c >= 'A' && c <= 'Z') ? (uint8_t)(c | 0x20) : c; }
+
+static size_t fast_match(int kind, const uint8_t *s, size_t i, size_t end) {
+    uint8_t c = cls[s[i]];
+    if (c & C_HI) return 0;
+    // contractions: llama3/gpt4 (?i:'s|'t|'re|'ve|'m|'ll|'d), gpt2 the same, case-sensitive
+    if (s[i] == '\'' && i + 1 < end) {
+        uint8_t d = s[i + 1];
+        if (d >= 0x80) return 0;  // caseless matching folds some non-ASCII letters (U+017F ~ s)
+        if (kind == 1) d = lower(d);
+        if (d == 's' || d == 't' || d == 'm' || d == 'd') return i + 2;
+        if ((d == 'r' || d == 'v' || d == 'l') && i + 2 < end) {
+            uint8_t e = s[i + 2];
+            if (e >= 0x80) return 0;
+            if (kind == 1) e = lower(e);
+            if ((d == 'l' && e == 'l') || (d != 'l' && e == 'e')) return i + 3;
+        }
+    }
+    // letters: llama3 [^\r\n\p{L}\p{N}]?\p{L}+, gpt2 ` ?\p{L}+`
+    size_t k = SIZE_MAX;
+    if (c & C_L) {
+        k = i;
+    } else if (kind == 1 ? !(c & (C_NL | C_N)) : s[i] == ' ') {
+        if (i + 1 < end) {
+            if (s[i + 1] >= 0x80) return 0;
+            if (cls[s[i + 1]] & C_L) k = i + 1;
+        }
+    }
+    if (k != SIZE_MAX) {
+        size_t j = k + 1;
+        while (j < end && (cls[s[j]] & C_L)) j++;
+        if (j < end && s[j] >= 0x80) return 0;
+        return j;
+    }
+    // numbers: llama3 \p{N}{1,3}, gpt2 ` ?\p{N}+`
+    if (kind == 1) {
+        if (c & C_N) {
+            size_t j = i + 1;
+            while (j < end && j < i + 3 && (cls[s[j]] & C_N)) j++;
+            if (j < end && j < i + 3 && s[j] >= 0x80) return 0;
+            return j;
+        }
+    } else {
+        k = (c & C_N) ? i : (s[i] == ' ' && i + 1 < end && (cls[s[i + 1]] & C_N)) ? i + 1 : SIZE_MAX;
+        if (k != SIZE_MAX) {
+            size_t j = k + 1;
+            while (j < end && (cls[s[j]] & C_N)) j++;
+            if (j < end && s[j] >= 0x80) return 0;
+            return j;
+        }
+    }
+    // punctuation: ` ?[^\s\p{L}\p{N}]+`, then [\r\n]* for llama3
+    k = (c & C_O) ? i : (s[i] == ' ' && i + 1 < end && (cls[s[i + 1]] & C_O)) ? i + 1 : SIZE_MAX;
+    if (k != SIZE_MAX) {
+        size_t j = k + 1;
+        while (j < end && (cls[s[j]] & C_O)) j++;
+        if (j < end && s[j] >= 0x80) return 0;
+        if (kind == 1)
+            while (j < end && (cls[s[j]] & C_NL)) j++;
+        return j;
+    }
+    // whitespace: llama3 \s*[\r\n]+ (ends after the run's last newline), then both
+    // \s+(?!\S) (all but the last space unless at the end) and \s+
+    size_t j = i + 1;
+    while (j < end && (cls[s[j]] & C_S)) j++;
+    if (j < end && s[j] >= 0x80) return 0;  // might be a Unicode space continuing the run
+    if (kind == 1)
+        for (size_t q = j; q > i; q--)
+            if (cls[s[q - 1]] & C_NL) return q;
+    if (j == end || j - i == 1) return j;
+    return j - 1;
 }
 
 // ---------------------------------------------------------------------------------------
 // compiled state
 
+// Word -> ids cache. One 16-byte slot per word and one arena record [ids | word bytes], so a
+// hit costs two cache lines at most.
 struct EncCache {
     struct Entry {
-        uint64_t h;        // 0 = empty slot
-        uint32_t woff;     // word bytes in wbytes
-        uint32_t ioff;     // ids in ids
-        uint16_t wlen, ilen;
+        uint64_t h;      // hash of the word, 0 = empty slot
+        uint32_t off;    // record in arena (uint32 units): ilen ids, then the word's bytes
+        uint8_t wlen, ilen;
     } *slot;
     size_t mask, used;
-    uint8_t *wbytes;
-    size_t wb_n, wb_cap;
-    uint32_t *ids;
-    size_t id_n, id_cap;
+    uint32_t *arena;
+    size_t an, acap;
 };
 
-#define CACHE_MAX_WORD 128           // longer words are rare: encode them every time
+#define CACHE_MAX_WORD 128           // longer words are rare: encode them every time (fits uint8)
 #define CACHE_MAX_SLOTS ((size_t)1 << 20)
 
 static void cache_free(EncCache *c) {
     if (!c) return;
     free(c->slot);
-    free(c->wbytes);
-    free(c->ids);
+    free(c->arena);
     free(c);
 }
 
@@ -133,7 +228,9 @@ void tok_compile(Tokenizer *tok, const char *flag) {
     }
     // JIT makes splitting several times faster; the interpreter gives the same matches.
     P->jit = pcre2_jit_compile(P->re, PCRE2_JIT_COMPLETE) == 0;
-    P->builtin = is_builtin(tok->pattern);
+    P->builtin = builtin_kind(tok->pattern);
+    if (!cls['a']) init_classes();
+    P->fast = getenv("GT_BPE_NO_FAST") ? 0 : P->builtin;  // tests compare against PCRE2 alone
     P->special_len = gt_calloc((size_t)(tok->n_special > 0 ? tok->n_special : 1), sizeof(size_t), "specials");
     for (int i = 0; i < tok->n_special; i++) {
         P->special_len[i] = strlen(tok->special[i]);
@@ -205,17 +302,26 @@ void tokenizer_free(Tokenizer *tok) {
 }
 
 uint64_t tok_hash_bytes(const uint8_t *s, size_t n) {
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xff51afd7ed558ccdull);
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, s, 8);
-        h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
-        h ^= h >> 31;
-        s += 8;
-        n -= 8;
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xff51afd7ed558ccdull), w;
+    // Short words are read with overlapping loads (as wyhash does): a byte-wise tail copied
+    // into a word stalls on store forwarding, and this runs once per chunk of text.
+    if (n >= 8) {
+        for (; n > 8; s += 8, n -= 8) {
+            memcpy(&w, s, 8);
+            h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
+            h ^= h >> 31;
+        }
+        memcpy(&w, s + n - 8, 8);
+    } else if (n >= 4) {
+        uint32_t lo, hi;
+        memcpy(&lo, s, 4);
+        memcpy(&hi, s + n - 4, 4);
+        w = (uint64_t)hi << 32 | lo;
+    } else if (n > 0) {
+        w = (uint64_t)s[0] << 16 | (uint64_t)s[n / 2] << 8 | s[n - 1];
+    } else {
+        w = 0;
     }
-    uint64_t w = 0;
-    memcpy(&w, s, n);
     h = (h ^ w) * 0x94d049bb133111ebull;
     h ^= h >> 29;
     return h | 1;  // never 0: 0 marks an empty slot
@@ -271,6 +377,15 @@ size_t tok_walk(const Tokenizer *tok, Matcher *m, const char *text, size_t len, 
         uint32_t opts = 0;
         while (pos < seg_end) {
             if (pos >= to) goto done;
+            if (P->fast) {
+                size_t me = fast_match(P->fast, (const uint8_t *)text, pos, seg_end);
+                if (me) {
+                    if (sp < 0 && !final && me > safe) goto done;
+                    w->chunk(w->ctx, (const uint8_t *)text + pos, me - pos);
+                    pos = me;
+                    continue;
+                }
+            }
             int rc = do_match(P, m, text, seg_end, pos, opts);
             if (rc == PCRE2_ERROR_NOMATCH) {
                 if (sp < 0 && !final) goto done;  // more text could still match here
@@ -486,7 +601,7 @@ static void cache_grow(EncCache *c) {
 
 static void cache_clear(EncCache *c) {
     memset(c->slot, 0, (c->mask + 1) * sizeof *c->slot);
-    c->used = c->wb_n = c->id_n = 0;
+    c->used = c->an = 0;
 }
 
 static void enc_chunk(void *ctx, const uint8_t *s, size_t n) {
@@ -506,16 +621,20 @@ static void enc_chunk(void *ctx, const uint8_t *s, size_t n) {
     size_t i = (size_t)(h >> 20) & c->mask;
     for (; c->slot[i].h; i = (i + 1) & c->mask) {
         struct Entry *en = &c->slot[i];
-        if (en->h == h && en->wlen == n && memcmp(c->wbytes + en->woff, s, n) == 0) {
-            push_ids(e, c->ids + en->ioff, en->ilen);
-            return;
+        if (en->h == h && en->wlen == n) {
+            const uint32_t *rec = c->arena + en->off;
+            if (memcmp(rec + en->ilen, s, n) == 0) {
+                push_ids(e, rec, en->ilen);
+                return;
+            }
         }
     }
     size_t k = bpe_word(e, s, n);
     push_ids(e, e->sym, k);
     // Remember it. A full cache starts over: frequent words come right back.
-    if (c->used + 1 > (c->mask + 1) / 2) {
-        if (c->mask + 1 >= CACHE_MAX_SLOTS || c->wb_n > ((size_t)1 << 31)) {
+    size_t need = k + (n + 3) / 4;
+    if (c->used + 1 > (c->mask + 1) / 2 || c->an + need > ((size_t)1 << 28)) {
+        if (c->mask + 1 >= CACHE_MAX_SLOTS || c->an + need > ((size_t)1 << 28)) {
             cache_clear(c);
         } else {
             cache_grow(c);
@@ -523,24 +642,18 @@ static void enc_chunk(void *ctx, const uint8_t *s, size_t n) {
         i = (size_t)(h >> 20) & c->mask;
         while (c->slot[i].h) i = (i + 1) & c->mask;
     }
-    if (c->wb_n + n > c->wb_cap) {
-        c->wb_cap = (c->wb_cap ? c->wb_cap * 2 : 65536) + n;
-        c->wbytes = gt_realloc(c->wbytes, c->wb_cap, "encoding cache");
-    }
-    if (c->id_n + k > c->id_cap) {
-        c->id_cap = (c->id_cap ? c->id_cap * 2 : 16384) + k;
-        c->ids = gt_realloc(c->ids, c->id_cap * sizeof *c->ids, "encoding cache");
+    if (c->an + need > c->acap) {
+        c->acap = (c->acap ? c->acap * 2 : 16384) + need;
+        c->arena = gt_realloc(c->arena, c->acap * sizeof *c->arena, "encoding cache");
     }
     struct Entry *en = &c->slot[i];
     en->h = h;
-    en->woff = (uint32_t)c->wb_n;
-    en->wlen = (uint16_t)n;
-    en->ioff = (uint32_t)c->id_n;
-    en->ilen = (uint16_t)k;
-    memcpy(c->wbytes + c->wb_n, s, n);
-    c->wb_n += n;
-    memcpy(c->ids + c->id_n, e->sym, k * sizeof *e->sym);
-    c->id_n += k;
+    en->off = (uint32_t)c->an;
+    en->wlen = (uint8_t)n;
+    en->ilen = (uint8_t)k;
+    memcpy(c->arena + c->an, e->sym, k * sizeof *e->sym);
+    memcpy(c->arena + c->an + k, s, n);
+    c->an += need;
     c->used++;
 }
 

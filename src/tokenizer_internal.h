@@ -21,7 +21,8 @@ typedef struct EncCache EncCache;
 typedef struct {
     pcre2_code *re;
     int jit;                  // 1 when JIT compiled
-    int builtin;              // one of the named patterns: "\n" + ASCII letter is always a chunk boundary
+    int builtin;              // 1 llama3/gpt4, 2 gpt2: "\n" + ASCII letter is always a chunk boundary
+    int fast;                 // = builtin unless GT_BPE_NO_FAST is set: split ASCII without PCRE2
     uint64_t *mkeys;          // merge lookup, open addressing: key (left<<32|right)+1, 0 = empty
     int32_t *mvals;           // merge index for each key
     size_t mmask;
