@@ -41,18 +41,25 @@ _Noreturn void comm_exit(int status) {
     exit(status);
 }
 
-void comm_agree(const char *err, int status) {
-    int mine = err ? world.rank : world.size, first = mine;
-    MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world.comm));
+static void agree(const char *err, int status, int name_rank) {
+    int mine[2] = {err ? world.rank : world.size, err ? 1 : 0}, first = mine[0], failed = mine[1];
+    MPI_CHECK(MPI_Allreduce(&mine[0], &first, 1, MPI_INT, MPI_MIN, world.comm));
     if (first == world.size) return;
+    MPI_CHECK(MPI_Allreduce(&mine[1], &failed, 1, MPI_INT, MPI_SUM, world.comm));
     if (first == world.rank) {
-        fprintf(stderr, "%s: error: %s\n", gt_progname(), err);
+        if (name_rank && failed < world.size)
+            fprintf(stderr, "%s: error: rank %d of %d: %s\n", gt_progname(), world.rank, world.size, err);
+        else
+            fprintf(stderr, "%s: error: %s\n", gt_progname(), err);
         fflush(stderr);
     }
     // Everyone waits for the message to be out before the job ends.
     MPI_Barrier(world.comm);
     comm_exit(status);
 }
+
+void comm_agree(const char *err, int status) { agree(err, status, 0); }
+void comm_agree_local(const char *err, int status) { agree(err, status, 1); }
 
 int comm_all_ok(int ok) {
     int mine = ok ? 1 : 0, all = 0;

@@ -28,6 +28,9 @@ _Noreturn void comm_exit(int status);
 // has a message, the lowest such rank prints "PROG: error: <msg>" and every rank exits with
 // `status`. Returns normally when all ranks are fine.
 void comm_agree(const char *err, int status);
+// Same for checks each rank makes on its own (its file, its node): when only some ranks
+// failed, the message starts with "rank R of N: ".
+void comm_agree_local(const char *err, int status);
 // Collective: 1 when `ok` is non-zero on every rank.
 int comm_all_ok(int ok);
 

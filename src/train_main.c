@@ -297,6 +297,37 @@ static double evaluate(const Run *r, GPT2 *m, const uint32_t *val, size_t nwin, 
 }
 
 // Probe ids for attention.h5: --attn-prompt encoded, else the first block_size tokens of /val.
+// This rank's slice of /train or /val (an HDF5 hyperslab), with every id checked against the
+// vocabulary. Like tokens_read, but returns the problem instead of exiting, so the ranks can
+// agree on it: the bad id may sit in one rank's shard only. NULL when fine.
+static const char *read_tokens(hid_t file, const char *split, size_t start, size_t count, uint32_t *out,
+                               const char *path, int vocab_size, char *err, size_t n) {
+    if (count == 0) return NULL;
+    hid_t d = H5Dopen2(file, split, H5P_DEFAULT);
+    hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
+    hsize_t off[1] = {start}, cnt[1] = {count};
+    hid_t ms = H5Screate_simple(1, cnt, NULL);
+    int ok = sp >= 0 && ms >= 0 && H5Sselect_hyperslab(sp, H5S_SELECT_SET, off, NULL, cnt, NULL) >= 0 &&
+             H5Dread(d, H5T_NATIVE_UINT32, ms, sp, H5P_DEFAULT, out) >= 0;
+    if (ms >= 0) H5Sclose(ms);
+    if (sp >= 0) H5Sclose(sp);
+    if (d >= 0) H5Dclose(d);
+    if (!ok) {
+        snprintf(err, n, "--data '%.4000s': /%s[%zu:%zu] cannot be read (truncated or damaged file?)", path, split, start,
+                 start + count);
+        return err;
+    }
+    for (size_t i = 0; i < count; i++)
+        if (out[i] >= (uint32_t)vocab_size) {
+            snprintf(err, n,
+                     "--data '%.4000s': /%s[%zu] = %u is not a valid token id: its /tokenizer has only %d tokens "
+                     "(tokens and vocabulary disagree; encode the text again with this vocabulary)",
+                     path, split, start + i, out[i], vocab_size);
+            return err;
+        }
+    return NULL;
+}
+
 static int32_t *probe_ids(Run *r, const Tokenizer *tok, hid_t tf, size_t n_val, int *T_out) {
     const TrainConfig *c = &r->cfg;
     int T = c->block_size;
@@ -392,9 +423,7 @@ int main(int argc, char **argv) {
     // ---- the tokens file: checked by every rank (each must see it), then opened
     char pbuf[PATHLEN];
     const char *my_path = data_path_for_rank(r->tokens_path, rank, pbuf, sizeof pbuf);
-    char flag[64];
-    snprintf(flag, sizeof flag, size > 1 ? "rank %d: --data" : "--data", rank);
-    comm_agree(precheck_h5(my_path, GT_FORMAT_TOKENS, flag, r->err, sizeof r->err), GT_EXIT_USAGE);
+    comm_agree_local(precheck_h5(my_path, GT_FORMAT_TOKENS, "--data", r->err, sizeof r->err), GT_EXIT_USAGE);
     TokensInfo info;
     Tokenizer tok;
     memset(&tok, 0, sizeof tok);
@@ -468,10 +497,14 @@ int main(int argc, char **argv) {
     }
     Shard sh = shard_of(info.n_train, rank, size);
     uint32_t *train_tok = gt_malloc(sh.count * sizeof(uint32_t), "this rank's shard of /train");
-    tokens_read(tf, "train", sh.start, sh.count, train_tok, r->tokens_path);
     size_t val_n = ev_count ? ev_count * (size_t)T + 1 : 0;
     uint32_t *val_tok = gt_malloc((val_n ? val_n : 1) * sizeof(uint32_t), "eval windows of /val");
-    if (val_n) tokens_read(tf, "val", ev_first * (size_t)T, val_n, val_tok, r->tokens_path);
+    const char *bad = read_tokens(tf, "train", sh.start, sh.count, train_tok, r->tokens_path, info.vocab_size, r->err,
+                                  sizeof r->err);
+    if (!bad)
+        bad = read_tokens(tf, "val", ev_first * (size_t)T, val_n, val_tok, r->tokens_path, info.vocab_size, r->err,
+                          sizeof r->err);
+    comm_agree(bad, GT_EXIT_USAGE);
 
     // ---- model, optimizer, state
     GPT2 m;
@@ -593,9 +626,11 @@ int main(int argc, char **argv) {
     lr_schedule_parse(c->lr_schedule, &sched);
     int *inputs = gt_malloc((size_t)B * T * sizeof(int), "inputs");
     int *targets = gt_malloc((size_t)B * T * sizeof(int), "targets");
-    // Fault hooks for the tests: a NaN gradient on rank 0 at step k; SIGUSR1 to the last rank at step k.
+    // Fault hooks for the tests: a NaN gradient on rank 0 at step k; SIGUSR1 to the last rank at
+    // step k; the last rank's weights nudged after step k (what --check-sync must catch).
     long long fault_nan_step = getenv("GT_FAULT_NAN_STEP") ? atoll(getenv("GT_FAULT_NAN_STEP")) : -1;
     long long fault_signal_step = getenv("GT_FAULT_SIGNAL_STEP") ? atoll(getenv("GT_FAULT_SIGNAL_STEP")) : -1;
+    long long fault_desync_step = getenv("GT_FAULT_DESYNC_STEP") ? atoll(getenv("GT_FAULT_DESYNC_STEP")) : -1;
     const long long tokens_per_step = (long long)B * T * A * size;
     char last_ckpt[PATHLEN] = "";
     if (c->resume) snprintf(last_ckpt, sizeof last_ckpt, "%s", ckpt_path);
@@ -656,6 +691,7 @@ int main(int argc, char **argv) {
         ms_sum += ms;
         ms_n++;
 
+        if (k == fault_desync_step && rank == size - 1) m.params[0] += 1e-3f;
         if (c->check_sync && size > 1 && (k % c->log_every == 0 || k == c->steps)) check_sync(r, &m, k);
         if (aw && k % c->attn_every == 0) attn_probe_record(aw, &m, k, (float)loss);
 
