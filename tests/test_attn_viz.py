@@ -140,9 +140,9 @@ def test_generation(gen):
         full = raw[off: off + 2 * 2 * W * W].reshape(2, 2, W, W)
         off += 2 * 2 * W * W
         assert labels == g.tokens[g.context_start[i]: P + i]
-        np.testing.assert_array_equal(m[:, :, -1], full[:, :, -1])
+        np.testing.assert_allclose(m[:, :, -1], full[:, :, -1], atol=1e-6)  # cache vs full forward
         if g.context_start[i] == 0:
-            np.testing.assert_array_equal(m, full)
+            np.testing.assert_allclose(m, full, atol=1e-6)
             check_probabilities(m)
         hv = g.head_view(i)
         assert len(hv) == 2 and hv[0].shape == (1, 2, W, W)

@@ -1,0 +1,182 @@
+#!/usr/bin/python3
+"""gpt-train --attn-every end to end: RUN/attention.h5 under mpirun (rank 0 writes), read
+with h5py while training runs (SWMR), records equal the PyTorch twin's attention for the
+final checkpoint, --resume appends without duplicate steps, float16, bad probes, and
+gpt_viz.py draws the run."""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import h5py
+import matplotlib.image as mpimg
+import numpy as np
+
+BUILD = os.environ.get("GT_BUILD", "build")
+SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(SRC, "io", "python"))
+import gpt_attention as ga  # noqa: E402
+
+TRAIN = os.path.join(BUILD, "gpt-train")
+SAMPLE = os.path.join(BUILD, "gpt-sample")
+VIZ = os.path.join(SRC, "io", "python", "gpt_viz.py")
+TMP = tempfile.mkdtemp(prefix="attn_train_")
+DATA = os.path.join(SRC, "..", "shared", "data", "taylorswift.txt")
+PROBE = " Hello, this is"
+MODEL = ["--vocab-size", "300", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "24",
+         "--batch-size", "8", "--eval-every", "0", "--log-every", "10", "--dropout", "0.1"]
+
+
+def corpus():
+    if os.path.isfile(DATA):
+        return DATA
+    print(f"note: {DATA} absent, training on README.md", file=sys.stderr)
+    return os.path.join(SRC, "README.md")
+
+
+def train(run, *args, np_=1, expect=0, popen=False):
+    cmd = [TRAIN, "--data", corpus(), "--out", run, *MODEL, *args]
+    if np_ > 1:
+        cmd = ["mpirun", "--oversubscribe", "-np", str(np_), *cmd]
+    if popen:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == expect, f"exit {p.returncode}, expected {expect}\n{p.stderr[-3000:]}"
+    return p
+
+
+def latest(run):
+    return os.path.join(run, open(os.path.join(run, "latest")).read().strip())
+
+
+def check_probabilities(a):
+    T = a.shape[-1]
+    assert np.allclose(a.sum(-1), 1.0, atol=1e-5)
+    iu = np.triu_indices(T, 1)
+    assert (a[..., iu[0], iu[1]] == 0).all()
+
+
+def twin_attention(ckpt, ids):
+    import torch
+    from nanogpt_model import GPT
+    model = GPT.from_checkpoint(ckpt)
+    model.eval()
+    for b in model.transformer.h:
+        b.attn.keep_att = True
+    with torch.no_grad():
+        model(torch.tensor([ids], dtype=torch.long))
+    return np.stack([b.attn.last_att[0].numpy() for b in model.transformer.h])  # (L, H, T, T)
+
+
+def test_train_attention_mpi():
+    run = os.path.join(TMP, "run")
+    train(run, "--steps", "40", "--attn-every", "10", "--attn-prompt", PROBE, np_=2)
+    rec = ga.read_attention(run)
+    assert rec.steps.tolist() == [10, 20, 30, 40] and rec.every == 10
+    assert (rec.n_layer, rec.n_head) == (2, 2)
+    assert "".join(rec.tokens) == PROBE
+    a = rec.all()
+    check_probabilities(a)
+    assert not np.allclose(a[0], a[-1], atol=1e-4), "attention did not change over training"
+    # the losses are the training losses logged at those steps
+    m = ga.read_metrics(os.path.join(run, "metrics.csv"))
+    for s, loss in zip(rec.steps, rec.loss):
+        row = np.nonzero(m["step"] == s)[0]
+        assert len(row) == 1 and abs(m["train_loss"][row[0]] - loss) < 1e-3, (s, loss)
+    # the probe ids are the tokenizer's (gpt-sample encodes the same text the same way)
+    gen = os.path.join(TMP, "g.h5")
+    subprocess.run([SAMPLE, "--checkpoint", run, "--prompt", PROBE, "--max-new-tokens", "1", "--attn-out", gen],
+                   check=True, capture_output=True)
+    g = ga.read_generation(gen)
+    assert g.token_ids[: g.n_prompt].tolist() == rec.token_ids.tolist()
+    # the last record is the final weights' eval-mode attention: the twin's, and the
+    # sampler's prompt attention
+    np.testing.assert_allclose(rec.record(-1), twin_attention(latest(run), rec.token_ids.tolist()), atol=2e-5)
+    np.testing.assert_allclose(rec.record(-1), g.prompt_attention, atol=2e-5)
+    return run
+
+
+def test_resume(run):
+    train(run, "--steps", "60", "--resume", "--attn-every", "10", "--attn-prompt", PROBE)
+    rec = ga.read_attention(run)
+    assert rec.steps.tolist() == [10, 20, 30, 40, 50, 60], rec.steps
+    check_probabilities(rec.all())
+
+
+def test_float16_and_default_probe():
+    run = os.path.join(TMP, "f16")
+    train(run, "--steps", "20", "--attn-every", "5", "--attn-dtype", "float16")
+    with h5py.File(os.path.join(run, "attention.h5"), "r") as f:
+        assert f["attention"].dtype == np.float16
+        assert f["attention"].shape == (4, 2, 2, 24, 24)  # default probe: block_size tokens of /val
+    a = ga.read_attention(run).all()
+    assert np.allclose(a.sum(-1), 1.0, atol=2e-2)
+
+
+def test_bad_probe():
+    for args, needle in ((["--attn-prompt", "word " * 40], "--attn-prompt"),
+                         (["--attn-prompt", ""], "--attn-prompt")):
+        run = os.path.join(TMP, "bad")
+        p = train(run, "--steps", "5", "--attn-every", "1", *args, expect=1)
+        err = [l for l in p.stderr.strip().split("\n") if "error" in l]
+        assert len(err) == 1 and needle in err[0], p.stderr
+        assert not os.path.exists(os.path.join(run, "attention.h5"))
+
+
+def test_read_while_training():
+    run = os.path.join(TMP, "live")
+    w = train(run, "--steps", "600", "--attn-every", "5", "--attn-prompt", PROBE, popen=True)
+    seen = []
+    h5 = os.path.join(run, "attention.h5")
+    while w.poll() is None:
+        if os.path.exists(h5):
+            try:
+                rec = ga.read_attention(h5)
+            except (OSError, KeyError):
+                time.sleep(0.02)
+                continue
+            if len(rec) and (not seen or len(rec) != seen[-1]):
+                seen.append(len(rec))
+                assert (np.diff(rec.steps) > 0).all()
+                check_probabilities(rec.record(-1))
+        time.sleep(0.02)
+    assert w.wait() == 0, w.stderr.read()[-2000:]
+    final = len(ga.read_attention(h5))
+    assert final == 120
+    assert any(0 < n < final for n in seen), f"never saw a partial file while training: {seen}"
+
+
+def test_viz(run):
+    out = os.path.join(TMP, "figs")
+    gen = os.path.join(TMP, "g.h5")
+    p = subprocess.run([sys.executable, VIZ, run, "--out", out, "--gen", gen, "--gen-tokens", "1", "--dpi", "50"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    files = sorted(os.listdir(out))
+    for f in ("loss.png", "attn_grid_step00000060.png", "attn_step00000060_L1H0.png", "attn_L1H0_steps.png",
+              "g_tok000_L1H0.png"):
+        assert f in files, files
+    for f in files:
+        if f.endswith(".png"):
+            assert mpimg.imread(os.path.join(out, f)).shape[0] > 50
+
+
+if __name__ == "__main__":
+    for exe in (TRAIN, SAMPLE):
+        if not os.path.exists(exe):
+            print(f"missing {exe}", file=sys.stderr)
+            sys.exit(1)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("SKIP: python3-torch is not installed (the PyTorch twin is the reference)")
+        sys.exit(77)
+    t0 = time.time()
+    run = test_train_attention_mpi()
+    print(f"ok test_train_attention_mpi ({time.time() - t0:.1f}s)")
+    for t, args in ((test_resume, (run,)), (test_float16_and_default_probe, ()), (test_bad_probe, ()),
+                    (test_read_while_training, ()), (test_viz, (run,))):
+        t0 = time.time()
+        t(*args)
+        print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")

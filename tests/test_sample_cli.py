@@ -1,0 +1,260 @@
+#!/usr/bin/python3
+"""gpt-sample end to end on a checkpoint made by gpt-train: greedy text equals greedy
+decoding with the PyTorch twin (io/python/nanogpt_model.py) from the same checkpoint,
+including after the context window slides; the attention rows of --attn-out equal the
+twin's; seeds; top-k 1 = greedy; streamed stdout; the generation file's layout; prompts
+longer than the block size; every bad input is one message and exit 1."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import h5py
+import numpy as np
+
+BUILD = os.environ.get("GT_BUILD", "build")
+SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(SRC, "io", "python"))
+import gpt_attention as ga  # noqa: E402
+
+SAMPLE = os.path.join(BUILD, "gpt-sample")
+TRAIN = os.path.join(BUILD, "gpt-train")
+TMP = tempfile.mkdtemp(prefix="sample_cli_")
+DATA = os.path.join(SRC, "..", "shared", "data", "taylorswift.txt")
+
+
+def corpus():
+    """taylorswift.txt when present, else this repository's README (always there)."""
+    if os.path.isfile(DATA):
+        return DATA
+    print(f"note: {DATA} absent, training on README.md", file=sys.stderr)
+    return os.path.join(SRC, "README.md")
+
+
+def make_run():
+    run = os.path.join(TMP, "run")
+    p = subprocess.run([TRAIN, "--data", corpus(), "--out", run, "--vocab-size", "300", "--n-layer", "2",
+                        "--n-head", "2", "--n-embd", "32", "--block-size", "24", "--steps", "80", "--batch-size", "8",
+                        "--dropout", "0", "--eval-every", "0", "--log-every", "40", "--lr", "3e-3", "--warmup", "10"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return run
+
+
+def sample(*args, expect=0):
+    p = subprocess.run([SAMPLE, *args], capture_output=True)
+    err = p.stderr.decode("utf-8", "replace")
+    assert p.returncode == expect, f"{args}: exit {p.returncode}, expected {expect}\n{err}"
+    return p.stdout, err
+
+
+def tokenizer_bytes(ckpt):
+    with h5py.File(ckpt, "r") as f:
+        tb, off = f["tokenizer/token_bytes"][()], f["tokenizer/token_offsets"][()]
+    return [bytes(tb[off[i]: off[i + 1]]) for i in range(len(off) - 1)]
+
+
+def twin_greedy(ckpt, prompt_ids, n, keep_rows=False):
+    """nanoGPT-style greedy decoding with full recompute of the last block_size tokens."""
+    import torch
+    from nanogpt_model import GPT
+    model = GPT.from_checkpoint(ckpt)
+    model.eval()
+    T = model.config.block_size
+    attn = [b.attn for b in model.transformer.h]
+    for a in attn:
+        a.keep_att = keep_rows
+    idx = list(prompt_ids)
+    rows, logits_all = [], []
+    with torch.no_grad():
+        for _ in range(n):
+            cond = torch.tensor([idx[-T:]], dtype=torch.long)
+            logits, _ = model(cond)
+            last = logits[0, -1].double().numpy()
+            logits_all.append(last)
+            if keep_rows:  # (L, H, W) row of the last query
+                rows.append(np.stack([a.last_att[0, :, -1, :].numpy() for a in attn]))
+            idx.append(int(np.argmax(last)))
+    return idx[len(prompt_ids):], logits_all, rows
+
+
+def randomized(run):
+    """A copy of the checkpoint with large random weights: a short training run's greedy
+    text is mostly one repeated token, random weights give varied tokens to compare."""
+    ckpt = os.path.join(run, open(os.path.join(run, "latest")).read().strip())
+    out = os.path.join(TMP, "random_run")
+    os.makedirs(out, exist_ok=True)
+    dst = os.path.join(out, "ckpt-00000080.h5")
+    shutil.copy(ckpt, dst)
+    with open(os.path.join(out, "latest"), "w") as f:
+        f.write("ckpt-00000080.h5\n")
+    rng = np.random.default_rng(5)
+    with h5py.File(dst, "r+") as f:
+        for name, d in f["model"].items():
+            if name != "lm_head.weight":  # a hard link to wte
+                d[...] = d[()] + rng.normal(0, 0.3, d.shape).astype(np.float32)
+    return out
+
+
+def test_greedy_matches_twin(run):
+    check_greedy(run, min_distinct=1)
+    check_greedy(randomized(run), min_distinct=8)
+
+
+def check_greedy(run, min_distinct):
+    ckpt = os.path.join(run, open(os.path.join(run, "latest")).read().strip())
+    gen = os.path.join(run, "greedy.h5")
+    out, err = sample("--checkpoint", run, "--prompt", " Hello, this is", "--temperature", "0",
+                      "--max-new-tokens", "60", "--attn-out", gen)
+    assert "window slid" in err
+    g = ga.read_generation(gen)
+    P = g.n_prompt
+    ids_c = g.token_ids[P:].tolist()
+    ids_t, logits_t, rows_t = twin_greedy(ckpt, g.token_ids[:P].tolist(), 60, keep_rows=True)
+    for i, (a, b) in enumerate(zip(ids_c, ids_t)):
+        if a != b:  # only a genuine near-tie may differ (float32 sums in another order)
+            gap = abs(logits_t[i][a] - logits_t[i][b])
+            assert gap < 1e-4, f"token {i}: C chose {a}, PyTorch {b}, logit gap {gap}"
+            break
+    else:
+        assert ids_c == ids_t
+    assert len(set(ids_c)) >= min_distinct, f"degenerate generation {ids_c}"
+    assert P + 60 > 24, "the test must slide the window"
+    # stored attention rows equal the twin's (each over its window)
+    for i in range(len(ids_c)):
+        W = rows_t[i].shape[-1]
+        np.testing.assert_allclose(g.attention[i, :, :, :W], rows_t[i], atol=2e-5)
+        assert (g.attention[i, :, :, W:] == 0).all()
+        assert g.context_start[i] == max(0, P + i - 24)
+    # stdout is the prompt then the tokens' bytes, whole UTF-8 characters (U+FFFD for bytes
+    # that never form one), exactly as Python decodes the concatenation
+    tb = tokenizer_bytes(ckpt)
+    want = (" Hello, this is".encode() + b"".join(tb[i] for i in ids_c)).decode("utf-8", "replace")
+    assert out.decode("utf-8") == want, (out, want)
+    # the generation file's layout (SPEC.md)
+    with h5py.File(gen, "r") as f:
+        assert f.attrs["format"] == "gpt-train/generation" and f.attrs["format_version"] == 1
+        for k in ("n_prompt", "prompt", "temperature", "top_k", "top_p", "seed", "checkpoint", "step"):
+            assert k in f.attrs, k
+        assert f.attrs["prompt"] == " Hello, this is" and f.attrs["step"] == 80
+        assert f.attrs["checkpoint"] == ckpt
+        assert f["token_ids"].dtype == np.int32 and f["token_ids"].shape == (P + 60,)
+        assert f["prompt_attention"].shape == (2, 2, P, P)
+        assert f["attention"].shape == (60, 2, 2, 24) and f["context_start"].dtype == np.int64
+    pa = g.prompt_attention
+    assert np.allclose(pa.sum(-1), 1, atol=1e-5) and (pa[..., np.triu_indices(P, 1)[0], np.triu_indices(P, 1)[1]] == 0).all()
+    assert g.tokens == [tb[i].decode("utf-8", "replace") for i in g.token_ids]
+    # top-k 1 at any temperature is greedy
+    out_k1, _ = sample("--checkpoint", ckpt, "--prompt", " Hello, this is", "--top-k", "1", "--temperature", "1.5",
+                       "--max-new-tokens", "60")
+    assert out_k1 == out
+
+
+def test_seeds(run):
+    a, _ = sample("--checkpoint", run, "--prompt", "She is one of the most", "--max-new-tokens", "50", "--seed", "7")
+    b, _ = sample("--checkpoint", run, "--prompt", "She is one of the most", "--max-new-tokens", "50", "--seed", "7",
+                  "--threads", "2")
+    c, _ = sample("--checkpoint", run, "--prompt", "She is one of the most", "--max-new-tokens", "50", "--seed", "8")
+    assert a == b, "same seed, different text"
+    assert a != c, "different seeds gave the same 50 tokens"
+    a.decode("utf-8")  # strict: whole characters only
+    d, _ = sample("--checkpoint", run, "--prompt", "New", "--max-new-tokens", "30", "--top-p", "0.9", "--top-k", "20")
+    assert d.startswith(b"New")
+    e, _ = sample("--checkpoint", run, "--prompt", "Are you", "--max-new-tokens", "0")
+    assert e == b"Are you"
+
+
+def test_long_prompt(run):
+    ckpt = os.path.join(run, open(os.path.join(run, "latest")).read().strip())
+    prompt = "Are you ready for it? " * 8
+    gen = os.path.join(TMP, "long.h5")
+    out, err = sample("--checkpoint", run, "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "12",
+                      "--attn-out", gen)
+    assert "longer than the block size 24" in err, err
+    assert out.decode().startswith(prompt)
+    g = ga.read_generation(gen)
+    assert g.n_prompt == 24 and g.attrs["prompt_dropped_tokens"] > 0 and g.attrs["prompt"] == prompt
+    ids_t, logits_t, _ = twin_greedy(ckpt, g.token_ids[:24].tolist(), 12)  # the twin crops the same way
+    assert g.token_ids[24:].tolist() == ids_t
+    assert g.context_start.tolist() == list(range(0, 12))
+
+
+def test_empty_prompt(run):
+    out, err = sample("--checkpoint", run, "--prompt", "", "--max-new-tokens", "5", "--temperature", "0")
+    assert "newline token" in err, err
+    assert out.startswith(b"\n")
+
+
+def test_bad_input(run):
+    ckpt = os.path.join(run, open(os.path.join(run, "latest")).read().strip())
+    empty_run = os.path.join(TMP, "empty_run")
+    os.makedirs(empty_run, exist_ok=True)
+    exists = os.path.join(TMP, "exists.h5")
+    open(exists, "w").close()
+    cases = [
+        (["--checkpoint", os.path.join(TMP, "nope.h5"), "--prompt", "x"], "nope.h5"),
+        (["--checkpoint", empty_run, "--prompt", "x"], "latest"),
+        (["--checkpoint", os.path.join(run, "tokens.h5"), "--prompt", "x"], "format"),
+        (["--checkpoint", os.path.join(run, "metrics.csv"), "--prompt", "x"], "metrics.csv"),
+        (["--checkpoint", ckpt], "--prompt"),
+        (["--prompt", "x"], "--checkpoint"),
+        (["--checkpoint", ckpt, "--prompt", "x", "--top-p", "0"], "--top-p"),
+        (["--checkpoint", ckpt, "--prompt", "x", "--top-p", "1.5"], "--top-p"),
+        (["--checkpoint", ckpt, "--prompt", "x", "--temperature", "-1"], "--temperature"),
+        (["--checkpoint", ckpt, "--prompt", "x", "--top-k", "-2"], "--top-k"),
+        (["--checkpoint", ckpt, "--prompt", "x", "--max-new-tokens", "ten"], "--max-new-tokens"),
+        (["--checkpoint", ckpt, "--prompt", "x", "--seed", "-1"], "--seed"),
+        (["--checkpoint", ckpt, "--prompt", "x", "--threads", "0"], "--threads"),
+        (["--checkpoint", ckpt, "--prompt", "x", "--frobnicate"], "--frobnicate"),
+        (["--checkpoint", ckpt, "--prompt", "x", "--attn-out", exists], "exists"),
+        (["--checkpoint", ckpt, "--prompt", "x", "--attn-out", os.path.join(TMP, "no", "dir.h5")], "--attn-out"),
+        (["--checkpoint", ckpt, "--prompt", b"caf\xe9".decode("latin-1")], "UTF-8"),
+    ]
+    for args, needle in cases:
+        if args[-1] == "café":  # a prompt of invalid UTF-8 bytes (Latin-1 é)
+            args = [a.encode("utf-8") for a in args[:-1]] + [b"caf\xe9"]
+        out, err = sample(*args, expect=1)
+        lines = err.strip().split("\n")
+        assert len(lines) == 1 and lines[0].startswith("gpt-sample: error:") and needle in lines[0], (args, err)
+        assert out == b"", (args, out)
+    assert not os.path.exists(os.path.join(TMP, "no"))
+    # a truncated checkpoint: one message, exit 1
+    cut = os.path.join(TMP, "cut.h5")
+    with open(ckpt, "rb") as f, open(cut, "wb") as g:
+        g.write(f.read()[: os.path.getsize(ckpt) // 3])
+    out, err = sample("--checkpoint", cut, "--prompt", "x", expect=1)
+    assert err.count("\n") == 1 and "cut.h5" in err, err
+    out, err = sample("--help")
+    assert b"--attn-out" in out and b"--top-p" in out
+
+
+def test_attn_out_temp_removed(run):
+    # the generation file appears only complete: no temp files left after a run
+    gen = os.path.join(TMP, "g2.h5")
+    sample("--checkpoint", run, "--prompt", "New", "--max-new-tokens", "3", "--attn-out", gen)
+    sample("--checkpoint", run, "--prompt", "New", "--max-new-tokens", "4", "--attn-out", gen, "--force")
+    assert ga.read_generation(gen).n_generated == 4
+    assert not [f for f in os.listdir(TMP) if ".tmp-" in f]
+
+
+if __name__ == "__main__":
+    for exe in (SAMPLE, TRAIN):
+        if not os.path.exists(exe):
+            print(f"missing {exe}: build gpt-sample and gpt-train", file=sys.stderr)
+            sys.exit(1)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("SKIP: python3-torch is not installed (the PyTorch twin is the reference)")
+        sys.exit(77)
+    t0 = time.time()
+    run = make_run()
+    print(f"ok trained the fixture ({time.time() - t0:.1f}s)")
+    for t in (test_greedy_matches_twin, test_seeds, test_long_prompt, test_empty_prompt, test_bad_input,
+              test_attn_out_temp_removed):
+        t0 = time.time()
+        t(run)
+        print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")
+    shutil.rmtree(TMP, ignore_errors=True)
