@@ -50,12 +50,12 @@ unset GPT_TRAIN_BIN GPT_BPE_BIN GPT_SAMPLE_BIN GPT_TRAIN_ARGS LAUNCHER LAUNCHER_
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if [[ -z ${LOCAL_SLURM_PORT:-} ]]; then
-    for ((p = 6850; p < 6900; p += 2)); do
-        if ! port_busy "$p" && ! port_busy $((p + 1)); then LOCAL_SLURM_PORT=$p; break; fi
+    for ((p = 6850; p < 6900; p += 3)); do   # slurmctld, then one slurmd per node
+        if ! port_busy "$p" && ! port_busy $((p + 1)) && ! port_busy $((p + 2)); then LOCAL_SLURM_PORT=$p; break; fi
     done
-    [[ -n ${LOCAL_SLURM_PORT:-} ]] || fatal "no free port pair in 6850-6899 for slurmctld/slurmd"
+    [[ -n ${LOCAL_SLURM_PORT:-} ]] || fatal "no 3 free ports in 6850-6899 for slurmctld and 2 slurmd"
 fi
-export LOCAL_SLURM_PORT LOCAL_SLURM_CPUS=8 LOCAL_SLURM_NODES=1 LOCAL_SLURM_TIMEOUT=60
+export LOCAL_SLURM_PORT LOCAL_SLURM_CPUS=8 LOCAL_SLURM_NODES=2 LOCAL_SLURM_TIMEOUT=60
 unset LOCAL_SLURM_PARTITIONS LOCAL_SLURM_MPI LOCAL_SLURM_GPUS
 
 # short path under /tmp: munge's socket path has a length limit
@@ -106,10 +106,32 @@ with h5py.File(sys.argv[1], "r") as f:
     print(v.decode() if isinstance(v, bytes) else v)
 EOF
 }
+same_weights() {  # a.h5 b.h5 -> "N tensors" when step, world_size, /model and Adam moments match bit for bit
+    "$PY" - "$1" "$2" <<'EOF'
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+bad = []
+for k in ("step", "world_size"):
+    if a.attrs[k] != b.attrs[k]:
+        bad.append(f"{k} {a.attrs[k]} vs {b.attrs[k]}")
+for grp in ("model", "optimizer/m", "optimizer/v"):
+    if grp not in a:
+        continue
+    ka, kb = sorted(a[grp].keys()), sorted(b[grp].keys())
+    if ka != kb:
+        bad.append(f"{grp}: different names")
+        continue
+    for k in ka:
+        x, y = a[grp][k][()], b[grp][k][()]
+        if x.shape != y.shape or x.tobytes() != y.tobytes():
+            bad.append(f"{grp}/{k} max|diff|={np.abs(x.astype(np.float64) - y).max():.3g}")
+print(f"{len(a['model'])} tensors" if not bad else "DIFFERENT: " + "; ".join(bad[:5]))
+EOF
+}
 latest() { local n; n=$(head -n 1 "$1/latest" 2>/dev/null | tr -d '[:space:]'); [[ -n $n ]] && echo "$1/${n##*/}"; }
 
 # ---------- cluster ----------
-say "starting a cluster in $DIR (port $LOCAL_SLURM_PORT, 8 CPUs on $(nproc --all) cores)"
+say "starting a cluster in $DIR (ports $LOCAL_SLURM_PORT-$((LOCAL_SLURM_PORT + 2)), 2 nodes x 8 CPUs on $(nproc --all) cores)"
 "$LS" start "$DIR" > "$W/start.log" 2>&1 || { cat "$W/start.log"; fatal "the local Slurm cluster did not start"; }
 sinfo -h -o '%P %D %c %T' | sed 's/^/  sinfo: /'
 
@@ -144,19 +166,27 @@ export DATA=$W/data/tokens.h5
 MODEL="--n-layer 2 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --seed 1234 --log-every 1 --eval-every 1000 --eval-batches 1"
 MODEL_PRE="--n-layer 2 --n-head 2 --n-embd 64 --block-size 64 --batch-size 8 --seed 1234 --log-every 1 --eval-every 1000 --eval-batches 1"
 
-# ---------- 8 tasks on 2 cores ----------
+# ---------- 8 tasks on 2 cores: one node (srun), and two nodes (mpirun) ----------
+# the two slurmd share this host: Open MPI across them must use TCP, not shared memory
 J8=$(GPT_TRAIN_ARGS="$MODEL --steps 6" submit --job-name=t8 --nodes=1 --ntasks-per-node=8 --cpus-per-task=1 \
      "$SRC/jobs/train.sbatch" --out runs/eight)
-say "8-task job $J8"
-if wait_jobs "$J8"; then
-    c=$(latest "$W/runs/eight")
-    if [[ -n $c && -f $c && $(h5attr "$c" / step) == 6 && $(h5attr "$c" / world_size) == 8 ]]; then
-        ok "8-task train.sbatch job completed: $(basename "$c"), step 6, world_size 8"
+J8N=$(OMPI_MCA_btl=self,tcp LAUNCHER=mpirun GPT_TRAIN_ARGS="$MODEL --steps 6" \
+      submit --job-name=t8n --nodes=2 --ntasks-per-node=4 "$SRC/jobs/train.sbatch" --out runs/eight-2n)
+say "8-task jobs $J8 (1 node, srun) and $J8N (2 nodes x 4, mpirun)"
+wait_jobs "$J8" "$J8N"
+for pair in "$J8:t8:runs/eight:1 node, srun" "$J8N:t8n:runs/eight-2n:2 nodes x 4 tasks, mpirun"; do
+    IFS=: read -r j name run what <<< "$pair"
+    c=$(latest "$W/$run")
+    if [[ $(job_field "$j" JobState) == COMPLETED && -n $c && -f $c && $(h5attr "$c" / step) == 6 && $(h5attr "$c" / world_size) == 8 ]]; then
+        ok "8-task train.sbatch job ($what) completed: $run/$(basename "$c"), step 6, world_size 8"
     else
-        show_log "$W/t8-$J8.out"; fail "8-task job: no checkpoint at step 6 with world_size 8 in runs/eight"
+        show_log "$W/$name-$j.out"; fail "8-task job ($what): $(job_field "$j" JobState), no checkpoint at step 6 with world_size 8 in $run"
     fi
-else
-    show_log "$W/t8-$J8.out"; fail "8-task train.sbatch job did not complete"
+done
+if [[ -f $W/runs/eight/DONE && -f $W/runs/eight-2n/DONE ]]; then
+    cmp=$(same_weights "$(latest "$W/runs/eight")" "$(latest "$W/runs/eight-2n")")
+    if [[ $cmp == DIFFERENT* || -z $cmp ]]; then fail "8 ranks on 1 node vs 2 nodes: weights differ: $cmp"
+    else ok "8 ranks on 1 node (srun) and on 2 nodes (mpirun): bit-identical weights ($cmp)"; fi
 fi
 
 # ---------- preemption: uninterrupted reference vs preempted (srun and mpirun) ----------
@@ -184,8 +214,11 @@ preempt() {  # job run-dir: USR1 to the batch shell once training is past PRE_AT
     (($(progress "$run") >= PRE_AT)) || { echo "job $j did not reach step $PRE_AT in 120 s"; return 1; }
     scancel --signal=USR1 --batch "$j" || return 1
     say "sent USR1 to job $j at step $(progress "$run")"
-    for ((i = 0; i < 600; i++)); do   # requeued jobs wait 120 s unless told otherwise
+    # A requeued job waits 120 s unless told otherwise. Not at once, though: slurmd refuses
+    # ("Job credential revoked") a restart within the same second as the requeue's kill.
+    for ((i = 0; i < 600; i++)); do
         if [[ $(job_field "$j" Restarts) -ge 1 && $(job_field "$j" JobState) == PENDING ]]; then
+            sleep 2
             scontrol update jobid="$j" StartTime=now && return 0
         fi
         st=$(job_field "$j" JobState)
@@ -222,27 +255,7 @@ check_preempted() {  # name job run-dir log
     [[ -n $c && $(h5attr "$c" / step) == "$STEPS" && -f $run/DONE ]] ||
         { show_log "$logf"; fail "$name job $j: did not end at step $STEPS with a DONE marker"; return; }
     [[ -n $REF ]] || return
-    cmp=$("$PY" - "$REF" "$c" <<'EOF'
-import sys, h5py, numpy as np
-a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
-bad = []
-for k in ("step", "world_size"):
-    if a.attrs[k] != b.attrs[k]:
-        bad.append(f"{k} {a.attrs[k]} vs {b.attrs[k]}")
-for grp in ("model", "optimizer/m", "optimizer/v"):
-    if grp not in a:
-        continue
-    ka, kb = sorted(a[grp].keys()), sorted(b[grp].keys())
-    if ka != kb:
-        bad.append(f"{grp}: different names")
-        continue
-    for k in ka:
-        x, y = a[grp][k][()], b[grp][k][()]
-        if x.shape != y.shape or x.tobytes() != y.tobytes():
-            bad.append(f"{grp}/{k} max|diff|={np.abs(x.astype(np.float64) - y).max():.3g}")
-print(f"{len(a['model'])} tensors" if not bad else "DIFFERENT: " + "; ".join(bad[:5]))
-EOF
-)
+    cmp=$(same_weights "$REF" "$c")
     if [[ $cmp == DIFFERENT* || -z $cmp ]]; then fail "$name job $j: final weights differ from the uninterrupted run: $cmp"
     else ok "$name: $(grep -m1 -o "stopped at step [0-9]*" "$logf"), requeued, resumed, step $STEPS, weights bit-identical to the uninterrupted run ($cmp)"; fi
 }
