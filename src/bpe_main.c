@@ -18,7 +18,8 @@
 #include "utf8.h"
 #include "vocab_io.h"
 
-#define BLOCK ((size_t)16 << 20)  // encode streams the input in blocks of this size
+// Encode streams the input in blocks of this size (GT_BPE_BLOCK overrides it, for tests).
+static size_t BLOCK = (size_t)16 << 20;
 
 // ---------------------------------------------------------------------------------------
 // options: --name VALUE or --name=VALUE; anything unknown is an error naming it
@@ -411,6 +412,7 @@ static const char MAIN_HELP[] =
 int main(int argc, char **argv) {
     gt_set_progname("gpt-bpe");
     h5_quiet();
+    if (getenv("GT_BPE_BLOCK") && atol(getenv("GT_BPE_BLOCK")) > 0) BLOCK = (size_t)atol(getenv("GT_BPE_BLOCK"));
     if (argc < 2) {
         fputs(MAIN_HELP, stderr);
         return GT_EXIT_USAGE;
