@@ -13,3 +13,8 @@ foreach(part ranks resume signals badinput nan text)
   set_tests_properties(train_mpi_${part} PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300
                        SKIP_RETURN_CODE 77 LABELS trainer)
 endforeach()
+# The reference experiment against the PyTorch twin (~1.5 min; skips without ../shared/data).
+add_test(NAME train_reference_vs_pytorch
+         COMMAND ${GT_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_train_reference.py)
+set_tests_properties(train_reference_vs_pytorch PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300
+                     SKIP_RETURN_CODE 77 LABELS trainer)
