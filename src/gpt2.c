@@ -52,7 +52,6 @@ typedef struct {
     float *dbtc2;       // (B, T, C)
     float *dqkv;        // (B, T, 3C)
     float *dfch;        // (B, T, 4C)
-    float *dfch_gelu;   // (B, T, 4C)
     float *scratch;     // (B, T, C) branch outputs before dropout (forward)
 } Priv;
 
@@ -247,14 +246,13 @@ void gpt2_alloc_activations(GPT2 *m, int maxB, int maxT) {
     m->priv = q;
     q->inputs = gt_malloc(2 * BT * sizeof(int), "token buffers");
     q->targets = q->inputs + BT;
-    float *s = gt_malloc(BT * C * 15 * sizeof(float), "backward scratch");
+    float *s = gt_malloc(BT * C * 11 * sizeof(float), "backward scratch");
     q->dresidual = s;
     q->dbtc = s + BT * C;
     q->dbtc2 = s + 2 * BT * C;
     q->scratch = s + 3 * BT * C;
     q->dqkv = s + 4 * BT * C;
     q->dfch = s + 7 * BT * C;
-    q->dfch_gelu = s + 11 * BT * C;
     set_act_views(m, maxB, maxT);
 }
 
@@ -337,8 +335,7 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
     float *dlogits = a->logits;
     crossentropy_backward(dlogits, a->probs, q->targets, loss_scale / (float)BT, BT, V);
     float *dlnf = q->dbtc;
-    memset(dlnf, 0, BT * C * sizeof(float));
-    matmul_backward(dlnf, m->g.wte, NULL, dlogits, a->lnf, m->p.wte, BT, C, V);
+    matmul_backward_set(dlnf, m->g.wte, NULL, dlogits, a->lnf, m->p.wte, BT, C, V);
     float *dres = q->dresidual;
     memset(dres, 0, BT * C * sizeof(float));
     layernorm_backward(dres, m->g.ln_f_w, m->g.ln_f_b, dlnf, a->residual3 + (size_t)(L - 1) * BT * C, m->p.ln_f_w,
@@ -357,26 +354,21 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
         // MLP branch: dres holds d(residual3); the skip path passes it to residual2 unchanged
         float *dbranch = q->dbtc;
         dropout_apply(dbranch, dres, BT * C, p, site_key(seed, l, SITE_MLP_RESID));
-        memset(q->dfch_gelu, 0, BT * 4 * C * sizeof(float));
-        matmul_backward(q->dfch_gelu, g->mlp_proj_w, g->mlp_proj_b, dbranch, fchg, w->mlp_proj_w, BT, 4 * C, C);
-        memset(q->dfch, 0, BT * 4 * C * sizeof(float));
-        gelu_backward(q->dfch, fch, q->dfch_gelu, BT * 4 * C);
+        matmul_backward_set(q->dfch, g->mlp_proj_w, g->mlp_proj_b, dbranch, fchg, w->mlp_proj_w, BT, 4 * C, C);
+        gelu_backward_inplace(q->dfch, fch, BT * 4 * C);
         float *dln2 = q->dbtc2;
-        memset(dln2, 0, BT * C * sizeof(float));
-        matmul_backward(dln2, g->c_fc_w, g->c_fc_b, q->dfch, ln2, w->c_fc_w, BT, C, 4 * C);
+        matmul_backward_set(dln2, g->c_fc_w, g->c_fc_b, q->dfch, ln2, w->c_fc_w, BT, C, 4 * C);
         layernorm_backward(dres, g->ln_2_w, g->ln_2_b, dln2, res2, w->ln_2_w, a->ln2_mean + l * BT,
                            a->ln2_rstd + l * BT, BT, C);
 
         // attention branch: dres now holds d(residual2)
         dropout_apply(dbranch, dres, BT * C, p, site_key(seed, l, SITE_ATTN_RESID));
         float *datty = q->dbtc2;
-        memset(datty, 0, BT * C * sizeof(float));
-        matmul_backward(datty, g->attn_proj_w, g->attn_proj_b, dbranch, atty, w->attn_proj_w, BT, C, C);
+        matmul_backward_set(datty, g->attn_proj_w, g->attn_proj_b, dbranch, atty, w->attn_proj_w, BT, C, C);
         memset(q->dqkv, 0, BT * 3 * C * sizeof(float));
         attention_backward(q->dqkv, datty, qkv, att, B, T, C, NH, p, site_key(seed, l, SITE_ATT));
         float *dln1 = q->dbtc;
-        memset(dln1, 0, BT * C * sizeof(float));
-        matmul_backward(dln1, g->c_attn_w, g->c_attn_b, q->dqkv, ln1, w->c_attn_w, BT, C, 3 * C);
+        matmul_backward_set(dln1, g->c_attn_w, g->c_attn_b, q->dqkv, ln1, w->c_attn_w, BT, C, 3 * C);
         layernorm_backward(dres, g->ln_1_w, g->ln_1_b, dln1, x, w->ln_1_w, a->ln1_mean + l * BT,
                            a->ln1_rstd + l * BT, BT, C);
         const ParamSpec *first = &sp[2 + l * N_BLOCK_TENSORS], *last = &sp[2 + (l + 1) * N_BLOCK_TENSORS - 1];

@@ -1,143 +1,71 @@
-// layers.c - see layers.h. Matmuls through cblas_sgemm (OpenBLAS); element-wise loops are
-// OpenMP-parallel over rows; reductions over rows (weight gradients of LayerNorm, biases)
-// keep per-thread partial sums so the result does not depend on scheduling races.
+// layers.c - see layers.h. Matmuls go through cblas_sgemm (OpenBLAS). Element-wise and
+// row-wise work is OpenMP-parallel; the per-row/per-chunk kernels are compiled three times
+// (AVX-512, AVX2, baseline: GT_HOT) and the CPU picks one at load time, since the project
+// builds for plain x86-64-v2. Sums keep 8 partial accumulators so they vectorize without
+// -ffast-math. Reductions over rows (LayerNorm weight and bias gradients) use per-thread
+// partial sums, so no two threads write the same float.
 #include "layers.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
 #include "rng.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GT_NO_CLONES)
+#define GT_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define GT_HOT
+#endif
+
 #define GELU_K 0.7978845608028654f  // sqrt(2/pi)
+#define PAR_MIN 8192                // below this many elements, one thread does it
 
-void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B, int T, int C) {
-    #pragma omp parallel for collapse(2)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            float *o = out + ((size_t)b * T + t) * C;
-            const float *we = wte + (size_t)inp[b * T + t] * C;
-            const float *wp = wpe + (size_t)t * C;
-            for (int c = 0; c < C; c++) o[c] = we[c] + wp[c];
-        }
+// This thread's share [lo, hi) of n items, in multiples of 16 (cache lines, vectors).
+static inline void thread_range(size_t n, size_t *lo, size_t *hi) {
+    size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+    size_t chunk = ((n + nt - 1) / nt + 15) & ~(size_t)15;
+    *lo = id * chunk < n ? id * chunk : n;
+    *hi = *lo + chunk < n ? *lo + chunk : n;
 }
 
-void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp, int B, int T, int C) {
-    // Parallel over channels: two positions may hold the same token, so rows would race.
-    #pragma omp parallel for
-    for (int c0 = 0; c0 < C; c0 += 16) {
-        int c1 = c0 + 16 < C ? c0 + 16 : C;
-        for (int b = 0; b < B; b++)
-            for (int t = 0; t < T; t++) {
-                const float *d = dout + ((size_t)b * T + t) * C;
-                float *dwe = dwte + (size_t)inp[b * T + t] * C;
-                float *dwp = dwpe + (size_t)t * C;
-                for (int c = c0; c < c1; c++) {
-                    dwe[c] += d[c];
-                    dwp[c] += d[c];
-                }
-            }
-    }
+static inline float sum_f(const float *x, int n) {
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += x[i + j];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < n; i++) s += x[i];
+    return s;
 }
 
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
-                       const float *b, size_t N, int C) {
-    #pragma omp parallel for
-    for (size_t n = 0; n < N; n++) {
-        const float *x = inp + n * C;
-        float m = 0.0f;
-        for (int c = 0; c < C; c++) m += x[c];
-        m /= C;
-        float v = 0.0f;
-        for (int c = 0; c < C; c++) {
-            float d = x[c] - m;
-            v += d * d;
-        }
-        v /= C;
-        float s = 1.0f / sqrtf(v + 1e-5f);
-        float *o = out + n * C;
-        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * w[c] + b[c];
-        if (mean) mean[n] = m;
-        if (rstd) rstd[n] = s;
-    }
+static inline float dot_f(const float *x, const float *y, int n) {
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += x[i + j] * y[i + j];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < n; i++) s += x[i] * y[i];
+    return s;
 }
 
-void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                        const float *w, const float *mean, const float *rstd, size_t N, int C) {
-    #pragma omp parallel
-    {
-        float *pdw = gt_calloc(2 * (size_t)C, sizeof(float), "layernorm backward scratch");
-        float *pdb = pdw + C;
-        #pragma omp for
-        for (size_t n = 0; n < N; n++) {
-            const float *x = inp + n * C, *d = dout + n * C;
-            float m = mean[n], s = rstd[n];
-            float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
-            for (int c = 0; c < C; c++) {
-                float norm = (x[c] - m) * s;
-                float dnorm = w[c] * d[c];
-                dnorm_mean += dnorm;
-                dnorm_norm_mean += dnorm * norm;
-                pdw[c] += norm * d[c];
-                pdb[c] += d[c];
-            }
-            dnorm_mean /= C;
-            dnorm_norm_mean /= C;
-            float *di = dinp + n * C;
-            for (int c = 0; c < C; c++) {
-                float norm = (x[c] - m) * s;
-                di[c] += (w[c] * d[c] - dnorm_mean - norm * dnorm_norm_mean) * s;
-            }
-        }
-        #pragma omp critical
-        for (int c = 0; c < C; c++) {
-            dw[c] += pdw[c];
-            db[c] += pdb[c];
-        }
-        free(pdw);
-    }
-}
-
-void matmul_forward(float *out, const float *inp, const float *w, const float *bias, size_t N, int C, int OC) {
-    if (N == 0) return;
-    float beta = 0.0f;
-    if (bias) {
-        #pragma omp parallel for
-        for (size_t n = 0; n < N; n++) memcpy(out + n * OC, bias, (size_t)OC * sizeof(float));
-        beta = 1.0f;
-    }
-    // (N,C) @ (OC,C)^T: w stays in PyTorch's nn.Linear layout.
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
-}
-
-void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
-                     const float *w, size_t N, int C, int OC) {
-    if (N == 0) return;
-    if (dinp)  // (N,OC) @ (OC,C)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
-    if (dw)  // (N,OC)^T @ (N,C)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (int)N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
-    if (dbias) {
-        #pragma omp parallel
-        {
-            float *part = gt_calloc((size_t)OC, sizeof(float), "bias gradient scratch");
-            #pragma omp for
-            for (size_t n = 0; n < N; n++) {
-                const float *d = dout + n * OC;
-                for (int o = 0; o < OC; o++) part[o] += d[o];
-            }
-            #pragma omp critical
-            for (int o = 0; o < OC; o++) dbias[o] += part[o];
-            free(part);
-        }
-    }
+static inline float max_f(const float *x, int n) {
+    float acc[8];
+    for (int j = 0; j < 8; j++) acc[j] = -INFINITY;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
+    float m = -INFINITY;
+    for (int j = 0; j < 8; j++) m = acc[j] > m ? acc[j] : m;
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
 }
 
 // expf by range reduction and Cephes' polynomial (about 1 ulp), written without branches or
-// library calls so the compiler vectorizes the loops that use it (libm's expf/tanhf are
-// scalar calls at our -march). Inputs are clamped to expf's finite range.
+// library calls so loops that use it vectorize. Inputs are clamped to expf's finite range.
 static inline float exp_approx(float x) {
     x = x > -87.3f ? x : -87.3f;  // two plain selects: these vectorize (min/max)
     x = x < 88.3f ? x : 88.3f;
@@ -158,33 +86,241 @@ static inline float exp_approx(float x) {
 // tanh(u) = 1 - 2 / (exp(2u) + 1): absolute error ~1e-7, which is what GELU needs.
 static inline float tanh_approx(float u) { return 1.0f - 2.0f / (exp_approx(2.0f * u) + 1.0f); }
 
-void gelu_forward(float *out, const float *inp, size_t N) {
-    #pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < N; i++) {
+// 1/(1-p) if element idx of stream key is kept, else 0.
+static inline float keep_scale(uint64_t key, uint64_t idx, float p, float scale) {
+    return rng_uniform_at(key, idx) >= p ? scale : 0.0f;
+}
+
+// ---- encoder ----
+
+void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B, int T, int C) {
+    #pragma omp parallel for collapse(2) if ((size_t)B * T * C > PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *o = out + ((size_t)b * T + t) * C;
+            const float *we = wte + (size_t)inp[b * T + t] * C;
+            const float *wp = wpe + (size_t)t * C;
+            for (int c = 0; c < C; c++) o[c] = we[c] + wp[c];
+        }
+}
+
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp, int B, int T, int C) {
+    // Parallel over channels: two positions may hold the same token, so rows would race.
+    #pragma omp parallel for if ((size_t)B * T * C > PAR_MIN)
+    for (int c0 = 0; c0 < C; c0 += 16) {
+        int c1 = c0 + 16 < C ? c0 + 16 : C;
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) {
+                const float *d = dout + ((size_t)b * T + t) * C;
+                float *dwe = dwte + (size_t)inp[b * T + t] * C;
+                float *dwp = dwpe + (size_t)t * C;
+                for (int c = c0; c < c1; c++) {
+                    dwe[c] += d[c];
+                    dwp[c] += d[c];
+                }
+            }
+    }
+}
+
+// ---- layernorm ----
+
+GT_HOT static void layernorm_rows(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                                  const float *b, size_t n0, size_t n1, int C) {
+    for (size_t n = n0; n < n1; n++) {
+        const float *x = inp + n * C;
+        float m = sum_f(x, C) / C;
+        float acc[8] = {0};
+        int c = 0;
+        for (; c + 8 <= C; c += 8)
+            for (int j = 0; j < 8; j++) acc[j] += (x[c + j] - m) * (x[c + j] - m);
+        float v = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        for (; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        v /= C;
+        float s = 1.0f / sqrtf(v + 1e-5f);
+        float *o = out + n * C;
+        for (c = 0; c < C; c++) o[c] = (x[c] - m) * s * w[c] + b[c];
+        if (mean) mean[n] = m;
+        if (rstd) rstd[n] = s;
+    }
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                       const float *b, size_t N, int C) {
+    #pragma omp parallel if (N * C > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        layernorm_rows(out, mean, rstd, inp, w, b, lo, hi, C);
+    }
+}
+
+GT_HOT static void layernorm_backward_rows(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                                           const float *w, const float *mean, const float *rstd, size_t n0,
+                                           size_t n1, int C, float *norm) {
+    for (size_t n = n0; n < n1; n++) {
+        const float *x = inp + n * C, *d = dout + n * C;
+        float m = mean[n], s = rstd[n];
+        for (int c = 0; c < C; c++) {
+            norm[c] = (x[c] - m) * s;
+            dw[c] += norm[c] * d[c];
+            db[c] += d[c];
+        }
+        // dnorm = w * d; its mean and its mean against norm
+        float a0[8] = {0}, a1[8] = {0};
+        int c = 0;
+        for (; c + 8 <= C; c += 8)
+            for (int j = 0; j < 8; j++) {
+                float dn = w[c + j] * d[c + j];
+                a0[j] += dn;
+                a1[j] += dn * norm[c + j];
+            }
+        float dnorm_mean = ((a0[0] + a0[1]) + (a0[2] + a0[3])) + ((a0[4] + a0[5]) + (a0[6] + a0[7]));
+        float dnorm_norm_mean = ((a1[0] + a1[1]) + (a1[2] + a1[3])) + ((a1[4] + a1[5]) + (a1[6] + a1[7]));
+        for (; c < C; c++) {
+            dnorm_mean += w[c] * d[c];
+            dnorm_norm_mean += w[c] * d[c] * norm[c];
+        }
+        dnorm_mean /= C;
+        dnorm_norm_mean /= C;
+        float *di = dinp + n * C;
+        for (c = 0; c < C; c++) di[c] += (w[c] * d[c] - dnorm_mean - norm[c] * dnorm_norm_mean) * s;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, const float *mean, const float *rstd, size_t N, int C) {
+    #pragma omp parallel if (N * C > PAR_MIN)
+    {
+        float *part = gt_calloc(3 * (size_t)C, sizeof(float), "layernorm backward scratch");
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        layernorm_backward_rows(dinp, part, part + C, dout, inp, w, mean, rstd, lo, hi, C, part + 2 * C);
+        #pragma omp critical
+        for (int c = 0; c < C; c++) {
+            dw[c] += part[c];
+            db[c] += part[C + c];
+        }
+        free(part);
+    }
+}
+
+// ---- matmul ----
+
+void matmul_forward(float *out, const float *inp, const float *w, const float *bias, size_t N, int C, int OC) {
+    if (N == 0) return;
+    float beta = 0.0f;
+    if (bias) {
+        #pragma omp parallel for if (N * OC > PAR_MIN)
+        for (size_t n = 0; n < N; n++) memcpy(out + n * OC, bias, (size_t)OC * sizeof(float));
+        beta = 1.0f;
+    }
+    // (N,C) @ (OC,C)^T: w stays in PyTorch's nn.Linear layout.
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
+}
+
+GT_HOT static void add_rows(float *acc, const float *x, size_t n0, size_t n1, int OC) {
+    for (size_t n = n0; n < n1; n++) {
+        const float *d = x + n * OC;
+        for (int o = 0; o < OC; o++) acc[o] += d[o];
+    }
+}
+
+static void matmul_backward_impl(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                                 const float *w, size_t N, int C, int OC, float beta_inp) {
+    if (N == 0) return;
+    if (dinp)  // (N,OC) @ (OC,C)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, C, OC, 1.0f, dout, OC, w, C, beta_inp, dinp, C);
+    if (dw)  // (N,OC)^T @ (N,C)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (int)N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (dbias) {
+        #pragma omp parallel if (N * OC > PAR_MIN)
+        {
+            float *part = gt_calloc((size_t)OC, sizeof(float), "bias gradient scratch");
+            size_t lo, hi;
+            thread_range(N, &lo, &hi);
+            add_rows(part, dout, lo, hi, OC);
+            #pragma omp critical
+            for (int o = 0; o < OC; o++) dbias[o] += part[o];
+            free(part);
+        }
+    }
+}
+
+void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                     const float *w, size_t N, int C, int OC) {
+    matmul_backward_impl(dinp, dw, dbias, dout, inp, w, N, C, OC, 1.0f);
+}
+
+void matmul_backward_set(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                         const float *w, size_t N, int C, int OC) {
+    matmul_backward_impl(dinp, dw, dbias, dout, inp, w, N, C, OC, 0.0f);
+}
+
+// ---- gelu ----
+
+GT_HOT static void gelu_chunk(float *out, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         out[i] = 0.5f * x * (1.0f + tanh_approx(GELU_K * (x + 0.044715f * x * x * x)));
     }
 }
 
-void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
-    #pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < N; i++) {
-        float x = inp[i];
-        float th = tanh_approx(GELU_K * (x + 0.044715f * x * x * x));
-        float sech2 = 1.0f - th * th;
-        float g = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-        dinp[i] += g * dout[i];
+static inline float gelu_grad(float x) {
+    float th = tanh_approx(GELU_K * (x + 0.044715f * x * x * x));
+    float sech2 = 1.0f - th * th;
+    return 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
+GT_HOT static void gelu_backward_chunk(float *dinp, const float *inp, const float *dout, size_t n) {
+    for (size_t i = 0; i < n; i++) dinp[i] += gelu_grad(inp[i]) * dout[i];
+}
+
+GT_HOT static void gelu_backward_inplace_chunk(float *d, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) d[i] *= gelu_grad(inp[i]);
+}
+
+void gelu_forward(float *out, const float *inp, size_t N) {
+    #pragma omp parallel if (N > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        gelu_chunk(out + lo, inp + lo, hi - lo);
     }
 }
 
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
+    #pragma omp parallel if (N > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        gelu_backward_chunk(dinp + lo, inp + lo, dout + lo, hi - lo);
+    }
+}
+
+void gelu_backward_inplace(float *d, const float *inp, size_t N) {
+    #pragma omp parallel if (N > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        gelu_backward_inplace_chunk(d + lo, inp + lo, hi - lo);
+    }
+}
+
+// ---- residual and dropout ----
+
 void residual_forward(float *out, const float *a, const float *b, size_t N) {
-    #pragma omp parallel for simd
+    #pragma omp parallel for simd if (N > PAR_MIN)
     for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
 }
 
-// 1/(1-p) if element idx of stream key is kept, else 0.
-static inline float keep_scale(uint64_t key, uint64_t idx, float p, float scale) {
-    return rng_uniform_at(key, idx) >= p ? scale : 0.0f;
+// out[i] = (add ? add[i] : 0) + inp[i] * mask, for i < n, with mask indices idx0 + i.
+GT_HOT static void dropout_chunk(float *out, const float *inp, const float *add, size_t n, float p, uint64_t key,
+                                 uint64_t idx0) {
+    float scale = 1.0f / (1.0f - p);
+    if (add)
+        for (size_t i = 0; i < n; i++) out[i] = add[i] + inp[i] * keep_scale(key, idx0 + i, p, scale);
+    else
+        for (size_t i = 0; i < n; i++) out[i] = inp[i] * keep_scale(key, idx0 + i, p, scale);
 }
 
 void dropout_apply(float *out, const float *inp, size_t N, float p, uint64_t key) {
@@ -192,9 +328,12 @@ void dropout_apply(float *out, const float *inp, size_t N, float p, uint64_t key
         if (out != inp) memcpy(out, inp, N * sizeof(float));
         return;
     }
-    float scale = 1.0f / (1.0f - p);
-    #pragma omp parallel for
-    for (size_t i = 0; i < N; i++) out[i] = inp[i] * keep_scale(key, i, p, scale);
+    #pragma omp parallel if (N > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        dropout_chunk(out + lo, inp + lo, NULL, hi - lo, p, key, lo);
+    }
 }
 
 void residual_dropout_forward(float *out, const float *a, const float *b, size_t N, float p, uint64_t key) {
@@ -202,145 +341,185 @@ void residual_dropout_forward(float *out, const float *a, const float *b, size_t
         residual_forward(out, a, b, N);
         return;
     }
-    float scale = 1.0f / (1.0f - p);
-    #pragma omp parallel for
-    for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i] * keep_scale(key, i, p, scale);
+    #pragma omp parallel if (N > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        dropout_chunk(out + lo, b + lo, a + lo, hi - lo, p, key, lo);
+    }
 }
+
+// ---- attention ----
+//
+// Two implementations with identical results up to rounding: fused loops per (b, h) for
+// short sequences, where GEMM calls would be all overhead, and GEMMs over causal blocks of
+// queries for long ones (the upper triangle is computed only within diagonal blocks).
+// Dropout mask of element (b, h, t, t2): index ((b*NH + h)*T + t)*T + t2 of stream key.
+#define ATT_GEMM_MIN_T 64
+#define ATT_BLOCK 64
 
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
     attention_forward_dropout(out, att, qkv, B, T, C, NH, 0.0f, 0);
 }
 
-// Two implementations with identical results up to rounding: fused loops per (b, h) for
-// short sequences, where GEMM calls would be all overhead, and GEMMs over causal blocks
-// of queries for long ones (the upper triangle is computed only within diagonal blocks).
-#define ATT_GEMM_MIN_T 64
-#define ATT_BLOCK 64
+// Causal softmax of row t of scores a (keys 0..t), zeroing keys after t.
+static inline void softmax_row(float *a, int t, int T) {
+    float maxv = max_f(a, t + 1);
+    for (int t2 = 0; t2 <= t; t2++) a[t2] = exp_approx(a[t2] - maxv);
+    float inv = 1.0f / sum_f(a, t + 1);
+    for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
+    for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
+}
+
+// One (b, h) slice. Keys are transposed into kT (hs, T) so the scores of a query are an
+// axpy over keys (vectorizes) rather than T short dot products.
+GT_HOT static void attention_fused_bh(float *o_base, float *a_base, const float *q_base, int T, int C, int hs,
+                                      float p, uint64_t key, size_t mask_base, float *kT, float *mrow) {
+    size_t C3 = 3 * (size_t)C;
+    float scale = 1.0f / sqrtf((float)hs);
+    float dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    for (int t2 = 0; t2 < T; t2++)
+        for (int i = 0; i < hs; i++) kT[(size_t)i * T + t2] = q_base[t2 * C3 + C + i];
+    for (int t = 0; t < T; t++) {
+        const float *q = q_base + t * C3;
+        float *a = a_base + (size_t)t * T;
+        for (int t2 = 0; t2 <= t; t2++) a[t2] = 0.0f;
+        for (int i = 0; i < hs; i++) {
+            float qi = q[i];
+            const float *kr = kT + (size_t)i * T;
+            for (int t2 = 0; t2 <= t; t2++) a[t2] += qi * kr[t2];
+        }
+        for (int t2 = 0; t2 <= t; t2++) a[t2] *= scale;
+        softmax_row(a, t, T);
+        float *o = o_base + (size_t)t * C;
+        for (int i = 0; i < hs; i++) o[i] = 0.0f;
+        const float *w = a;
+        if (p > 0.0f) {
+            size_t row = mask_base + (size_t)t * T;
+            for (int t2 = 0; t2 <= t; t2++) mrow[t2] = a[t2] * keep_scale(key, row + t2, p, dscale);
+            w = mrow;
+        }
+        for (int t2 = 0; t2 <= t; t2++) {
+            const float *v = q_base + t2 * C3 + 2 * C;
+            float wt = w[t2];
+            for (int i = 0; i < hs; i++) o[i] += wt * v[i];
+        }
+    }
+}
 
 static void attention_forward_fused(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
                                     float p, uint64_t key) {
     int hs = C / NH;
+    #pragma omp parallel if ((size_t)B * NH * T * T * hs > 4 * PAR_MIN)
+    {
+        float *kT = gt_malloc(((size_t)hs + 1) * T * sizeof(float), "attention scratch");
+        #pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                attention_fused_bh(out + (size_t)b * T * C + (size_t)h * hs, att + ((size_t)b * NH + h) * T * T,
+                                   qkv + (size_t)b * T * 3 * C + (size_t)h * hs, T, C, hs, p, key,
+                                   ((size_t)b * NH + h) * T * T, kT, kT + (size_t)hs * T);
+        free(kT);
+    }
+}
+
+GT_HOT static void attention_backward_fused_bh(float *dq_base, const float *d_base, const float *q_base,
+                                               const float *a_base, int T, int C, int hs, float p, uint64_t key,
+                                               size_t mask_base, float *vT, float *dpre, float *mrow) {
     size_t C3 = 3 * (size_t)C;
     float scale = 1.0f / sqrtf((float)hs);
     float dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-    #pragma omp parallel for collapse(2) schedule(dynamic)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-            for (int t = 0; t < T; t++) {
-                const float *q = base + t * C3;
-                float *a = att + (((size_t)b * NH + h) * T + t) * T;
-                float maxv = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *k = base + t2 * C3 + C;
-                    float s = 0.0f;
-                    for (int i = 0; i < hs; i++) s += q[i] * k[i];
-                    s *= scale;
-                    a[t2] = s;
-                    if (s > maxv) maxv = s;
-                }
-                float sum = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    a[t2] = exp_approx(a[t2] - maxv);
-                    sum += a[t2];
-                }
-                float inv = 1.0f / sum;
-                for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
-                for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
-
-                float *o = out + ((size_t)b * T + t) * C + (size_t)h * hs;
-                for (int i = 0; i < hs; i++) o[i] = 0.0f;
-                size_t row = (((size_t)b * NH + h) * T + t) * T;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    float w = a[t2];
-                    if (p > 0.0f) w *= keep_scale(key, row + t2, p, dscale);
-                    const float *v = base + t2 * C3 + 2 * C;
-                    for (int i = 0; i < hs; i++) o[i] += w * v[i];
-                }
+    for (int t2 = 0; t2 < T; t2++)
+        for (int i = 0; i < hs; i++) vT[(size_t)i * T + t2] = q_base[t2 * C3 + 2 * C + i];
+    for (int t = 0; t < T; t++) {
+        const float *a = a_base + (size_t)t * T;
+        const float *d = d_base + (size_t)t * C;
+        const float *q = q_base + t * C3;
+        float *dq = dq_base + t * C3;
+        // through out = dropout(att) @ v: dP = dout . v, dV += P * dout
+        for (int t2 = 0; t2 <= t; t2++) dpre[t2] = 0.0f;
+        for (int i = 0; i < hs; i++) {
+            float di = d[i];
+            const float *vr = vT + (size_t)i * T;
+            for (int t2 = 0; t2 <= t; t2++) dpre[t2] += di * vr[t2];
+        }
+        if (p > 0.0f) {
+            size_t row = mask_base + (size_t)t * T;
+            for (int t2 = 0; t2 <= t; t2++) mrow[t2] = keep_scale(key, row + t2, p, dscale);
+        } else {
+            for (int t2 = 0; t2 <= t; t2++) mrow[t2] = 1.0f;
+        }
+        for (int t2 = 0; t2 <= t; t2++) {
+            float *dv = dq_base + t2 * C3 + 2 * C;
+            float w = a[t2] * mrow[t2];
+            for (int i = 0; i < hs; i++) dv[i] += w * d[i];
+            dpre[t2] *= mrow[t2];
+        }
+        // through the softmax, then the scaled scores q.k
+        float dot = dot_f(a, dpre, t + 1);
+        for (int t2 = 0; t2 <= t; t2++) dpre[t2] = a[t2] * (dpre[t2] - dot) * scale;
+        for (int t2 = 0; t2 <= t; t2++) {
+            const float *k = q_base + t2 * C3 + C;
+            float *dk = dq_base + t2 * C3 + C;
+            float ds = dpre[t2];
+            for (int i = 0; i < hs; i++) {
+                dq[i] += ds * k[i];
+                dk[i] += ds * q[i];
             }
         }
+    }
 }
 
 static void attention_backward_fused(float *dqkv, const float *dout, const float *qkv, const float *att, int B,
                                      int T, int C, int NH, float p, uint64_t key) {
     int hs = C / NH;
-    size_t C3 = 3 * (size_t)C;
-    float scale = 1.0f / sqrtf((float)hs);
-    float dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-    #pragma omp parallel
+    #pragma omp parallel if ((size_t)B * NH * T * T * hs > 4 * PAR_MIN)
     {
-        float *dpre = gt_malloc((size_t)T * sizeof(float), "attention backward scratch");
+        float *vT = gt_malloc(((size_t)hs + 2) * T * sizeof(float), "attention backward scratch");
         // Different (b, h) touch disjoint slices of dqkv, so no two threads write the same float.
-        #pragma omp for collapse(2) schedule(dynamic)
+        #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
-            for (int h = 0; h < NH; h++) {
-                const float *base = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-                float *dbase = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
-                for (int t = 0; t < T; t++) {
-                    const float *a = att + (((size_t)b * NH + h) * T + t) * T;
-                    const float *d = dout + ((size_t)b * T + t) * C + (size_t)h * hs;
-                    size_t row = (((size_t)b * NH + h) * T + t) * T;
-                    // through out = dropout(att) @ v
-                    float dot = 0.0f;
-                    for (int t2 = 0; t2 <= t; t2++) {
-                        float m = p > 0.0f ? keep_scale(key, row + t2, p, dscale) : 1.0f;
-                        const float *v = base + t2 * C3 + 2 * C;
-                        float *dv = dbase + t2 * C3 + 2 * C;
-                        float s = 0.0f, w = a[t2] * m;
-                        for (int i = 0; i < hs; i++) {
-                            s += d[i] * v[i];
-                            dv[i] += w * d[i];
-                        }
-                        dpre[t2] = s * m;
-                        dot += a[t2] * dpre[t2];
-                    }
-                    // through the softmax, then the scaled scores q.k
-                    const float *q = base + t * C3;
-                    float *dq = dbase + t * C3;
-                    for (int t2 = 0; t2 <= t; t2++) {
-                        float ds = a[t2] * (dpre[t2] - dot) * scale;
-                        const float *k = base + t2 * C3 + C;
-                        float *dk = dbase + t2 * C3 + C;
-                        for (int i = 0; i < hs; i++) {
-                            dq[i] += ds * k[i];
-                            dk[i] += ds * q[i];
-                        }
-                    }
-                }
-            }
-        free(dpre);
+            for (int h = 0; h < NH; h++)
+                attention_backward_fused_bh(dqkv + (size_t)b * T * 3 * C + (size_t)h * hs,
+                                            dout + (size_t)b * T * C + (size_t)h * hs,
+                                            qkv + (size_t)b * T * 3 * C + (size_t)h * hs,
+                                            att + ((size_t)b * NH + h) * T * T, T, C, hs, p, key,
+                                            ((size_t)b * NH + h) * T * T, vT, vT + (size_t)hs * T,
+                                            vT + (size_t)(hs + 1) * T);
+        free(vT);
     }
 }
 
-// Causal softmax of row t of scores a (keys 0..t), zeroing keys after t.
-static inline void softmax_row(float *a, int t, int T) {
-    float maxv = -INFINITY;
-    for (int t2 = 0; t2 <= t; t2++) maxv = a[t2] > maxv ? a[t2] : maxv;
-    float sum = 0.0f;
-    for (int t2 = 0; t2 <= t; t2++) {
-        a[t2] = exp_approx(a[t2] - maxv);
-        sum += a[t2];
+// Rows [t0, t1) of one (b, h) slice: causal softmax in place; with dropout also the dropped
+// copy pd (mask indices from `base`).
+GT_HOT static void softmax_rows(float *a, float *pd, int t0, int t1, int T, float p, uint64_t key, size_t base) {
+    for (int t = t0; t < t1; t++) {
+        float *ar = a + (size_t)t * T;
+        softmax_row(ar, t, T);
+        if (pd) {
+            float *pr = pd + (size_t)t * T;
+            dropout_chunk(pr, ar, NULL, (size_t)t + 1, p, key, base + (size_t)t * T);
+            for (int t2 = t + 1; t2 < T; t2++) pr[t2] = 0.0f;
+        }
     }
-    float inv = 1.0f / sum;
-    for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
-    for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
 }
 
-// P with dropout applied (rows of the (b, h) slice starting at mask index `base`).
-static void dropped_probs(float *pd, const float *a, int T, float p, uint64_t key, size_t base) {
-    float dscale = 1.0f / (1.0f - p);
-    #pragma omp parallel for schedule(static)
-    for (int t = 0; t < T; t++) {
+// dS = a * (dP*m - sum(a * dP*m)) * scale in place over dP (rows [t0, t1)), 0 above the diagonal.
+GT_HOT static void softmax_backward_rows(float *dp, const float *a, int t0, int t1, int T, float scale, float p,
+                                         uint64_t key, size_t base) {
+    for (int t = t0; t < t1; t++) {
         const float *ar = a + (size_t)t * T;
-        float *pr = pd + (size_t)t * T;
-        size_t row = base + (size_t)t * T;
-        for (int t2 = 0; t2 <= t; t2++) pr[t2] = ar[t2] * keep_scale(key, row + t2, p, dscale);
-        for (int t2 = t + 1; t2 < T; t2++) pr[t2] = 0.0f;
+        float *dr = dp + (size_t)t * T;
+        if (p > 0.0f) dropout_chunk(dr, dr, NULL, (size_t)t + 1, p, key, base + (size_t)t * T);
+        float dot = dot_f(ar, dr, t + 1);
+        for (int t2 = 0; t2 <= t; t2++) dr[t2] = ar[t2] * (dr[t2] - dot) * scale;
+        for (int t2 = t + 1; t2 < T; t2++) dr[t2] = 0.0f;
     }
 }
 
-// The (b, h) slices go one after the other so each GEMM can use every BLAS thread; the
-// row-wise work in between is OpenMP-parallel over rows.
+// The (b, h) slices go one after the other so each GEMM can use every BLAS thread (GEMMs
+// inside an OpenMP loop would fight OpenBLAS's own threads); the row-wise work in between
+// is OpenMP-parallel over rows.
 static void attention_forward_gemm(float *out, float *att, const float *qkv, int B, int T, int C, int NH, float p,
                                    uint64_t key) {
     int hs = C / NH, C3 = 3 * C;
@@ -350,18 +529,19 @@ static void attention_forward_gemm(float *out, float *att, const float *qkv, int
         for (int h = 0; h < NH; h++) {
             const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs, *k = q + C, *v = q + 2 * C;
             float *a = att + ((size_t)b * NH + h) * T * T;
+            size_t base = ((size_t)b * NH + h) * T * T;
             for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
                 int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, hs, scale, q + (size_t)t0 * C3, C3,
                             k, C3, 0.0f, a + (size_t)t0 * T, T);
             }
-            #pragma omp parallel for schedule(static)
-            for (int t = 0; t < T; t++) softmax_row(a + (size_t)t * T, t, T);
-            const float *P = a;
-            if (pd) {
-                dropped_probs(pd, a, T, p, key, ((size_t)b * NH + h) * T * T);
-                P = pd;
+            #pragma omp parallel if ((size_t)T * T > PAR_MIN)
+            {
+                size_t lo, hi;
+                thread_range((size_t)T, &lo, &hi);
+                softmax_rows(a, pd, (int)lo, (int)hi, T, p, key, base);
             }
+            const float *P = pd ? pd : a;
             float *o = out + (size_t)b * T * C + (size_t)h * hs;
             for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
                 int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
@@ -376,7 +556,6 @@ static void attention_backward_gemm(float *dqkv, const float *dout, const float 
                                     int C, int NH, float p, uint64_t key) {
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    float dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
     float *pd = p > 0.0f ? gt_malloc((size_t)T * T * sizeof(float), "attention dropout scratch") : NULL;
     float *dp = gt_malloc((size_t)T * T * sizeof(float), "attention backward scratch");
     for (int b = 0; b < B; b++)
@@ -388,7 +567,12 @@ static void attention_backward_gemm(float *dqkv, const float *dout, const float 
             size_t base = ((size_t)b * NH + h) * T * T;
             const float *P = a;
             if (pd) {
-                dropped_probs(pd, a, T, p, key, base);
+                #pragma omp parallel for schedule(static) if ((size_t)T * T > PAR_MIN)
+                for (int t = 0; t < T; t++) {
+                    dropout_chunk(pd + (size_t)t * T, a + (size_t)t * T, NULL, (size_t)t + 1, p, key,
+                                  base + (size_t)t * T);
+                    for (int t2 = t + 1; t2 < T; t2++) pd[(size_t)t * T + t2] = 0.0f;
+                }
                 P = pd;
             }
             // dP = dout @ V^T over the causal blocks; dV += P^T @ dout (P is 0 above the diagonal)
@@ -399,17 +583,11 @@ static void attention_backward_gemm(float *dqkv, const float *dout, const float 
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1 - t0, hs, T - t0, 1.0f,
                             P + (size_t)t0 * T + t0, T, d + (size_t)t0 * C, C, 1.0f, dv + (size_t)t0 * C3, C3);
             }
-            // through dropout and softmax: dS = a * (dP*m - sum(a * dP*m)) * scale, 0 above the diagonal
-            #pragma omp parallel for schedule(static)
-            for (int t = 0; t < T; t++) {
-                const float *ar = a + (size_t)t * T;
-                float *dr = dp + (size_t)t * T;
-                if (p > 0.0f)
-                    for (int t2 = 0; t2 <= t; t2++) dr[t2] *= keep_scale(key, base + (size_t)t * T + t2, p, dscale);
-                float dot = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) dot += ar[t2] * dr[t2];
-                for (int t2 = 0; t2 <= t; t2++) dr[t2] = ar[t2] * (dr[t2] - dot) * scale;
-                for (int t2 = t + 1; t2 < T; t2++) dr[t2] = 0.0f;
+            #pragma omp parallel if ((size_t)T * T > PAR_MIN)
+            {
+                size_t lo, hi;
+                thread_range((size_t)T, &lo, &hi);
+                softmax_backward_rows(dp, a, (int)lo, (int)hi, T, scale, p, key, base);
             }
             // dQ += dS @ K; dK += dS^T @ Q
             for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
@@ -436,16 +614,16 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
     else attention_backward_fused(dqkv, dout, qkv, att, B, T, C, NH, p, key);
 }
 
-void crossentropy_forward(float *probs, float *losses, const float *logits, const int *targets, size_t N, int V) {
-    #pragma omp parallel for
-    for (size_t n = 0; n < N; n++) {
+// ---- cross-entropy ----
+
+GT_HOT static void crossentropy_rows(float *probs, float *losses, const float *logits, const int *targets,
+                                     size_t n0, size_t n1, int V) {
+    for (size_t n = n0; n < n1; n++) {
         const float *x = logits + n * V;
         float *pr = probs + n * V;
-        float maxv = -INFINITY;
-        for (int v = 0; v < V; v++) maxv = x[v] > maxv ? x[v] : maxv;
-        for (int v = 0; v < V; v++) pr[v] = exp_approx(x[v] - maxv);  // vectorizes; the sum would not
-        float sum = 0.0f;
-        for (int v = 0; v < V; v++) sum += pr[v];
+        float maxv = max_f(x, V);
+        for (int v = 0; v < V; v++) pr[v] = exp_approx(x[v] - maxv);
+        float sum = sum_f(pr, V);
         float inv = 1.0f / sum;
         for (int v = 0; v < V; v++) pr[v] *= inv;
         // log-sum-exp form: exact even when the target's probability underflows
@@ -453,12 +631,30 @@ void crossentropy_forward(float *probs, float *losses, const float *logits, cons
     }
 }
 
-void crossentropy_backward(float *dlogits, const float *probs, const int *targets, float dloss, size_t N, int V) {
-    #pragma omp parallel for
-    for (size_t n = 0; n < N; n++) {
+void crossentropy_forward(float *probs, float *losses, const float *logits, const int *targets, size_t N, int V) {
+    #pragma omp parallel if (N * V > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        crossentropy_rows(probs, losses, logits, targets, lo, hi, V);
+    }
+}
+
+GT_HOT static void crossentropy_backward_rows(float *dlogits, const float *probs, const int *targets, float dloss,
+                                              size_t n0, size_t n1, int V) {
+    for (size_t n = n0; n < n1; n++) {
         const float *pr = probs + n * V;
         float *d = dlogits + n * V;
         for (int v = 0; v < V; v++) d[v] = pr[v] * dloss;
         d[targets[n]] -= dloss;
+    }
+}
+
+void crossentropy_backward(float *dlogits, const float *probs, const int *targets, float dloss, size_t N, int V) {
+    #pragma omp parallel if (N * V > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        crossentropy_backward_rows(dlogits, probs, targets, dloss, lo, hi, V);
     }
 }

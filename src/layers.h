@@ -58,4 +58,11 @@ void crossentropy_forward(float *probs, float *losses, const float *logits, cons
 // (1/N for a mean). Written, not accumulated, so dlogits may alias probs.
 void crossentropy_backward(float *dlogits, const float *probs, const int *targets, float dloss, size_t N, int V);
 
+// Variants that write rather than accumulate, sparing the caller a zeroed scratch buffer:
+// matmul_backward with dinp overwritten (dw, dbias still accumulate); GELU's backward in
+// place: d = gelu'(inp) * d.
+void matmul_backward_set(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                         const float *w, size_t N, int C, int OC);
+void gelu_backward_inplace(float *d, const float *inp, size_t N);
+
 #endif

@@ -14,3 +14,7 @@ add_test(NAME engine_model COMMAND test_engine)
 set_tests_properties(engine_model PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS engine)
 add_test(NAME engine_badinput COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/test_engine_badinput.py)
 set_tests_properties(engine_badinput PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS engine)
+# The benchmark binary (bench/bench_engine.py drives it; not a test).
+add_executable(bench_engine ${CMAKE_SOURCE_DIR}/bench/bench_engine.c)
+target_link_libraries(bench_engine gt_model)
+set_target_properties(bench_engine PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})

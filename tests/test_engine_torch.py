@@ -202,6 +202,8 @@ if __name__ == "__main__":
     test_forward_backward("base", V=300, block=32, L=2, H=4, C=64, B=4, T=32)
     test_forward_backward("odd", V=257, block=16, L=3, H=3, C=30, B=3, T=13)
     test_forward_backward("odd-T1", V=257, block=16, L=3, H=3, C=30, B=5, T=1)
+    # T >= 64 takes the blocked-GEMM attention (short sequences use fused loops)
+    test_forward_backward("long", V=300, block=160, L=2, H=2, C=32, B=2, T=150)
     test_adamw("base", V=300, block=32, L=2, H=4, C=64, B=4, T=32)
     test_adamw("odd", V=257, block=16, L=3, H=3, C=30, B=3, T=13)
     test_dropout()

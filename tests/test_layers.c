@@ -118,16 +118,32 @@ static double att_loss(void *c) {
     attention_forward_dropout(a->out, a->att, a->qkv, a->B, a->T, a->C, a->NH, a->p, a->key);
     return dot(a->out, a->R, (size_t)a->B * a->T * a->C);
 }
-static void test_attention(float p) {
-    AT a = {.B = 2, .T = 9, .C = 12, .NH = 3, .p = p, .key = rng_site_key(42, 3)};
+// T = 9 runs the fused loops, T = 70 the blocked GEMMs (layers.c switches at T = 64).
+static void test_attention(float p, int T) {
+    AT a = {.B = 2, .T = T, .C = 12, .NH = 3, .p = p, .key = rng_site_key(42, 3)};
     size_t BT = (size_t)a.B * a.T;
     a.out = zeros(BT * a.C); a.att = zeros((size_t)a.B * a.NH * a.T * a.T);
     a.qkv = randn(BT * 3 * a.C, 1.0f); a.R = randn(BT * a.C, 1.0f);
     float *dqkv = zeros(BT * 3 * a.C);
     att_loss(&a);
     attention_backward(dqkv, a.R, a.qkv, a.att, a.B, a.T, a.C, a.NH, a.p, a.key);
-    check_grad(p > 0 ? "attention dqkv (dropout 0.3)" : "attention dqkv", att_loss, &a, a.qkv, dqkv, BT * 3 * a.C,
-               1e-2f, 1e-3);
+    char name[64];
+    snprintf(name, sizeof name, "attention dqkv T=%d%s", T, p > 0 ? " (dropout 0.3)" : "");
+    check_grad(name, att_loss, &a, a.qkv, dqkv, BT * 3 * a.C, 1e-2f, 1e-3);
+    // rows are probabilities: sum 1, causal
+    double worst = 0.0;
+    for (int r = 0; r < a.B * a.NH * T; r++) {
+        int t = r % T;
+        double sum = 0.0;
+        for (int t2 = 0; t2 < T; t2++) {
+            float v = a.att[(size_t)r * T + t2];
+            sum += v;
+            if (t2 > t && v != 0.0f) worst = 1.0;
+        }
+        worst = fmax(worst, fabs(sum - 1.0));
+    }
+    printf("%s attention T=%d rows sum to 1, causal (%.1e)\n", worst < 1e-5 ? "ok  " : "FAIL", T, worst);
+    if (worst >= 1e-5) failures++;
 }
 
 // ---- encoder ----
@@ -207,8 +223,10 @@ int main(void) {
     test_layernorm();
     test_matmul();
     test_gelu();
-    test_attention(0.0f);
-    test_attention(0.3f);
+    test_attention(0.0f, 9);
+    test_attention(0.3f, 9);
+    test_attention(0.0f, 70);
+    test_attention(0.3f, 70);
     test_encoder();
     test_crossentropy();
     test_dropout();
