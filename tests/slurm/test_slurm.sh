@@ -227,9 +227,12 @@ preempt() {  # job run-dir: USR1 to the batch shell once training is past PRE_AT
     done
     echo "job $j was not requeued within 60 s"; return 1
 }
-PRE_OK=1
-preempt "$JP" "$W/runs/pre" || { fail "srun job $JP could not be preempted"; PRE_OK=0; }
-preempt "$JM" "$W/runs/prm" || { fail "mpirun job $JM could not be preempted"; PRE_OK=0; }
+PRE_OK=1   # both at once, so neither runs to its end while we handle the other
+preempt "$JP" "$W/runs/pre" > "$W/preempt-$JP.txt" 2>&1 & PP=$!
+preempt "$JM" "$W/runs/prm" > "$W/preempt-$JM.txt" 2>&1 & PM=$!
+wait "$PP" || { fail "srun job $JP could not be preempted"; PRE_OK=0; }
+wait "$PM" || { fail "mpirun job $JM could not be preempted"; PRE_OK=0; }
+cat "$W/preempt-$JP.txt" "$W/preempt-$JM.txt"
 
 # missing data: gpt-train's own message in the log, exit code 1, no requeue
 wait_jobs "$JX" >/dev/null
