@@ -1,6 +1,7 @@
 // sampler.c - see sampler.h.
 #include "sampler.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -40,6 +41,18 @@ void kv_free(KVCache *kv) {
     free(kv->k);  // the start of the one buffer
     free(kv->att);
     memset(kv, 0, sizeof *kv);
+}
+
+// matmul_forward for the rows being fed; one row (every cached step) goes through sgemv,
+// which streams the weights once, where sgemm would first pack them (most of the time of a
+// single-token step).
+static void linear(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
+    if (N > 1) {
+        matmul_forward(out, inp, w, bias, (size_t)N, C, OC);
+        return;
+    }
+    if (bias) memcpy(out, bias, (size_t)OC * sizeof(float));
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, C, 1.0f, w, C, inp, 1, bias ? 1.0f : 0.0f, out, 1);
 }
 
 // Queries of N new tokens (positions p..p+N-1) against the cached keys 0..p+i of layer l.
@@ -97,24 +110,24 @@ void kv_forward(KVCache *kv, const int *tokens, int N) {
     for (int l = 0; l < kv->L; l++) {
         const BlockTensors *b = &P->h[l];
         layernorm_forward(kv->ln, NULL, NULL, kv->x, b->ln_1_w, b->ln_1_b, N, C);
-        matmul_forward(kv->qkv, kv->ln, b->c_attn_w, b->c_attn_b, N, C, 3 * C);  // (N, 3C)
+        linear(kv->qkv, kv->ln, b->c_attn_w, b->c_attn_b, N, C, 3 * C);  // (N, 3C)
         for (int i = 0; i < N; i++) {
             const float *row = kv->qkv + (size_t)i * 3 * C;
             memcpy(kv->k + ((size_t)l * T + p + i) * C, row + C, (size_t)C * sizeof(float));
             memcpy(kv->v + ((size_t)l * T + p + i) * C, row + 2 * C, (size_t)C * sizeof(float));
         }
         cached_attention(kv, l, p, N);
-        matmul_forward(kv->proj, kv->y, b->attn_proj_w, b->attn_proj_b, N, C, C);
+        linear(kv->proj, kv->y, b->attn_proj_w, b->attn_proj_b, N, C, C);
         residual_forward(kv->x2, kv->x, kv->proj, NC);
         layernorm_forward(kv->ln, NULL, NULL, kv->x2, b->ln_2_w, b->ln_2_b, N, C);
-        matmul_forward(kv->fc, kv->ln, b->c_fc_w, b->c_fc_b, N, C, 4 * C);  // (N, 4C)
+        linear(kv->fc, kv->ln, b->c_fc_w, b->c_fc_b, N, C, 4 * C);  // (N, 4C)
         gelu_forward(kv->fcg, kv->fc, (size_t)N * 4 * C);
-        matmul_forward(kv->proj, kv->fcg, b->mlp_proj_w, b->mlp_proj_b, N, 4 * C, C);
+        linear(kv->proj, kv->fcg, b->mlp_proj_w, b->mlp_proj_b, N, 4 * C, C);
         residual_forward(kv->x, kv->x2, kv->proj, NC);
     }
     // only the last position's logits are needed to sample
     layernorm_forward(kv->ln, NULL, NULL, kv->x + (size_t)(N - 1) * C, P->ln_f_w, P->ln_f_b, 1, C);
-    matmul_forward(kv->logits, kv->ln, P->wte, NULL, 1, C, kv->V);  // tied head
+    linear(kv->logits, kv->ln, P->wte, NULL, 1, C, kv->V);  // tied head
     kv->n = p + N;
     kv->last_fed = N;
 }
