@@ -352,8 +352,12 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
         float *ln2 = a->ln2 + l * BT * C, *fch = a->fch + l * BT * 4 * C, *fchg = a->fch_gelu + l * BT * 4 * C;
 
         // MLP branch: dres holds d(residual3); the skip path passes it to residual2 unchanged
-        float *dbranch = q->dbtc;
-        dropout_apply(dbranch, dres, BT * C, p, site_key(seed, l, SITE_MLP_RESID));
+        // (without dropout the branch's gradient is dres itself: no copy)
+        const float *dbranch = dres;
+        if (p > 0.0f) {
+            dropout_apply(q->dbtc, dres, BT * C, p, site_key(seed, l, SITE_MLP_RESID));
+            dbranch = q->dbtc;
+        }
         matmul_backward_set(q->dfch, g->mlp_proj_w, g->mlp_proj_b, dbranch, fchg, w->mlp_proj_w, BT, 4 * C, C);
         gelu_backward_inplace(q->dfch, fch, BT * 4 * C);
         float *dln2 = q->dbtc2;
@@ -362,7 +366,11 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
                            a->ln2_rstd + l * BT, BT, C);
 
         // attention branch: dres now holds d(residual2)
-        dropout_apply(dbranch, dres, BT * C, p, site_key(seed, l, SITE_ATTN_RESID));
+        dbranch = dres;
+        if (p > 0.0f) {
+            dropout_apply(q->dbtc, dres, BT * C, p, site_key(seed, l, SITE_ATTN_RESID));
+            dbranch = q->dbtc;
+        }
         float *datty = q->dbtc2;
         matmul_backward_set(datty, g->attn_proj_w, g->attn_proj_b, dbranch, atty, w->attn_proj_w, BT, C, C);
         memset(q->dqkv, 0, BT * 3 * C * sizeof(float));

@@ -383,13 +383,15 @@ GT_HOT static void attention_fused_bh(float *o_base, float *a_base, const float 
     for (int t = 0; t < T; t++) {
         const float *q = q_base + t * C3;
         float *a = a_base + (size_t)t * T;
-        for (int t2 = 0; t2 <= t; t2++) a[t2] = 0.0f;
+        // whole rows (constant length T) vectorize better than the causal prefix for small T;
+        // softmax_row then zeroes the keys after t
+        for (int t2 = 0; t2 < T; t2++) a[t2] = 0.0f;
         for (int i = 0; i < hs; i++) {
             float qi = q[i];
             const float *kr = kT + (size_t)i * T;
-            for (int t2 = 0; t2 <= t; t2++) a[t2] += qi * kr[t2];
+            for (int t2 = 0; t2 < T; t2++) a[t2] += qi * kr[t2];
         }
-        for (int t2 = 0; t2 <= t; t2++) a[t2] *= scale;
+        for (int t2 = 0; t2 < T; t2++) a[t2] *= scale;
         softmax_row(a, t, T);
         float *o = o_base + (size_t)t * C;
         for (int i = 0; i < hs; i++) o[i] = 0.0f;
@@ -437,11 +439,11 @@ GT_HOT static void attention_backward_fused_bh(float *dq_base, const float *d_ba
         const float *q = q_base + t * C3;
         float *dq = dq_base + t * C3;
         // through out = dropout(att) @ v: dP = dout . v, dV += P * dout
-        for (int t2 = 0; t2 <= t; t2++) dpre[t2] = 0.0f;
+        for (int t2 = 0; t2 < T; t2++) dpre[t2] = 0.0f;
         for (int i = 0; i < hs; i++) {
             float di = d[i];
             const float *vr = vT + (size_t)i * T;
-            for (int t2 = 0; t2 <= t; t2++) dpre[t2] += di * vr[t2];
+            for (int t2 = 0; t2 < T; t2++) dpre[t2] += di * vr[t2];
         }
         if (p > 0.0f) {
             size_t row = mask_base + (size_t)t * T;

@@ -4,10 +4,14 @@
 #include <math.h>
 
 float rng_normal_at(uint64_t key, uint64_t idx) {
-    // 53-bit uniforms in (0, 1] and [0, 1) so log() never sees 0.
-    double u1 = ((double)(rng_at(key, 2 * idx) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-    double u2 = (double)(rng_at(key, 2 * idx + 1) >> 11) * (1.0 / 9007199254740992.0);
-    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+    // Box-Muller on one 64-bit draw per PAIR of indices: idx 2j takes the cosine branch,
+    // 2j+1 the sine branch of the same (u1, u2), so each element costs half a draw.
+    uint64_t r = rng_at(key, idx >> 1);
+    float u1 = ((float)(r >> 40) + 1.0f) * (1.0f / 16777216.0f);  // (0, 1]: log never sees 0
+    float u2 = (float)((r >> 16) & 0xFFFFFF) * (1.0f / 16777216.0f);
+    float rad = sqrtf(-2.0f * logf(u1));
+    float ang = 6.283185307179586f * u2;
+    return rad * ((idx & 1) ? sinf(ang) : cosf(ang));
 }
 
 void rng_seed(Rng *r, uint64_t seed) { r->state = rng_mix64(seed ^ 0xBB67AE8584CAA73BULL); }

@@ -30,7 +30,7 @@ static inline float rng_uniform_at(uint64_t key, uint64_t idx) {
     return (float)(rng_at(key, idx) >> 40) * (1.0f / 16777216.0f);
 }
 
-// Standard normal (Box-Muller on two counter draws).
+// Standard normal (Box-Muller; elements 2j and 2j+1 share one draw, cos and sin branches).
 float rng_normal_at(uint64_t key, uint64_t idx);
 
 // Sequential generator for the trainer: state is one uint64_t (save it to resume).
