@@ -136,13 +136,16 @@ static size_t fast_match(int kind, const uint8_t *s, size_t i, size_t end) {
 // ---------------------------------------------------------------------------------------
 // compiled state
 
-// Word -> ids cache. One 16-byte slot per word and one arena record [ids | word bytes], so a
-// hit costs two cache lines at most.
+// Word -> ids cache: one 32-byte slot per word. Words of up to 16 bytes live in the slot
+// itself (two overlapping loads cover every byte, so (k0, k1, n) is the word) and so do
+// up to two ids: a hit is one cache line and no memcmp. Longer words keep their ids and
+// bytes in the arena.
 struct EncCache {
     struct Entry {
-        uint64_t h;      // hash of the word, 0 = empty slot
-        uint32_t off;    // record in arena (uint32 units): ilen ids, then the word's bytes
-        uint8_t wlen, ilen;
+        uint64_t k0, k1;  // short word: its bytes (word_key); long word: its hash, 0
+        uint32_t a, b;    // ilen <= 2 and short: the ids; otherwise a = arena offset
+        uint32_t h;       // slot hash, for growing
+        uint8_t n, ilen;  // word length (0 = empty slot), number of ids
     } *slot;
     size_t mask, used;
     uint32_t *arena;
@@ -150,7 +153,8 @@ struct EncCache {
 };
 
 #define CACHE_MAX_WORD 128           // longer words are rare: encode them every time (fits uint8)
-#define CACHE_MAX_SLOTS ((size_t)1 << 20)
+#define CACHE_SHORT 16
+#define CACHE_MAX_SLOTS ((size_t)1 << 19)
 
 static void cache_free(EncCache *c) {
     if (!c) return;
@@ -589,9 +593,9 @@ static void cache_grow(EncCache *c) {
     size_t ncap = (c->mask + 1) * 2;
     struct Entry *ns = gt_calloc(ncap, sizeof *ns, "encoding cache");
     for (size_t i = 0; i <= c->mask; i++) {
-        if (!c->slot[i].h) continue;
-        size_t s = (size_t)(c->slot[i].h >> 20) & (ncap - 1);
-        while (ns[s].h) s = (s + 1) & (ncap - 1);
+        if (!c->slot[i].n) continue;
+        size_t s = c->slot[i].h & (ncap - 1);
+        while (ns[s].n) s = (s + 1) & (ncap - 1);
         ns[s] = c->slot[i];
     }
     free(c->slot);
@@ -604,11 +608,38 @@ static void cache_clear(EncCache *c) {
     c->used = c->an = 0;
 }
 
+static inline void word_key(const uint8_t *s, size_t n, uint64_t *k0, uint64_t *k1) {
+    if (n >= 8) {
+        memcpy(k0, s, 8);
+        memcpy(k1, s + n - 8, 8);
+    } else if (n >= 4) {
+        uint32_t lo, hi;
+        memcpy(&lo, s, 4);
+        memcpy(&hi, s + n - 4, 4);
+        *k0 = (uint64_t)hi << 32 | lo;
+        *k1 = 0;
+    } else {
+        *k0 = (uint64_t)s[0] << 16 | (uint64_t)s[n / 2] << 8 | s[n - 1];
+        *k1 = 0;
+    }
+}
+
+static inline uint32_t key_hash(uint64_t k0, uint64_t k1, size_t n) {
+    uint64_t h = (k0 ^ (n * 0x9E3779B97F4A7C15ull)) * 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 31;
+    h = (h ^ k1) * 0x94d049bb133111ebull;
+    return (uint32_t)(h >> 32);
+}
+
+static inline void push1(EncState *e, uint32_t id) {
+    if (e->n == e->cap) push_ids(e, &id, 1);
+    else e->ids[e->n++] = id;
+}
+
 static void enc_chunk(void *ctx, const uint8_t *s, size_t n) {
     EncState *e = ctx;
     if (n == 1) {
-        uint32_t id = s[0];
-        push_ids(e, &id, 1);
+        push1(e, s[0]);
         return;
     }
     if (n > CACHE_MAX_WORD) {
@@ -617,43 +648,68 @@ static void enc_chunk(void *ctx, const uint8_t *s, size_t n) {
         return;
     }
     EncCache *c = e->cache;
-    uint64_t h = tok_hash_bytes(s, n);
-    size_t i = (size_t)(h >> 20) & c->mask;
-    for (; c->slot[i].h; i = (i + 1) & c->mask) {
-        struct Entry *en = &c->slot[i];
-        if (en->h == h && en->wlen == n) {
-            const uint32_t *rec = c->arena + en->off;
-            if (memcmp(rec + en->ilen, s, n) == 0) {
-                push_ids(e, rec, en->ilen);
-                return;
+    uint64_t k0, k1 = 0;
+    uint32_t h;
+    if (n <= CACHE_SHORT) {
+        word_key(s, n, &k0, &k1);
+        h = key_hash(k0, k1, n);
+    } else {
+        k0 = tok_hash_bytes(s, n);
+        h = (uint32_t)(k0 >> 32);
+    }
+    size_t i = h & c->mask;
+    for (; c->slot[i].n; i = (i + 1) & c->mask) {
+        const struct Entry *en = &c->slot[i];
+        if (en->n != n || en->k0 != k0 || en->k1 != k1) continue;
+        if (n <= CACHE_SHORT) {
+            if (en->ilen == 1) {
+                push1(e, en->a);
+            } else if (en->ilen == 2) {
+                push1(e, en->a);
+                push1(e, en->b);
+            } else {
+                push_ids(e, c->arena + en->a, en->ilen);
             }
+            return;
+        }
+        const uint32_t *rec = c->arena + en->a;
+        if (memcmp(rec + en->ilen, s, n) == 0) {
+            push_ids(e, rec, en->ilen);
+            return;
         }
     }
     size_t k = bpe_word(e, s, n);
     push_ids(e, e->sym, k);
     // Remember it. A full cache starts over: frequent words come right back.
-    size_t need = k + (n + 3) / 4;
+    size_t need = n <= CACHE_SHORT ? (k <= 2 ? 0 : k) : k + (n + 3) / 4;
     if (c->used + 1 > (c->mask + 1) / 2 || c->an + need > ((size_t)1 << 28)) {
         if (c->mask + 1 >= CACHE_MAX_SLOTS || c->an + need > ((size_t)1 << 28)) {
             cache_clear(c);
         } else {
             cache_grow(c);
         }
-        i = (size_t)(h >> 20) & c->mask;
-        while (c->slot[i].h) i = (i + 1) & c->mask;
+        i = h & c->mask;
+        while (c->slot[i].n) i = (i + 1) & c->mask;
     }
     if (c->an + need > c->acap) {
         c->acap = (c->acap ? c->acap * 2 : 16384) + need;
         c->arena = gt_realloc(c->arena, c->acap * sizeof *c->arena, "encoding cache");
     }
     struct Entry *en = &c->slot[i];
+    en->k0 = k0;
+    en->k1 = k1;
     en->h = h;
-    en->off = (uint32_t)c->an;
-    en->wlen = (uint8_t)n;
+    en->n = (uint8_t)n;
     en->ilen = (uint8_t)k;
-    memcpy(c->arena + c->an, e->sym, k * sizeof *e->sym);
-    memcpy(c->arena + c->an + k, s, n);
-    c->an += need;
+    if (need == 0) {
+        en->a = e->sym[0];
+        en->b = k > 1 ? e->sym[1] : 0;
+    } else {
+        en->a = (uint32_t)c->an;
+        memcpy(c->arena + c->an, e->sym, k * sizeof *e->sym);
+        if (n > CACHE_SHORT) memcpy(c->arena + c->an + k, s, n);
+        c->an += need;
+    }
     c->used++;
 }
 
