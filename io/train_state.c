@@ -65,6 +65,13 @@ static void prune(const char *run, const char *keep_name, int keep) {
     size_t n = 0, cap = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "ckpt-", 5) == 0 && strstr(e->d_name, ".h5.tmp-")) {
+            // Left by a process killed while writing (never named by RUN/latest).
+            char tmp[4200];
+            snprintf(tmp, sizeof tmp, "%s/%s", run, e->d_name);
+            remove(tmp);
+            continue;
+        }
         if (!is_ckpt_name(e->d_name)) continue;
         if (n == cap) names = gt_realloc(names, (cap = cap ? 2 * cap : 16) * sizeof *names, "checkpoint list");
         names[n++] = gt_strdup(e->d_name);

@@ -192,7 +192,9 @@ def test_signals(d):
     for how in ("SIGTERM to the ranks", "SIGTERM to mpirun", "SIGUSR1 to mpirun"):
         run = os.path.join(d, how.replace(" ", "_"))
         cmd = ["mpirun", "--oversubscribe", "-np", "2", TRAIN, "--out", run] + [str(a) for a in common]
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        # mpirun SIGKILLs the ranks 1 s after forwarding SIGTERM unless told to wait (README).
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(ENV, OMPI_MCA_odls_base_sigkill_timeout="60"))
         t0 = time.time()
         while time.time() - t0 < 60 and not (os.path.exists(os.path.join(run, "metrics.csv"))
                                              and len(open(os.path.join(run, "metrics.csv")).readlines()) > 4):
