@@ -77,9 +77,10 @@ our_procs() {
         fi
     done
 }
-STOPPED=0
+STOPPED=0 WATCHDOG="" PP="" PM=""
 cleanup() {
-    local rc=$?
+    local rc=$? p
+    for p in $WATCHDOG $PP $PM; do kill "$p" 2>/dev/null; done   # our own background helpers
     if ((!STOPPED)); then "$LS" stop "$DIR" >/dev/null 2>&1 || true; fi
     if ((rc != 0)) || [[ ${GT_KEEP:-0} == 1 ]]; then
         echo "cluster directory kept for inspection: $DIR (logs in $DIR/log, jobs in $W)"
@@ -90,6 +91,16 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# ctest's TIMEOUT kills with SIGKILL and no trap runs, but the daemons would outlive us: stop
+# the cluster ourselves well before (its client commands then fail and the test ends)
+DEADLINE=${GT_SLURM_DEADLINE:-480}
+(
+    for ((i = 0; i < DEADLINE * 2; i++)); do sleep 0.5; done
+    echo "FAIL: still running after ${DEADLINE}s: stopping the cluster"
+    "$LS" stop "$DIR" >/dev/null 2>&1
+    kill -TERM $$
+) &
+WATCHDOG=$!
 
 show_log() {  # file: the job's log, for a failure report
     echo "----- $1"; if [[ -f $1 ]]; then tail -n 40 "$1"; else echo "(missing)"; fi; echo "-----"
