@@ -30,12 +30,14 @@ void adamw_step(AdamW *o, const GPT2 *model, float *params, const float *grads, 
     float step_size = (float)(c->lr / bc1);
     float bc2_sqrt = (float)sqrt(bc2);
     float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+    // One parallel region for all tensors (nowait: they are independent), not one per tensor.
+    #pragma omp parallel
     for (int s = 0; s < model->n_specs; s++) {
         const ParamSpec *sp = &model->specs[s];
         float decay = sp->decay ? 1.0f - c->lr * c->weight_decay : 1.0f;
         float *p = params + sp->offset, *m = o->m + sp->offset, *v = o->v + sp->offset;
         const float *g = grads + sp->offset;
-        #pragma omp parallel for simd
+        #pragma omp for simd schedule(static) nowait
         for (size_t i = 0; i < sp->numel; i++) {
             float gi = g[i];
             float mi = b1 * m[i] + (1.0f - b1) * gi;

@@ -519,89 +519,115 @@ GT_HOT static void softmax_backward_rows(float *dp, const float *a, int t0, int 
     }
 }
 
-// The (b, h) slices go one after the other so each GEMM can use every BLAS thread (GEMMs
-// inside an OpenMP loop would fight OpenBLAS's own threads); the row-wise work in between
-// is OpenMP-parallel over rows.
+// One (b, h) slice with GEMMs over causal blocks of 64 queries. pd: (T, T) scratch for the
+// probabilities after dropout (p > 0).
+static void attention_gemm_bh(float *o, float *a, const float *q, int T, int C, int hs, float p, uint64_t key,
+                              size_t base, float *pd) {
+    int C3 = 3 * C;
+    const float *k = q + C, *v = q + 2 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
+        int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, hs, scale, q + (size_t)t0 * C3, C3, k, C3,
+                    0.0f, a + (size_t)t0 * T, T);
+    }
+    softmax_rows(a, p > 0.0f ? pd : NULL, 0, T, T, p, key, base);
+    const float *P = p > 0.0f ? pd : a;
+    for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
+        int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hs, t1, 1.0f, P + (size_t)t0 * T, T, v, C3,
+                    0.0f, o + (size_t)t0 * C, C);
+    }
+}
+
+// dp, pd: (T, T) scratch.
+static void attention_backward_gemm_bh(float *dq, const float *d, const float *q, const float *a, int T, int C,
+                                       int hs, float p, uint64_t key, size_t base, float *dp, float *pd) {
+    int C3 = 3 * C;
+    const float *k = q + C, *v = q + 2 * C;
+    float *dk = dq + C, *dv = dq + 2 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    const float *P = a;
+    if (p > 0.0f) {
+        for (int t = 0; t < T; t++) {
+            dropout_chunk(pd + (size_t)t * T, a + (size_t)t * T, NULL, (size_t)t + 1, p, key, base + (size_t)t * T);
+            for (int t2 = t + 1; t2 < T; t2++) pd[(size_t)t * T + t2] = 0.0f;
+        }
+        P = pd;
+    }
+    // dP = dout @ V^T over the causal blocks; dV += P^T @ dout (P is 0 above the diagonal)
+    for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
+        int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, hs, 1.0f, d + (size_t)t0 * C, C, v, C3, 0.0f,
+                    dp + (size_t)t0 * T, T);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1 - t0, hs, T - t0, 1.0f, P + (size_t)t0 * T + t0, T,
+                    d + (size_t)t0 * C, C, 1.0f, dv + (size_t)t0 * C3, C3);
+    }
+    softmax_backward_rows(dp, a, 0, T, T, scale, p, key, base);
+    // dQ += dS @ K; dK += dS^T @ Q
+    for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
+        int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hs, t1, 1.0f, dp + (size_t)t0 * T, T, k, C3,
+                    1.0f, dq + (size_t)t0 * C3, C3);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1 - t0, hs, T - t0, 1.0f, dp + (size_t)t0 * T + t0, T,
+                    q + (size_t)t0 * C3, C3, 1.0f, dk + (size_t)t0 * C3, C3);
+    }
+}
+
+// The (b, h) slices are shared out to the OpenMP threads, each running single-threaded
+// GEMMs: one parallel region per call instead of a fork/join per GEMM (those barriers are
+// what costs most on a busy machine). OpenBLAS is held to one thread meanwhile, so its
+// own threads do not compete with ours; the caller's setting is restored after.
+typedef struct { int saved; } BlasSolo;
+static BlasSolo blas_solo_begin(int tasks) {
+    BlasSolo s = {0};
+    if (omp_get_max_threads() > 1 && tasks > 1) {
+        s.saved = openblas_get_num_threads();
+        openblas_set_num_threads(1);
+    }
+    return s;
+}
+static void blas_solo_end(BlasSolo s) {
+    if (s.saved > 0) openblas_set_num_threads(s.saved);
+}
+
 static void attention_forward_gemm(float *out, float *att, const float *qkv, int B, int T, int C, int NH, float p,
                                    uint64_t key) {
-    int hs = C / NH, C3 = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
-    float *pd = p > 0.0f ? gt_malloc((size_t)T * T * sizeof(float), "attention dropout scratch") : NULL;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs, *k = q + C, *v = q + 2 * C;
-            float *a = att + ((size_t)b * NH + h) * T * T;
-            size_t base = ((size_t)b * NH + h) * T * T;
-            for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
-                int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, hs, scale, q + (size_t)t0 * C3, C3,
-                            k, C3, 0.0f, a + (size_t)t0 * T, T);
-            }
-            #pragma omp parallel if ((size_t)T * T > PAR_MIN)
-            {
-                size_t lo, hi;
-                thread_range((size_t)T, &lo, &hi);
-                softmax_rows(a, pd, (int)lo, (int)hi, T, p, key, base);
-            }
-            const float *P = pd ? pd : a;
-            float *o = out + (size_t)b * T * C + (size_t)h * hs;
-            for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
-                int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hs, t1, 1.0f, P + (size_t)t0 * T, T, v,
-                            C3, 0.0f, o + (size_t)t0 * C, C);
-            }
-        }
-    free(pd);
+    int hs = C / NH;
+    BlasSolo solo = blas_solo_begin(B * NH);
+    #pragma omp parallel if (B * NH > 1)
+    {
+        float *pd = p > 0.0f ? gt_malloc((size_t)T * T * sizeof(float), "attention dropout scratch") : NULL;
+        #pragma omp for collapse(2) schedule(dynamic)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                attention_gemm_bh(out + (size_t)b * T * C + (size_t)h * hs, att + ((size_t)b * NH + h) * T * T,
+                                  qkv + (size_t)b * T * 3 * C + (size_t)h * hs, T, C, hs, p, key,
+                                  ((size_t)b * NH + h) * T * T, pd);
+        free(pd);
+    }
+    blas_solo_end(solo);
 }
 
 static void attention_backward_gemm(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T,
                                     int C, int NH, float p, uint64_t key) {
-    int hs = C / NH, C3 = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
-    float *pd = p > 0.0f ? gt_malloc((size_t)T * T * sizeof(float), "attention dropout scratch") : NULL;
-    float *dp = gt_malloc((size_t)T * T * sizeof(float), "attention backward scratch");
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs, *k = q + C, *v = q + 2 * C;
-            float *dq = dqkv + (size_t)b * T * C3 + (size_t)h * hs, *dk = dq + C, *dv = dq + 2 * C;
-            const float *a = att + ((size_t)b * NH + h) * T * T;
-            const float *d = dout + (size_t)b * T * C + (size_t)h * hs;
-            size_t base = ((size_t)b * NH + h) * T * T;
-            const float *P = a;
-            if (pd) {
-                #pragma omp parallel for schedule(static) if ((size_t)T * T > PAR_MIN)
-                for (int t = 0; t < T; t++) {
-                    dropout_chunk(pd + (size_t)t * T, a + (size_t)t * T, NULL, (size_t)t + 1, p, key,
-                                  base + (size_t)t * T);
-                    for (int t2 = t + 1; t2 < T; t2++) pd[(size_t)t * T + t2] = 0.0f;
-                }
-                P = pd;
-            }
-            // dP = dout @ V^T over the causal blocks; dV += P^T @ dout (P is 0 above the diagonal)
-            for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
-                int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, hs, 1.0f, d + (size_t)t0 * C, C, v,
-                            C3, 0.0f, dp + (size_t)t0 * T, T);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1 - t0, hs, T - t0, 1.0f,
-                            P + (size_t)t0 * T + t0, T, d + (size_t)t0 * C, C, 1.0f, dv + (size_t)t0 * C3, C3);
-            }
-            #pragma omp parallel if ((size_t)T * T > PAR_MIN)
-            {
-                size_t lo, hi;
-                thread_range((size_t)T, &lo, &hi);
-                softmax_backward_rows(dp, a, (int)lo, (int)hi, T, scale, p, key, base);
-            }
-            // dQ += dS @ K; dK += dS^T @ Q
-            for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
-                int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hs, t1, 1.0f, dp + (size_t)t0 * T, T,
-                            k, C3, 1.0f, dq + (size_t)t0 * C3, C3);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1 - t0, hs, T - t0, 1.0f,
-                            dp + (size_t)t0 * T + t0, T, q + (size_t)t0 * C3, C3, 1.0f, dk + (size_t)t0 * C3, C3);
-            }
-        }
-    free(pd);
-    free(dp);
+    int hs = C / NH;
+    BlasSolo solo = blas_solo_begin(B * NH);
+    // Different (b, h) touch disjoint slices of dqkv, so no two threads write the same float.
+    #pragma omp parallel if (B * NH > 1)
+    {
+        float *dp = gt_malloc((size_t)T * T * (p > 0.0f ? 2 : 1) * sizeof(float), "attention backward scratch");
+        #pragma omp for collapse(2) schedule(dynamic)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                attention_backward_gemm_bh(dqkv + (size_t)b * T * 3 * C + (size_t)h * hs,
+                                           dout + (size_t)b * T * C + (size_t)h * hs,
+                                           qkv + (size_t)b * T * 3 * C + (size_t)h * hs,
+                                           att + ((size_t)b * NH + h) * T * T, T, C, hs, p, key,
+                                           ((size_t)b * NH + h) * T * T, dp, dp + (size_t)T * T);
+        free(dp);
+    }
+    blas_solo_end(solo);
 }
 
 void attention_forward_dropout(float *out, float *att, const float *qkv, int B, int T, int C, int NH, float p,
