@@ -28,39 +28,46 @@ fi
     "$DATA/taylorswift.txt" /usr/share/games/fortunes/*.u8
 /usr/bin/python3 "$(dirname "$0")/bench_bpe_corpus.py" "$W/big.txt" 20000000 "$W/mixed.txt"
 
-# best_of CMD...: runs CMD $REPEAT times; prints "seconds peak_rss_kb" of the fastest run.
+# best_of CMD...: runs CMD $REPEAT times; prints "wall_s cpu_s peak_rss_kb" of the fastest
+# run (CPU = user + system, all threads: steadier than wall time on a shared machine).
 best_of() {
-    local best="" rss="" t m
+    local best="" cpu="" rss="" t u s m
     for ((i = 0; i < REPEAT; i++)); do
-        /usr/bin/time -f "%e %M" -o "$W/time" "$@" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; exit 1; }
-        read -r t m <"$W/time"
-        if [[ -z $best ]] || awk "BEGIN{exit !($t < $best)}"; then best=$t; rss=$m; fi
+        /usr/bin/time -f "%e %U %S %M" -o "$W/time" "$@" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; exit 1; }
+        read -r t u s m <"$W/time"
+        if [[ -z $best ]] || awk "BEGIN{exit !($t < $best)}"; then
+            best=$t; rss=$m; cpu=$(awk "BEGIN{print $u + $s}")
+        fi
     done
-    echo "$best $rss"
+    echo "$best $cpu $rss"
 }
 
-row() {  # row NAME GPT_SECONDS GPT_RSS SPM_SECONDS SPM_RSS [MB for throughput]
-    awk -v n="$1" -v g="$2" -v gr="$3" -v s="$4" -v sr="$5" -v mb="${6:-0}" 'BEGIN {
-        if (g < 0.01) g = 0.01; if (s < 0.01) s = 0.01
-        if (mb > 0) printf "%-34s %9.1f MB/s %9.1f MB/s %8.1fx %9.0f %9.0f\n", n, mb/g, mb/s, s/g, gr/1024, sr/1024
-        else        printf "%-34s %11.2f s %11.2f s %8.1fx %9.0f %9.0f\n", n, g, s, s/g, gr/1024, sr/1024 }'
+# row NAME GPT_WALL GPT_CPU GPT_RSS SPM_WALL SPM_CPU SPM_RSS [MB: print throughput]
+row() {
+    awk -v n="$1" -v g="$2" -v gc="$3" -v gr="$4" -v s="$5" -v sc="$6" -v sr="$7" -v mb="${8:-0}" 'BEGIN {
+        if (g < 0.01) g = 0.01; if (s < 0.01) s = 0.01; if (gc < 0.01) gc = 0.01; if (sc < 0.01) sc = 0.01
+        if (mb > 0) printf "%-36s %7.1f MB/s %7.1f MB/s %6.1fx | %7.1f MB/s %7.1f MB/s %6.1fx | %5.0f %5.0f\n",
+                           n, mb/g, mb/s, s/g, mb/gc, mb/sc, sc/gc, gr/1024, sr/1024
+        else printf "%-36s %9.2f s %9.2f s %6.1fx | %9.2f s %9.2f s %6.1fx | %5.0f %5.0f\n",
+                    n, g, s, s/g, gc, sc, sc/gc, gr/1024, sr/1024 }'
 }
 
-echo "gpt-bpe vs SentencePiece $(dpkg-query -W -f='${Version}' sentencepiece 2>/dev/null || true), $(nproc) cores, best of $REPEAT runs, $(date -u +%FT%TZ)"
-printf "%-34s %13s %13s %9s %9s %9s\n" "" "gpt-bpe" "sentencepiece" "ratio" "RSS MB" "spm RSS"
+echo "gpt-bpe vs SentencePiece $(dpkg-query -W -f='${Version}' sentencepiece 2>/dev/null || true), $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg), best of $REPEAT runs, $(date -u +%FT%TZ)"
+printf "%-36s %11s %11s %7s | %11s %11s %7s | %5s %5s\n" "" "gpt-bpe" "spm" "ratio" "gpt-bpe" "spm" "ratio" "RSS" "spm"
+printf "%-36s %31s | %31s | %11s\n" "" "wall time" "CPU time (user+sys)" "peak MB"
 for c in shakespeare mixed; do
     f=$W/$c.txt
     mb=$(stat -c %s "$f")
-    read -r gt gm < <(best_of "$B/gpt-bpe" train --input "$f" --out "$W/v.h5" --vocab-size 2000 --force --quiet)
-    read -r st sm < <(best_of spm_train --input="$f" --model_prefix="$W/spm_$c" --vocab_size=2000 --model_type=bpe \
+    read -r gt gc gm < <(best_of "$B/gpt-bpe" train --input "$f" --out "$W/v.h5" --vocab-size 2000 --force --quiet)
+    read -r st sc sm < <(best_of spm_train --input="$f" --model_prefix="$W/spm_$c" --vocab_size=2000 --model_type=bpe \
         --minloglevel=2)
-    row "train vocab 2000, $c ($((mb / 1000)) kB)" "$gt" "$gm" "$st" "$sm"
+    row "train vocab 2000, $c ($((mb / 1000)) kB)" "$gt" "$gc" "$gm" "$st" "$sc" "$sm"
 done
 # Encoding: vocabularies trained on the mixed text, 20 MB input, one thread each.
 "$B/gpt-bpe" train --input "$W/mixed.txt" --out "$W/v.h5" --vocab-size 2000 --force --quiet
 mb=$(awk -v b="$(stat -c %s "$W/big.txt")" 'BEGIN{print b/1e6}')
-read -r gt gm < <(best_of "$B/gpt-bpe" encode --vocab "$W/v.h5" --input "$W/big.txt" --out "$W/t.h5" --force --quiet --threads 1)
-read -r st sm < <(best_of spm_encode --model="$W/spm_mixed.model" --output_format=id --input="$W/big.txt" --output="$W/ids.txt")
-row "encode 1 thread, $(printf %.0f "$mb") MB (whole command)" "$gt" "$gm" "$st" "$sm" "$mb"
-read -r gt2 gm2 < <(best_of "$B/gpt-bpe" encode --vocab "$W/v.h5" --input "$W/big.txt" --out "$W/t.h5" --force --quiet --threads 2)
-row "encode gpt-bpe --threads 2" "$gt2" "$gm2" "$st" "$sm" "$mb"
+read -r gt gc gm < <(best_of "$B/gpt-bpe" encode --vocab "$W/v.h5" --input "$W/big.txt" --out "$W/t.h5" --force --quiet --threads 1)
+read -r st sc sm < <(best_of spm_encode --model="$W/spm_mixed.model" --output_format=id --input="$W/big.txt" --output="$W/ids.txt")
+row "encode 1 thread, $(printf %.0f "$mb") MB, whole command" "$gt" "$gc" "$gm" "$st" "$sc" "$sm" "$mb"
+read -r gt gc gm < <(best_of "$B/gpt-bpe" encode --vocab "$W/v.h5" --input "$W/big.txt" --out "$W/t.h5" --force --quiet --threads 2)
+row "encode gpt-bpe --threads 2" "$gt" "$gc" "$gm" "$st" "$sc" "$sm" "$mb"

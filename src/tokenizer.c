@@ -150,8 +150,12 @@ struct EncCache {
     size_t mask, used;
     uint32_t *arena;
     size_t an, acap;
+    // A small direct-mapped copy of recently used slots (L2-sized): frequent words hit here,
+    // so the large table, spread over megabytes, is touched mostly by rare words.
+    struct Entry *front;
 };
 
+#define CACHE_FRONT 32768  // 1 MiB
 #define CACHE_MAX_WORD 128           // longer words are rare: encode them every time (fits uint8)
 #define CACHE_SHORT 16
 #define CACHE_MAX_SLOTS ((size_t)1 << 19)
@@ -160,6 +164,7 @@ static void cache_free(EncCache *c) {
     if (!c) return;
     free(c->slot);
     free(c->arena);
+    free(c->front);
     free(c);
 }
 
@@ -167,6 +172,7 @@ static EncCache *cache_new(void) {
     EncCache *c = gt_calloc(1, sizeof *c, "encoding cache");
     c->mask = 4095;
     c->slot = gt_calloc(c->mask + 1, sizeof *c->slot, "encoding cache");
+    c->front = gt_calloc(CACHE_FRONT, sizeof *c->front, "encoding cache");
     return c;
 }
 
@@ -605,6 +611,7 @@ static void cache_grow(EncCache *c) {
 
 static void cache_clear(EncCache *c) {
     memset(c->slot, 0, (c->mask + 1) * sizeof *c->slot);
+    memset(c->front, 0, CACHE_FRONT * sizeof *c->front);
     c->used = c->an = 0;
 }
 
@@ -636,6 +643,21 @@ static inline void push1(EncState *e, uint32_t id) {
     else e->ids[e->n++] = id;
 }
 
+static inline int entry_is(const EncCache *c, const struct Entry *en, const uint8_t *s, size_t n, uint64_t k0,
+                           uint64_t k1) {
+    if (en->n != n || en->k0 != k0 || en->k1 != k1) return 0;
+    return n <= CACHE_SHORT || memcmp(c->arena + en->a + en->ilen, s, n) == 0;
+}
+
+static inline void entry_emit(EncState *e, const EncCache *c, const struct Entry *en) {
+    if (en->n <= CACHE_SHORT && en->ilen <= 2) {
+        push1(e, en->a);
+        if (en->ilen == 2) push1(e, en->b);
+    } else {
+        push_ids(e, c->arena + en->a, en->ilen);
+    }
+}
+
 static void enc_chunk(void *ctx, const uint8_t *s, size_t n) {
     EncState *e = ctx;
     if (n == 1) {
@@ -657,24 +679,17 @@ static void enc_chunk(void *ctx, const uint8_t *s, size_t n) {
         k0 = tok_hash_bytes(s, n);
         h = (uint32_t)(k0 >> 32);
     }
+    struct Entry *f = &c->front[(h >> 7) & (CACHE_FRONT - 1)];
+    if (entry_is(c, f, s, n, k0, k1)) {
+        entry_emit(e, c, f);
+        return;
+    }
     size_t i = h & c->mask;
     for (; c->slot[i].n; i = (i + 1) & c->mask) {
         const struct Entry *en = &c->slot[i];
-        if (en->n != n || en->k0 != k0 || en->k1 != k1) continue;
-        if (n <= CACHE_SHORT) {
-            if (en->ilen == 1) {
-                push1(e, en->a);
-            } else if (en->ilen == 2) {
-                push1(e, en->a);
-                push1(e, en->b);
-            } else {
-                push_ids(e, c->arena + en->a, en->ilen);
-            }
-            return;
-        }
-        const uint32_t *rec = c->arena + en->a;
-        if (memcmp(rec + en->ilen, s, n) == 0) {
-            push_ids(e, rec, en->ilen);
+        if (entry_is(c, en, s, n, k0, k1)) {
+            *f = *en;
+            entry_emit(e, c, en);
             return;
         }
     }
@@ -711,6 +726,7 @@ static void enc_chunk(void *ctx, const uint8_t *s, size_t n) {
         c->an += need;
     }
     c->used++;
+    c->front[(h >> 7) & (CACHE_FRONT - 1)] = *en;
 }
 
 static void enc_special(void *ctx, int idx) {
