@@ -11,6 +11,8 @@ if [[ ${1:-} == --tests ]]; then
     PKGS+=(python3-torch python3-regex sentencepiece slurm-wlm munge valgrind)
     # fuzzing (tests/fuzz): clang's libFuzzer runtime, and LLVM's OpenMP for clang builds
     PKGS+=(clang libclang-rt-14-dev libomp-dev)
+    # benchmarks (bench/bench_bpe.sh): /usr/bin/time for wall time and peak RSS
+    PKGS+=(time)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
