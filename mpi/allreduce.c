@@ -84,6 +84,12 @@ static int cmp_size(const void *a, const void *b) {
 void reducer_finish(GradReducer *r) {
     if (r->size == 1) return;
     double t0 = MPI_Wtime();
+    // Backward is over: what has completed by now was reduced behind it.
+    for (int i = 0; i < r->nreq; i++) {
+        int done = 0;
+        MPI_CHECK(MPI_Test(&r->reqs[i], &done, MPI_STATUS_IGNORE));
+        if (done) r->hidden_floats += r->r_cnt[i];
+    }
     flush_pending(r);
     // Ranges backward did not report (or no callback at all): reduce them now.
     int started = r->nreq;
@@ -110,9 +116,12 @@ void reducer_finish(GradReducer *r) {
 }
 
 double reducer_hidden_share(const GradReducer *r) {
-    if (r->size == 1 || r->steps == 0 || r->blocking_s <= 0) return 1.0;
-    double h = 1.0 - (r->wait_total_s / (double)r->steps) / r->blocking_s;
-    return h < 0 ? 0 : h > 1 ? 1 : h;
+    if (r->size == 1 || r->steps == 0) return 1.0;
+    return (double)r->hidden_floats / ((double)r->steps * (double)r->n);
+}
+
+double reducer_exposed_ms(const GradReducer *r) {
+    return r->steps ? 1000.0 * r->wait_total_s / (double)r->steps : 0.0;
 }
 
 double reducer_bytes_sent(const GradReducer *r) {

@@ -25,6 +25,7 @@ typedef struct {
     double blocking_s;    // one blocking MPI_Allreduce of all grads (calibrated at init)
     double wait_s;        // time blocked in the last reducer_finish
     double wait_total_s;  // sum over steps
+    double hidden_floats; // gradient floats whose reduction was complete when backward ended
     long long steps;
 } GradReducer;
 
@@ -33,9 +34,13 @@ void reducer_init(GradReducer *r, MPI_Comm comm, float *grads, size_t n, size_t 
 // A GradReadyFn for gpt2_backward (ctx = the GradReducer).
 void reducer_ready(void *ctx, size_t offset, size_t count);
 void reducer_finish(GradReducer *r);
-// Share of the blocking allreduce time that did not show up as waiting, over all steps
-// so far: 1 - mean wait / blocking cost, clamped to [0, 1]. 1 for a single rank.
+// Share of the gradient whose reduction had completed, behind backward, by the time
+// backward ended (over all steps so far; 1 for a single rank). The embeddings' bucket starts
+// last and is never hidden, as in DDP.
 double reducer_hidden_share(const GradReducer *r);
+// Mean time per step reducer_finish waited: the communication backward did not hide, plus
+// waiting for slower ranks. Compare with blocking_s, one blocking allreduce of everything.
+double reducer_exposed_ms(const GradReducer *r);
 // Gradient bytes each rank sends per step with a ring allreduce: 2 (N-1)/N x payload.
 double reducer_bytes_sent(const GradReducer *r);
 void reducer_free(GradReducer *r);

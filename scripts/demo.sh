@@ -32,7 +32,7 @@ echo "demo: corpus $RUN/corpus.txt: $(wc -c <"$RUN/corpus.txt") bytes from $FORT
 # Train: rank 0 tokenizes the text into $RUN/vocab.h5 and $RUN/tokens.h5, then all ranks
 # train; the probe's attention is recorded every 20 steps into $RUN/attention.h5.
 mpirun --oversubscribe -np "$NP" build/gpt-train --data "$RUN/corpus.txt" --out "$RUN" \
-    --vocab-size 2000 --block-size 32 --batch-size 16 --steps "$STEPS" \
+    --vocab-size 2000 --block-size 32 --batch-size 16 --dropout 0.1 --lr 2e-3 --steps "$STEPS" \
     --eval-every 100 --eval-batches 8 --log-every 50 --ckpt-every 200 \
     --attn-every 20 --attn-prompt "The best way to predict the future is to"
 

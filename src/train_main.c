@@ -724,8 +724,11 @@ int main(int argc, char **argv) {
         }
     }
     if (size > 1 && rank == 0)
-        log_line(&lg, "allreduce: %.1f%% of the reduction time hidden behind backward; %.2f MB sent per rank per step",
-                 100.0 * reducer_hidden_share(&red), reducer_bytes_sent(&red) / 1e6);
+        log_line(&lg,
+                 "allreduce: %.1f%% of the gradient reduced behind backward; %.1f ms/step waited after it "
+                 "(one blocking allreduce: %.1f ms); %.2f MB sent per rank per step",
+                 100.0 * reducer_hidden_share(&red), reducer_exposed_ms(&red), 1000.0 * red.blocking_s,
+                 reducer_bytes_sent(&red) / 1e6);
     if (st.step >= c->steps && rank == 0)
         log_line(&lg, "done: step %lld, best val loss %.4f, %lld tokens seen%s", st.step, st.best_val_loss,
                  st.tokens_seen, st.skipped_steps ? " (some steps skipped)" : "");
