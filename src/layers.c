@@ -371,40 +371,63 @@ static inline void softmax_row(float *a, int t, int T) {
     for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
 }
 
-// One (b, h) slice. Keys are transposed into kT (hs, T) so the scores of a query are an
-// axpy over keys (vectorizes) rather than T short dot products.
+// Fused attention for short sequences, one (b, h) slice at a time. Inner loops run over
+// fixed blocks of VB floats held in registers (acc[VB]); the operands are first copied into
+// zero-padded scratch (keys transposed, rows padded to a multiple of VB) so every block is
+// full and no load runs past a tensor.
+#define VB 16
+static inline int pad_vb(int n) { return (n + VB - 1) / VB * VB; }
+
+// Floats of scratch per thread for the fused kernels.
+static size_t fused_scratch(int T, int hs) {
+    size_t Tp = (size_t)pad_vb(T), hsp = (size_t)pad_vb(hs);
+    return hs * Tp + 3 * (size_t)T * hsp + 2 * Tp + 2 * hsp;
+}
+
 GT_HOT static void attention_fused_bh(float *o_base, float *a_base, const float *q_base, int T, int C, int hs,
-                                      float p, uint64_t key, size_t mask_base, float *kT, float *mrow) {
+                                      float p, uint64_t key, size_t mask_base, float *scratch) {
     size_t C3 = 3 * (size_t)C;
+    int Tp = pad_vb(T), hsp = pad_vb(hs);
+    float *kT = scratch, *vP = kT + (size_t)hs * Tp, *wrow = vP + (size_t)T * hsp;
     float scale = 1.0f / sqrtf((float)hs);
     float dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    memset(kT, 0, (size_t)hs * Tp * sizeof(float));
+    memset(vP, 0, (size_t)T * hsp * sizeof(float));
     for (int t2 = 0; t2 < T; t2++)
-        for (int i = 0; i < hs; i++) kT[(size_t)i * T + t2] = q_base[t2 * C3 + C + i];
+        for (int i = 0; i < hs; i++) {
+            kT[(size_t)i * Tp + t2] = q_base[t2 * C3 + C + i];
+            vP[(size_t)t2 * hsp + i] = q_base[t2 * C3 + 2 * C + i];
+        }
     for (int t = 0; t < T; t++) {
         const float *q = q_base + t * C3;
         float *a = a_base + (size_t)t * T;
-        // whole rows (constant length T) vectorize better than the causal prefix for small T;
-        // softmax_row then zeroes the keys after t
-        for (int t2 = 0; t2 < T; t2++) a[t2] = 0.0f;
-        for (int i = 0; i < hs; i++) {
-            float qi = q[i];
-            const float *kr = kT + (size_t)i * T;
-            for (int t2 = 0; t2 < T; t2++) a[t2] += qi * kr[t2];
+        for (int c0 = 0; c0 <= t; c0 += VB) {  // only key blocks that hold keys <= t
+            float acc[VB] = {0};
+            for (int i = 0; i < hs; i++) {
+                float qi = q[i];
+                const float *kr = kT + (size_t)i * Tp + c0;
+                for (int j = 0; j < VB; j++) acc[j] += qi * kr[j];
+            }
+            int n = T - c0 < VB ? T - c0 : VB;
+            for (int j = 0; j < n; j++) a[c0 + j] = acc[j] * scale;
         }
-        for (int t2 = 0; t2 < T; t2++) a[t2] *= scale;
         softmax_row(a, t, T);
-        float *o = o_base + (size_t)t * C;
-        for (int i = 0; i < hs; i++) o[i] = 0.0f;
         const float *w = a;
         if (p > 0.0f) {
             size_t row = mask_base + (size_t)t * T;
-            for (int t2 = 0; t2 <= t; t2++) mrow[t2] = a[t2] * keep_scale(key, row + t2, p, dscale);
-            w = mrow;
+            for (int t2 = 0; t2 <= t; t2++) wrow[t2] = a[t2] * keep_scale(key, row + t2, p, dscale);
+            w = wrow;
         }
-        for (int t2 = 0; t2 <= t; t2++) {
-            const float *v = q_base + t2 * C3 + 2 * C;
-            float wt = w[t2];
-            for (int i = 0; i < hs; i++) o[i] += wt * v[i];
+        float *o = o_base + (size_t)t * C;
+        for (int i0 = 0; i0 < hs; i0 += VB) {
+            float acc[VB] = {0};
+            for (int t2 = 0; t2 <= t; t2++) {
+                float wt = w[t2];
+                const float *vr = vP + (size_t)t2 * hsp + i0;
+                for (int j = 0; j < VB; j++) acc[j] += wt * vr[j];
+            }
+            int n = hs - i0 < VB ? hs - i0 : VB;
+            for (int j = 0; j < n; j++) o[i0 + j] = acc[j];
         }
     }
 }
@@ -414,36 +437,50 @@ static void attention_forward_fused(float *out, float *att, const float *qkv, in
     int hs = C / NH;
     #pragma omp parallel if ((size_t)B * NH * T * T * hs > 4 * PAR_MIN)
     {
-        float *kT = gt_malloc(((size_t)hs + 1) * T * sizeof(float), "attention scratch");
+        float *scratch = gt_malloc(fused_scratch(T, hs) * sizeof(float), "attention scratch");
         #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++)
                 attention_fused_bh(out + (size_t)b * T * C + (size_t)h * hs, att + ((size_t)b * NH + h) * T * T,
                                    qkv + (size_t)b * T * 3 * C + (size_t)h * hs, T, C, hs, p, key,
-                                   ((size_t)b * NH + h) * T * T, kT, kT + (size_t)hs * T);
-        free(kT);
+                                   ((size_t)b * NH + h) * T * T, scratch);
+        free(scratch);
     }
 }
 
 GT_HOT static void attention_backward_fused_bh(float *dq_base, const float *d_base, const float *q_base,
                                                const float *a_base, int T, int C, int hs, float p, uint64_t key,
-                                               size_t mask_base, float *vT, float *dpre, float *mrow) {
+                                               size_t mask_base, float *scratch) {
     size_t C3 = 3 * (size_t)C;
+    int Tp = pad_vb(T), hsp = pad_vb(hs);
+    float *vT = scratch, *kP = vT + (size_t)hs * Tp, *dkP = kP + (size_t)T * hsp, *dvP = dkP + (size_t)T * hsp;
+    float *dpre = dvP + (size_t)T * hsp, *mrow = dpre + Tp, *qrow = mrow + Tp, *drow = qrow + hsp;
     float scale = 1.0f / sqrtf((float)hs);
     float dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    memset(vT, 0, (size_t)hs * Tp * sizeof(float));
+    memset(kP, 0, 3 * (size_t)T * hsp * sizeof(float));  // kP, dkP, dvP
+    memset(qrow, 0, 2 * (size_t)hsp * sizeof(float));
     for (int t2 = 0; t2 < T; t2++)
-        for (int i = 0; i < hs; i++) vT[(size_t)i * T + t2] = q_base[t2 * C3 + 2 * C + i];
+        for (int i = 0; i < hs; i++) {
+            vT[(size_t)i * Tp + t2] = q_base[t2 * C3 + 2 * C + i];
+            kP[(size_t)t2 * hsp + i] = q_base[t2 * C3 + C + i];
+        }
     for (int t = 0; t < T; t++) {
         const float *a = a_base + (size_t)t * T;
         const float *d = d_base + (size_t)t * C;
-        const float *q = q_base + t * C3;
-        float *dq = dq_base + t * C3;
-        // through out = dropout(att) @ v: dP = dout . v, dV += P * dout
-        for (int t2 = 0; t2 < T; t2++) dpre[t2] = 0.0f;
         for (int i = 0; i < hs; i++) {
-            float di = d[i];
-            const float *vr = vT + (size_t)i * T;
-            for (int t2 = 0; t2 < T; t2++) dpre[t2] += di * vr[t2];
+            qrow[i] = q_base[t * C3 + i];
+            drow[i] = d[i];
+        }
+        // through out = dropout(att) @ v: dP = dout . v
+        for (int c0 = 0; c0 <= t; c0 += VB) {
+            float acc[VB] = {0};
+            for (int i = 0; i < hs; i++) {
+                float di = d[i];
+                const float *vr = vT + (size_t)i * Tp + c0;
+                for (int j = 0; j < VB; j++) acc[j] += di * vr[j];
+            }
+            for (int j = 0; j < VB; j++) dpre[c0 + j] = acc[j];
         }
         if (p > 0.0f) {
             size_t row = mask_base + (size_t)t * T;
@@ -451,25 +488,37 @@ GT_HOT static void attention_backward_fused_bh(float *dq_base, const float *d_ba
         } else {
             for (int t2 = 0; t2 <= t; t2++) mrow[t2] = 1.0f;
         }
+        // dV += P * dout; then through the softmax, then the scaled scores q.k
         for (int t2 = 0; t2 <= t; t2++) {
-            float *dv = dq_base + t2 * C3 + 2 * C;
             float w = a[t2] * mrow[t2];
-            for (int i = 0; i < hs; i++) dv[i] += w * d[i];
+            float *dvr = dvP + (size_t)t2 * hsp;
+            for (int j = 0; j < hsp; j++) dvr[j] += w * drow[j];
             dpre[t2] *= mrow[t2];
         }
-        // through the softmax, then the scaled scores q.k
         float dot = dot_f(a, dpre, t + 1);
         for (int t2 = 0; t2 <= t; t2++) dpre[t2] = a[t2] * (dpre[t2] - dot) * scale;
         for (int t2 = 0; t2 <= t; t2++) {
-            const float *k = q_base + t2 * C3 + C;
-            float *dk = dq_base + t2 * C3 + C;
             float ds = dpre[t2];
-            for (int i = 0; i < hs; i++) {
-                dq[i] += ds * k[i];
-                dk[i] += ds * q[i];
+            float *dkr = dkP + (size_t)t2 * hsp;
+            for (int j = 0; j < hsp; j++) dkr[j] += ds * qrow[j];
+        }
+        float *dq = dq_base + t * C3;
+        for (int i0 = 0; i0 < hs; i0 += VB) {
+            float acc[VB] = {0};
+            for (int t2 = 0; t2 <= t; t2++) {
+                float ds = dpre[t2];
+                const float *kr = kP + (size_t)t2 * hsp + i0;
+                for (int j = 0; j < VB; j++) acc[j] += ds * kr[j];
             }
+            int n = hs - i0 < VB ? hs - i0 : VB;
+            for (int j = 0; j < n; j++) dq[i0 + j] += acc[j];
         }
     }
+    for (int t2 = 0; t2 < T; t2++)
+        for (int i = 0; i < hs; i++) {
+            dq_base[t2 * C3 + C + i] += dkP[(size_t)t2 * hsp + i];
+            dq_base[t2 * C3 + 2 * C + i] += dvP[(size_t)t2 * hsp + i];
+        }
 }
 
 static void attention_backward_fused(float *dqkv, const float *dout, const float *qkv, const float *att, int B,
@@ -477,7 +526,7 @@ static void attention_backward_fused(float *dqkv, const float *dout, const float
     int hs = C / NH;
     #pragma omp parallel if ((size_t)B * NH * T * T * hs > 4 * PAR_MIN)
     {
-        float *vT = gt_malloc(((size_t)hs + 2) * T * sizeof(float), "attention backward scratch");
+        float *scratch = gt_malloc(fused_scratch(T, hs) * sizeof(float), "attention backward scratch");
         // Different (b, h) touch disjoint slices of dqkv, so no two threads write the same float.
         #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
@@ -486,9 +535,8 @@ static void attention_backward_fused(float *dqkv, const float *dout, const float
                                             dout + (size_t)b * T * C + (size_t)h * hs,
                                             qkv + (size_t)b * T * 3 * C + (size_t)h * hs,
                                             att + ((size_t)b * NH + h) * T * T, T, C, hs, p, key,
-                                            ((size_t)b * NH + h) * T * T, vT, vT + (size_t)hs * T,
-                                            vT + (size_t)(hs + 1) * T);
-        free(vT);
+                                            ((size_t)b * NH + h) * T * T, scratch);
+        free(scratch);
     }
 }
 
