@@ -151,6 +151,10 @@ def main():
                   "reference: incremental training differs from the naive rule (%s)" % pat)
         for name, text in texts.items():
             big = name in ("taylorswift", "shakespeare200k")
+            path = os.path.join(tmp, "%s.txt" % name)
+            with open(path, "wb") as f:
+                f.write(text.encode("utf-8"))
+            check(c_split("llama3", path) == c_split("gpt4", path), "%s: llama3 and gpt4 split differently" % name)
             pats = ("llama3", "gpt4", "gpt2") if (mode == "full" or name in ("fuzz", "crlf", "spaces")) else ("llama3",)
             for pat in pats:
                 one_corpus(name, text, pat, 1000 if big else 600, tmp)
