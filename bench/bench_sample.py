@@ -12,13 +12,18 @@
    a short prompt stay inside one window, so every token is a cached step.
    Time excludes loading (gpt-sample reports its generation time on stderr).
 
-2. Cost of --attn-every on the reference experiment: gpt-train (mpirun -np 2, the
-   trainer's defaults = the reference experiment, 16 sequences per rank) with --attn-every
-   off, 10 and 1, each for --steps steps; the slowdown of the mean ms/step (from
-   metrics.csv, skipping the first log interval) and of the wall time.
+2. Cost of --attn-every on the reference experiment, two ways:
+   a. in one process (bench_attn_cost, C): training steps of the reference shape (one
+      rank's 16 sequences, fwd+bwd+AdamW, no allreduce, so an upper bound) interleaved
+      with probe records (attn_probe_record: eval forward + HDF5 append + flush); the
+      slowdown at N is probe / (N * step). Robust to a loaded machine, since both sides
+      are timed alternately in the same process.
+   b. end to end (--e2e): gpt-train (mpirun -np 2, the trainer's defaults, 16 sequences
+      per rank) with --attn-every off, 10 and 1, interleaved runs, median ms/step from
+      metrics.csv. Only meaningful on an otherwise idle machine.
 
-    /usr/bin/python3 bench/bench_sample.py [--build build] [--tokens 200] [--steps 300]
-                                           [--skip-sample] [--skip-attn]
+    /usr/bin/python3 bench/bench_sample.py [--build build] [--tokens 200] [--skip-sample]
+                                           [--skip-attn] [--e2e [--steps 300 --repeats 3]]
 """
 import argparse
 import csv
@@ -165,6 +170,20 @@ def ms_per_step(run, skip_first):
     return sum(vals) / len(vals), vals[len(vals) // 2]
 
 
+def bench_attn_inprocess(build):
+    print("\n## --attn-every cost in one process (bench_attn_cost): reference shape, 1 thread")
+    print("| probe | dtype | step median / min ms | record median / min ms | slowdown N=1 | slowdown N=10 |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for probe, f16 in ((6, 0), (16, 0), (16, 1)):
+        p = sh([os.path.join(build, "bench_attn_cost"), "300", os.path.join(tempfile.mkdtemp(), "a.h5"), str(f16),
+                str(probe)])
+        s = re.search(r"median ([\d.]+) ms, min ([\d.]+) ms\n.*?median ([\d.]+) ms, min ([\d.]+) ms", p.stdout, re.S)
+        n1 = re.search(r"every 1: ([\d.]+)% \(median\), ([\d.]+)%", p.stdout)
+        n10 = re.search(r"every 10: ([\d.]+)% \(median\), ([\d.]+)%", p.stdout)
+        print(f"| {probe} tokens | {'float16' if f16 else 'float32'} | {s.group(1)} / {s.group(2)} | {s.group(3)} / "
+              f"{s.group(4)} | {n1.group(1)}% / {n1.group(2)}% | {n10.group(1)}% / {n10.group(2)}% |", flush=True)
+
+
 def bench_attn(build, steps, repeats):
     print(f"\n## --attn-every cost: reference experiment (trainer defaults), mpirun -np 2, 16 sequences per rank, "
           f"{steps} steps, {repeats} interleaved repeats")
@@ -210,13 +229,16 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-sample", action="store_true")
     ap.add_argument("--skip-attn", action="store_true")
+    ap.add_argument("--e2e", action="store_true", help="also the end-to-end gpt-train runs (idle machine only)")
     a = ap.parse_args()
     if not os.path.isfile(DATA):
         sys.exit(f"{DATA} is absent: the benchmark uses taylorswift.txt")
     if not a.skip_sample:
         bench_sampling(a.build, a.tokens)
     if not a.skip_attn:
-        bench_attn(a.build, a.steps, a.repeats)
+        bench_attn_inprocess(a.build)
+        if a.e2e:
+            bench_attn(a.build, a.steps, a.repeats)
 
 
 if __name__ == "__main__":

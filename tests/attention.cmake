@@ -20,3 +20,7 @@ add_test(NAME sample_cli COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_s
 add_test(NAME attn_train COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_attn_train.py)
 set_tests_properties(sample_cli attn_train PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300
                      SKIP_RETURN_CODE 77)
+# benchmark binary (bench/bench_sample.py runs it; not a test)
+add_executable(bench_attn_cost ${CMAKE_SOURCE_DIR}/bench/bench_attn_cost.c)
+target_link_libraries(bench_attn_cost PRIVATE gt_attn)
+set_target_properties(bench_attn_cost PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
