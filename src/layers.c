@@ -2,8 +2,8 @@
 // row-wise work is OpenMP-parallel; the per-row/per-chunk kernels are compiled three times
 // (AVX-512, AVX2, baseline: GT_HOT) and the CPU picks one at load time, since the project
 // builds for plain x86-64-v2. Sums keep 8 partial accumulators so they vectorize without
-// -ffast-math. Reductions over rows (LayerNorm weight and bias gradients) use per-thread
-// partial sums, so no two threads write the same float.
+// -ffast-math. Sums over rows (LayerNorm weight and bias gradients) go through fixed
+// blocks of rows, so results do not depend on the thread count.
 #include "layers.h"
 
 #include <cblas.h>
@@ -187,21 +187,27 @@ GT_HOT static void layernorm_backward_rows(float *dinp, float *dw, float *db, co
     }
 }
 
+// Weight and bias gradients are sums over rows: each block of ROW_BLK rows gets its own
+// partial sums, added up in block order afterwards, so the result is the same whatever the
+// number of threads (and from run to run).
+#define ROW_BLK 128
+
 void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                         const float *w, const float *mean, const float *rstd, size_t N, int C) {
-    #pragma omp parallel if (N * C > PAR_MIN)
-    {
-        float *part = gt_calloc(3 * (size_t)C, sizeof(float), "layernorm backward scratch");
-        size_t lo, hi;
-        thread_range(N, &lo, &hi);
-        layernorm_backward_rows(dinp, part, part + C, dout, inp, w, mean, rstd, lo, hi, C, part + 2 * C);
-        #pragma omp critical
-        for (int c = 0; c < C; c++) {
-            dw[c] += part[c];
-            db[c] += part[C + c];
-        }
-        free(part);
+    size_t nblk = (N + ROW_BLK - 1) / ROW_BLK;
+    float *part = gt_calloc((nblk ? nblk : 1) * 3 * (size_t)C, sizeof(float), "layernorm backward scratch");
+    #pragma omp parallel for schedule(static) if (N * C > PAR_MIN)
+    for (size_t k = 0; k < nblk; k++) {
+        float *pk = part + k * 3 * C;
+        size_t n1 = (k + 1) * ROW_BLK < N ? (k + 1) * ROW_BLK : N;
+        layernorm_backward_rows(dinp, pk, pk + C, dout, inp, w, mean, rstd, k * ROW_BLK, n1, C, pk + 2 * C);
     }
+    for (size_t k = 0; k < nblk; k++)
+        for (int c = 0; c < C; c++) {
+            dw[c] += part[k * 3 * C + c];
+            db[c] += part[k * 3 * C + C + c];
+        }
+    free(part);
 }
 
 // ---- matmul ----
@@ -232,17 +238,15 @@ static void matmul_backward_impl(float *dinp, float *dw, float *dbias, const flo
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, C, OC, 1.0f, dout, OC, w, C, beta_inp, dinp, C);
     if (dw)  // (N,OC)^T @ (N,C)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (int)N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
-    if (dbias) {
-        #pragma omp parallel if (N * OC > PAR_MIN)
-        {
-            float *part = gt_calloc((size_t)OC, sizeof(float), "bias gradient scratch");
-            size_t lo, hi;
-            thread_range(N, &lo, &hi);
-            add_rows(part, dout, lo, hi, OC);
-            #pragma omp critical
-            for (int o = 0; o < OC; o++) dbias[o] += part[o];
-            free(part);
-        }
+    if (dbias) {  // fixed row blocks, as in layernorm_backward
+        size_t nblk = (N + ROW_BLK - 1) / ROW_BLK;
+        float *part = gt_calloc(nblk * (size_t)OC, sizeof(float), "bias gradient scratch");
+        #pragma omp parallel for schedule(static) if (N * OC > PAR_MIN)
+        for (size_t k = 0; k < nblk; k++)
+            add_rows(part + k * OC, dout, k * ROW_BLK, (k + 1) * ROW_BLK < N ? (k + 1) * ROW_BLK : N, OC);
+        for (size_t k = 0; k < nblk; k++)
+            for (int o = 0; o < OC; o++) dbias[o] += part[k * OC + o];
+        free(part);
     }
 }
 
