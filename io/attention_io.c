@@ -276,7 +276,14 @@ AttnWriter *attn_writer_open(const char *path, const GPTConfig *c, int every, co
     } else {
         create_file(w, tok, every);
     }
-    w->file = H5Fopen(path, H5F_ACC_RDWR | H5F_ACC_SWMR_WRITE, H5P_DEFAULT);
+    // In SWMR mode HDF5 retries a metadata read whose checksum fails up to 100 times with
+    // growing sleeps (meant for readers racing a writer). This process is the only writer, so a
+    // bad checksum means a damaged file: fail at once instead of hanging for minutes.
+    hid_t wfapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5_CHECK(wfapl, "");
+    H5_CHECK(H5Pset_metadata_read_attempts(wfapl, 1), "");
+    w->file = H5Fopen(path, H5F_ACC_RDWR | H5F_ACC_SWMR_WRITE, wfapl);
+    H5Pclose(wfapl);
     if (w->file < 0)
         gt_fail_usage("'%s': cannot open for appending (is it open in a program that did not use swmr=True?)", path);
     if (resume_step >= 0) h5_attr_write_int(w->file, "every", every);
