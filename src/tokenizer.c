@@ -741,10 +741,9 @@ static EncCache *get_cache(const Tokenizer *tok, int t) {
     return P->caches[t];
 }
 
-size_t tokenizer_encode_stream(const Tokenizer *tok, const char *text, size_t len, size_t start, int final,
-                               uint32_t **ids, size_t *n, size_t *cap) {
+static size_t encode_valid(const Tokenizer *tok, const char *text, size_t len, size_t start, int final,
+                           uint32_t **ids, size_t *n, size_t *cap) {
     TokPriv *P = tok->priv;
-    if (!P || !P->mkeys) gt_fail(GT_EXIT_RUNTIME, "tokenizer used before tokenizer_prepare");
     size_t limit = final ? len : (len > TOK_MARGIN ? len - TOK_MARGIN : 0);
     if (limit < start) limit = start;
     size_t points[65];
@@ -793,6 +792,34 @@ size_t tokenizer_encode_stream(const Tokenizer *tok, const char *text, size_t le
         free(st[t].heap);
     }
     return stop[k - 1];
+}
+
+// PCRE2 must never see invalid UTF-8 (it was told not to check), so the text is validated
+// here; bytes that are not UTF-8 (gpt-bpe never passes any: it rejects or replaces them)
+// become their byte tokens and cut the text as a special token does. Encoding is total.
+size_t tokenizer_encode_stream(const Tokenizer *tok, const char *text, size_t len, size_t start, int final,
+                               uint32_t **ids, size_t *n, size_t *cap) {
+    TokPriv *P = tok->priv;
+    if (!P || !P->mkeys) gt_fail(GT_EXIT_RUNTIME, "tokenizer used before tokenizer_prepare");
+    size_t pos = start, bad;
+    while (pos < len && !utf8_validate(text + pos, len - pos, &bad)) {
+        size_t b = pos + bad;
+        const uint8_t *u = (const uint8_t *)text;
+        if (!final && utf8_char_len(u + b, len - b) < 0)  // a character cut by the block end
+            return pos + encode_valid(tok, text + pos, b - pos, 0, 0, ids, n, cap);
+        pos += encode_valid(tok, text + pos, b - pos, 0, 1, ids, n, cap);
+        size_t k = utf8_bad_len(u + b, len - b);
+        for (size_t i = 0; i < k; i++) {
+            if (*n == *cap) {
+                *cap = *cap ? 2 * *cap : 4096;
+                *ids = gt_realloc(*ids, *cap * sizeof **ids, "token ids");
+            }
+            (*ids)[(*n)++] = u[b + i];
+        }
+        pos = b + k;
+    }
+    if (pos == start) return encode_valid(tok, text, len, start, final, ids, n, cap);
+    return pos + encode_valid(tok, text + pos, len - pos, 0, final, ids, n, cap);
 }
 
 void tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, uint32_t **ids, size_t *n, size_t *cap) {

@@ -34,7 +34,8 @@ void tokenizer_train(Tokenizer *tok, const char *text, size_t len, int vocab_siz
 void tokenizer_prepare(Tokenizer *tok);
 
 // Appends the ids of text[0..len) to *ids (grown with realloc; *n, *cap updated).
-// Special token strings in the text map to their ids.
+// Special token strings in the text map to their ids. Bytes that are not valid UTF-8 are
+// encoded as their byte tokens (so decode gives them back); they cut the text like a special.
 void tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, uint32_t **ids, size_t *n, size_t *cap);
 // Bytes of one token (not NUL-terminated); NULL for an invalid id.
 const uint8_t *tokenizer_token(const Tokenizer *tok, uint32_t id, size_t *len);

@@ -7,3 +7,13 @@ add_test(NAME bpe_reference COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/t
 add_test(NAME bpe_errors COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/test_bpe_errors.py)
 add_test(NAME bpe_misc COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/test_bpe_misc.py)
 set_tests_properties(bpe_reference bpe_errors bpe_misc PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS tokenizer)
+# The library API as gpt-train and gpt-sample use it (C).
+add_executable(test_bpe_lib ${CMAKE_SOURCE_DIR}/tests/test_bpe_lib.c)
+target_link_libraries(test_bpe_lib gt_tok)
+if(EXISTS ${CMAKE_SOURCE_DIR}/../shared/data/tinyshakespeare.txt)
+  set(GT_BPE_TEXT ${CMAKE_SOURCE_DIR}/../shared/data/tinyshakespeare.txt)
+else()
+  set(GT_BPE_TEXT /usr/share/games/fortunes/fortunes)  # Debian fortunes, a build dependency
+endif()
+add_test(NAME bpe_library COMMAND test_bpe_lib ${GT_BPE_TEXT} ${CMAKE_CURRENT_BINARY_DIR})
+set_tests_properties(bpe_library PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS tokenizer)
