@@ -60,7 +60,7 @@ static void cached_attention(KVCache *kv, int l, int p, int N) {
     int C = kv->C, NH = kv->NH, T = kv->T, hs = C / NH;
     const float *K = kv->k + (size_t)l * T * C, *Vc = kv->v + (size_t)l * T * C;
     float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(kv->n_threads)
     for (int i = 0; i < N; i++) {
         for (int h = 0; h < NH; h++) {
             float *sc = kv->scores + (size_t)omp_get_thread_num() * T;
