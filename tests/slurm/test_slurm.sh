@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # test_slurm.sh - the job scripts in jobs/ on a real throw-away single-host Slurm cluster
-# (munged, slurmctld, slurmd from Debian's slurm-wlm + munge; tests/slurm/local-slurm.sh).
+# (munged, slurmctld and two slurmd from Debian's slurm-wlm + munge, via
+# tests/slurm/local-slurm.sh: nodes node1 and node2, 8 CPUs each, on this host's cores).
 #
 # Submits the real scripts unchanged with small settings and checks:
 #   - tokenize.sbatch trains a vocabulary and encodes a corpus;
-#   - train.sbatch with 8 tasks on the 2 cores completes and writes its checkpoint;
+#   - train.sbatch with 8 tasks on the 2 cores completes and writes its checkpoint, on one
+#     node (srun) and across both (mpirun), with bit-identical weights;
 #   - a job preempted with `scancel --signal=USR1 --batch` checkpoints, requeues itself and
 #     ends at the same final step with bit-identical weights as an uninterrupted job
 #     (once launched with srun --mpi=pmix, once with mpirun);
@@ -45,12 +47,15 @@ done
 # binaries from GT_BUILD; nothing from an outer Slurm job may leak into ours
 while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep -E '^(SLURM|SBATCH|SALLOC|SRUN)_' || true)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-# Two slurmd on one host (our fake 2-node cluster): Open MPI's shared-memory transport
-# crashed there (a rank segfaulted in mca_btl_vader at an address of another job's
-# process), so every job talks TCP, as ranks on different real nodes would
+# Two slurmd on one host (our fake 2-node cluster): Open MPI's shared-memory transport is
+# not reliable there (a 2-rank job segfaulted in mca_btl_vader once; ../shared/notes/slurm.md
+# saw the same), so every job talks TCP, as ranks on different real nodes would
 export OMPI_MCA_btl=self,tcp
 export GT_BUILD=$BUILD
-unset GPT_TRAIN_BIN GPT_BPE_BIN GPT_SAMPLE_BIN GPT_TRAIN_ARGS LAUNCHER LAUNCHER_ARGS DATA RUN CONFIG
+unset GPT_TRAIN_BIN GPT_BPE_BIN GPT_SAMPLE_BIN GPT_TRAIN_ARGS GPT_SAMPLE_ARGS LAUNCHER LAUNCHER_ARGS \
+      SRUN_MPI DATA RUN CONFIG INPUT TOKENS VOCAB REUSE_VOCAB VOCAB_SIZE PATTERN VAL_FRACTION \
+      BPE_TRAIN_ARGS BPE_ENCODE_ARGS CKPT PROMPT PROMPT_FILE MAX_NEW_TOKENS TEMPERATURE TOP_K TOP_P \
+      SEED ATTN_DIR SWEEP_PARAM SWEEP_VALUES SWEEP_DIR TRAIN_SBATCH
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if [[ -z ${LOCAL_SLURM_PORT:-} ]]; then
