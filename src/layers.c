@@ -32,6 +32,52 @@ static inline void thread_range(size_t n, size_t *lo, size_t *hi) {
     *hi = *lo + chunk < n ? *lo + chunk : n;
 }
 
+// Threads. OpenBLAS (the pthreads build Debian ships) and OpenMP each keep their own pool
+// whose idle threads spin; running both at once on the same cores makes each wait for the
+// other's spinning threads (we measured a 20x slowdown at 2 threads on 2 busy cores). So
+// when the caller asked for several OpenMP threads, every GEMM runs inside our own OpenMP
+// region as single-threaded OpenBLAS calls on a share of the rows, and OpenBLAS's own
+// threads stay asleep. With one OpenMP thread, OpenBLAS's setting is used as given (so
+// OPENBLAS_NUM_THREADS=2 with OMP_NUM_THREADS=1 also works). The caller's OpenBLAS thread
+// count is restored after each such region.
+typedef struct { int saved; } BlasSolo;
+static BlasSolo blas_solo_begin(int tasks) {
+    BlasSolo s = {0};
+    if (omp_get_max_threads() > 1 && tasks > 1) {
+        s.saved = openblas_get_num_threads();
+        if (s.saved > 1) openblas_set_num_threads(1);
+        else s.saved = 0;
+    }
+    return s;
+}
+static void blas_solo_end(BlasSolo s) {
+    if (s.saved > 0) openblas_set_num_threads(s.saved);
+}
+
+// C (M,N) = alpha op(A) op(B) + beta C, row-major, the M rows of C shared out as above.
+static void sgemm_split(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
+                        int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    int nt = omp_get_max_threads();
+    if (nt <= 1 || M < 64 || (double)M * N * K < 1e6) {
+        BlasSolo solo = blas_solo_begin(nt > 1 ? 2 : 1);
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        blas_solo_end(solo);
+        return;
+    }
+    BlasSolo solo = blas_solo_begin(nt);
+    #pragma omp parallel
+    {
+        int n = omp_get_num_threads(), id = omp_get_thread_num();
+        int chunk = ((M + n - 1) / n + 15) / 16 * 16;
+        int lo = id * chunk < M ? id * chunk : M, hi = lo + chunk < M ? lo + chunk : M;
+        if (hi > lo) {
+            const float *a = ta == CblasNoTrans ? A + (size_t)lo * lda : A + lo;
+            cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, alpha, a, lda, B, ldb, beta, C + (size_t)lo * ldc, ldc);
+        }
+    }
+    blas_solo_end(solo);
+}
+
 static inline float sum_f(const float *x, int n) {
     float acc[8] = {0};
     int i = 0;
@@ -221,7 +267,7 @@ void matmul_forward(float *out, const float *inp, const float *w, const float *b
         beta = 1.0f;
     }
     // (N,C) @ (OC,C)^T: w stays in PyTorch's nn.Linear layout.
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
+    sgemm_split(CblasNoTrans, CblasTrans, (int)N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
 }
 
 GT_HOT static void add_rows(float *acc, const float *x, size_t n0, size_t n1, int OC) {
@@ -235,9 +281,9 @@ static void matmul_backward_impl(float *dinp, float *dw, float *dbias, const flo
                                  const float *w, size_t N, int C, int OC, float beta_inp) {
     if (N == 0) return;
     if (dinp)  // (N,OC) @ (OC,C)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, C, OC, 1.0f, dout, OC, w, C, beta_inp, dinp, C);
+        sgemm_split(CblasNoTrans, CblasNoTrans, (int)N, C, OC, 1.0f, dout, OC, w, C, beta_inp, dinp, C);
     if (dw)  // (N,OC)^T @ (N,C)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (int)N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+        sgemm_split(CblasTrans, CblasNoTrans, OC, C, (int)N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
     if (dbias) {  // fixed row blocks, as in layernorm_backward
         size_t nblk = (N + ROW_BLK - 1) / ROW_BLK;
         float *part = gt_calloc(nblk * (size_t)OC, sizeof(float), "bias gradient scratch");
@@ -627,22 +673,7 @@ static void attention_backward_gemm_bh(float *dq, const float *d, const float *q
 }
 
 // The (b, h) slices are shared out to the OpenMP threads, each running single-threaded
-// GEMMs: one parallel region per call instead of a fork/join per GEMM (those barriers are
-// what costs most on a busy machine). OpenBLAS is held to one thread meanwhile, so its
-// own threads do not compete with ours; the caller's setting is restored after.
-typedef struct { int saved; } BlasSolo;
-static BlasSolo blas_solo_begin(int tasks) {
-    BlasSolo s = {0};
-    if (omp_get_max_threads() > 1 && tasks > 1) {
-        s.saved = openblas_get_num_threads();
-        openblas_set_num_threads(1);
-    }
-    return s;
-}
-static void blas_solo_end(BlasSolo s) {
-    if (s.saved > 0) openblas_set_num_threads(s.saved);
-}
-
+// GEMMs (see blas_solo_begin): one parallel region per call, not a fork/join per GEMM.
 static void attention_forward_gemm(float *out, float *att, const float *qkv, int B, int T, int C, int NH, float p,
                                    uint64_t key) {
     int hs = C / NH;
