@@ -101,7 +101,7 @@ void vocab_read_group(hid_t file, Tokenizer *tok, const char *path) {
     for (size_t i = 0; i < n_special; i++) {
         int64_t t = 256 + M + (int64_t)i;
         size_t l = strlen(special[i]);
-        if (l == 0 || (int64_t)l != off[t + 1] - off[t] || memcmp(tok->token_bytes + off[t], special[i], l) != 0)
+        if (l == 0 || l > 1024 || (int64_t)l != off[t + 1] - off[t] || memcmp(tok->token_bytes + off[t], special[i], l) != 0)
             gt_fail_usage("'%s': /tokenizer: bytes of special token %lld do not match special_tokens[%zu]", path,
                           (long long)t, i);
         size_t bad;

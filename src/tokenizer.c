@@ -380,8 +380,10 @@ size_t tok_walk(const Tokenizer *tok, Matcher *m, const char *text, size_t len, 
     while (pos < to) {
         size_t sp_at = len;
         int sp = tok->n_special ? next_special(tok, text, len, pos, next, &sp_at) : -1;
-        // Without more text, a special near the end might be the prefix of a longer one.
-        if (sp >= 0 && !final && sp_at + P->max_special > safe) sp = -1;
+        // Without more text, a special ending near the end of the buffer might be the prefix of a
+        // longer one, or overlap one that starts earlier and runs past the end: treat the segment
+        // as open. It then stops at `safe`, before this special (specials are short).
+        if (sp >= 0 && !final && sp_at + P->max_special > len) sp = -1;
         if (sp < 0) sp_at = len;
         size_t seg_end = sp_at;
         uint32_t opts = 0;

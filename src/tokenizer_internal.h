@@ -54,6 +54,7 @@ size_t tok_walk(const Tokenizer *tok, Matcher *m, const char *text, size_t len, 
 int tok_split_points(const Tokenizer *tok, const char *text, size_t from, size_t limit, size_t *points, int nparts);
 
 #define TOK_MARGIN ((size_t)1 << 16)
+#define TOK_MAX_SPECIAL 1024  // bytes; well below TOK_MARGIN, which the streaming logic needs
 
 uint64_t tok_hash_bytes(const uint8_t *s, size_t n);
 

@@ -264,6 +264,8 @@ void tokenizer_train(Tokenizer *tok, const char *text, size_t len, int vocab_siz
     tok->special = gt_calloc((size_t)(n_special > 0 ? n_special : 1), sizeof(char *), "special tokens");
     for (int i = 0; i < n_special; i++) {
         if (!special[i][0]) gt_fail_usage("--special: empty special token");
+        if (strlen(special[i]) > TOK_MAX_SPECIAL)
+            gt_fail_usage("--special: token %d is longer than %d bytes", i + 1, TOK_MAX_SPECIAL);
         if (!utf8_validate(special[i], strlen(special[i]), &bad))
             gt_fail_usage("--special: token %d is not valid UTF-8", i + 1);
         for (int j = 0; j < i; j++)

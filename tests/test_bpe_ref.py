@@ -183,6 +183,21 @@ def main():
             check(whole == streamed, "streaming split differs (%s) %s" % (pat, first_diff(streamed, whole)))
             check(b"".join(c for c in whole if isinstance(c, bytes)) == big.encode("utf-8").replace(b"<|endoftext|>", b""),
                   "split loses or adds bytes (%s)" % pat)
+        # Dense special tokens (one every few dozen bytes, some overlapping) so that block ends
+        # fall inside and next to them.
+        rng = bpe_corpora.random.Random(3)
+        dense = "".join(rng.choice(["<|endoftext|>", "<|end", "<|end|>", " word", "\n", "é", "<|", "|>"]) +
+                        texts["fuzz"][i:i + rng.randint(0, 40)] for i in range(0, 20000, 7))
+        path = os.path.join(tmp, "dense.txt")
+        with open(path, "wb") as f:
+            f.write((dense * 8).encode("utf-8"))
+        sp = ["<|endoftext|>", "<|end|>", "<|end"]
+        whole = c_split("llama3", path, sp)
+        check(whole == py_split(dense * 8, "llama3", sp), "dense specials: split differs from the reference")
+        for block in ("70001", "100003", "131072"):
+            streamed = c_split("llama3", path, ["--stream", block, *sp])
+            check(whole == streamed, "dense specials, blocks of %s: streaming split differs %s" % (
+                block, first_diff(streamed, whole)))
         print("ok: streaming", flush=True)
         # A custom regex that leaves gaps and can match empty: gaps become chunks, nothing is lost.
         for pat in (r"\d+", r"[a-z]*", r"(?<=a)b|\s"):
