@@ -1,4 +1,4 @@
-// signals.h - SIGTERM, SIGINT and SIGUSR1 (Slurm's preemption warning) ask the trainer to
+// signals.h - SIGTERM, SIGINT, SIGUSR1 (Slurm's preemption warning) and SIGHUP ask the trainer to
 // stop cleanly: the handler only records the signal; at the end of the current step the
 // ranks agree on it (allreduce MAX), write a checkpoint and exit 0.
 #ifndef GT_SIGNALS_H
