@@ -587,9 +587,9 @@ int main(int argc, char **argv) {
             config_print(c, lg.log);
         }
     }
-    log_line(&lg, "data: %s: %zu train tokens (%zu to %zu per rank), %zu val tokens (%zu eval windows), vocab %d",
-             r->tokens_path, info.n_train, info.n_train / (size_t)size, info.n_train / (size_t)size + 1, info.n_val,
-             ev_total, info.vocab_size);
+    log_line(&lg, "data: %s: %zu train tokens (%zu%s per rank), %zu val tokens (%zu eval windows), vocab %d",
+             r->tokens_path, info.n_train, info.n_train / (size_t)size, info.n_train % (size_t)size ? " or 1 more" : "",
+             info.n_val, ev_total, info.vocab_size);
     log_line(&lg, "model: %zu parameters (%.2f MB), %d layers, %d heads, %d embd, block %d; %lld tokens per step",
              m.num_params, m.num_params * 4.0 / 1e6, c->n_layer, c->n_head, c->n_embd, T,
              (long long)B * T * A * size);
@@ -621,7 +621,11 @@ int main(int argc, char **argv) {
     }
 
     GradReducer red;
-    reducer_init(&red, r->w->comm, m.grads, m.num_params, 0);
+    // Buckets of about an eighth of the gradient (64 KiB to 4 MiB): small models still get a
+    // few reductions in flight during backward, big ones a bucket per block or two.
+    size_t bucket = m.num_params * sizeof(float) / 8;
+    bucket = bucket < (64u << 10) ? (64u << 10) : bucket > (4u << 20) ? (4u << 20) : bucket;
+    reducer_init(&red, r->w->comm, m.grads, m.num_params, bucket);
     LRSchedule sched = LR_COSINE;
     lr_schedule_parse(c->lr_schedule, &sched);
     int *inputs = gt_malloc((size_t)B * T * sizeof(int), "inputs");
