@@ -13,13 +13,14 @@ add_test(NAME attn_kvcache COMMAND attn_kvcache_check)
 add_test(NAME attn_writer COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_attn_writer.py)
 # readers and heatmaps: plotted matrices equal the file, PNGs decode at the right size
 add_test(NAME attn_viz COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_attn_viz.py)
-set_tests_properties(attn_kvcache attn_writer attn_viz PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300)
+set_tests_properties(attn_kvcache attn_writer attn_viz PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300
+                     LABELS attention)
 # gpt-sample end to end (needs gpt-train for its fixture; torch for the reference twin)
 add_test(NAME sample_cli COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_sample_cli.py)
 # gpt-train --attn-every under mpirun: SWMR while training, resume, twin equality, gpt_viz
 add_test(NAME attn_train COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_attn_train.py)
 set_tests_properties(sample_cli attn_train PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300
-                     SKIP_RETURN_CODE 77)
+                     SKIP_RETURN_CODE 77 LABELS attention)
 # benchmark binary (bench/bench_sample.py runs it; not a test)
 add_executable(bench_attn_cost ${CMAKE_SOURCE_DIR}/bench/bench_attn_cost.c)
 target_link_libraries(bench_attn_cost PRIVATE gt_attn)

@@ -146,6 +146,16 @@ def check_greedy(run, min_distinct):
     pa = g.prompt_attention
     assert np.allclose(pa.sum(-1), 1, atol=1e-5) and (pa[..., np.triu_indices(P, 1)[0], np.triu_indices(P, 1)[1]] == 0).all()
     assert g.tokens == [tb[i].decode("utf-8", "replace") for i in g.token_ids]
+    # the checkpoint as a state_dict, numpy or torch, loads into the twin with strict=True
+    import torch
+    from nanogpt_model import GPT, GPTConfig
+    from gpt_checkpoint import load_config
+    sd_np = ga.load_state_dict(ckpt, as_torch=False)
+    assert isinstance(sd_np["lm_head.weight"], np.ndarray)
+    np.testing.assert_array_equal(sd_np["lm_head.weight"], sd_np["transformer.wte.weight"])
+    sd = ga.load_state_dict(ckpt)
+    assert isinstance(sd["transformer.h.0.attn.c_attn.weight"], torch.Tensor)
+    GPT(GPTConfig(**load_config(ckpt))).load_state_dict(sd, strict=True)
     # top-k 1 at any temperature is greedy
     out_k1, _ = sample("--checkpoint", ckpt, "--prompt", " Hello, this is", "--top-k", "1", "--temperature", "1.5",
                        "--max-new-tokens", "60")
