@@ -176,7 +176,7 @@ static void set_len(hid_t d, int rank, const hsize_t *rec, long long n) {
 }
 
 // Checks that an existing file matches this run, then drops records with step > resume_step.
-static void truncate_for_resume(AttnWriter *w, long long resume_step) {
+static void truncate_for_resume(AttnWriter *w, long long resume_step, int every) {
     // A writer that crashed left the file marked "open for SWMR writing": clear the mark (what
     // the h5clear tool does) or HDF5 refuses to open it again, even read-only.
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -239,6 +239,7 @@ static void truncate_for_resume(AttnWriter *w, long long resume_step) {
     H5Dclose(ds);
     H5Dclose(dl);
     H5Dclose(da);
+    h5_attr_write_int(f, "every", every);  // before SWMR writing, which allows no new attributes
     H5_CHECK(H5Fclose(f), "is the disk full?");
     w->n = keep;
 }
@@ -263,7 +264,7 @@ AttnWriter *attn_writer_open(const char *path, const GPTConfig *c, int every, co
 
     struct stat st;
     if (resume_step >= 0 && stat(path, &st) == 0) {
-        truncate_for_resume(w, resume_step);
+        truncate_for_resume(w, resume_step, every);
         // The dtype is the file's: a resumed run keeps what it started with.
         hid_t f = h5_open_checked(path, GT_FORMAT_ATTENTION, "attention file");
         hid_t d = H5Dopen2(f, "attention", H5P_DEFAULT);
@@ -286,7 +287,6 @@ AttnWriter *attn_writer_open(const char *path, const GPTConfig *c, int every, co
     H5Pclose(wfapl);
     if (w->file < 0)
         gt_fail_usage("'%s': cannot open for appending (is it open in a program that did not use swmr=True?)", path);
-    if (resume_step >= 0) h5_attr_write_int(w->file, "every", every);
     w->d_step = H5Dopen2(w->file, "step", H5P_DEFAULT);
     w->d_loss = H5Dopen2(w->file, "loss", H5P_DEFAULT);
     w->d_att = H5Dopen2(w->file, "attention", H5P_DEFAULT);

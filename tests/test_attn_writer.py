@@ -107,9 +107,10 @@ def test_resume():
         np.testing.assert_array_equal(f["attention"][:3], first[:3])
         np.testing.assert_array_equal(f["attention"][3:], second)
     # a resume at a step before every record empties it; resume without a file creates one
-    run("write", f"out={h5}", f"raw={bn}", "records=1", "first=5", "resume=0")
+    run("write", f"out={h5}", f"raw={bn}", "records=1", "first=5", "resume=0", "every=5")
     with h5py.File(h5, "r") as f:
         assert f["step"][()].tolist() == [5]
+        assert f.attrs["every"] == 5  # the resumed run's --attn-every
     h5b, bnb = paths("resume_new")
     run("write", f"out={h5b}", f"raw={bnb}", "records=2", "resume=100", "first=110")
     with h5py.File(h5b, "r") as f:
