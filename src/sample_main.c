@@ -118,6 +118,43 @@ static void stream_put(Utf8Stream *s, const uint8_t *b, size_t len, int final) {
     fflush(stdout);
 }
 
+// The prompt's ids. Empty: a newline token, else the first special token (said on stderr).
+// Fails (exit 1) on invalid UTF-8 or bytes the vocabulary does not give back on decoding.
+static uint32_t *encode_prompt(const Tokenizer *tok, const char *prompt, size_t *P) {
+    size_t plen = strlen(prompt), bad = 0, cap = 0, dl = 0;
+    uint32_t *ids = NULL;
+    *P = 0;
+    if (!utf8_validate(prompt, plen, &bad)) gt_fail_usage("--prompt: invalid UTF-8 at byte %zu", bad);
+    if (plen == 0) {
+        tokenizer_encode(tok, "\n", 1, &ids, P, &cap);
+        char *d = *P ? tokenizer_decode(tok, ids, *P, &dl) : NULL;
+        int newline = *P > 0 && dl == 1 && d[0] == '\n';
+        free(d);
+        if (newline) {
+            fprintf(stderr, "gpt-sample: empty --prompt: starting from a newline token (id %u)\n", ids[0]);
+        } else if (tok->n_special > 0) {
+            *P = 0;
+            tokenizer_encode(tok, tok->special[0], strlen(tok->special[0]), &ids, P, &cap);
+            fprintf(stderr, "gpt-sample: empty --prompt: starting from the special token '%s' (id %u)\n",
+                    tok->special[0], ids[0]);
+        } else {
+            gt_fail_usage("--prompt is empty and the vocabulary has neither a newline token nor a special token to start from");
+        }
+        return ids;
+    }
+    // Byte-level BPE encodes every byte; a vocabulary that does not (specials only) shows up
+    // here as a decode that differs from the prompt.
+    tokenizer_encode(tok, prompt, plen, &ids, P, &cap);
+    char *d = tokenizer_decode(tok, ids, *P, &dl);
+    size_t i = 0;
+    while (i < dl && i < plen && d[i] == prompt[i]) i++;
+    free(d);
+    if (i < plen || dl != plen)
+        gt_fail_usage("--prompt: byte %zu (0x%02x) cannot be encoded by the checkpoint's vocabulary", i,
+                      i < plen ? (unsigned char)prompt[i] : 0);
+    return ids;
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -194,36 +231,8 @@ int main(int argc, char **argv) {
     int V = tok.vocab_size < c.vocab_size ? tok.vocab_size : c.vocab_size;  // never sample padding ids
 
     // ---- prompt ----
-    size_t plen = strlen(prompt), bad = 0;
-    if (!utf8_validate(prompt, plen, &bad)) gt_fail_usage("--prompt: invalid UTF-8 at byte %zu", bad);
-    uint32_t *ids = NULL;
-    size_t P = 0, cap = 0;
-    if (plen == 0) {
-        tokenizer_encode(&tok, "\n", 1, &ids, &P, &cap);
-        size_t dl = 0;
-        char *d = P ? tokenizer_decode(&tok, ids, P, &dl) : NULL;
-        if (P > 0 && dl == 1 && d[0] == '\n') {
-            fprintf(stderr, "gpt-sample: empty --prompt: starting from a newline token (id %u)\n", ids[0]);
-        } else if (tok.n_special > 0) {
-            P = 0;
-            uint32_t id = (uint32_t)(256 + tok.n_merges);
-            tokenizer_encode(&tok, tok.special[0], strlen(tok.special[0]), &ids, &P, &cap);
-            fprintf(stderr, "gpt-sample: empty --prompt: starting from the special token '%s' (id %u)\n", tok.special[0], id);
-        } else {
-            gt_fail_usage("--prompt is empty and the vocabulary has neither a newline token nor a special token to start from");
-        }
-        free(d);
-    } else {
-        tokenizer_encode(&tok, prompt, plen, &ids, &P, &cap);
-        size_t dl = 0;
-        char *d = tokenizer_decode(&tok, ids, P, &dl);
-        size_t i = 0;
-        while (i < dl && i < plen && d[i] == prompt[i]) i++;
-        if (i < plen || dl != plen)
-            gt_fail_usage("--prompt: byte %zu (0x%02x) cannot be encoded by the checkpoint's vocabulary", i,
-                          i < plen ? (unsigned char)prompt[i] : 0);
-        free(d);
-    }
+    size_t plen = strlen(prompt), P = 0;
+    uint32_t *ids = encode_prompt(&tok, prompt, &P);
     for (size_t i = 0; i < P; i++)
         if (ids[i] >= (uint32_t)V)
             gt_fail_usage("--checkpoint '%s': the tokenizer gives id %u, outside the model's vocabulary (%d)", ckpt, ids[i], V);
