@@ -39,11 +39,41 @@
 
 #define PATHLEN 4200
 
+// Everything one run holds; every rank has its own.
 typedef struct {
     TrainConfig cfg;
     const Comm *w;
     char tokens_path[PATHLEN];
-    char err[16384];
+    char err[16384];          // the message of a failed check, for comm_agree
+    // data
+    hid_t tf;                 // tokens.h5, open for the whole run (its /tokenizer goes into checkpoints)
+    TokensInfo info;
+    Tokenizer tok;            // rank 0 only (the attention probe)
+    uint32_t *train_tok;      // this rank's shard of /train
+    uint32_t *val_tok;        // this rank's eval windows of /val
+    size_t ev_count, ev_total;
+    DataLoader dl;
+    int *inputs, *targets;    // (B, T)
+    // model and state
+    GPTConfig mc;
+    GPT2 m;
+    AdamW opt;
+    AdamWConfig ac;
+    LRSchedule sched;
+    GradReducer red;
+    TrainState st;
+    char ckpt_path[PATHLEN];  // resumed from
+    int64_t old_world;        // ranks of the checkpoint resumed from
+    char last_ckpt[PATHLEN];
+    long long last_ckpt_step;
+    int64_t *cursors;         // (size, 3) gathered on rank 0 for checkpoints
+    // rank 0's writers
+    Logger lg;
+    AttnWriter *aw;
+    char resume_cmd[4096];
+    // fault hooks for the tests (environment): a NaN gradient on rank 0 at step k; SIGUSR1 to
+    // the last rank at step k; the last rank's weights nudged after step k (for --check-sync)
+    long long fault_nan_step, fault_signal_step, fault_desync_step;
 } Run;
 
 // ----------------------------------------------------------------------------
@@ -368,26 +398,26 @@ static int32_t *probe_ids(Run *r, const Tokenizer *tok, hid_t tf, size_t n_val, 
 }
 
 // Rank 0 gathers every rank's data cursor and writes the checkpoint (collective).
-static void save_checkpoint(Run *r, const DataLoader *dl, const TrainState *st, const GPT2 *m, const AdamW *opt,
-                            hid_t tf, Logger *lg, int64_t *cur, char *last_ckpt) {
+static void save_checkpoint(Run *r) {
     int size = r->w->size;
-    int64_t mine[3] = {dl->epoch, dl->pos, (int64_t)dl->n_windows};
-    MPI_CHECK(MPI_Gather(mine, 3, MPI_INT64_T, cur, 3, MPI_INT64_T, 0, r->w->comm));
+    int64_t mine[3] = {r->dl.epoch, r->dl.pos, (int64_t)r->dl.n_windows};
+    MPI_CHECK(MPI_Gather(mine, 3, MPI_INT64_T, r->cursors, 3, MPI_INT64_T, 0, r->w->comm));
+    r->last_ckpt_step = r->st.step;
     if (r->w->rank != 0) return;
-    TrainState s = *st;
+    TrainState s = r->st;
     s.world_size = size;
-    s.adam_t = opt->t;
+    s.adam_t = r->opt.t;
     s.cursor_epoch = gt_malloc((size_t)size * sizeof(int64_t), "cursors");
     s.cursor_pos = gt_malloc((size_t)size * sizeof(int64_t), "cursors");
     s.cursor_windows = gt_malloc((size_t)size * sizeof(int64_t), "cursors");
     for (int i = 0; i < size; i++) {
-        s.cursor_epoch[i] = cur[3 * i];
-        s.cursor_pos[i] = cur[3 * i + 1];
-        s.cursor_windows[i] = cur[3 * i + 2];
+        s.cursor_epoch[i] = r->cursors[3 * i];
+        s.cursor_pos[i] = r->cursors[3 * i + 1];
+        s.cursor_windows[i] = r->cursors[3 * i + 2];
     }
     double t0 = comm_time();
-    train_state_save(r->cfg.out, &r->cfg, m, opt, &s, tf, r->cfg.keep_ckpts, last_ckpt);
-    log_line(lg, "checkpoint %s (%.2f s)", last_ckpt, comm_time() - t0);
+    train_state_save(r->cfg.out, &r->cfg, &r->m, &r->opt, &s, r->tf, r->cfg.keep_ckpts, r->last_ckpt);
+    log_line(&r->lg, "checkpoint %s (%.2f s)", r->last_ckpt, comm_time() - t0);
     train_state_free(&s);
 }
 
@@ -395,363 +425,377 @@ static void bcast_floats(float *p, size_t n) { comm_bcast(p, n * sizeof(float));
 
 // ----------------------------------------------------------------------------
 
-int main(int argc, char **argv) {
-    gt_set_progname("gpt-train");
-    Run run;
-    memset(&run, 0, sizeof run);
-    Run *r = &run;
-    r->w = comm_init(&argc, &argv);
-    h5_quiet();
-    const int rank = r->w->rank, size = r->w->size;
+// The tokens file: checked by every rank (each must see it; one that cannot names itself),
+// then opened.
+static void open_tokens(Run *r) {
+    char buf[PATHLEN];
+    const char *path = data_path_for_rank(r->tokens_path, r->w->rank, buf, sizeof buf);
+    comm_agree_local(precheck_h5(path, GT_FORMAT_TOKENS, "--data", r->err, sizeof r->err), GT_EXIT_USAGE);
+    r->tf = tokens_open(path, &r->info, r->w->rank == 0 ? &r->tok : NULL, "--data");
+}
+
+// --resume: finds RUN/latest, fills in every setting this command line leaves out from its
+// /config, and refuses another model shape or vocabulary.
+static void resume_settings(Run *r) {
     TrainConfig *c = &r->cfg;
-
-    char *help = NULL;
-    int prc = config_parse(c, argc, argv, r->err, sizeof r->err, &help);
-    if (prc == 1) {
-        if (rank == 0) fputs(help, stdout);
-        free(help);
-        comm_exit(0);
-    }
-    comm_agree(prc < 0 ? r->err : NULL, GT_EXIT_USAGE);
-
-    openblas_set_num_threads(c->threads);
-    omp_set_num_threads(c->threads);
-    signals_install();
-    prepare_run_dir(r);
-    prepare_data(r);
-
-    // ---- the tokens file: checked by every rank (each must see it), then opened
-    char pbuf[PATHLEN];
-    const char *my_path = data_path_for_rank(r->tokens_path, rank, pbuf, sizeof pbuf);
-    comm_agree_local(precheck_h5(my_path, GT_FORMAT_TOKENS, "--data", r->err, sizeof r->err), GT_EXIT_USAGE);
-    TokensInfo info;
-    Tokenizer tok;
-    memset(&tok, 0, sizeof tok);
-    hid_t tf = tokens_open(my_path, &info, rank == 0 ? &tok : NULL, "--data");
-
-    // ---- resume: the checkpoint's settings fill in whatever this command line leaves out
-    TrainState st;
-    memset(&st, 0, sizeof st);
-    char ckpt_path[PATHLEN] = "";
-    GPTConfig ck_mc;
-    memset(&ck_mc, 0, sizeof ck_mc);
-    if (c->resume) {
-        const char *msg = NULL;
-        if (rank == 0) {
-            if (!train_state_latest(c->out, ckpt_path, sizeof ckpt_path)) {
-                snprintf(r->err, sizeof r->err,
-                         "--resume: no checkpoint in '%s' (no '%s/latest'); run without --resume to start training",
-                         c->out, c->out);
-                msg = r->err;
-            } else {
-                msg = precheck_h5(ckpt_path, GT_FORMAT_CHECKPOINT, "--resume: checkpoint", r->err, sizeof r->err);
-            }
-        }
-        comm_agree(msg, GT_EXIT_USAGE);
-        comm_bcast(ckpt_path, sizeof ckpt_path);
-        hid_t cf = ckpt_open(ckpt_path, "--resume: checkpoint");
-        ckpt_read_model_config(cf, &ck_mc, ckpt_path);
-        hid_t g = h5_group_open(cf, "config", ckpt_path);
-        config_fill_from_attrs(c, g);
-        H5Gclose(g);
-        H5Fclose(cf);
-        msg = NULL;
-        const struct { const char *name; int have, want; } shape[] = {
-            {"n-layer", ck_mc.n_layer, c->n_layer}, {"n-head", ck_mc.n_head, c->n_head},
-            {"n-embd", ck_mc.n_embd, c->n_embd},   {"block-size", ck_mc.block_size, c->block_size}};
-        for (int i = 0; i < 4 && !msg; i++)
-            if (shape[i].have != shape[i].want) {
-                snprintf(r->err, sizeof r->err,
-                         "--resume: checkpoint '%s' has %s %d but --%s %d was given; a run cannot change its model "
-                         "shape (drop the flag, or start a new --out)",
-                         ckpt_path, shape[i].name, shape[i].have, shape[i].name, shape[i].want);
-                msg = r->err;
-            }
-        if (!msg && ck_mc.vocab_size != info.vocab_size) {
+    const char *msg = NULL;
+    if (r->w->rank == 0) {
+        if (!train_state_latest(c->out, r->ckpt_path, sizeof r->ckpt_path)) {
             snprintf(r->err, sizeof r->err,
-                     "--resume: checkpoint '%.4000s' has vocab_size %d but --data '%.4000s' has a %d-token vocabulary; "
-                     "resume with the tokens the run started with",
-                     ckpt_path, ck_mc.vocab_size, r->tokens_path, info.vocab_size);
+                     "--resume: no checkpoint in '%s' (no '%s/latest'); run without --resume to start training", c->out,
+                     c->out);
+            msg = r->err;
+        } else {
+            msg = precheck_h5(r->ckpt_path, GT_FORMAT_CHECKPOINT, "--resume: checkpoint", r->err, sizeof r->err);
+        }
+    }
+    comm_agree(msg, GT_EXIT_USAGE);
+    comm_bcast(r->ckpt_path, sizeof r->ckpt_path);
+    GPTConfig ck;
+    hid_t cf = ckpt_open(r->ckpt_path, "--resume: checkpoint");
+    ckpt_read_model_config(cf, &ck, r->ckpt_path);
+    hid_t g = h5_group_open(cf, "config", r->ckpt_path);
+    config_fill_from_attrs(c, g);
+    H5Gclose(g);
+    H5Fclose(cf);
+    msg = NULL;
+    const struct { const char *name; int have, want; } shape[] = {
+        {"n-layer", ck.n_layer, c->n_layer}, {"n-head", ck.n_head, c->n_head},
+        {"n-embd", ck.n_embd, c->n_embd},   {"block-size", ck.block_size, c->block_size}};
+    for (int i = 0; i < 4 && !msg; i++)
+        if (shape[i].have != shape[i].want) {
+            snprintf(r->err, sizeof r->err,
+                     "--resume: checkpoint '%s' has %s %d but --%s %d was given; a run cannot change its model shape "
+                     "(drop the flag, or start a new --out)",
+                     r->ckpt_path, shape[i].name, shape[i].have, shape[i].name, shape[i].want);
             msg = r->err;
         }
-        comm_agree(msg, GT_EXIT_USAGE);
+    if (!msg && ck.vocab_size != r->info.vocab_size) {
+        snprintf(r->err, sizeof r->err,
+                 "--resume: checkpoint '%.4000s' has vocab_size %d but --data '%.4000s' has a %d-token vocabulary; "
+                 "resume with the tokens the run started with",
+                 r->ckpt_path, ck.vocab_size, r->tokens_path, r->info.vocab_size);
+        msg = r->err;
     }
-    comm_agree(config_check(c, r->err, sizeof r->err) != 0 ? r->err : NULL, GT_EXIT_USAGE);
+    comm_agree(msg, GT_EXIT_USAGE);
+}
 
-    GPTConfig mc = {info.vocab_size, c->block_size, c->n_layer, c->n_head, c->n_embd, (float)c->dropout};
-    comm_agree(gpt2_config_check(&mc, r->err, sizeof r->err) ? NULL : r->err, GT_EXIT_USAGE);
-    const int B = c->batch_size, T = c->block_size, A = c->grad_accum;
-
-    // ---- shards and eval windows
-    comm_agree(shard_check(info.n_train, size, B, T, r->tokens_path, r->err, sizeof r->err) ? r->err : NULL,
+// This rank's shard of /train and eval windows of /val, after the checks all ranks agree on.
+static void load_tokens(Run *r) {
+    const TrainConfig *c = &r->cfg;
+    const int B = c->batch_size, T = c->block_size, rank = r->w->rank, size = r->w->size;
+    comm_agree(shard_check(r->info.n_train, size, B, T, r->tokens_path, r->err, sizeof r->err) ? r->err : NULL,
                GT_EXIT_USAGE);
-    size_t ev_first, ev_count, ev_total;
-    eval_windows(info.n_val, T, (size_t)c->eval_batches * (size_t)B * (size_t)size, rank, size, &ev_first, &ev_count,
-                 &ev_total);
-    if (ev_total == 0) {
+    size_t ev_first;
+    eval_windows(r->info.n_val, T, (size_t)c->eval_batches * (size_t)B * (size_t)size, rank, size, &ev_first,
+                 &r->ev_count, &r->ev_total);
+    if (r->ev_total == 0) {
         snprintf(r->err, sizeof r->err,
                  "'%.4000s': /val has %zu tokens, fewer than --block-size + 1 = %d needed for one eval window; "
                  "use a larger --val-fraction when tokenizing, or a smaller --block-size",
-                 r->tokens_path, info.n_val, T + 1);
+                 r->tokens_path, r->info.n_val, T + 1);
         comm_agree(r->err, GT_EXIT_USAGE);
     }
-    Shard sh = shard_of(info.n_train, rank, size);
-    uint32_t *train_tok = gt_malloc(sh.count * sizeof(uint32_t), "this rank's shard of /train");
-    size_t val_n = ev_count ? ev_count * (size_t)T + 1 : 0;
-    uint32_t *val_tok = gt_malloc((val_n ? val_n : 1) * sizeof(uint32_t), "eval windows of /val");
-    const char *bad = read_tokens(tf, "train", sh.start, sh.count, train_tok, r->tokens_path, info.vocab_size, r->err,
-                                  sizeof r->err);
+    Shard sh = shard_of(r->info.n_train, rank, size);
+    r->train_tok = gt_malloc(sh.count * sizeof(uint32_t), "this rank's shard of /train");
+    size_t val_n = r->ev_count ? r->ev_count * (size_t)T + 1 : 0;
+    r->val_tok = gt_malloc((val_n ? val_n : 1) * sizeof(uint32_t), "eval windows of /val");
+    const char *bad = read_tokens(r->tf, "train", sh.start, sh.count, r->train_tok, r->tokens_path,
+                                  r->info.vocab_size, r->err, sizeof r->err);
     if (!bad)
-        bad = read_tokens(tf, "val", ev_first * (size_t)T, val_n, val_tok, r->tokens_path, info.vocab_size, r->err,
-                          sizeof r->err);
+        bad = read_tokens(r->tf, "val", ev_first * (size_t)T, val_n, r->val_tok, r->tokens_path, r->info.vocab_size,
+                          r->err, sizeof r->err);
     comm_agree(bad, GT_EXIT_USAGE);
+    dataloader_init(&r->dl, r->train_tok, sh.count, T, (uint64_t)c->seed, rank);
+    r->inputs = gt_malloc((size_t)B * T * sizeof(int), "inputs");
+    r->targets = gt_malloc((size_t)B * T * sizeof(int), "targets");
+}
 
-    // ---- model, optimizer, state
-    GPT2 m;
-    memset(&m, 0, sizeof m);
-    gpt2_build(&m, &mc);
-    gpt2_alloc_activations(&m, B, T);
-    AdamW opt;
-    adamw_init(&opt, m.num_params);
-    st.best_val_loss = INFINITY;
-    int64_t old_world = size;
-    int64_t *cur = gt_calloc((size_t)size * 3, sizeof(int64_t), "data cursors");
-    if (c->resume) {
-        if (rank == 0) {
-            hid_t cf = ckpt_open(ckpt_path, "--resume: checkpoint");
-            ckpt_read_tensors(cf, "model", &m, m.params, ckpt_path);
-            ckpt_read_tensors(cf, "optimizer/m", &m, opt.m, ckpt_path);
-            ckpt_read_tensors(cf, "optimizer/v", &m, opt.v, ckpt_path);
-            train_state_read(cf, ckpt_path, &st);
-            H5Fclose(cf);
-            old_world = st.world_size;
-        }
-        comm_bcast(&old_world, sizeof old_world);
-        long long sc[4] = {st.step, st.tokens_seen, st.skipped_steps, st.adam_t};
-        comm_bcast(sc, sizeof sc);
-        comm_bcast(&st.best_val_loss, sizeof st.best_val_loss);
-        st.step = sc[0];
-        st.tokens_seen = sc[1];
-        st.skipped_steps = sc[2];
-        st.adam_t = sc[3];
-        if (rank != 0) {
-            st.cursor_epoch = gt_calloc((size_t)old_world, sizeof(int64_t), "cursors");
-            st.cursor_pos = gt_calloc((size_t)old_world, sizeof(int64_t), "cursors");
-            st.cursor_windows = gt_calloc((size_t)old_world, sizeof(int64_t), "cursors");
-        }
-        comm_bcast(st.cursor_epoch, (size_t)old_world * sizeof(int64_t));
-        comm_bcast(st.cursor_pos, (size_t)old_world * sizeof(int64_t));
-        comm_bcast(st.cursor_windows, (size_t)old_world * sizeof(int64_t));
-        bcast_floats(opt.m, m.num_params);
-        bcast_floats(opt.v, m.num_params);
-        opt.t = st.adam_t;
-    } else if (rank == 0) {
-        gpt2_init_weights(&m, (uint64_t)c->seed);
+// Model and optimizer: fresh (rank 0's initial weights broadcast) or from the checkpoint,
+// which rank 0 reads and broadcasts; then each rank's data cursor.
+static void build_state(Run *r) {
+    const TrainConfig *c = &r->cfg;
+    const int rank = r->w->rank, size = r->w->size;
+    TrainState *st = &r->st;
+    gpt2_build(&r->m, &r->mc);
+    gpt2_alloc_activations(&r->m, c->batch_size, c->block_size);
+    adamw_init(&r->opt, r->m.num_params);
+    r->ac = (AdamWConfig){(float)c->lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay};
+    r->sched = LR_COSINE;
+    lr_schedule_parse(c->lr_schedule, &r->sched);
+    st->best_val_loss = INFINITY;
+    r->old_world = size;
+    r->last_ckpt_step = -1;
+    r->cursors = gt_calloc((size_t)size * 3, sizeof(int64_t), "data cursors");
+    if (!c->resume) {
+        if (rank == 0) gpt2_init_weights(&r->m, (uint64_t)c->seed);
+        bcast_floats(r->m.params, r->m.num_params);
+        return;
     }
-    bcast_floats(m.params, m.num_params);  // rank 0's weights everywhere
-
-    DataLoader dl;
-    dataloader_init(&dl, train_tok, sh.count, T, (uint64_t)c->seed, rank);
-    if (c->resume) {
-        if (old_world == size) {
-            dataloader_seek(&dl, st.cursor_epoch[rank], st.cursor_pos[rank]);
-        } else {
-            // Another rank count: shards differ, so continue each rank at the mean fraction of
-            // the epoch the old ranks had reached (data order differs from here on).
-            double frac = 0;
-            for (int64_t i = 0; i < old_world; i++)
-                frac += st.cursor_windows[i] > 0 ? (double)st.cursor_pos[i] / (double)st.cursor_windows[i] : 0;
-            frac /= (double)old_world;
-            dataloader_seek(&dl, st.cursor_epoch[0], (int64_t)(frac * (double)dl.n_windows));
-        }
+    if (rank == 0) {
+        hid_t cf = ckpt_open(r->ckpt_path, "--resume: checkpoint");
+        ckpt_read_tensors(cf, "model", &r->m, r->m.params, r->ckpt_path);
+        ckpt_read_tensors(cf, "optimizer/m", &r->m, r->opt.m, r->ckpt_path);
+        ckpt_read_tensors(cf, "optimizer/v", &r->m, r->opt.v, r->ckpt_path);
+        train_state_read(cf, r->ckpt_path, st);
+        H5Fclose(cf);
+        r->old_world = st->world_size;
     }
-
-    if (st.step >= c->steps) {
-        if (rank == 0)
-            printf("gpt-train: checkpoint '%s' is already at step %lld >= --steps %lld; nothing to train "
-                   "(raise --steps to continue)\n",
-                   ckpt_path, st.step, c->steps);
-        comm_exit(0);
+    comm_bcast(&r->old_world, sizeof r->old_world);
+    long long sc[4] = {st->step, st->tokens_seen, st->skipped_steps, st->adam_t};
+    comm_bcast(sc, sizeof sc);
+    comm_bcast(&st->best_val_loss, sizeof st->best_val_loss);
+    st->step = sc[0];
+    st->tokens_seen = sc[1];
+    st->skipped_steps = sc[2];
+    r->opt.t = st->adam_t = sc[3];
+    size_t nw = (size_t)r->old_world;
+    if (rank != 0) {
+        st->cursor_epoch = gt_calloc(nw, sizeof(int64_t), "cursors");
+        st->cursor_pos = gt_calloc(nw, sizeof(int64_t), "cursors");
+        st->cursor_windows = gt_calloc(nw, sizeof(int64_t), "cursors");
     }
+    comm_bcast(st->cursor_epoch, nw * sizeof(int64_t));
+    comm_bcast(st->cursor_pos, nw * sizeof(int64_t));
+    comm_bcast(st->cursor_windows, nw * sizeof(int64_t));
+    bcast_floats(r->m.params, r->m.num_params);
+    bcast_floats(r->opt.m, r->m.num_params);
+    bcast_floats(r->opt.v, r->m.num_params);
+    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", r->ckpt_path);
+    r->last_ckpt_step = st->step;
+    if (r->old_world == size) {
+        dataloader_seek(&r->dl, st->cursor_epoch[rank], st->cursor_pos[rank]);
+    } else {
+        // Another rank count: shards differ, so each rank continues at the mean fraction of
+        // the epoch the old ranks had reached (the data order differs from here on).
+        double frac = 0;
+        for (size_t i = 0; i < nw; i++)
+            frac += st->cursor_windows[i] > 0 ? (double)st->cursor_pos[i] / (double)st->cursor_windows[i] : 0;
+        frac /= (double)nw;
+        dataloader_seek(&r->dl, st->cursor_epoch[0], (int64_t)(frac * (double)r->dl.n_windows));
+    }
+}
 
-    // ---- rank 0's writers
-    Logger lg;
-    log_open(&lg, c->out, rank, c->resume ? st.step : -1, c->steps);
+// Rank 0's log (with the effective configuration), metrics, attention.h5; the reducer.
+static void open_writers(Run *r, int argc, char **argv) {
+    const TrainConfig *c = &r->cfg;
+    const int rank = r->w->rank, size = r->w->size;
+    Logger *lg = &r->lg;
+    log_open(lg, c->out, rank, c->resume ? r->st.step : -1, c->steps);
     if (rank == 0) {
         printf("gpt-train %s: %d rank%s x %d thread%s\n", GT_VERSION, size, size == 1 ? "" : "s", c->threads,
                c->threads == 1 ? "" : "s");
         printf("# effective configuration (a valid --config file)\n");
         config_print(c, stdout);
-        if (lg.log) {
-            fprintf(lg.log, "# effective configuration\n");
-            config_print(c, lg.log);
+        if (lg->log) {
+            fprintf(lg->log, "# effective configuration\n");
+            config_print(c, lg->log);
         }
     }
-    log_line(&lg, "data: %s: %zu train tokens (%zu%s per rank), %zu val tokens (%zu eval windows), vocab %d",
-             r->tokens_path, info.n_train, info.n_train / (size_t)size, info.n_train % (size_t)size ? " or 1 more" : "",
-             info.n_val, ev_total, info.vocab_size);
-    log_line(&lg, "model: %zu parameters (%.2f MB), %d layers, %d heads, %d embd, block %d; %lld tokens per step",
-             m.num_params, m.num_params * 4.0 / 1e6, c->n_layer, c->n_head, c->n_embd, T,
-             (long long)B * T * A * size);
+    log_line(lg, "data: %s: %zu train tokens (%zu%s per rank), %zu val tokens (%zu eval windows), vocab %d",
+             r->tokens_path, r->info.n_train, r->info.n_train / (size_t)size,
+             r->info.n_train % (size_t)size ? " or 1 more" : "", r->info.n_val, r->ev_total, r->info.vocab_size);
+    log_line(lg, "model: %zu parameters (%.2f MB), %d layers, %d heads, %d embd, block %d; %lld tokens per step",
+             r->m.num_params, r->m.num_params * 4.0 / 1e6, c->n_layer, c->n_head, c->n_embd, c->block_size,
+             (long long)c->batch_size * c->block_size * c->grad_accum * size);
     if (c->resume) {
-        log_line(&lg, "resuming from %s at step %lld of %lld", ckpt_path, st.step, c->steps);
-        if (old_world != size)
-            log_line(&lg, "note: the checkpoint was written by %lld ranks, this run has %d: each rank continues at "
-                          "the same fraction of its epoch, but the data order differs from here on",
-                     (long long)old_world, size);
+        log_line(lg, "resuming from %s at step %lld of %lld", r->ckpt_path, r->st.step, c->steps);
+        if (r->old_world != size)
+            log_line(lg, "note: the checkpoint was written by %lld ranks, this run has %d: each rank continues at "
+                         "the same fraction of its epoch, but the data order differs from here on",
+                     (long long)r->old_world, size);
     }
-
-    AttnWriter *aw = NULL;
     if (c->attn_every > 0) {
         const char *msg = NULL;
         int32_t *probe = NULL;
         int Tp = 0;
-        if (rank == 0) {
-            probe = probe_ids(r, &tok, tf, info.n_val, &Tp);
-            if (!probe) msg = r->err;
-        }
+        if (rank == 0 && !(probe = probe_ids(r, &r->tok, r->tf, r->info.n_val, &Tp))) msg = r->err;
         comm_agree(msg, GT_EXIT_USAGE);
         if (rank == 0) {
             char ap[PATHLEN];
             snprintf(ap, sizeof ap, "%s/attention.h5", c->out);
-            aw = attn_writer_open(ap, &mc, c->attn_every, probe, Tp, &tok, !strcmp(c->attn_dtype, "float16"),
-                                  c->resume ? st.step : -1);
+            r->aw = attn_writer_open(ap, &r->mc, c->attn_every, probe, Tp, &r->tok, !strcmp(c->attn_dtype, "float16"),
+                                     c->resume ? r->st.step : -1);
         }
         free(probe);
     }
-
-    GradReducer red;
     // Buckets of about an eighth of the gradient (64 KiB to 4 MiB): small models still get a
     // few reductions in flight during backward, big ones a bucket per block or two.
-    size_t bucket = m.num_params * sizeof(float) / 8;
+    size_t bucket = r->m.num_params * sizeof(float) / 8;
     bucket = bucket < (64u << 10) ? (64u << 10) : bucket > (4u << 20) ? (4u << 20) : bucket;
-    reducer_init(&red, r->w->comm, m.grads, m.num_params, bucket);
-    LRSchedule sched = LR_COSINE;
-    lr_schedule_parse(c->lr_schedule, &sched);
-    int *inputs = gt_malloc((size_t)B * T * sizeof(int), "inputs");
-    int *targets = gt_malloc((size_t)B * T * sizeof(int), "targets");
-    // Fault hooks for the tests: a NaN gradient on rank 0 at step k; SIGUSR1 to the last rank at
-    // step k; the last rank's weights nudged after step k (what --check-sync must catch).
-    long long fault_nan_step = getenv("GT_FAULT_NAN_STEP") ? atoll(getenv("GT_FAULT_NAN_STEP")) : -1;
-    long long fault_signal_step = getenv("GT_FAULT_SIGNAL_STEP") ? atoll(getenv("GT_FAULT_SIGNAL_STEP")) : -1;
-    long long fault_desync_step = getenv("GT_FAULT_DESYNC_STEP") ? atoll(getenv("GT_FAULT_DESYNC_STEP")) : -1;
-    const long long tokens_per_step = (long long)B * T * A * size;
-    char last_ckpt[PATHLEN] = "";
-    if (c->resume) snprintf(last_ckpt, sizeof last_ckpt, "%s", ckpt_path);
-    long long last_ckpt_step = c->resume ? st.step : -1;
+    reducer_init(&r->red, r->w->comm, r->m.grads, r->m.num_params, bucket);
+    // The command to resume with, for the message after a signal.
+    for (int i = 0, len = 0; i < argc && len < (int)sizeof r->resume_cmd - 256; i++)
+        if (strcmp(argv[i], "--resume") != 0)
+            len += snprintf(r->resume_cmd + len, sizeof r->resume_cmd - (size_t)len,
+                            strpbrk(argv[i], " \t'\"") ? " '%.200s'" : " %.200s", argv[i]);
+    r->fault_nan_step = getenv("GT_FAULT_NAN_STEP") ? atoll(getenv("GT_FAULT_NAN_STEP")) : -1;
+    r->fault_signal_step = getenv("GT_FAULT_SIGNAL_STEP") ? atoll(getenv("GT_FAULT_SIGNAL_STEP")) : -1;
+    r->fault_desync_step = getenv("GT_FAULT_DESYNC_STEP") ? atoll(getenv("GT_FAULT_DESYNC_STEP")) : -1;
+}
+
+// One optimizer step k (1-based): forward/backward per micro-batch, the averaged gradient,
+// clip, AdamW. Returns the training loss averaged over the ranks; *norm the gradient norm.
+// A NaN/Inf loss or norm stops the run (exit 2), or with --skip-bad-steps skips the update.
+static double train_step(Run *r, long long k, float *norm) {
+    const TrainConfig *c = &r->cfg;
+    const int B = c->batch_size, T = c->block_size, A = c->grad_accum, rank = r->w->rank, size = r->w->size;
+    GPT2 *m = &r->m;
+    r->ac.lr = lr_at(k - 1, c->steps, c->warmup, (float)c->lr, (float)c->min_lr, r->sched);
+    gpt2_zero_grad(m);
+    double loss = 0;
+    for (int micro = 0; micro < A; micro++) {
+        dataloader_next(&r->dl, r->inputs, r->targets, B);
+        float l = gpt2_forward(m, r->inputs, r->targets, B, T, 1, dropout_key((uint64_t)c->seed, k, rank, micro));
+        loss += (double)l / A;
+        // Only the last micro-batch's backward finishes the gradients: reduce once.
+        gpt2_backward(m, 1.0f / (float)A, micro == A - 1 && size > 1 ? reducer_ready : NULL, &r->red);
+    }
+    if (k == r->fault_nan_step && rank == 0) m->grads[0] = NAN;
+    reducer_finish(&r->red);
+    if (size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, r->w->comm));
+    loss /= size;
+    *norm = grad_clip(m->grads, m->num_params, (float)c->grad_clip);
+    if (isfinite(loss) && isfinite(*norm)) {
+        adamw_step(&r->opt, m, m->params, m->grads, &r->ac);
+        return loss;
+    }
+    // Every rank sees the same reduced figures, so all take the same branch.
+    if (c->skip_bad_steps) {
+        r->st.skipped_steps++;
+        log_line(&r->lg, "step %lld: loss %g, grad norm %g: update skipped (--skip-bad-steps; %lld skipped so far)", k,
+                 loss, *norm, r->st.skipped_steps);
+        return loss;
+    }
+    if (rank == 0) {
+        fprintf(stderr, "gpt-train: error: step %lld: %s is %s; stopping without saving. ", k,
+                !isfinite(loss) ? "training loss" : "gradient norm",
+                isnan(!isfinite(loss) ? loss : *norm) ? "NaN" : "infinite");
+        if (*r->last_ckpt)
+            fprintf(stderr, "The last good checkpoint is %s (step %lld): resume from it with --resume, "
+                            "perhaps with a lower --lr or --skip-bad-steps.\n",
+                    r->last_ckpt, r->last_ckpt_step);
+        else
+            fprintf(stderr, "No checkpoint was written yet; try a lower --lr.\n");
+    }
+    log_close(&r->lg);
+    comm_exit(GT_EXIT_RUNTIME);
+}
+
+// The loop: steps, then check-sync, attention probe, eval, log line, checkpoint and the
+// agreed stop on a signal, each when due.
+static void train(Run *r) {
+    const TrainConfig *c = &r->cfg;
+    const int rank = r->w->rank, size = r->w->size;
+    TrainState *st = &r->st;
+    const long long tokens_per_step = (long long)c->batch_size * c->block_size * c->grad_accum * size;
     double ms_sum = 0;
     int ms_n = 0;
-
-
-    // The command to resume with, for the message after a signal.
-    char resume_cmd[4096] = "";
-    for (int i = 0, len = 0; i < argc && len < (int)sizeof resume_cmd - 256; i++)
-        if (strcmp(argv[i], "--resume") != 0)
-            len += snprintf(resume_cmd + len, sizeof resume_cmd - (size_t)len, strpbrk(argv[i], " \t'\"") ? " '%.200s'" : " %.200s", argv[i]);
-    AdamWConfig ac = {(float)c->lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay};
-    while (st.step < c->steps) {
-        long long k = st.step + 1;  // the step being made (1-based, as logged)
+    while (st->step < c->steps) {
+        long long k = st->step + 1;
         double t0 = comm_time();
-        ac.lr = lr_at(st.step, c->steps, c->warmup, (float)c->lr, (float)c->min_lr, sched);
-        gpt2_zero_grad(&m);
-        double loss = 0;
-        for (int micro = 0; micro < A; micro++) {
-            dataloader_next(&dl, inputs, targets, B);
-            float l = gpt2_forward(&m, inputs, targets, B, T, 1, dropout_key((uint64_t)c->seed, k, rank, micro));
-            loss += (double)l / A;
-            // Only the last micro-batch's backward finishes the gradients: reduce once.
-            gpt2_backward(&m, 1.0f / (float)A, micro == A - 1 && size > 1 ? reducer_ready : NULL, &red);
-        }
-        if (k == fault_nan_step && rank == 0) m.grads[0] = NAN;  // fault suite: a poisoned gradient
-        reducer_finish(&red);
-        if (size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, r->w->comm));
-        loss /= size;
-        float norm = grad_clip(m.grads, m.num_params, (float)c->grad_clip);
-        if (!isfinite(loss) || !isfinite(norm)) {
-            // Every rank sees the same reduced figures, so all take the same branch.
-            if (!c->skip_bad_steps) {
-                if (rank == 0) {
-                    fprintf(stderr, "gpt-train: error: step %lld: %s is %s; stopping without saving. ", k,
-                            !isfinite(loss) ? "training loss" : "gradient norm",
-                            isnan(!isfinite(loss) ? loss : norm) ? "NaN" : "infinite");
-                    if (*last_ckpt)
-                        fprintf(stderr, "The last good checkpoint is %s (step %lld): resume from it with --resume, "
-                                        "perhaps with a lower --lr or --skip-bad-steps.\n",
-                                last_ckpt, last_ckpt_step);
-                    else fprintf(stderr, "No checkpoint was written yet; try a lower --lr.\n");
-                }
-                log_close(&lg);
-                comm_exit(GT_EXIT_RUNTIME);
-            }
-            st.skipped_steps++;
-            log_line(&lg, "step %lld: loss %g, grad norm %g: update skipped (--skip-bad-steps; %lld skipped so far)", k,
-                     loss, norm, st.skipped_steps);
-        } else {
-            adamw_step(&opt, &m, m.params, m.grads, &ac);
-        }
-        st.step = k;
-        st.tokens_seen += tokens_per_step;
-        double ms = (comm_time() - t0) * 1000.0;
-        ms_sum += ms;
+        float norm;
+        double loss = train_step(r, k, &norm);
+        st->step = k;
+        st->tokens_seen += tokens_per_step;
+        ms_sum += (comm_time() - t0) * 1000.0;
         ms_n++;
 
-        if (k == fault_desync_step && rank == size - 1) m.params[0] += 1e-3f;
-        if (c->check_sync && size > 1 && (k % c->log_every == 0 || k == c->steps)) check_sync(r, &m, k);
-        if (aw && k % c->attn_every == 0) attn_probe_record(aw, &m, k, (float)loss);
-
+        if (k == r->fault_desync_step && rank == size - 1) r->m.params[0] += 1e-3f;
+        if (c->check_sync && size > 1 && (k % c->log_every == 0 || k == c->steps)) check_sync(r, &r->m, k);
+        if (r->aw && k % c->attn_every == 0) attn_probe_record(r->aw, &r->m, k, (float)loss);
         double val = NAN;
         if ((c->eval_every > 0 && k % c->eval_every == 0) || k == c->steps) {
-            val = evaluate(r, &m, val_tok, ev_count, inputs, targets);
-            if (val < st.best_val_loss) st.best_val_loss = val;
+            val = evaluate(r, &r->m, r->val_tok, r->ev_count, r->inputs, r->targets);
+            if (val < st->best_val_loss) st->best_val_loss = val;
         }
         if (k % c->log_every == 0 || k == c->steps || !isnan(val)) {
-            double mean_ms = ms_sum / ms_n;
-            MetricsRow row = {k, st.tokens_seen, loss, val, ac.lr, norm, mean_ms, tokens_per_step / (mean_ms / 1000.0)};
-            log_metrics(&lg, &row);
+            double ms = ms_sum / ms_n;
+            MetricsRow row = {k, st->tokens_seen, loss, val, r->ac.lr, norm, ms, tokens_per_step / (ms / 1000.0)};
+            log_metrics(&r->lg, &row);
             ms_sum = 0;
             ms_n = 0;
         } else {
-            log_progress(&lg, k, loss, ms_sum / ms_n);
+            log_progress(&r->lg, k, loss, ms_sum / ms_n);
         }
 
-        if (k == fault_signal_step && rank == size - 1) raise(SIGUSR1);  // tests: one rank is told to stop
+        if (k == r->fault_signal_step && rank == size - 1) raise(SIGUSR1);
         int sig = signals_pending();
         if (size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, r->w->comm));
-        if ((c->ckpt_every > 0 && k % c->ckpt_every == 0) || k == c->steps || sig) {
-            save_checkpoint(r, &dl, &st, &m, &opt, tf, &lg, cur, last_ckpt);
-            last_ckpt_step = st.step;
-        }
+        if ((c->ckpt_every > 0 && k % c->ckpt_every == 0) || k == c->steps || sig) save_checkpoint(r);
         if (sig) {
-            log_line(&lg, "stopped by %s after step %lld; checkpoint %s. Resume with:\n  mpirun -np %d%s --resume",
-                     signals_name(sig), k, last_ckpt, size, resume_cmd);
+            log_line(&r->lg, "stopped by %s after step %lld; checkpoint %s. Resume with:\n  mpirun -np %d%s --resume",
+                     signals_name(sig), k, r->last_ckpt, size, r->resume_cmd);
             break;
         }
     }
-    if (size > 1 && rank == 0)
-        log_line(&lg,
+    if (size > 1)
+        log_line(&r->lg,
                  "allreduce: %.1f%% of the gradient reduced behind backward; %.1f ms/step waited after it "
                  "(one blocking allreduce: %.1f ms); %.2f MB sent per rank per step",
-                 100.0 * reducer_hidden_share(&red), reducer_exposed_ms(&red), 1000.0 * red.blocking_s,
-                 reducer_bytes_sent(&red) / 1e6);
-    if (st.step >= c->steps && rank == 0)
-        log_line(&lg, "done: step %lld, best val loss %.4f, %lld tokens seen%s", st.step, st.best_val_loss,
-                 st.tokens_seen, st.skipped_steps ? " (some steps skipped)" : "");
+                 100.0 * reducer_hidden_share(&r->red), reducer_exposed_ms(&r->red), 1000.0 * r->red.blocking_s,
+                 reducer_bytes_sent(&r->red) / 1e6);
+    if (st->step >= c->steps)
+        log_line(&r->lg, "done: step %lld, best val loss %.4f, %lld tokens seen%s", st->step, st->best_val_loss,
+                 st->tokens_seen, st->skipped_steps ? " (some steps skipped)" : "");
+}
 
-    if (aw) attn_writer_close(aw);
-    log_close(&lg);
-    reducer_free(&red);
-    dataloader_free(&dl);
-    adamw_free(&opt);
-    gpt2_free(&m);
-    free(inputs);
-    free(targets);
-    free(train_tok);
-    free(val_tok);
-    free(cur);
-    train_state_free(&st);
-    H5Fclose(tf);
-    tokens_info_free(&info);
-    if (rank == 0) tokenizer_free(&tok);
-    config_free(c);
+static void run_free(Run *r) {
+    if (r->aw) attn_writer_close(r->aw);
+    log_close(&r->lg);
+    reducer_free(&r->red);
+    dataloader_free(&r->dl);
+    adamw_free(&r->opt);
+    gpt2_free(&r->m);
+    free(r->inputs);
+    free(r->targets);
+    free(r->train_tok);
+    free(r->val_tok);
+    free(r->cursors);
+    train_state_free(&r->st);
+    H5Fclose(r->tf);
+    tokens_info_free(&r->info);
+    if (r->w->rank == 0) tokenizer_free(&r->tok);
+    config_free(&r->cfg);
+}
+
+int main(int argc, char **argv) {
+    gt_set_progname("gpt-train");
+    static Run run;  // large (paths, messages): not on the stack
+    Run *r = &run;
+    r->w = comm_init(&argc, &argv);
+    h5_quiet();
+    TrainConfig *c = &r->cfg;
+    char *help = NULL;
+    int prc = config_parse(c, argc, argv, r->err, sizeof r->err, &help);
+    if (prc == 1) {
+        if (r->w->rank == 0) fputs(help, stdout);
+        free(help);
+        comm_exit(0);
+    }
+    comm_agree(prc < 0 ? r->err : NULL, GT_EXIT_USAGE);
+    openblas_set_num_threads(c->threads);
+    omp_set_num_threads(c->threads);
+    signals_install();
+
+    prepare_run_dir(r);
+    prepare_data(r);
+    open_tokens(r);
+    if (c->resume) resume_settings(r);
+    comm_agree(config_check(c, r->err, sizeof r->err) != 0 ? r->err : NULL, GT_EXIT_USAGE);
+    r->mc = (GPTConfig){r->info.vocab_size, c->block_size, c->n_layer, c->n_head, c->n_embd, (float)c->dropout};
+    comm_agree(gpt2_config_check(&r->mc, r->err, sizeof r->err) ? NULL : r->err, GT_EXIT_USAGE);
+    load_tokens(r);
+    build_state(r);
+    if (r->st.step >= c->steps) {
+        if (r->w->rank == 0)
+            printf("gpt-train: checkpoint '%s' is already at step %lld >= --steps %lld; nothing to train "
+                   "(raise --steps to continue)\n",
+                   r->ckpt_path, r->st.step, c->steps);
+        comm_exit(0);
+    }
+    open_writers(r, argc, argv);
+    train(r);
+    run_free(r);
     comm_exit(0);
 }
