@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -88,11 +90,31 @@ static void prune(const char *run, const char *keep_name, int keep) {
     free(names);
 }
 
+// A full disk must end with one message, not inside HDF5 (a write that fails for lack of
+// space in the middle of H5Ocopy crashes libhdf5 1.10): check the space first. The new file is
+// about the size of the previous one (same model); without one, the tensors plus HDF5's
+// per-object overhead.
+static void check_space(const char *run, const char *path, const GPT2 *m) {
+    long long need = 12LL * (long long)m->num_params + 3LL * 1024 * m->n_specs + 16384;
+    char prev[4200];
+    struct stat sb;
+    if (train_state_latest(run, prev, sizeof prev) && stat(prev, &sb) == 0 && sb.st_size > 0) need = sb.st_size;
+    struct statvfs vfs;
+    if (statvfs(run, &vfs) != 0) return;
+    long long avail = (long long)vfs.f_bavail * (long long)vfs.f_frsize;
+    if (avail < need)
+        gt_fail(GT_EXIT_RUNTIME,
+                "no space left for checkpoint '%s': about %lld bytes needed, %lld available in '%s'; the previous "
+                "checkpoint is intact: free some space, then continue with --resume",
+                path, need, avail, run);
+}
+
 void train_state_save(const char *run, const TrainConfig *cfg, const GPT2 *m, const AdamW *opt,
                       const TrainState *st, hid_t tok_file, int keep, char *path_out) {
     char name[32], path[4200], tmp[4300];
     snprintf(name, sizeof name, "ckpt-%08lld.h5", st->step);
     snprintf(path, sizeof path, "%s/%s", run, name);
+    check_space(run, path, m);
     hid_t f = h5_create_tmp(path, GT_FORMAT_CHECKPOINT, tmp, sizeof tmp);
     char now[40];
     h5_iso8601_now(now, sizeof now);
