@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "error.h"
 #include "h5util.h"
@@ -313,10 +314,28 @@ static void write_record(hid_t d, hid_t memtype, int rank, const hsize_t *rec, l
     H5_CHECK(H5Dflush(d), "is the disk full?");
 }
 
+// A failed append on a full disk surfaces from HDF5 as an anonymous H5Dwrite/H5Dflush error:
+// check the space first so the message names the file and the bytes a record needs.
+static void check_space(const AttnWriter *w, long long step) {
+    long long need = (long long)w->L * w->NH * w->T * w->T * (w->float16 ? 2 : 4) + 4096;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", w->path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) != 0) return;
+    long long avail = (long long)vfs.f_bavail * (long long)vfs.f_frsize;
+    if (avail < need)
+        gt_fail(GT_EXIT_RUNTIME, "no space left to append the attention record of step %lld to '%s': about %lld bytes "
+                "needed, %lld available; the records so far and the checkpoints are intact", step, w->path, need, avail);
+}
+
 void attn_append(AttnWriter *w, long long step, float loss, const float *att) {
     if (step <= w->last_step)
         gt_fail(GT_EXIT_RUNTIME, "'%s': record for step %lld after step %lld; steps must increase", w->path, step,
                 w->last_step);
+    check_space(w, step);
     hsize_t rec[5] = {1, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
     if (w->float16) {
         size_t n = (size_t)w->L * w->NH * w->T * w->T;
