@@ -94,13 +94,13 @@ def randomized(run):
     with h5py.File(dst, "r+") as f:
         for name, d in f["model"].items():
             if name != "lm_head.weight":  # a hard link to wte
-                d[...] = d[()] + rng.normal(0, 0.3, d.shape).astype(np.float32)
+                d[...] = d[()] + rng.normal(0, 0.5, d.shape).astype(np.float32)
     return out
 
 
 def test_greedy_matches_twin(run):
     check_greedy(run, min_distinct=1)
-    check_greedy(randomized(run), min_distinct=8)
+    check_greedy(randomized(run), min_distinct=5)
 
 
 def check_greedy(run, min_distinct):
