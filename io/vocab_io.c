@@ -67,6 +67,11 @@ void vocab_read_group(hid_t file, Tokenizer *tok, const char *path) {
         gt_fail_usage("'%s': /tokenizer: %zu special tokens, but vocab_size - 256 - n_merges = %lld", path, n_special,
                       (long long)(V - 256 - M));
 
+    if (tokenizer_pattern(pattern) != pattern) {  // a hand-made file may name the pattern
+        char *re = gt_strdup(tokenizer_pattern(pattern));
+        free(pattern);
+        pattern = re;
+    }
     tok->pattern = pattern;
     tok->vocab_size = (int)V;
     tok->n_merges = (int)M;
