@@ -160,10 +160,13 @@ def test_dropout(tag="dropout"):
     f = {k: h5py.File(v, "r") for k, v in outs.items()}
     le, l7, l7b, l8 = (float(f[k].attrs["loss"]) for k in ("eval", "s7", "s7b", "s8"))
     check("dropout changes the training loss", abs(l7 - le) > 1e-3 and abs(l7 - l8) > 1e-3, f"{le:.4f} {l7:.4f} {l8:.4f}")
-    g7 = f["s7"]["grads/transformer.h.0.attn.c_attn.weight"][()]
-    g7b = f["s7b"]["grads/transformer.h.0.attn.c_attn.weight"][()]
-    check("same dropout seed, 1 vs 2 threads: same masks", abs(l7 - l7b) < 1e-6 and rel_err(g7b, g7) < 1e-5,
-          f"loss {l7:.7f} vs {l7b:.7f}, grad rel {rel_err(g7b, g7):.1e}")
+    # Masks depend on (seed, position) only; GEMMs are split by rows of the output and
+    # row sums go through fixed blocks, so 2 threads should reproduce 1 thread (here
+    # bit for bit; the check allows rounding in case a BLAS kernel sums differently).
+    worst = max(rel_err(f["s7b"]["grads"][k][()], f["s7"]["grads"][k][()]) for k in f["s7"]["grads"])
+    bitwise = all(np.array_equal(f["s7b"]["grads"][k][()], f["s7"]["grads"][k][()]) for k in f["s7"]["grads"])
+    check("same dropout seed, 1 vs 2 threads: same masks, same gradients", abs(l7 - l7b) < 1e-6 and worst < 1e-6,
+          f"loss {l7:.7f} vs {l7b:.7f}, worst grad rel {worst:.1e}, bitwise {bitwise}")
     att = f["s7"]["att"][()]
     # after dropout rows would sum to (kept mass)/(1-p), not 1
     check("attention probabilities are stored before dropout, causal",
