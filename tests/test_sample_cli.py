@@ -240,6 +240,25 @@ def test_bad_input(run):
     assert b"--attn-out" in out and b"--top-p" in out
 
 
+def test_streaming(run):
+    """stdout is flushed per token: a reader gets many small pieces while gpt-sample runs,
+    not 4 KiB blocks of a buffered stream"""
+    p = subprocess.Popen([SAMPLE, "--checkpoint", run, "--prompt", "New", "--max-new-tokens", "4000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    reads, total, first = 0, 0, None
+    while True:
+        b = os.read(p.stdout.fileno(), 1 << 16)
+        if not b:
+            break
+        if first is None:
+            first = (len(b), p.poll() is None)
+        reads += 1
+        total += len(b)
+    assert p.wait() == 0
+    assert first[0] < 4096 and first[1], f"first read {first}: not streamed"
+    assert reads > 2 * (total // 4096 + 1), f"{reads} reads for {total} bytes: not flushed per token"
+
+
 def test_attn_out_temp_removed(run):
     # the generation file appears only complete: no temp files left after a run
     gen = os.path.join(TMP, "g2.h5")
@@ -263,7 +282,7 @@ if __name__ == "__main__":
     run = make_run()
     print(f"ok trained the fixture ({time.time() - t0:.1f}s)")
     for t in (test_greedy_matches_twin, test_seeds, test_long_prompt, test_empty_prompt, test_bad_input,
-              test_attn_out_temp_removed):
+              test_streaming, test_attn_out_temp_removed):
         t0 = time.time()
         t(run)
         print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")
