@@ -1,0 +1,259 @@
+#!/usr/bin/python3
+"""test_runtime_faults.py - what a long training meets on a shared cluster, and what the user
+must see then:
+
+full disk   RUN on a small tmpfs (mount -t tmpfs -o size=...; skipped with the reason when
+            mounting is not permitted). A checkpoint write that does not fit: exit 2 on every
+            rank, one message naming the checkpoint path and the bytes needed, the previous
+            checkpoint and RUN/latest intact, no temporary file left, and --resume works once
+            there is space. An attention.h5 append that does not fit: the same, naming
+            attention.h5, with the records already written still readable.
+            (RLIMIT_FSIZE is not used: it breaks Open MPI's own shared-memory files.)
+dead rank   one of 4 ranks killed with SIGKILL mid-training: every process of the job is gone
+            within 30 s and the output names the lost rank (Open MPI's "process rank 2 ...
+            exited on signal 9"); the newest checkpoint is intact. One rank that cannot open
+            its data file (GT_FAULT_OPEN_RANK): exit 1 within 30 s, naming that rank.
+NaN         a NaN gradient injected at step k (GT_FAULT_NAN_STEP=k, a test hook of gpt-train):
+            stops within step k with a message naming the step and NaN, exit 2, the last good
+            checkpoint (step k-1) kept and named; with --skip-bad-steps the run finishes, the
+            skip is counted in the log, and every weight is finite.
+"""
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faultlib as fl  # noqa: E402
+
+MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "2",
+         "--eval-batches", "1", "--log-every", "1", "--dropout", "0.1"]
+
+
+def h5():
+    import h5py
+    return h5py
+
+
+def ckpt_ok(path):
+    try:
+        with h5().File(path, "r") as f:
+            for grp in ("model", "optimizer/m", "optimizer/v"):
+                for k in f[grp].keys():
+                    f[grp][k][()]
+            return int(f.attrs["step"])
+    except Exception as e:  # noqa: BLE001
+        return "unreadable: %s" % e
+
+
+def latest_of(run):
+    try:
+        with open(os.path.join(run, "latest")) as f:
+            return os.path.basename(f.read().strip())
+    except OSError:
+        return None
+
+
+class Tmpfs:
+    def __init__(self, path, size):
+        self.path, self.size, self.mounted = path, size, False
+
+    def __enter__(self):
+        os.makedirs(self.path, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % self.size, "tmpfs", self.path],
+                           capture_output=True, text=True)
+        self.mounted = r.returncode == 0
+        self.why = r.stderr.strip()
+        return self
+
+    def __exit__(self, *a):
+        if self.mounted:
+            subprocess.run(["umount", "-l", self.path])
+
+
+def error_lines(r):
+    return [l for l in (r.out + r.err).splitlines() if ": error:" in l]
+
+
+def full_disk(ck, d, train, tokens):
+    # Checkpoints: each is ~138 KB for this model; 220 KiB holds one and the small files.
+    with Tmpfs(os.path.join(d, "fs-ckpt"), "220k") as fs:
+        if not fs.mounted:
+            print("SKIP full disk: cannot mount a tmpfs here (%s)" % fs.why)
+            return
+        run = os.path.join(fs.path, "run")
+        r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", "5", "--ckpt-every", "1",
+                             "--keep-ckpts", "3", *MODEL), timeout=120)
+        what = "full disk at a checkpoint"
+        ck.ok(not r.crashed(), what + ": no crash, no hang", r.describe())
+        ck.ok(r.rc == 2, what + ": exit status 2 (runtime failure)", r.describe())
+        errs = error_lines(r)
+        ck.ok(len(errs) == 1, what + ": one error message (got %d)" % len(errs), r.describe())
+        msg = errs[0] if errs else ""
+        m = re.search(r"ckpt-(\d{8})\.h5", msg)
+        ck.ok(m is not None and re.search(r"\d+ bytes", msg) is not None,
+              what + ": the message names the checkpoint path and the bytes needed", msg)
+        names = sorted(os.listdir(run))
+        ck.ok(not [n for n in names if ".tmp" in n], what + ": no temporary file left", str(names))
+        lt = latest_of(run)
+        ck.ok(lt is not None and ckpt_ok(os.path.join(run, lt)) == int(lt[5:13]),
+              what + ": RUN/latest names the previous checkpoint, intact", "latest %s, files %s" % (lt, names))
+        if m and lt:
+            ck.ok(int(lt[5:13]) == int(m.group(1)) - 1, what + ": the previous checkpoint is the step before",
+                  "%s vs %s" % (lt, msg))
+        # With space again (a bigger tmpfs holds the same run), --resume finishes the run.
+        keep = os.path.join(d, "saved-run")
+        shutil.copytree(run, keep)
+    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", keep, "--steps", "5", "--ckpt-every", "1",
+                         "--keep-ckpts", "3", "--resume", *MODEL), timeout=120)
+    ck.ok(r.rc == 0 and latest_of(keep) == "ckpt-00000005.h5", "full disk: --resume finishes once there is space",
+          r.describe())
+
+    # Attention records: each ~32 KiB uncompressed (2 layers, 4 heads, 32x32).
+    with Tmpfs(os.path.join(d, "fs-attn"), "200k") as fs:
+        if not fs.mounted:
+            return
+        run = os.path.join(fs.path, "run")
+        r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", "300", "--ckpt-every", "1000",
+                             "--attn-every", "1", "--n-layer", "2", "--n-head", "4", "--n-embd", "16",
+                             "--block-size", "32", "--batch-size", "2", "--eval-batches", "1", "--log-every", "50"),
+                   timeout=120)
+        what = "full disk at an attention record"
+        ck.ok(not r.crashed(), what + ": no crash, no hang", r.describe())
+        ck.ok(r.rc == 2, what + ": exit status 2", r.describe())
+        errs = error_lines(r)
+        ck.ok(len(errs) == 1 and "attention.h5" in errs[0] and re.search(r"\d+ bytes", errs[0]),
+              what + ": one message naming attention.h5 and the bytes needed", r.describe())
+        try:
+            with h5().File(os.path.join(run, "attention.h5"), "r", swmr=True) as f:
+                steps = list(f["step"][()])
+                n_att = f["attention"].shape[0]
+            ok = len(steps) > 0 and steps == list(range(1, len(steps) + 1)) and n_att >= len(steps)
+            detail = "steps %s, records %d" % (steps[-3:], n_att)
+        except Exception as e:  # noqa: BLE001
+            ok, detail = False, str(e)
+        ck.ok(ok, what + ": the records written so far stay readable", detail)
+
+
+def rank_pids(sid):
+    ranks = {}
+    for pid in fl.session_pids(sid):
+        try:
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        for e in env:
+            if e.startswith(b"OMPI_COMM_WORLD_RANK="):
+                ranks[int(e.split(b"=")[1])] = pid
+    return ranks
+
+
+def dead_rank(ck, d, train, tokens):
+    run = os.path.join(d, "dead")
+    log = os.path.join(d, "dead.log")
+    p = fl.spawn(fl.mpirun(4, train, "--data", tokens, "--out", run, "--steps", "1000000", "--ckpt-every", "200",
+                           *MODEL[:-4], "--log-every", "100"), log)
+    what = "dead rank (SIGKILL to rank 2 of 4)"
+    deadline = time.time() + 60
+    while time.time() < deadline and not latest_of(run) and p.poll() is None:
+        time.sleep(0.05)
+    ranks = rank_pids(p.pid)
+    if not ck.ok(p.poll() is None and len(ranks) == 4, what + ": training running on 4 ranks",
+                 "ranks %s, rc %s" % (ranks, p.poll())):
+        fl.kill_group(p)
+        return
+    time.sleep(0.3)
+    t0 = time.time()
+    os.kill(ranks[2], signal.SIGKILL)
+    while time.time() - t0 < 30 and fl.session_pids(p.pid):
+        time.sleep(0.05)
+    secs = time.time() - t0
+    left = fl.session_pids(p.pid)
+    ck.ok(not left, what + ": every process gone within 30 s (took %.1f s)" % secs, "still alive: %s" % left)
+    fl.kill_group(p)
+    with open(log, errors="replace") as f:
+        out = f.read()
+    ck.ok(p.returncode != 0, what + ": mpirun exits non-zero", "rc %s" % p.returncode)
+    ck.ok(re.search(r"rank 2\b", out) is not None, what + ": the output names the lost rank 2", out[-1500:])
+    lt = latest_of(run)
+    ck.ok(lt is not None and isinstance(ckpt_ok(os.path.join(run, lt)), int),
+          what + ": the newest checkpoint is intact", "latest %s" % lt)
+    print("dead rank: all processes gone %.1f s after the kill" % secs)
+
+    t0 = time.time()
+    r = fl.run(fl.mpirun(4, train, "--data", tokens, "--out", os.path.join(d, "norank"), "--steps", "5", *MODEL),
+               timeout=30, extra_env={"GT_FAULT_OPEN_RANK": "3"})
+    what = "rank 3 cannot open its data file"
+    ck.ok(not r.timed_out and time.time() - t0 < 30, what + ": every rank exits within 30 s", r.describe())
+    errs = error_lines(r)
+    ck.ok(r.rc == 1 and len(errs) == 1 and "rank 3" in errs[0], what + ": exit 1, one message naming rank 3",
+          r.describe())
+
+
+def nan_step(ck, d, train, tokens):
+    k = 3
+    run = os.path.join(d, "nan")
+    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", "6", "--ckpt-every", "1", *MODEL),
+               timeout=120, extra_env={"GT_FAULT_NAN_STEP": str(k)})
+    what = "NaN gradient at step %d" % k
+    ck.ok(not r.crashed(), what + ": no crash, no hang", r.describe())
+    ck.ok(r.rc == 2, what + ": exit status 2", r.describe())
+    errs = error_lines(r)
+    msg = errs[0] if errs else ""
+    ck.ok(len(errs) == 1 and ("step %d" % k) in msg and "NaN" in msg, what + ": one message naming step %d and NaN" % k,
+          r.describe())
+    ck.ok("ckpt-%08d.h5" % (k - 1) in msg, what + ": the message names the last good checkpoint", msg)
+    if "layer" not in msg and "transformer." not in msg:
+        print("note: the NaN message does not name a layer: %s" % msg)
+    ck.ok(latest_of(run) == "ckpt-%08d.h5" % (k - 1) and ckpt_ok(os.path.join(run, latest_of(run))) == k - 1,
+          what + ": RUN/latest is the intact checkpoint of step %d" % (k - 1), str(os.listdir(run)))
+    ck.ok(not [n for n in os.listdir(run) if n.startswith("ckpt-") and int(n[5:13]) >= k],
+          what + ": nothing saved from step %d on" % k, str(os.listdir(run)))
+
+    run2 = os.path.join(d, "nan-skip")
+    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run2, "--steps", "6", "--ckpt-every", "3",
+                         "--skip-bad-steps", *MODEL), timeout=120, extra_env={"GT_FAULT_NAN_STEP": str(k)})
+    what = "NaN gradient at step %d with --skip-bad-steps" % k
+    ck.ok(r.rc == 0, what + ": the run finishes", r.describe())
+    with open(os.path.join(run2, "train.log"), errors="replace") as f:
+        log = f.read()
+    ck.ok(re.search(r"step %d\b.*skipped.*1 skipped" % k, log) is not None, what + ": the skip is logged and counted",
+          log[-1200:])
+    try:
+        import numpy as np
+        with h5().File(os.path.join(run2, "ckpt-00000006.h5"), "r") as f:
+            finite = all(np.isfinite(f["model"][n][()]).all() for n in f["model"].keys())
+            skipped = int(f["state"].attrs.get("skipped_steps", -1))
+        ck.ok(finite, what + ": every weight finite at the end")
+        ck.ok(skipped == 1, what + ": the checkpoint counts 1 skipped step", "skipped_steps = %s" % skipped)
+    except Exception as e:  # noqa: BLE001
+        ck.ok(False, what + ": final checkpoint readable", str(e))
+
+
+def main():
+    bpe, train = fl.require("gpt-bpe", "gpt-train")
+    d = fl.tmpdir("gt-runtime-")
+    ck = fl.Checks("test_runtime_faults")
+    corpus = fl.make_corpus(os.path.join(d, "corpus.txt"), 40000)
+    vocab, tokens = os.path.join(d, "vocab.h5"), os.path.join(d, "tokens.h5")
+    for cmd in ([bpe, "train", "--input", corpus, "--out", vocab, "--vocab-size", "320"],
+                [bpe, "encode", "--vocab", vocab, "--input", corpus, "--out", tokens]):
+        r = fl.run(cmd, timeout=120)
+        if r.rc != 0:
+            print("fixture failed\n" + r.describe())
+            sys.exit(1)
+    for part in (full_disk, dead_rank, nan_step):
+        t0 = time.time()
+        part(ck, d, train, tokens)
+        print("%s: %.1f s" % (part.__name__, time.time() - t0), flush=True)
+    fl.rmtree(d)
+    ck.finish()
+
+
+if __name__ == "__main__":
+    main()
