@@ -3,6 +3,7 @@
 #include "adamw.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,19 @@ void adamw_free(AdamW *o) {
     memset(o, 0, sizeof *o);
 }
 
+GT_HOT static void adamw_chunk(float *p, float *m, float *v, const float *g, size_t n, float b1, float b2, float eps,
+                               float decay, float step_size, float bc2_sqrt) {
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p[i] = p[i] * decay - step_size * mi / denom;
+    }
+}
+
 void adamw_step(AdamW *o, const GPT2 *model, float *params, const float *grads, const AdamWConfig *c) {
     if (o->n != model->num_params)
         gt_fail(GT_EXIT_RUNTIME, "optimizer holds %zu moments but the model has %zu parameters", o->n, model->num_params);
@@ -37,22 +51,20 @@ void adamw_step(AdamW *o, const GPT2 *model, float *params, const float *grads, 
     float step_size = (float)(c->lr / bc1);
     float bc2_sqrt = (float)sqrt(bc2);
     float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
-    // One parallel region for all tensors (nowait: they are independent), not one per tensor.
+    // One parallel region for all tensors (nowait: they are independent), not one per tensor;
+    // each thread updates its share of each tensor with the vectorized kernel.
     #pragma omp parallel
-    for (int s = 0; s < model->n_specs; s++) {
-        const ParamSpec *sp = &model->specs[s];
-        float decay = sp->decay ? 1.0f - c->lr * c->weight_decay : 1.0f;
-        float *p = params + sp->offset, *m = o->m + sp->offset, *v = o->v + sp->offset;
-        const float *g = grads + sp->offset;
-        #pragma omp for simd schedule(static) nowait
-        for (size_t i = 0; i < sp->numel; i++) {
-            float gi = g[i];
-            float mi = b1 * m[i] + (1.0f - b1) * gi;
-            float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            float denom = sqrtf(vi) / bc2_sqrt + eps;
-            p[i] = p[i] * decay - step_size * mi / denom;
+    {
+        int nt = omp_get_num_threads(), id = omp_get_thread_num();
+        for (int s = 0; s < model->n_specs; s++) {
+            const ParamSpec *sp = &model->specs[s];
+            float decay = sp->decay ? 1.0f - c->lr * c->weight_decay : 1.0f;
+            size_t chunk = ((sp->numel + nt - 1) / nt + 15) & ~(size_t)15;
+            size_t lo = id * chunk < sp->numel ? id * chunk : sp->numel;
+            size_t hi = lo + chunk < sp->numel ? lo + chunk : sp->numel;
+            size_t off = sp->offset + lo;
+            adamw_chunk(params + off, o->m + off, o->v + off, grads + off, hi - lo, b1, b2, eps, decay, step_size,
+                        bc2_sqrt);
         }
     }
 }

@@ -98,12 +98,20 @@ static inline float dot_f(const float *x, const float *y, int n) {
     return s;
 }
 
+// Max with GCC vector extensions: the scalar form x > m ? x : m does not vectorize
+// without -ffinite-math-only (NaN rules), this select on 8-lane masks does.
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 static inline float max_f(const float *x, int n) {
-    float acc[8];
+    v8f acc;
     for (int j = 0; j < 8; j++) acc[j] = -INFINITY;
     int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
+    for (; i + 8 <= n; i += 8) {
+        v8f v;
+        memcpy(&v, x + i, sizeof v);
+        v8i gt = v > acc;
+        acc = (v8f)(((v8i)v & gt) | ((v8i)acc & ~gt));
+    }
     float m = -INFINITY;
     for (int j = 0; j < 8; j++) m = acc[j] > m ? acc[j] : m;
     for (; i < n; i++) m = x[i] > m ? x[i] : m;
