@@ -138,19 +138,39 @@ void train_state_save(const char *run, const TrainConfig *cfg, const GPT2 *m, co
     if (path_out) snprintf(path_out, 4200, "%s", path);
 }
 
+// Step of a "ckpt-%08d.h5" name (the last path component), or -1.
+static long long step_of(const char *path) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    return is_ckpt_name(b) ? atoll(b + 5) : -1;
+}
+
 int train_state_latest(const char *run, char *path, size_t n) {
     char lp[4200];
     snprintf(lp, sizeof lp, "%s/latest", run);
     FILE *f = fopen(lp, "r");
-    if (!f) return 0;
     char name[1024] = "";
-    if (!fgets(name, sizeof name, f)) name[0] = '\0';
-    fclose(f);
-    name[strcspn(name, "\r\n")] = '\0';
-    if (!*name) return 0;
-    if (name[0] == '/') snprintf(path, n, "%s", name);
-    else snprintf(path, n, "%s/%s", run, name);
-    return 1;
+    if (f) {
+        if (!fgets(name, sizeof name, f)) name[0] = '\0';
+        fclose(f);
+        name[strcspn(name, "\r\n")] = '\0';
+    }
+    if (*name) {
+        if (name[0] == '/') snprintf(path, n, "%s", name);
+        else snprintf(path, n, "%s/%s", run, name);
+    }
+    // A process killed between renaming a checkpoint into place and updating RUN/latest
+    // leaves a newer complete file (checkpoints only ever get their name once complete).
+    long long best = *name ? step_of(path) : -1;
+    DIR *d = opendir(run);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (is_ckpt_name(e->d_name) && step_of(e->d_name) > best) {
+            best = step_of(e->d_name);
+            snprintf(path, n, "%s/%s", run, e->d_name);
+        }
+    if (d) closedir(d);
+    return *name || best >= 0;
 }
 
 static int64_t *read_i64(hid_t g, const char *name, int n, const char *path) {

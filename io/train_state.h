@@ -33,7 +33,9 @@ typedef struct {
 // /tokenizer is copied. The written path goes to path_out (>= 4200 bytes) when non-NULL.
 void train_state_save(const char *run, const TrainConfig *cfg, const GPT2 *m, const AdamW *opt,
                       const TrainState *st, hid_t tok_file, int keep, char *path_out);
-// The checkpoint RUN/latest names, into path; 0 when there is none (no file or empty).
+// The checkpoint to resume from, into path: the one RUN/latest names, or a newer
+// RUN/ckpt-*.h5 when a crash came between its rename and the update of RUN/latest.
+// 0 when there is none.
 int train_state_latest(const char *run, char *path, size_t n);
 // Reads root attrs and /state of an open checkpoint (exit 1 naming path when inconsistent).
 void train_state_read(hid_t file, const char *path, TrainState *st);
