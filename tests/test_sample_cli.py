@@ -240,6 +240,51 @@ def test_bad_input(run):
     assert b"--attn-out" in out and b"--top-p" in out
 
 
+def byte_model(run):
+    """A copy of the checkpoint whose next-token distribution is, whatever the context,
+    uniform over three tokens: the bytes 0xC3 and 0xA9 ("é" is C3 A9) and "a". ln_f's weight
+    is 0 and its bias a unit vector, so the last hidden state is constant and the logits are
+    one column of the (tied) wte, which is set here."""
+    ckpt = latest_of(run)
+    out = os.path.join(TMP, "byte_run")
+    os.makedirs(out, exist_ok=True)
+    dst = os.path.join(out, "ckpt-00000080.h5")
+    shutil.copy(ckpt, dst)
+    with open(os.path.join(out, "latest"), "w") as f:
+        f.write("ckpt-00000080.h5\n")
+    with h5py.File(dst, "r+") as f:
+        m = f["model"]
+        m["transformer.ln_f.weight"][...] = 0
+        bias = np.zeros(m["transformer.ln_f.bias"].shape, np.float32)
+        bias[0] = 1
+        m["transformer.ln_f.bias"][...] = bias
+        wte = m["transformer.wte.weight"][()]
+        wte[:, 0] = -20
+        wte[[0xC3, 0xA9, ord("a")], 0] = 5
+        m["transformer.wte.weight"][...] = wte
+    return out
+
+
+def test_utf8_stream(run):
+    """Characters cut between tokens come out whole, bytes that never form one as U+FFFD,
+    exactly as Python decodes the concatenated bytes."""
+    brun = byte_model(run)
+    tb = tokenizer_bytes(latest_of(brun))
+    gen = os.path.join(brun, "u.h5")
+    out, _ = sample("--checkpoint", brun, "--prompt", "é", "--max-new-tokens", "300", "--attn-out", gen, "--force")
+    g = ga.read_generation(gen)
+    ids = g.token_ids[g.n_prompt:].tolist()
+    assert set(ids) == {0xC3, 0xA9, ord("a")}, set(ids)
+    raw = "é".encode() + b"".join(tb[i] for i in ids)
+    text = out.decode("utf-8")  # strict: only whole characters were printed
+    assert text == raw.decode("utf-8", "replace")
+    assert text.count("é") > 20 and text.count("\ufffd") > 20, text[:80]
+
+
+def latest_of(run):
+    return os.path.join(run, open(os.path.join(run, "latest")).read().strip())
+
+
 def test_streaming(run):
     """stdout is flushed per token: a reader gets many small pieces while gpt-sample runs,
     not 4 KiB blocks of a buffered stream"""
@@ -282,7 +327,7 @@ if __name__ == "__main__":
     run = make_run()
     print(f"ok trained the fixture ({time.time() - t0:.1f}s)")
     for t in (test_greedy_matches_twin, test_seeds, test_long_prompt, test_empty_prompt, test_bad_input,
-              test_streaming, test_attn_out_temp_removed):
+              test_utf8_stream, test_streaming, test_attn_out_temp_removed):
         t0 = time.time()
         t(run)
         print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")
