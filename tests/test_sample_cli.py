@@ -236,6 +236,14 @@ def test_bad_input(run):
         g.write(f.read()[: os.path.getsize(ckpt) // 3])
     out, err = sample("--checkpoint", cut, "--prompt", "x", expect=1)
     assert err.count("\n") == 1 and "cut.h5" in err, err
+    # a checkpoint whose vocabulary does not map a byte to itself: rejected when loading
+    bad = os.path.join(TMP, "badvocab.h5")
+    shutil.copy(ckpt, bad)
+    with h5py.File(bad, "r+") as f:
+        off = f["tokenizer/token_offsets"][()]
+        f["tokenizer/token_bytes"][off[ord("z")]] = ord("y")
+    out, err = sample("--checkpoint", bad, "--prompt", "a z", expect=1)
+    assert err.count("\n") == 1 and "badvocab.h5" in err and out == b"", err
     out, err = sample("--help")
     assert b"--attn-out" in out and b"--top-p" in out
 
