@@ -41,11 +41,14 @@ int main(int argc, char **argv) {
     Tokenizer tok = {0};
     tok.pattern = gt_strdup(tokenizer_pattern_checked(argv[1], "PATTERN"));
     tok.n_special = argc - first;
-    tok.special = argv + first;
+    tok.special = gt_calloc((size_t)(tok.n_special + 1), sizeof(char *), "specials");
+    for (int i = 0; i < tok.n_special; i++) tok.special[i] = gt_strdup(argv[first + i]);
     tok_compile(&tok, "PATTERN");
     Walker w = {chunk, special, NULL};
     if (!block) {
         tok_walk(&tok, tok_matcher(&tok, 0), text, n, 0, n, 1, &w);
+        tokenizer_free(&tok);
+        free(text);
         return 0;
     }
     // Streaming: a buffer that holds the undecided tail plus the next block.
@@ -62,5 +65,8 @@ int main(int argc, char **argv) {
         len -= done;
         if (final) break;
     }
+    tokenizer_free(&tok);
+    free(buf);
+    free(text);
     return 0;
 }
