@@ -2,7 +2,7 @@
 # sanitize.sh - the project built with AddressSanitizer + UndefinedBehaviorSanitizer
 # (cmake -DGT_SANITIZE=ON, its own build directory) and a subset of the suite run on it:
 #   1. the tokenizer's ctest tests, with LeakSanitizer ON (gpt-bpe uses no MPI, so any leak
-#      it reports is ours);
+#      it reports is ours; tests/faults/lsan.supp exempts only the C test helpers of tests/*.c);
 #   2. a 2-rank training (mpirun -np 2), a --resume of it, gpt-sample, and the bad-input
 #      table of tests/faults (short), with leak detection OFF: Open MPI's own allocations are
 #      reported as leaks under ASan, so MPI programs run with ASAN_OPTIONS=detect_leaks=0;
@@ -13,10 +13,14 @@
 #   tests/faults/sanitize.sh         everything above (a few minutes on 2 cores)
 #   tests/faults/sanitize.sh --ci    the same with fewer corrupted-file trials
 #   tests/faults/sanitize.sh --all   the whole ctest suite on the sanitized build (long)
-# Env: GT_ASAN_BUILD (default build-asan/ in the checkout).
+# Env: GT_ASAN_BUILD (default $GT_BUILD/asan under ctest, else build-asan/ in the checkout).
 set -uo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
-B=${GT_ASAN_BUILD:-$SRC/build-asan}
+# Under ctest the sanitized build lives inside the ctest build directory, so parallel
+# checkouts/builds never share it; by hand it is build-asan/ in the checkout.
+if [[ -n ${GT_ASAN_BUILD:-} ]]; then B=$GT_ASAN_BUILD
+elif [[ -n ${GT_BUILD:-} ]]; then B=$GT_BUILD/asan
+else B=$SRC/build-asan; fi
 MODE=${1:-}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 SAN_COMMON="abort_on_error=0:exitcode=86:symbolize=1:detect_stack_use_after_return=0"
@@ -50,7 +54,7 @@ if [[ -x $B/gpt-bpe ]]; then
     echo "== tokenizer tests (ASan+UBSan+LSan)"
     t0=$SECONDS
     if [[ $MODE == --all ]]; then sel=(); else sel=(-R "tokenizer|bpe"); fi
-    (cd "$B" && ASAN_OPTIONS="$SAN_COMMON:detect_leaks=1" ctest "${sel[@]}" -E "^faults_" --output-on-failure \
+    (cd "$B" && ASAN_OPTIONS="$SAN_COMMON:detect_leaks=1" LSAN_OPTIONS="suppressions=$SRC/tests/faults/lsan.supp" ctest "${sel[@]}" -E "^faults_" --output-on-failure \
         >"$log/ctest-tokenizer.log" 2>&1)
     rc=$?
     tail -3 "$log/ctest-tokenizer.log"

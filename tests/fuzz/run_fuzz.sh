@@ -15,12 +15,16 @@
 # libFuzzer writes the input to $OUT/crash-*; keep it by copying it into
 # tests/fuzz/corpus/<harness>/ (the regression corpus replayed by every run), fix the bug.
 #
-# Env: GT_FUZZ_BUILD (default build-fuzz/ in the checkout), CC (default clang).
+# Env: GT_FUZZ_BUILD (default $GT_BUILD/fuzz under ctest, else build-fuzz/), CC (default clang).
 # Needs Debian clang and libclang-rt-14-dev (scripts/setup.sh --tests installs them).
 # Exit 0 when every harness ran clean; 1 on a crash; 77 when clang/libFuzzer is missing.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
-OUT=${GT_FUZZ_BUILD:-$SRC/build-fuzz}
+# Under ctest the fuzz build lives inside the ctest build directory ($GT_BUILD/fuzz), so
+# parallel builds never share it; by hand it is build-fuzz/ in the checkout.
+if [[ -n ${GT_FUZZ_BUILD:-} ]]; then OUT=$GT_FUZZ_BUILD
+elif [[ -n ${GT_BUILD:-} ]]; then OUT=$GT_BUILD/fuzz
+else OUT=$SRC/build-fuzz; fi
 CC=${CC:-clang}
 [[ $CC == cc || $CC == gcc || $CC == */gcc ]] && CC=clang   # libFuzzer is clang's
 SECS=60
