@@ -4,8 +4,10 @@ DistributedDataParallel (gloo, 2 processes), side by side in one run, 1 thread p
 
 Baby shape: V=2000, T=256, L=6, H=6, C=384, B=8 sequences per rank, dropout 0, AdamW.
 Reports tokens/s over all ranks (median step after warm-up), the 2-rank speed-up, the ratio
-to DDP, the share of gpt-train's allreduce time hidden behind backward, and the gradient
-bytes each rank sends per step.
+to DDP, the share of gpt-train's gradient reduced behind backward, and the gradient bytes
+each rank sends per step. On a machine shared with other work, wall-clock speed-ups mean
+little, so it also reports CPU seconds per 1000 training tokens of each whole run (all
+processes, setup included): the work a configuration costs, whatever else runs.
 
     /usr/bin/python3 bench/bench_ddp.py [--steps 8] [--build build] [--text FILE]
 
@@ -18,6 +20,7 @@ import csv
 import glob
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,13 +48,20 @@ def find_text(arg):
     return out
 
 
+def cpu_children():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def gpt_train(build, tokens, np_, steps, out):
     cmd = ["mpirun", "--oversubscribe", "-np", str(np_), os.path.join(build, "gpt-train"), "--data", tokens,
            "--out", out, "--steps", str(steps), "--log-every", "1", "--eval-every", "0", "--eval-batches", "1",
            "--ckpt-every", "0", "--n-layer", str(SHAPE["layers"]), "--n-head", str(SHAPE["heads"]),
            "--n-embd", str(SHAPE["embd"]), "--block-size", str(SHAPE["block"]), "--batch-size", str(SHAPE["batch"]),
            "--dropout", "0", "--threads", "1", "--warmup", "2"]
+    c0 = cpu_children()
     p = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    cpu = (cpu_children() - c0) / (steps * np_ * SHAPE["batch"] * SHAPE["block"] / 1000)
     if p.returncode != 0:
         sys.exit(f"gpt-train -np {np_} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
     with open(os.path.join(out, "metrics.csv")) as f:
@@ -59,7 +69,7 @@ def gpt_train(build, tokens, np_, steps, out):
     tps = statistics.median(float(r["tokens_per_s"]) for r in rows[2:] if r["tokens_per_s"])
     ms = statistics.median(float(r["ms_per_step"]) for r in rows[2:] if r["ms_per_step"])
     m = re.search(r"allreduce: .*", p.stdout)
-    return tps, ms, m.group(0) if m else None
+    return tps, ms, m.group(0) if m else None, cpu
 
 
 def ddp_worker(rank, world, tokens, steps, q):
@@ -101,13 +111,15 @@ def ddp(tokens, steps):
     import torch.multiprocessing as mp
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
+    c0 = cpu_children()
     procs = [ctx.Process(target=ddp_worker, args=(r, 2, tokens, steps, q)) for r in range(2)]
     for p in procs:
         p.start()
     s = q.get(timeout=3600)
     for p in procs:
         p.join()
-    return 2 * SHAPE["batch"] * SHAPE["block"] / s, 1000 * s
+    cpu = (cpu_children() - c0) / (steps * 2 * SHAPE["batch"] * SHAPE["block"] / 1000)
+    return 2 * SHAPE["batch"] * SHAPE["block"] / s, 1000 * s, cpu
 
 
 def main():
@@ -125,16 +137,17 @@ def main():
     subprocess.run([bpe, "encode", "--vocab", voc, "--input", text, "--out", tok], check=True, capture_output=True)
     print(f"baby shape {SHAPE}, {a.steps} steps each (median step after 2 warm-up steps), 1 thread per process, "
           f"{os.cpu_count()} cores")
-    t1, ms1, _ = gpt_train(a.build, tok, 1, a.steps, os.path.join(d, "np1"))
-    print(f"gpt-train 1 rank  x 1 thread: {t1:8.0f} tokens/s ({ms1:.0f} ms/step)")
-    t2, ms2, ar = gpt_train(a.build, tok, 2, a.steps, os.path.join(d, "np2"))
-    print(f"gpt-train 2 ranks x 1 thread: {t2:8.0f} tokens/s ({ms2:.0f} ms/step): {t2 / t1:.2f}x one rank")
+    t1, ms1, _, c1 = gpt_train(a.build, tok, 1, a.steps, os.path.join(d, "np1"))
+    print(f"gpt-train 1 rank  x 1 thread: {t1:8.0f} tokens/s ({ms1:.0f} ms/step), {c1:.2f} CPU s per 1k tokens")
+    t2, ms2, ar, c2 = gpt_train(a.build, tok, 2, a.steps, os.path.join(d, "np2"))
+    print(f"gpt-train 2 ranks x 1 thread: {t2:8.0f} tokens/s ({ms2:.0f} ms/step): {t2 / t1:.2f}x one rank; "
+          f"{c2:.2f} CPU s per 1k tokens")
     if ar:
         print("  gpt-train " + ar)
     try:
-        td, msd = ddp(tok, a.steps)
-        print(f"PyTorch DDP (gloo) 2 procs x 1 thread: {td:8.0f} tokens/s ({msd:.0f} ms/step); "
-              f"gpt-train 2 ranks is {t2 / td:.2f}x DDP")
+        td, msd, cd = ddp(tok, a.steps)
+        print(f"PyTorch DDP (gloo) 2 procs x 1 thread: {td:8.0f} tokens/s ({msd:.0f} ms/step), {cd:.2f} CPU s per "
+              f"1k tokens; gpt-train 2 ranks is {t2 / td:.2f}x DDP")
     except Exception as e:  # torch missing or gloo unavailable: report, do not hide the C numbers
         print(f"PyTorch DDP: not measured ({e})")
     subprocess.run(["rm", "-rf", d])

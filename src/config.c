@@ -70,7 +70,7 @@ static const Opt opts[] = {
 
     {"vocab-size", OPT_INT, O(vocab_size), 257, 1 << 24, NULL, "2000", "text", "tokenizer vocabulary (text --data only)", 1},
     {"val-fraction", OPT_REAL, O(val_fraction), 0.0001, 0.9, NULL, "0.1", "text", "last fraction of the tokens kept for /val (text --data only)", 1},
-    {"pattern", OPT_STR, O(pattern), 0, 0, NULL, "gpt4", "text", "split regex: llama3|gpt4|gpt2|REGEX (text --data only)", 1},
+    {"pattern", OPT_STR, O(pattern), 0, 0, NULL, "llama3", "text", "split regex: llama3|gpt4|gpt2|REGEX (text --data only)", 1},
 };
 #define N_OPTS ((int)(sizeof opts / sizeof opts[0]))
 _Static_assert(sizeof opts / sizeof opts[0] <= 64, "TrainConfig.given holds 64 options");

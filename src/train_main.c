@@ -203,7 +203,8 @@ static void tokenize_text(Run *r) {
         double t0 = comm_time();
         char sha[65];
         int64_t bytes = sha256_file(c->data, sha);
-        const char *pattern = tokenizer_pattern(c->pattern);
+        // An unknown name or a bad regex ends the job here, before anyone waits long.
+        const char *pattern = tokenizer_pattern_checked(c->pattern, "--pattern");
         if (bytes < 0) {
             snprintf(r->err, sizeof r->err, "--data '%s': cannot read: %s", c->data, strerror(errno));
             status = 1;
@@ -234,6 +235,7 @@ static void tokenize_text(Run *r) {
                 Tokenizer tok;
                 memset(&tok, 0, sizeof tok);
                 tokenizer_train(&tok, text, got, c->vocab_size, pattern, NULL, 0, c->threads, 0);
+                tokenizer_set_threads(&tok, c->threads);
                 vocab_save(vocab_path, &tok, 1);
                 uint32_t *ids = NULL;
                 size_t n = 0, cap = 0;

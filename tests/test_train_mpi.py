@@ -282,6 +282,8 @@ def test_badinput(d):
         ("--attn-prompt longer than the block", 2, ["--data", tok, "--out", run("l"), "--attn-every", "1",
                                                     "--block-size", "4", "--attn-prompt", "a much longer prompt than four tokens"], {},
          r"--attn-prompt: \d+ tokens, longer than --block-size 4"),
+        ("unknown --pattern name (text input)", 2, ["--data", os.path.join(d, "corpus.txt"), "--out", run("n"),
+                                                    "--pattern", "llama4"], {}, r"--pattern 'llama4': unknown pattern"),
         ("n-embd not divisible by n-head", 2, ["--data", tok, "--out", run("m"), "--n-embd", "30", "--n-head", "4"], {}, r"30"),
     ]
     for name, np_, args, env, pattern in cases:
