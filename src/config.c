@@ -226,8 +226,9 @@ static char *help_text(void) {
                 if (!strcmp(titles[t][0], group)) ADD("\n%s:\n", titles[t][1]);
         }
         char flag[64];
-        snprintf(flag, sizeof flag, "--%s%s", o->name,
-                 o->type == OPT_BOOL ? "" : o->type == OPT_STR ? " S" : o->type == OPT_REAL ? " X" : " N");
+        const char *meta = o->type == OPT_BOOL ? "" : o->type == OPT_REAL ? " X" : o->type != OPT_STR ? " N"
+                           : !strcmp(o->group, "io") ? " PATH" : !strcmp(o->name, "attn-prompt") ? " TEXT" : " NAME";
+        snprintf(flag, sizeof flag, "--%s%s", o->name, meta);
         ADD("  %-20s %s", flag, o->help);
         if (o->def && o->type != OPT_BOOL) ADD(" [%s]", o->def);
         ADD("\n");
