@@ -1,8 +1,9 @@
 // bench_engine.c - one training-step benchmark of the C engine for bench/bench_engine.py.
 //
-//   bench_engine V T L H C B THREADS SECONDS
+//   bench_engine V T L H C B THREADS SECONDS [BLAS_THREADS]
 // Runs forward + backward + clip + AdamW steps on random tokens for about SECONDS (at least
-// 3 steps after 1 warm-up step) and prints one JSON line: ms/step, tokens/s, achieved
+// 2 steps after 1 warm-up step) with THREADS OpenMP threads and BLAS_THREADS (default
+// THREADS) OpenBLAS threads, and prints one JSON line: ms/step, tokens/s, achieved
 // GFLOP/s (3 x forward FLOPs per token), the cblas_sgemm ceiling measured here with the same
 // thread count, and peak RSS.
 #include <cblas.h>
@@ -56,12 +57,13 @@ static double sgemm_gflops(int M, int N, int K) {
 
 int main(int argc, char **argv) {
     gt_set_progname("bench_engine");
-    if (argc != 9) gt_fail_usage("usage: bench_engine V T L H C B THREADS SECONDS");
+    if (argc != 9 && argc != 10) gt_fail_usage("usage: bench_engine V T L H C B THREADS SECONDS [BLAS_THREADS]");
     GPTConfig c = {atoi(argv[1]), atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), 0.0f};
     int B = atoi(argv[6]), threads = atoi(argv[7]), T = c.block_size;
     double seconds = atof(argv[8]);
+    int blas_threads = argc == 10 ? atoi(argv[9]) : threads;
     omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
+    openblas_set_num_threads(blas_threads);
 
     GPT2 m;
     gpt2_build(&m, &c);
@@ -98,7 +100,7 @@ int main(int argc, char **argv) {
             t_bwd += cc - b;
             t_opt += d - cc;
             steps++;
-            if (steps >= 3 && now() - t0 > seconds) break;
+            if (steps >= 2 && now() - t0 > seconds) break;
         }
     }
     double elapsed = now() - t0, ms = elapsed / steps * 1e3, cpu_ms = (cpu_now() - c0) / steps * 1e3;
@@ -110,10 +112,10 @@ int main(int argc, char **argv) {
     double mlp = ceiling ? sgemm_gflops(B * T, 4 * c.n_embd, c.n_embd) : 0.0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"impl\": \"C\", \"threads\": %d, \"steps\": %d, \"ms_per_step\": %.3f, \"fwd_ms\": %.3f, \"bwd_ms\": %.3f, "
+    printf("{\"impl\": \"C\", \"blas_threads\": %d, \"threads\": %d, \"steps\": %d, \"ms_per_step\": %.3f, \"fwd_ms\": %.3f, \"bwd_ms\": %.3f, "
            "\"opt_ms\": %.3f, \"cpu_ms_per_step\": %.3f, \"tokens_per_s\": %.1f, \"gflops\": %.2f, \"sgemm_peak_gflops\": %.2f, "
            "\"sgemm_model_shape_gflops\": %.2f, \"params\": %zu, \"peak_rss_mb\": %.1f, \"loss\": %.4f}\n",
-           threads, steps, ms, t_fwd / steps * 1e3, t_bwd / steps * 1e3, t_opt / steps * 1e3, cpu_ms, B * T / (ms / 1e3),
+           blas_threads, threads, steps, ms, t_fwd / steps * 1e3, t_bwd / steps * 1e3, t_opt / steps * 1e3, cpu_ms, B * T / (ms / 1e3),
            flops / (ms / 1e3) / 1e9, peak, mlp, m.num_params, ru.ru_maxrss / 1024.0, m.mean_loss);
     adamw_free(&o);
     gpt2_free(&m);
