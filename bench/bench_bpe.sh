@@ -46,15 +46,15 @@ best_of() {
 row() {
     awk -v n="$1" -v g="$2" -v gc="$3" -v gr="$4" -v s="$5" -v sc="$6" -v sr="$7" -v mb="${8:-0}" 'BEGIN {
         if (g < 0.01) g = 0.01; if (s < 0.01) s = 0.01; if (gc < 0.01) gc = 0.01; if (sc < 0.01) sc = 0.01
-        if (mb > 0) printf "%-36s %7.1f MB/s %7.1f MB/s %6.1fx | %7.1f MB/s %7.1f MB/s %6.1fx | %5.0f %5.0f\n",
+        if (mb > 0) printf "%-40s %7.1f MB/s %7.1f MB/s %6.1fx | %7.1f MB/s %7.1f MB/s %6.1fx | %5.0f %5.0f\n",
                            n, mb/g, mb/s, s/g, mb/gc, mb/sc, sc/gc, gr/1024, sr/1024
-        else printf "%-36s %9.2f s %9.2f s %6.1fx | %9.2f s %9.2f s %6.1fx | %5.0f %5.0f\n",
+        else printf "%-40s %9.2f s %9.2f s %6.1fx | %9.2f s %9.2f s %6.1fx | %5.0f %5.0f\n",
                     n, g, s, s/g, gc, sc, sc/gc, gr/1024, sr/1024 }'
 }
 
 echo "gpt-bpe vs SentencePiece $(dpkg-query -W -f='${Version}' sentencepiece 2>/dev/null || true), $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg), best of $REPEAT runs, $(date -u +%FT%TZ)"
-printf "%-36s %11s %11s %7s | %11s %11s %7s | %5s %5s\n" "" "gpt-bpe" "spm" "ratio" "gpt-bpe" "spm" "ratio" "RSS" "spm"
-printf "%-36s %31s | %31s | %11s\n" "" "wall time" "CPU time (user+sys)" "peak MB"
+printf "%-40s %11s %11s %7s | %11s %11s %7s | %5s %5s\n" "" "gpt-bpe" "spm" "ratio" "gpt-bpe" "spm" "ratio" "RSS" "spm"
+printf "%-40s %31s | %31s | %11s\n" "" "wall time" "CPU time (user+sys)" "peak MB"
 for c in shakespeare mixed; do
     f=$W/$c.txt
     mb=$(stat -c %s "$f")
