@@ -7,12 +7,12 @@
 // failed, also acceptable for damaged files; anything else is a bug). Outside FUZZ_TRY it is
 // a real exit, which libFuzzer reports: a tokenizer given valid input must never fail.
 //
-// Messages printed by gt_fail are silenced while a FUZZ_TRY runs (they would be thousands
-// per second); set GT_FUZZ_VERBOSE=1 to see them, e.g. when replaying a crashing input.
+// run_fuzz.sh fuzzes with -close_fd_mask=2: the loaders' messages (thousands per second) go
+// nowhere while libFuzzer and the sanitizers still report on their own descriptor. Replaying
+// an input (run_fuzz.sh's replay, or by hand) shows every message and failed check.
 #ifndef GT_FUZZ_COMMON_H
 #define GT_FUZZ_COMMON_H
 
-#include <fcntl.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +21,6 @@
 static jmp_buf fuzz_jmp;
 static volatile int fuzz_armed;
 static volatile int fuzz_status;  // -1: the guarded code ran to its end; else its exit status
-static int fuzz_saved_stderr = -1;
 
 _Noreturn void gt_fuzz_exit(int status);
 _Noreturn void gt_fuzz_exit(int status) {
@@ -33,40 +32,19 @@ _Noreturn void gt_fuzz_exit(int status) {
     exit(status);
 }
 
-static void fuzz_silence(int on) {
-    static int verbose = -1;
-    if (verbose < 0) verbose = getenv("GT_FUZZ_VERBOSE") != NULL;
-    if (verbose) return;
-    fflush(stderr);
-    if (on) {
-        int devnull = open("/dev/null", O_WRONLY);
-        fuzz_saved_stderr = dup(2);
-        dup2(devnull, 2);
-        close(devnull);
-    } else if (fuzz_saved_stderr >= 0) {
-        dup2(fuzz_saved_stderr, 2);
-        close(fuzz_saved_stderr);
-        fuzz_saved_stderr = -1;
-    }
-}
-
 // FUZZ_TRY() { code that may gt_fail } FUZZ_END(); -- afterwards fuzz_status is -1 when the
 // code ran to its end, else the exit status it asked for. Locals the guarded code changes
 // and the caller reads afterwards must be volatile (setjmp rules).
 #define FUZZ_TRY()                 \
-    fuzz_silence(1);               \
     fuzz_status = -1;              \
     fuzz_armed = 1;                \
     if (setjmp(fuzz_jmp) == 0)
-#define FUZZ_END()   \
-    fuzz_armed = 0;  \
-    fuzz_silence(0)
+#define FUZZ_END() fuzz_armed = 0
 
 // Reports a wrong result as a crash, with a message (libFuzzer saves the input).
 #define FUZZ_ASSERT(cond, ...)                                  \
     do {                                                        \
         if (!(cond)) {                                          \
-            fuzz_silence(0);                                    \
             fprintf(stderr, "FUZZ ASSERTION FAILED %s:%d: %s: ", __FILE__, __LINE__, #cond); \
             fprintf(stderr, __VA_ARGS__);                       \
             fputc('\n', stderr);                                \
