@@ -319,7 +319,7 @@ void config_print(const TrainConfig *c, FILE *f) {
     const char *group = "";
     for (int i = 0; i < N_OPTS; i++) {
         const Opt *o = &opts[i];
-        if (!o->help) continue;
+        if (!o->help || !o->stored) continue;  // not --config or --resume: reusing the file starts a run
         if (strcmp(group, o->group) != 0) {
             group = o->group;
             fprintf(f, "# %s\n", group);

@@ -51,7 +51,8 @@ int config_check(const TrainConfig *c, char *err, size_t errsize);
 // 1 when the option `name` (e.g. "n_layer") was given in the config file or on the command line.
 int config_given(const TrainConfig *c, const char *name);
 
-// The effective configuration, grouped, one "key = value" per line (a valid --config file).
+// The effective configuration, grouped, one "key = value" per line (a valid --config file;
+// without `config` and `resume`).
 void config_print(const TrainConfig *c, FILE *f);
 // Every setting as an attribute of `loc` (keys with underscores; strings "" when unset).
 void config_write_attrs(hid_t loc, const TrainConfig *c);

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """test_train_mpi.py - gpt-train under mpirun, as a user runs it (issue 4).
 
-    test_train_mpi.py ranks|resume|signals|badinput|nan|text
+    test_train_mpi.py config|ranks|resume|signals|badinput|nan|text
 
+config    --config FILE under the flags; the printed effective configuration repeats a run
 ranks     np 1, 2, 4, 8: training with --check-sync (weights compared across ranks every
           log step), checkpoint contents, and a rank that drifts is caught (exit 2)
 resume    a run stopped at step k (SIGUSR1 to one rank) and resumed ends bit-identical to an
@@ -336,7 +337,33 @@ def test_text(d):
     check(rc == 0 and "training a 300-token tokenizer" in out, "a changed corpus is tokenized again", out[-800:])
 
 
-TESTS = {"ranks": test_ranks, "resume": test_resume, "signals": test_signals, "badinput": test_badinput,
+def test_config(d):
+    tok = make_tokens(d)
+    conf = os.path.join(d, "my.conf")
+    with open(conf, "w") as f:
+        f.write("# a config file\nn_layer = 1\nn-embd = 32   # dashes work too\nn_head = 2\nsteps = 5\n"
+                "lr = 2e-3\nlr_schedule = linear\nattn_prompt = \"Hello there\"\nbatch_size = 8\n")
+    run = os.path.join(d, "a")
+    rc, out, err, _ = mpirun(2, "--data", tok, "--out", run, "--config", conf, "--steps", 3, "--log-every", 1)
+    check(rc == 0, "--config file with a flag on top", err[-1000:])
+    with h5py.File(latest(run)) as f:
+        a = dict(f["config"].attrs)
+        check(f.attrs["step"] == 3 and a["steps"] == 3 and a["n_layer"] == 1 and a["n_embd"] == 32 and a["lr"] == 2e-3
+              and a["lr_schedule"] == "linear" and a["attn_prompt"] == "Hello there" and a["batch_size"] == 8,
+              "  ... the file's settings are in effect, the flag wins over the file (steps 3, not 5)", str(a))
+    # The printed effective configuration is itself a config file that repeats the run.
+    text = out[out.index("# effective configuration"):out.index("\ndata: ")]
+    printed = os.path.join(d, "printed.conf")
+    with open(printed, "w") as f:
+        f.write(text.replace("out = " + run, "out = " + os.path.join(d, "b")))
+    rc, out, err, _ = mpirun(2, "--config", printed)
+    ok, why = rc == 0, err[-800:]
+    if ok:
+        ok, why = same_tensors(latest(run), latest(os.path.join(d, "b")))
+    check(ok, "the printed effective configuration, used as --config, repeats the run bit for bit", why)
+
+
+TESTS = {"config": test_config, "ranks": test_ranks, "resume": test_resume, "signals": test_signals, "badinput": test_badinput,
          "nan": test_nan, "text": test_text}
 
 if __name__ == "__main__":

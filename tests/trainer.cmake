@@ -7,7 +7,7 @@ foreach(np 1 2 4 8)
            COMMAND mpirun --oversubscribe -np ${np} $<TARGET_FILE:test_train_grads>)
   set_tests_properties(train_grads_np${np} PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 120 LABELS trainer)
 endforeach()
-foreach(part ranks resume signals badinput nan text)
+foreach(part config ranks resume signals badinput nan text)
   add_test(NAME train_mpi_${part}
            COMMAND ${GT_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_train_mpi.py ${part})
   set_tests_properties(train_mpi_${part} PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300
