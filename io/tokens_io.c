@@ -12,8 +12,8 @@
 
 #define TOKENS_CHUNK ((hsize_t)1 << 16)
 
-static void write_split(hid_t f, const char *name, const uint32_t *ids, size_t n, hid_t ftype, const char *source,
-                        int64_t source_bytes, const char *sha) {
+static void write_split(hid_t f, const char *name, const void *ids, hid_t mtype, size_t n, hid_t ftype,
+                        const char *source, int64_t source_bytes, const char *sha) {
     hsize_t dims[1] = {n}, maxdims[1] = {H5S_UNLIMITED}, chunk[1] = {TOKENS_CHUNK};
     hid_t sp = H5Screate_simple(1, dims, maxdims);
     H5_CHECK(sp, "");
@@ -22,7 +22,7 @@ static void write_split(hid_t f, const char *name, const uint32_t *ids, size_t n
     hid_t d = H5Dcreate2(f, name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     H5_CHECK(d, "");
     // HDF5 narrows uint32 -> uint16 on the way out, a strip at a time (no full copy).
-    if (n > 0) H5_CHECK(H5Dwrite(d, H5T_NATIVE_UINT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids), "is the disk full?");
+    if (n > 0) H5_CHECK(H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids), "is the disk full?");
     h5_attr_write_str(d, "source", source);
     h5_attr_write_int(d, "source_bytes", source_bytes);
     h5_attr_write_str(d, "source_sha256", sha);
@@ -31,8 +31,8 @@ static void write_split(hid_t f, const char *name, const uint32_t *ids, size_t n
     H5Sclose(sp);
 }
 
-void tokens_save(const char *path, const Tokenizer *tok, const uint32_t *ids, size_t n, double val_fraction,
-                 const char *source, int64_t source_bytes, const char *source_sha256, int force) {
+static void save(const char *path, const Tokenizer *tok, const void *ids, size_t id_bytes, size_t n,
+                 double val_fraction, const char *source, int64_t source_bytes, const char *source_sha256, int force) {
     if (!(val_fraction >= 0.0 && val_fraction < 1.0))
         gt_fail_usage("--val-fraction %g: must be in [0, 1)", val_fraction);
     h5_check_output_path(path, "--out", force);
@@ -43,9 +43,22 @@ void tokens_save(const char *path, const Tokenizer *tok, const uint32_t *ids, si
     hid_t f = h5_create_tmp(path, GT_FORMAT_TOKENS, tmp, sizeof tmp);
     vocab_write_group(f, tok);
     hid_t ftype = tok->vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_U32LE;
-    write_split(f, "train", ids, n_train, ftype, source, source_bytes, source_sha256);
-    write_split(f, "val", ids + n_train, n_val, ftype, source, source_bytes, source_sha256);
+    hid_t mtype = id_bytes == 2 ? H5T_NATIVE_UINT16 : H5T_NATIVE_UINT32;
+    write_split(f, "train", ids, mtype, n_train, ftype, source, source_bytes, source_sha256);
+    write_split(f, "val", (const char *)ids + n_train * id_bytes, mtype, n_val, ftype, source, source_bytes,
+                source_sha256);
     h5_commit(f, tmp, path);
+}
+
+void tokens_save(const char *path, const Tokenizer *tok, const uint32_t *ids, size_t n, double val_fraction,
+                 const char *source, int64_t source_bytes, const char *source_sha256, int force) {
+    save(path, tok, ids, 4, n, val_fraction, source, source_bytes, source_sha256, force);
+}
+
+void tokens_save_u16(const char *path, const Tokenizer *tok, const uint16_t *ids, size_t n, double val_fraction,
+                     const char *source, int64_t source_bytes, const char *source_sha256, int force) {
+    if (tok->vocab_size > 65536) gt_fail(GT_EXIT_RUNTIME, "tokens_save_u16 with a vocabulary of %d ids", tok->vocab_size);
+    save(path, tok, ids, 2, n, val_fraction, source, source_bytes, source_sha256, force);
 }
 
 static size_t split_length(hid_t f, const char *name, const char *path) {

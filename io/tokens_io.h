@@ -21,6 +21,9 @@ typedef struct {
 // Writes tokens.h5 atomically: the last val_fraction of ids is /val.
 void tokens_save(const char *path, const Tokenizer *tok, const uint32_t *ids, size_t n, double val_fraction,
                  const char *source, int64_t source_bytes, const char *source_sha256, int force);
+// Same from 16-bit ids (vocab_size <= 65536): half the memory while a large text is encoded.
+void tokens_save_u16(const char *path, const Tokenizer *tok, const uint16_t *ids, size_t n, double val_fraction,
+                     const char *source, int64_t source_bytes, const char *source_sha256, int force);
 // Opens and validates tokens.h5 (format, /tokenizer, datasets, ids < vocab_size lazily).
 hid_t tokens_open(const char *path, TokensInfo *info, Tokenizer *tok_or_null, const char *flag_for_msg);
 // Reads ids [start, start+count) of "train" or "val" (HDF5 hyperslab) into out (uint32).

@@ -283,9 +283,23 @@ static int cmd_encode(int argc, char **argv) {
     char *buf = NULL;
     size_t len = 0, cap = 0, n = 0, idcap = 0;
     uint32_t *ids = NULL;
+    // With at most 65536 ids each block's ids are narrowed to 16 bits as it is done, so
+    // memory is 2 bytes per token (plus one block), not 4.
+    int narrow = tok.vocab_size <= 65536;
+    uint16_t *ids16 = NULL;
+    size_t n16 = 0, cap16 = 0;
     for (;;) {
         int eof = read_block(r, &buf, &len, &cap);
         size_t done = tokenizer_encode_stream(&tok, buf, len, 0, eof, &ids, &n, &idcap);
+        if (narrow) {
+            if (n16 + n > cap16) {
+                cap16 = (n16 + n) * 3 / 2 + 4096;
+                ids16 = gt_realloc(ids16, cap16 * sizeof *ids16, "token ids");
+            }
+            for (size_t i = 0; i < n; i++) ids16[n16 + i] = (uint16_t)ids[i];
+            n16 += n;
+            n = 0;
+        }
         memmove(buf, buf + done, len - done);  // the undecided tail goes in front of the next block
         len -= done;
         if (progress && now_s() - last > 0.5) {
@@ -304,7 +318,12 @@ static int cmd_encode(int argc, char **argv) {
     int64_t source_bytes = (int64_t)r->sha.total;
     reader_close(r);
     double t1 = now_s();
-    tokens_save(out, &tok, ids, n, vf, input, source_bytes, sha, force);
+    if (narrow) {
+        n = n16;
+        tokens_save_u16(out, &tok, ids16, n, vf, input, source_bytes, sha, force);
+    } else {
+        tokens_save(out, &tok, ids, n, vf, input, source_bytes, sha, force);
+    }
     if (!quiet) {
         size_t n_val = (size_t)llround((double)n * vf);
         fprintf(stderr, "gpt-bpe: %s: %lld bytes -> %zu tokens (%.2f bytes/token) in %.2f s (%.1f MB/s); "
@@ -313,6 +332,7 @@ static int cmd_encode(int argc, char **argv) {
                 n - n_val, n_val);
     }
     free(ids);
+    free(ids16);
     free(buf);
     tokenizer_free(&tok);
     return 0;
