@@ -176,43 +176,35 @@ static EncCache *cache_new(void) {
     return c;
 }
 
+// Per-thread state: PCRE2 match data and JIT stacks, word caches.
+static void free_thread_state(TokPriv *P) {
+    for (int t = 0; P->matchers && t < P->threads; t++) {
+        Matcher *m = &P->matchers[t];
+        if (m->md) pcre2_match_data_free(m->md);
+        if (m->mctx) pcre2_match_context_free(m->mctx);
+        if (m->jstack) pcre2_jit_stack_free(m->jstack);
+    }
+    for (int t = 0; P->caches && t < P->threads; t++) cache_free(P->caches[t]);
+    free(P->matchers);
+    free(P->caches);
+    P->matchers = NULL;
+    P->caches = NULL;
+}
+
 static void priv_free(TokPriv *P) {
     if (!P) return;
     if (P->re) pcre2_code_free(P->re);
     free(P->mkeys);
     free(P->mvals);
     free(P->special_len);
-    if (P->matchers) {
-        for (int t = 0; t < P->threads; t++) {
-            Matcher *m = &P->matchers[t];
-            if (m->md) pcre2_match_data_free(m->md);
-            if (m->mctx) pcre2_match_context_free(m->mctx);
-            if (m->jstack) pcre2_jit_stack_free(m->jstack);
-        }
-        free(P->matchers);
-    }
-    if (P->caches) {
-        for (int t = 0; t < P->threads; t++) cache_free(P->caches[t]);
-        free(P->caches);
-    }
+    free_thread_state(P);
     free(P);
 }
 
 static void set_threads(TokPriv *P, int threads) {
     if (threads < 1) threads = 1;
-    if (P->matchers) {
-        for (int t = 0; t < P->threads; t++) {
-            Matcher *m = &P->matchers[t];
-            if (m->md) pcre2_match_data_free(m->md);
-            if (m->mctx) pcre2_match_context_free(m->mctx);
-            if (m->jstack) pcre2_jit_stack_free(m->jstack);
-        }
-        free(P->matchers);
-    }
-    if (P->caches) {
-        for (int t = 0; t < P->threads; t++) cache_free(P->caches[t]);
-        free(P->caches);
-    }
+    if (threads > 64) threads = 64;  // the parallel paths split into at most 64 parts
+    free_thread_state(P);
     P->threads = threads;
     P->matchers = gt_calloc((size_t)threads, sizeof *P->matchers, "matchers");
     P->caches = gt_calloc((size_t)threads, sizeof *P->caches, "encoding caches");
