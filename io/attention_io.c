@@ -4,15 +4,19 @@
 // /probe/tokens str (T,); /step int64 (N,), /loss float32 (N,), /attention (N, L, H, T, T)
 // float32 or float16, chunked one record per chunk, deflate. N is the unlimited dimension.
 //
-// Crash safety: the empty file is made under a temp name and renamed, then reopened for
-// SWMR writing. Each record writes /attention, then /loss, then /step (the last one is the
-// "commit"), each flushed; readers take N = the shortest of the three.
+// Crash safety: the empty file is made under a temp name, switched to SWMR writing, then
+// renamed into place (so no reader can hold it before the writer). Each record writes
+// /attention, then /loss, then /step (the last one is the "commit"), each flushed; readers
+// take N = the shortest of the three.
 #include "attention_io.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "h5util.h"
@@ -127,7 +131,24 @@ static hid_t create_extendable(hid_t loc, const char *name, hid_t type, int rank
     return d;
 }
 
-static void create_file(const AttnWriter *w, const Tokenizer *tok, int every) {
+static void open_datasets(AttnWriter *w) {
+    w->d_step = H5Dopen2(w->file, "step", H5P_DEFAULT);
+    w->d_loss = H5Dopen2(w->file, "loss", H5P_DEFAULT);
+    w->d_att = H5Dopen2(w->file, "attention", H5P_DEFAULT);
+    H5_CHECK(w->d_step, "");
+    H5_CHECK(w->d_loss, "");
+    H5_CHECK(w->d_att, "");
+}
+
+// Switches a new file to SWMR writing and flushes. From here on no object or attribute can
+// be created, only datasets extended and written.
+static void start_swmr(AttnWriter *w) {
+    open_datasets(w);
+    H5_CHECK(H5Fstart_swmr_write(w->file), "the file must be in the HDF5 1.10 format");
+    H5_CHECK(H5Fflush(w->file, H5F_SCOPE_LOCAL), "is the disk full?");
+}
+
+static void create_file(AttnWriter *w, const Tokenizer *tok, int every) {
     char tmp[4200];
     hid_t f = h5_create_tmp(w->path, GT_FORMAT_ATTENTION, tmp, sizeof tmp);
     h5_attr_write_int(f, "n_layer", w->L);
@@ -157,7 +178,16 @@ static void create_file(const AttnWriter *w, const Tokenizer *tok, int every) {
     h5_attr_write_str(d, "axes", "step,layer,head,query,key");
     H5Dclose(d);
     H5Tclose(ft);
-    h5_commit(f, tmp, w->path);
+    w->file = f;
+    start_swmr(w);
+    // Published only now, already open for SWMR writing: a reader polling for the file can
+    // never open it first and take the lock that would keep this writer out.
+    int fd = open(tmp, O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0) gt_fail(GT_EXIT_RUNTIME, "cannot write '%s': %s", tmp, strerror(errno));
+    close(fd);
+    if (rename(tmp, w->path) != 0)
+        gt_fail(GT_EXIT_RUNTIME, "cannot rename '%s' to '%s': %s", tmp, w->path, strerror(errno));
+    gt_tmpfile_forget(tmp);
 }
 
 static long long dataset_len(hid_t d) {
@@ -177,21 +207,31 @@ static void set_len(hid_t d, int rank, const hsize_t *rec, long long n) {
 }
 
 // Checks that an existing file matches this run, then drops records with step > resume_step.
-static void truncate_for_resume(AttnWriter *w, long long resume_step, int every) {
-    // A writer that crashed left the file marked "open for SWMR writing": clear the mark (what
-    // the h5clear tool does) or HDF5 refuses to open it again, even read-only.
+static void open_for_resume(AttnWriter *w, long long resume_step, int every) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5_CHECK(fapl, "");
+    H5_CHECK(H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST), "");  // for SWMR writing
+    // A writer that crashed left the file marked "open for SWMR writing": clear the mark (what
+    // the h5clear tool does) or HDF5 refuses to open it again.
     hbool_t clear = 1;
     H5_CHECK(H5Pset(fapl, "clear_status_flags", &clear), "");
+    // In SWMR mode HDF5 retries a metadata read whose checksum fails up to 100 times with
+    // growing sleeps (meant for readers racing a writer). This process is the only writer, so a
+    // bad checksum means a damaged file: fail at once instead of hanging for minutes.
+    H5_CHECK(H5Pset_metadata_read_attempts(fapl, 1), "");
     hid_t f = H5Fis_hdf5(w->path) > 0 ? H5Fopen(w->path, H5F_ACC_RDWR, fapl) : -1;
     H5Pclose(fapl);
     if (f < 0) h5_open_rw_checked(w->path, GT_FORMAT_ATTENTION, "attention file", 0);  // names the problem
     if (f < 0)
         gt_fail_usage("attention file '%s': cannot open for appending (is another gpt-train writing it, "
                       "or a reader holding it without swmr=True?)", w->path);
-    H5Fclose(f);
-    f = h5_open_rw_checked(w->path, GT_FORMAT_ATTENTION, "attention file", 0);  // format checks
+    char *fmt = h5_attr_read_str(f, "format");
+    int64_t ver = 0;
+    if (!fmt || strcmp(fmt, GT_FORMAT_ATTENTION) != 0 || !h5_attr_read_int(f, "format_version", &ver) ||
+        ver != GT_FORMAT_VERSION)
+        gt_fail_usage("attention file '%s': format is '%s' version %lld, expected '%s' version %d", w->path,
+                      fmt ? fmt : "(none)", (long long)ver, GT_FORMAT_ATTENTION, GT_FORMAT_VERSION);
+    free(fmt);
     int64_t L = -1, NH = -1;
     h5_attr_read_int(f, "n_layer", &L);
     h5_attr_read_int(f, "n_head", &NH);
@@ -237,12 +277,31 @@ static void truncate_for_resume(AttnWriter *w, long long resume_step, int every)
     set_len(ds, 1, rec, keep);
     set_len(dl, 1, rec, keep);
     set_len(da, 5, rec, keep);
+    // the dtype is the file's: a resumed run keeps what it started with
+    hid_t t = H5Dget_type(da);
+    H5_CHECK(t, "");
+    w->float16 = H5Tget_size(t) == 2;
+    H5Tclose(t);
     H5Dclose(ds);
     H5Dclose(dl);
     H5Dclose(da);
     h5_attr_write_int(f, "every", every);  // before SWMR writing, which allows no new attributes
     H5_CHECK(H5Fclose(f), "is the disk full?");
     w->n = keep;
+    // Reopened for SWMR writing rather than H5Fstart_swmr_write, which resets the metadata
+    // read attempts to SWMR's 100 with growing sleeps (meant for readers racing a writer):
+    // this process is the only writer, so a bad checksum means a damaged file, and it must
+    // fail at once instead of hanging for minutes.
+    fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5_CHECK(fapl, "");
+    H5_CHECK(H5Pset_metadata_read_attempts(fapl, 1), "");
+    w->file = H5Fopen(w->path, H5F_ACC_RDWR | H5F_ACC_SWMR_WRITE, fapl);
+    H5Pclose(fapl);
+    if (w->file < 0)
+        gt_fail_usage("attention file '%s': cannot open for appending (is it open in a program that did not use "
+                      "swmr=True?)", w->path);
+    open_datasets(w);
+    H5_CHECK(H5Fflush(w->file, H5F_SCOPE_LOCAL), "is the disk full?");
 }
 
 AttnWriter *attn_writer_open(const char *path, const GPTConfig *c, int every, const int32_t *probe_ids, int T,
@@ -261,40 +320,11 @@ AttnWriter *attn_writer_open(const char *path, const GPTConfig *c, int every, co
     w->last_step = -1;
     w->probe = gt_malloc((size_t)T * sizeof(int), "probe");
     for (int t = 0; t < T; t++) w->probe[t] = probe_ids[t];
-    if (float16) w->half = gt_malloc((size_t)w->L * w->NH * T * T * sizeof(uint16_t), "float16 attention record");
 
     struct stat st;
-    if (resume_step >= 0 && stat(path, &st) == 0) {
-        truncate_for_resume(w, resume_step, every);
-        // The dtype is the file's: a resumed run keeps what it started with.
-        hid_t f = h5_open_checked(path, GT_FORMAT_ATTENTION, "attention file");
-        hid_t d = H5Dopen2(f, "attention", H5P_DEFAULT);
-        hid_t t = H5Dget_type(d);
-        w->float16 = H5Tget_size(t) == 2;
-        if (w->float16 && !w->half) w->half = gt_malloc((size_t)w->L * w->NH * T * T * sizeof(uint16_t), "float16 record");
-        H5Tclose(t);
-        H5Dclose(d);
-        H5Fclose(f);
-    } else {
-        create_file(w, tok, every);
-    }
-    // In SWMR mode HDF5 retries a metadata read whose checksum fails up to 100 times with
-    // growing sleeps (meant for readers racing a writer). This process is the only writer, so a
-    // bad checksum means a damaged file: fail at once instead of hanging for minutes.
-    hid_t wfapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5_CHECK(wfapl, "");
-    H5_CHECK(H5Pset_metadata_read_attempts(wfapl, 1), "");
-    w->file = H5Fopen(path, H5F_ACC_RDWR | H5F_ACC_SWMR_WRITE, wfapl);
-    H5Pclose(wfapl);
-    if (w->file < 0)
-        gt_fail_usage("'%s': cannot open for appending (is it open in a program that did not use swmr=True?)", path);
-    w->d_step = H5Dopen2(w->file, "step", H5P_DEFAULT);
-    w->d_loss = H5Dopen2(w->file, "loss", H5P_DEFAULT);
-    w->d_att = H5Dopen2(w->file, "attention", H5P_DEFAULT);
-    H5_CHECK(w->d_step, "");
-    H5_CHECK(w->d_loss, "");
-    H5_CHECK(w->d_att, "");
-    H5_CHECK(H5Fflush(w->file, H5F_SCOPE_LOCAL), "is the disk full?");
+    if (resume_step >= 0 && stat(path, &st) == 0) open_for_resume(w, resume_step, every);
+    else create_file(w, tok, every);
+    if (w->float16 && !w->half) w->half = gt_malloc((size_t)w->L * w->NH * T * T * sizeof(uint16_t), "float16 record");
     return w;
 }
 
