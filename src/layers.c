@@ -55,22 +55,21 @@ static void blas_solo_end(BlasSolo s) {
 }
 
 // C (M,N) = alpha op(A) op(B) + beta C, row-major, the M rows of C shared out as above.
+// With `bias` (N), each row of C is first set to it and beta must be 1 (nn.Linear's bias),
+// in the same parallel region.
 static void sgemm_split(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
-                        int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+                        int lda, const float *B, int ldb, float beta, float *C, int ldc, const float *bias) {
     int nt = omp_get_max_threads();
-    if (nt <= 1 || M < 64 || (double)M * N * K < 1e6) {
-        BlasSolo solo = blas_solo_begin(nt > 1 ? 2 : 1);
-        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        blas_solo_end(solo);
-        return;
-    }
-    BlasSolo solo = blas_solo_begin(nt);
-    #pragma omp parallel
+    int split = nt > 1 && M >= 64 && (double)M * N * K >= 1e6;
+    BlasSolo solo = blas_solo_begin(nt > 1 ? 2 : 1);
+    #pragma omp parallel if (split)
     {
         int n = omp_get_num_threads(), id = omp_get_thread_num();
         int chunk = ((M + n - 1) / n + 15) / 16 * 16;
         int lo = id * chunk < M ? id * chunk : M, hi = lo + chunk < M ? lo + chunk : M;
         if (hi > lo) {
+            if (bias)
+                for (int r = lo; r < hi; r++) memcpy(C + (size_t)r * ldc, bias, (size_t)N * sizeof(float));
             const float *a = ta == CblasNoTrans ? A + (size_t)lo * lda : A + lo;
             cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, alpha, a, lda, B, ldb, beta, C + (size_t)lo * ldc, ldc);
         }
@@ -268,14 +267,8 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
 
 void matmul_forward(float *out, const float *inp, const float *w, const float *bias, size_t N, int C, int OC) {
     if (N == 0) return;
-    float beta = 0.0f;
-    if (bias) {
-        #pragma omp parallel for if (N * OC > PAR_MIN)
-        for (size_t n = 0; n < N; n++) memcpy(out + n * OC, bias, (size_t)OC * sizeof(float));
-        beta = 1.0f;
-    }
-    // (N,C) @ (OC,C)^T: w stays in PyTorch's nn.Linear layout.
-    sgemm_split(CblasNoTrans, CblasTrans, (int)N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
+    // (N,C) @ (OC,C)^T: w stays in PyTorch's nn.Linear layout; the bias is preloaded (beta 1)
+    sgemm_split(CblasNoTrans, CblasTrans, (int)N, OC, C, 1.0f, inp, C, w, C, bias ? 1.0f : 0.0f, out, OC, bias);
 }
 
 GT_HOT static void add_rows(float *acc, const float *x, size_t n0, size_t n1, int OC) {
@@ -289,9 +282,9 @@ static void matmul_backward_impl(float *dinp, float *dw, float *dbias, const flo
                                  const float *w, size_t N, int C, int OC, float beta_inp) {
     if (N == 0) return;
     if (dinp)  // (N,OC) @ (OC,C)
-        sgemm_split(CblasNoTrans, CblasNoTrans, (int)N, C, OC, 1.0f, dout, OC, w, C, beta_inp, dinp, C);
+        sgemm_split(CblasNoTrans, CblasNoTrans, (int)N, C, OC, 1.0f, dout, OC, w, C, beta_inp, dinp, C, NULL);
     if (dw)  // (N,OC)^T @ (N,C)
-        sgemm_split(CblasTrans, CblasNoTrans, OC, C, (int)N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+        sgemm_split(CblasTrans, CblasNoTrans, OC, C, (int)N, 1.0f, dout, OC, inp, C, 1.0f, dw, C, NULL);
     if (dbias) {  // fixed row blocks, as in layernorm_backward
         size_t nblk = (N + ROW_BLK - 1) / ROW_BLK;
         float *part = gt_calloc(nblk * (size_t)OC, sizeof(float), "bias gradient scratch");
