@@ -229,7 +229,7 @@ void tok_compile(Tokenizer *tok, const char *flag) {
         gt_fail_usage("%s '%s': invalid regex at offset %zu: %s", flag, tok->pattern, (size_t)erroff, (char *)msg);
     }
     // JIT makes splitting several times faster; the interpreter gives the same matches.
-    P->jit = pcre2_jit_compile(P->re, PCRE2_JIT_COMPLETE) == 0;
+    P->jit = !getenv("GT_BPE_NO_JIT") && pcre2_jit_compile(P->re, PCRE2_JIT_COMPLETE) == 0;  // env: tests
     P->builtin = builtin_kind(tok->pattern);
     if (!cls['a']) init_classes();
     P->fast = getenv("GT_BPE_NO_FAST") ? 0 : P->builtin;  // tests compare against PCRE2 alone

@@ -100,6 +100,9 @@ def one_corpus(name, text, pattern, vocab_size, tmp, specials=(), threads=1):
     check(c_chunks == ref_chunks, "%s: split differs from the reference %s" % (tag, first_diff(c_chunks, ref_chunks)))
     slow = c_split(pattern, path, sp_args, {"GT_BPE_NO_FAST": "1"})
     check(slow == c_chunks, "%s: ASCII fast path differs from PCRE2 %s" % (tag, first_diff(c_chunks, slow)))
+    if name in ("fuzz", "spaces", "custom", "specials", "emoji"):  # PCRE2's interpreter, as without JIT
+        interp = c_split(pattern, path, sp_args, {"GT_BPE_NO_FAST": "1", "GT_BPE_NO_JIT": "1"})
+        check(interp == c_chunks, "%s: PCRE2 interpreter differs from JIT %s" % (tag, first_diff(c_chunks, interp)))
     # 2. training
     vocab = os.path.join(tmp, "v.h5")
     sp_flags = [a for s in specials for a in ("--special", s)]
