@@ -190,13 +190,21 @@ static void create_file(AttnWriter *w, const Tokenizer *tok, int every) {
     gt_tmpfile_forget(tmp);
 }
 
+// Length of dim 0, or -1 when the dataset's metadata cannot be read (a damaged file).
 static long long dataset_len(hid_t d) {
     hid_t sp = H5Dget_space(d);
-    H5_CHECK(sp, "");
+    if (sp < 0) return -1;
     hsize_t dims[8];
-    H5_CHECK(H5Sget_simple_extent_dims(sp, dims, NULL), "");
+    int ok = H5Sget_simple_extent_dims(sp, dims, NULL) >= 0;
     H5Sclose(sp);
-    return (long long)dims[0];
+    return ok ? (long long)dims[0] : -1;
+}
+
+// Damaged metadata found while reopening for --resume is bad input (exit 1), not a runtime failure.
+static void damaged_unless(int ok, const AttnWriter *w, const char *what) {
+    if (!ok)
+        gt_fail_usage("attention file '%s': %s cannot be read (damaged file?); move it away to resume without it",
+                      w->path, what);
 }
 
 static void set_len(hid_t d, int rank, const hsize_t *rec, long long n) {
@@ -254,25 +262,37 @@ static void open_for_resume(AttnWriter *w, long long resume_step, int every) {
     free(probe);
     hid_t ds = H5Dopen2(f, "step", H5P_DEFAULT), dl = H5Dopen2(f, "loss", H5P_DEFAULT),
           da = H5Dopen2(f, "attention", H5P_DEFAULT);
-    H5_CHECK(ds, "");
-    H5_CHECK(dl, "");
-    H5_CHECK(da, "");
-    long long n = dataset_len(ds);
-    if (dataset_len(dl) < n) n = dataset_len(dl);
-    if (dataset_len(da) < n) n = dataset_len(da);
+    damaged_unless(ds >= 0 && dl >= 0 && da >= 0, w, "/step, /loss or /attention");
+    long long n = dataset_len(ds), nl = dataset_len(dl), na = dataset_len(da);
+    damaged_unless(n >= 0 && nl >= 0 && na >= 0, w, "the length of /step, /loss or /attention");
+    if (nl < n) n = nl;
+    if (na < n) n = na;
     long long keep = 0;
     if (n > 0) {
         int64_t *steps = gt_malloc((size_t)n * sizeof(int64_t), "steps");
         hsize_t start[1] = {0}, count[1] = {(hsize_t)n};
         hid_t fs = H5Dget_space(ds), ms = H5Screate_simple(1, count, NULL);
         H5_CHECK(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL), "");
-        H5_CHECK(H5Dread(ds, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, steps), "");
+        damaged_unless(H5Dread(ds, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, steps) >= 0, w, "/step");
         H5Sclose(ms);
         H5Sclose(fs);
         while (keep < n && steps[keep] <= resume_step) keep++;
         w->last_step = keep > 0 ? steps[keep - 1] : -1;
         free(steps);
     }
+    // Read back what is kept: a damaged chunk index or chunk is bad input found now, rather
+    // than a failed append later.
+    float *one = gt_malloc((size_t)w->L * w->NH * w->T * w->T * sizeof(float), "attention record");
+    for (long long i = 0; i < keep; i++) {
+        hsize_t start[5] = {(hsize_t)i}, count[5] = {1, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
+        hid_t fs = H5Dget_space(da), ms = H5Screate_simple(5, count, NULL);
+        int ok = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+                 H5Dread(da, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, one) >= 0;
+        if (ms >= 0) H5Sclose(ms);
+        if (fs >= 0) H5Sclose(fs);
+        damaged_unless(ok, w, "a record of /attention");
+    }
+    free(one);
     hsize_t rec[5] = {0, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
     set_len(ds, 1, rec, keep);
     set_len(dl, 1, rec, keep);
@@ -329,19 +349,22 @@ AttnWriter *attn_writer_open(const char *path, const GPTConfig *c, int every, co
 }
 
 // Writes one record (rank-dimensional, first dim 1) at index n of d, extending it first.
-static void write_record(hid_t d, hid_t memtype, int rank, const hsize_t *rec, long long n, const void *buf) {
-    set_len(d, rank, rec, n + 1);
-    hsize_t start[8] = {(hsize_t)n}, count[8] = {1};
+// Returns 0 on failure: the caller names the file and the step.
+static int write_record(hid_t d, hid_t memtype, int rank, const hsize_t *rec, long long n, const void *buf) {
+    hsize_t dims[8], start[8] = {(hsize_t)n}, count[8] = {1};
+    for (int i = 0; i < rank; i++) dims[i] = rec[i];
+    dims[0] = (hsize_t)n + 1;
     for (int i = 1; i < rank; i++) count[i] = rec[i];
+    if (H5Dset_extent(d, dims) < 0) return 0;
     hid_t fs = H5Dget_space(d);
     H5_CHECK(fs, "");
     H5_CHECK(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL), "");
     hid_t ms = H5Screate_simple(rank, count, NULL);
     H5_CHECK(ms, "");
-    H5_CHECK(H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, buf), "is the disk full?");
+    int ok = H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, buf) >= 0;
     H5Sclose(ms);
     H5Sclose(fs);
-    H5_CHECK(H5Dflush(d), "is the disk full?");
+    return ok && H5Dflush(d) >= 0;
 }
 
 // A failed append on a full disk surfaces from HDF5 as an anonymous H5Dwrite/H5Dflush error:
@@ -367,18 +390,22 @@ void attn_append(AttnWriter *w, long long step, float loss, const float *att) {
                 w->last_step);
     check_space(w, step);
     hsize_t rec[5] = {1, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
+    int ok;
     if (w->float16) {
         size_t n = (size_t)w->L * w->NH * w->T * w->T;
         for (size_t i = 0; i < n; i++) w->half[i] = float_to_half(att[i]);
         hid_t ht = h5_half_type();
-        write_record(w->d_att, ht, 5, rec, w->n, w->half);
+        ok = write_record(w->d_att, ht, 5, rec, w->n, w->half);
         H5Tclose(ht);
     } else {
-        write_record(w->d_att, H5T_NATIVE_FLOAT, 5, rec, w->n, att);
+        ok = write_record(w->d_att, H5T_NATIVE_FLOAT, 5, rec, w->n, att);
     }
     int64_t s = step;
-    write_record(w->d_loss, H5T_NATIVE_FLOAT, 1, rec, w->n, &loss);
-    write_record(w->d_step, H5T_NATIVE_INT64, 1, rec, w->n, &s);
+    ok = ok && write_record(w->d_loss, H5T_NATIVE_FLOAT, 1, rec, w->n, &loss);
+    ok = ok && write_record(w->d_step, H5T_NATIVE_INT64, 1, rec, w->n, &s);
+    if (!ok)
+        gt_fail(GT_EXIT_RUNTIME, "appending the attention record of step %lld to '%s' failed (disk full, or a damaged "
+                "file?); the records before it stay readable", step, w->path);
     H5_CHECK(H5Fflush(w->file, H5F_SCOPE_LOCAL), "is the disk full?");
     w->n++;
     w->last_step = step;

@@ -186,6 +186,35 @@ def test_swmr_reader_while_writing():
     assert sizes[-1] == 5 and len(set(sizes)) >= 3, sizes
 
 
+def test_polling_reader_never_locks_the_writer_out():
+    """A reader that opens the file the instant it appears (plain or SWMR) must not keep the
+    writer from opening it: the file is published already in SWMR-write mode."""
+    import threading
+    h5, bn = paths("race")
+    stop = []
+
+    def poll(swmr):
+        while not stop:
+            try:
+                with h5py.File(h5, "r", swmr=swmr) as f:
+                    f["step"].shape
+            except Exception:  # noqa: BLE001 - absent, or being renamed into place
+                pass
+
+    for swmr in (False, True):
+        th = threading.Thread(target=poll, args=(swmr,))
+        th.start()
+        try:
+            for _ in range(12):
+                if os.path.exists(h5):
+                    os.remove(h5)
+                run("write", f"out={h5}", f"raw={bn}", "records=2")
+        finally:
+            stop.append(1)
+            th.join()
+        stop.clear()
+
+
 def test_model_probe():
     h5, bn = paths("model")
     run("model", f"out={h5}", f"raw={bn}", "records=3")
