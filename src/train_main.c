@@ -636,6 +636,23 @@ static void open_writers(Run *r, int argc, char **argv) {
     r->fault_desync_step = getenv("GT_FAULT_DESYNC_STEP") ? atoll(getenv("GT_FAULT_DESYNC_STEP")) : -1;
 }
 
+// Where a bad step went wrong, for its message: the first tensor (nanoGPT name, with its
+// block) whose averaged gradient holds a NaN or Inf; "" when every gradient is finite.
+static void first_bad_tensor(const GPT2 *m, char *out, size_t n) {
+    *out = '\0';
+    for (int i = 0; i < m->n_specs; i++) {
+        const float *g = m->grads + m->specs[i].offset;
+        for (size_t j = 0; j < m->specs[i].numel; j++)
+            if (!isfinite(g[j])) {
+                if (m->specs[i].layer >= 0)
+                    snprintf(out, n, " (first non-finite gradient: layer %d, %s)", m->specs[i].layer, m->specs[i].name);
+                else
+                    snprintf(out, n, " (first non-finite gradient: %s)", m->specs[i].name);
+                return;
+            }
+    }
+}
+
 // One optimizer step k (1-based): forward/backward per micro-batch, the averaged gradient,
 // clip, AdamW. Returns the training loss averaged over the ranks; *norm the gradient norm.
 // A NaN/Inf loss or norm stops the run (exit 2), or with --skip-bad-steps skips the update.
@@ -653,7 +670,12 @@ static double train_step(Run *r, long long k, float *norm) {
         // Only the last micro-batch's backward finishes the gradients: reduce once.
         gpt2_backward(m, 1.0f / (float)A, micro == A - 1 && size > 1 ? reducer_ready : NULL, &r->red);
     }
-    if (k == r->fault_nan_step && rank == 0) m->grads[0] = NAN;
+    if (k == r->fault_nan_step && rank == 0) {  // fault suite: GT_FAULT_NAN_LAYER=l poisons block l
+        const char *fl = getenv("GT_FAULT_NAN_LAYER");
+        int l = fl ? atoi(fl) : -1;
+        if (l >= 0 && l < m->config.n_layer) m->g.h[l].c_attn_w[0] = NAN;
+        else m->grads[0] = NAN;
+    }
     reducer_finish(&r->red);
     if (size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, r->w->comm));
     loss /= size;
@@ -663,16 +685,18 @@ static double train_step(Run *r, long long k, float *norm) {
         return loss;
     }
     // Every rank sees the same reduced figures, so all take the same branch.
+    char where[320];
+    first_bad_tensor(m, where, sizeof where);
     if (c->skip_bad_steps) {
         r->st.skipped_steps++;
-        log_line(&r->lg, "step %lld: loss %g, grad norm %g: update skipped (--skip-bad-steps; %lld skipped so far)", k,
-                 loss, *norm, r->st.skipped_steps);
+        log_line(&r->lg, "step %lld: loss %g, grad norm %g%s: update skipped (--skip-bad-steps; %lld skipped so far)",
+                 k, loss, *norm, where, r->st.skipped_steps);
         return loss;
     }
     if (rank == 0) {
-        fprintf(stderr, "gpt-train: error: step %lld: %s is %s; stopping without saving. ", k,
+        fprintf(stderr, "gpt-train: error: step %lld: %s is %s%s; stopping without saving. ", k,
                 !isfinite(loss) ? "training loss" : "gradient norm",
-                isnan(!isfinite(loss) ? loss : *norm) ? "NaN" : "infinite");
+                isnan(!isfinite(loss) ? loss : *norm) ? "NaN" : "infinite", where);
         if (*r->last_ckpt)
             fprintf(stderr, "The last good checkpoint is %s (step %lld): resume from it with --resume, "
                             "perhaps with a lower --lr or --skip-bad-steps.\n",
