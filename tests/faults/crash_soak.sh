@@ -24,7 +24,7 @@ for ((s = 1; s <= SEEDS; s++)); do
     echo "crash seed $seed: $(tail -1 "$log") ($((SECONDS - t0)) s; $(grep '^kills:' "$log"))"
     if ((rc != 0 && rc != 77)); then failed=1; grep -A6 '^FAIL' "$log" | head -60; fi
     rm -f "$log"
-    GT_FAULT_SEED=$seed GT_FAULT_TRIALS=$((TRIALS * 2)) /usr/bin/python3 "$SRC/tests/faults/test_corrupt_files.py" \
+    GT_FAULT_ALLOW_EXIT2=${GT_FAULT_ALLOW_EXIT2:-} GT_FAULT_SEED=$seed GT_FAULT_TRIALS=$((TRIALS * 2)) /usr/bin/python3 "$SRC/tests/faults/test_corrupt_files.py" \
         >"$log" 2>&1
     rc=$?
     echo "corrupt seed $seed: $(tail -1 "$log")"

@@ -26,10 +26,10 @@ import faultlib as fl  # noqa: E402
 
 TRIALS = int(os.environ.get("GT_FAULT_TRIALS", "24"))
 SEED = int(os.environ.get("GT_FAULT_SEED", "1"))
-# SPEC: a bad input file is exit 1. A damaged file that a library call only notices deep inside
-# a write (exit 2, "HDF5 call failed") is still an orderly stop with one message, so it is
-# tallied and listed as a contract gap rather than failed, unless GT_FAULT_STRICT=1.
-STRICT_EXIT = bool(os.environ.get("GT_FAULT_STRICT"))
+# SPEC: a bad input file is exit 1, and that is what this test demands. GT_FAULT_ALLOW_EXIT2=1
+# (for soaks over new seeds) tallies an orderly exit 2 with one message as a listed contract gap
+# instead of a failure.
+STRICT_EXIT = not os.environ.get("GT_FAULT_ALLOW_EXIT2")
 MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "2",
          "--eval-batches", "1", "--log-every", "1", "--dropout", "0.1"]
 
@@ -121,7 +121,7 @@ class Suite:
             print("  %-12s %-28s loaded %3d, refused: exit 1 %3d, exit 2 %2d; wrong: %d" % (
                 kind, loader, s["ok"], s["exit1"], s["exit2"], s["other"]))
         if self.gaps:
-            print("contract gaps (damaged input ended with exit 2, not 1; GT_FAULT_STRICT=1 fails on these):")
+            print("contract gaps (damaged input ended with exit 2, not 1; allowed by GT_FAULT_ALLOW_EXIT2):")
             for g in self.gaps:
                 print("  " + g)
 
