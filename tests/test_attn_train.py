@@ -180,3 +180,5 @@ if __name__ == "__main__":
         t0 = time.time()
         t(*args)
         print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")
+    import shutil
+    shutil.rmtree(TMP, ignore_errors=True)  # kept when a test fails, for a look
