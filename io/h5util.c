@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +84,51 @@ void h5_commit(hid_t file, const char *tmp, const char *path) {
     fsync_path(dir);
 }
 
-static hid_t open_checked(const char *path, const char *format, const char *what, unsigned flags) {
+// HDF5 1.10 can loop forever or crash on some damaged files (a corrupted global heap
+// behind a string attribute: see tests/fuzz/known-hdf5). Opening and validating a file
+// touches only its metadata, which takes milliseconds, so while that runs a watchdog turns
+// a hang, and a signal handler a crash inside the library, into one "damaged file" error.
+static char watchdog_msg[4608];
+static size_t watchdog_len;
+
+static char crash_msg[4608];
+static const int watched_signals[3] = {SIGALRM, SIGSEGV, SIGBUS};
+static struct sigaction saved_actions[3];
+static size_t crash_len;
+
+static void watchdog_fire(int sig) {
+    int crashed = sig != SIGALRM;
+    ssize_t rc = write(STDERR_FILENO, crashed ? crash_msg : watchdog_msg, crashed ? crash_len : watchdog_len);
+    (void)rc;
+    _exit(GT_EXIT_USAGE);
+}
+
+static void watchdog_arm(const char *path, const char *what) {
+    const char *env = getenv("GT_H5_OPEN_TIMEOUT");
+    unsigned secs = env && atoi(env) > 0 ? (unsigned)atoi(env) : 20;
+    int n = snprintf(watchdog_msg, sizeof watchdog_msg,
+                     "%s: error: %s '%s': HDF5 did not finish reading the file's metadata within %u s; the file is damaged\n",
+                     gt_progname(), what, path, secs);
+    watchdog_len = n < 0 ? 0 : ((size_t)n < sizeof watchdog_msg ? (size_t)n : sizeof watchdog_msg - 1);
+    n = snprintf(crash_msg, sizeof crash_msg,
+                 "%s: error: %s '%s': HDF5 crashed reading the file's metadata; the file is damaged\n",
+                 gt_progname(), what, path);
+    crash_len = n < 0 ? 0 : ((size_t)n < sizeof crash_msg ? (size_t)n : sizeof crash_msg - 1);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = watchdog_fire;
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < 3; i++) sigaction(watched_signals[i], &sa, &saved_actions[i]);
+    alarm(secs);
+}
+
+// Puts back whatever was there before (Open MPI installs its own SIGSEGV handler).
+static void watchdog_disarm(void) {
+    alarm(0);
+    for (int i = 0; i < 3; i++) sigaction(watched_signals[i], &saved_actions[i], NULL);
+}
+
+static hid_t open_checked_body(const char *path, const char *format, const char *what, unsigned flags) {
     struct stat st;
     if (stat(path, &st) != 0) gt_fail_usage("%s '%s': %s", what, path, strerror(errno));
     if (S_ISDIR(st.st_mode)) gt_fail_usage("%s '%s': is a directory, expected an HDF5 file", what, path);
@@ -109,6 +154,13 @@ static hid_t open_checked(const char *path, const char *format, const char *what
         gt_fail_usage("%s '%s': format_version %lld is not supported (this gpt-train reads %d)", what, path,
                       (long long)ver, GT_FORMAT_VERSION);
     }
+    return f;
+}
+
+static hid_t open_checked(const char *path, const char *format, const char *what, unsigned flags) {
+    watchdog_arm(path, what);
+    hid_t f = open_checked_body(path, format, what, flags);
+    watchdog_disarm();
     return f;
 }
 
