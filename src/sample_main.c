@@ -271,6 +271,7 @@ int main(int argc, char **argv) {
     Rng rng;
     rng_seed(&rng, seed);
     double t1 = now_s();
+    int ends_with_newline = 1;
     for (long i = 0; i < max_new; i++) {
         if (attn_out) kv_att_row(&g.kv, g.kv.last_fed - 1, row);
         int id = sample_token(g.kv.logits, V, &sp, &rng, probs, order);
@@ -278,10 +279,13 @@ int main(int argc, char **argv) {
         size_t tl = 0;
         const uint8_t *tb = tokenizer_token(&tok, (uint32_t)id, &tl);
         stream_put(&out, tb, tl, 0);
+        if (tl > 0) ends_with_newline = tb[tl - 1] == '\n';
         if (i + 1 < max_new) generator_push(&g, id);
     }
     stream_put(&out, (const uint8_t *)"", 0, 1);
     double t_gen = now_s() - t1;
+    // stdout holds exactly the text; the report starts on its own line on a shared terminal.
+    if (!ends_with_newline) fputc('\n', stderr);
     fprintf(stderr, "gpt-sample: prompt %zu tokens in %.1f ms; %ld new tokens in %.1f ms (%.1f tokens/s); window slid %lld times\n",
             P, 1e3 * t_prompt, max_new, 1e3 * t_gen, t_gen > 0 ? (double)max_new / t_gen : 0.0, g.slides);
 
