@@ -35,8 +35,8 @@ def first_real(fr):
 def main():
     harness, inp = sys.argv[1], sys.argv[2]
     env = dict(os.environ)
-    env["ASAN_OPTIONS"] = "detect_leaks=0:symbolize=1:abort_on_error=1"
-    r = subprocess.run([harness, "-rss_limit_mb=6144", "-malloc_limit_mb=6144", "-timeout=10", inp],
+    env["ASAN_OPTIONS"] = "detect_leaks=0:symbolize=1:abort_on_error=1:allocator_may_return_null=1"
+    r = subprocess.run([harness, "-rss_limit_mb=6144", "-malloc_limit_mb=65536", "-timeout=10", inp],
                        capture_output=True, text=True, env=env, timeout=300)
     out = r.stderr
     if r.returncode == 0:
