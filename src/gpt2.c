@@ -18,14 +18,14 @@
 // (maxB, maxT) but each call packs its tensors densely for its own (B, T).
 typedef struct {
     float *encoded;    // (B, T, C) embedding sum after dropout: the residual stream entering block 0
-    float *ln1;        // (L, B, T, C)
+    float *ln;         // (B, T, C) LayerNorm output feeding a matmul: one layer's, recomputed
+                       //   in backward from the stored mean/rstd rather than kept for all L
     float *ln1_mean;   // (L, B, T)
     float *ln1_rstd;   // (L, B, T)
     float *qkv;        // (L, B, T, 3C)
     float *atty;       // (L, B, T, C) attention output before c_proj
     float *att;        // (L, B, NH, T, T)
     float *residual2;  // (L, B, T, C) after the attention branch
-    float *ln2;        // (L, B, T, C)
     float *ln2_mean;   // (L, B, T)
     float *ln2_rstd;   // (L, B, T)
     float *fch;        // (L, B, T, 4C)
@@ -52,7 +52,7 @@ typedef struct {
     float *dbtc2;       // (B, T, C)
     float *dqkv;        // (B, T, 3C)
     float *dfch;        // (B, T, 4C)
-    float *scratch;     // (B, T, C) branch outputs before dropout (forward)
+    float *scratch;     // (B, T, C) branch outputs before dropout (forward), LayerNorm recompute (backward)
 } Priv;
 
 // Dropout sites: 0 the embedding sum; per layer attention probabilities, attention branch,
@@ -185,10 +185,10 @@ void gpt2_init_weights(GPT2 *m, uint64_t seed) {
 static size_t acts_size(const GPTConfig *c, size_t B, size_t T) {
     size_t C = c->n_embd, L = c->n_layer, NH = c->n_head, V = c->vocab_size, BT = B * T;
     return BT * C                      // encoded
-           + L * BT * C * 2 + L * BT * 2  // ln1, atty; ln1 mean/rstd
+           + BT * C + L * BT * C + L * BT * 2  // ln, atty; ln1 mean/rstd
            + L * BT * 3 * C            // qkv
            + L * B * NH * T * T        // att
-           + L * BT * C * 2 + L * BT * 2  // residual2, ln2; ln2 mean/rstd
+           + L * BT * C + L * BT * 2   // residual2; ln2 mean/rstd
            + L * BT * 4 * C * 2        // fch, fch_gelu
            + L * BT * C                // residual3
            + BT * C + BT * 2           // lnf; mean/rstd
@@ -202,14 +202,13 @@ static void set_act_views(GPT2 *m, int B, int T) {
     float *p = m->acts;
 #define TAKE(field, n) do { a->field = p; p += (n); } while (0)
     TAKE(encoded, BT * C);
-    TAKE(ln1, L * BT * C);
+    TAKE(ln, BT * C);
     TAKE(ln1_mean, L * BT);
     TAKE(ln1_rstd, L * BT);
     TAKE(qkv, L * BT * 3 * C);
     TAKE(atty, L * BT * C);
     TAKE(att, L * B * NH * T * T);
     TAKE(residual2, L * BT * C);
-    TAKE(ln2, L * BT * C);
     TAKE(ln2_mean, L * BT);
     TAKE(ln2_rstd, L * BT);
     TAKE(fch, L * BT * 4 * C);
@@ -288,17 +287,17 @@ float gpt2_forward(GPT2 *m, const int *inputs, const int *targets, int B, int T,
     for (int l = 0; l < L; l++) {
         const BlockTensors *w = &m->p.h[l];
         const float *x = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BT * C;
-        float *ln1 = a->ln1 + l * BT * C, *qkv = a->qkv + l * BT * 3 * C, *atty = a->atty + l * BT * C;
+        float *qkv = a->qkv + l * BT * 3 * C, *atty = a->atty + l * BT * C;
         float *att = a->att + (size_t)l * B * NH * T * T, *res2 = a->residual2 + l * BT * C;
-        float *ln2 = a->ln2 + l * BT * C, *fch = a->fch + l * BT * 4 * C, *fchg = a->fch_gelu + l * BT * 4 * C;
+        float *fch = a->fch + l * BT * 4 * C, *fchg = a->fch_gelu + l * BT * 4 * C;
         float *res3 = a->residual3 + l * BT * C;
-        layernorm_forward(ln1, a->ln1_mean + l * BT, a->ln1_rstd + l * BT, x, w->ln_1_w, w->ln_1_b, BT, C);
-        matmul_forward(qkv, ln1, w->c_attn_w, w->c_attn_b, BT, C, 3 * C);
+        layernorm_forward(a->ln, a->ln1_mean + l * BT, a->ln1_rstd + l * BT, x, w->ln_1_w, w->ln_1_b, BT, C);
+        matmul_forward(qkv, a->ln, w->c_attn_w, w->c_attn_b, BT, C, 3 * C);
         attention_forward_dropout(atty, att, qkv, B, T, C, NH, p, site_key(dropout_seed, l, SITE_ATT));
         matmul_forward(q->scratch, atty, w->attn_proj_w, w->attn_proj_b, BT, C, C);
         residual_dropout_forward(res2, x, q->scratch, BT * C, p, site_key(dropout_seed, l, SITE_ATTN_RESID));
-        layernorm_forward(ln2, a->ln2_mean + l * BT, a->ln2_rstd + l * BT, res2, w->ln_2_w, w->ln_2_b, BT, C);
-        matmul_forward(fch, ln2, w->c_fc_w, w->c_fc_b, BT, C, 4 * C);
+        layernorm_forward(a->ln, a->ln2_mean + l * BT, a->ln2_rstd + l * BT, res2, w->ln_2_w, w->ln_2_b, BT, C);
+        matmul_forward(fch, a->ln, w->c_fc_w, w->c_fc_b, BT, C, 4 * C);
         gelu_forward(fchg, fch, BT * 4 * C);
         matmul_forward(q->scratch, fchg, w->mlp_proj_w, w->mlp_proj_b, BT, 4 * C, C);
         residual_dropout_forward(res3, res2, q->scratch, BT * C, p, site_key(dropout_seed, l, SITE_MLP_RESID));
@@ -347,9 +346,10 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
         const BlockTensors *w = &m->p.h[l];
         BlockTensors *g = &m->g.h[l];
         const float *x = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BT * C;
-        float *ln1 = a->ln1 + l * BT * C, *qkv = a->qkv + l * BT * 3 * C, *atty = a->atty + l * BT * C;
+        float *qkv = a->qkv + l * BT * 3 * C, *atty = a->atty + l * BT * C;
         float *att = a->att + (size_t)l * B * NH * T * T, *res2 = a->residual2 + l * BT * C;
-        float *ln2 = a->ln2 + l * BT * C, *fch = a->fch + l * BT * 4 * C, *fchg = a->fch_gelu + l * BT * 4 * C;
+        float *fch = a->fch + l * BT * 4 * C, *fchg = a->fch_gelu + l * BT * 4 * C;
+        float *ln = q->scratch;  // LayerNorm outputs, recomputed (same bits as in forward)
 
         // MLP branch: dres holds d(residual3); the skip path passes it to residual2 unchanged
         // (without dropout the branch's gradient is dres itself: no copy)
@@ -361,7 +361,8 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
         matmul_backward_set(q->dfch, g->mlp_proj_w, g->mlp_proj_b, dbranch, fchg, w->mlp_proj_w, BT, 4 * C, C);
         gelu_backward_inplace(q->dfch, fch, BT * 4 * C);
         float *dln2 = q->dbtc2;
-        matmul_backward_set(dln2, g->c_fc_w, g->c_fc_b, q->dfch, ln2, w->c_fc_w, BT, C, 4 * C);
+        layernorm_forward(ln, NULL, NULL, res2, w->ln_2_w, w->ln_2_b, BT, C);
+        matmul_backward_set(dln2, g->c_fc_w, g->c_fc_b, q->dfch, ln, w->c_fc_w, BT, C, 4 * C);
         layernorm_backward(dres, g->ln_2_w, g->ln_2_b, dln2, res2, w->ln_2_w, a->ln2_mean + l * BT,
                            a->ln2_rstd + l * BT, BT, C);
 
@@ -376,7 +377,8 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
         memset(q->dqkv, 0, BT * 3 * C * sizeof(float));
         attention_backward(q->dqkv, datty, qkv, att, B, T, C, NH, p, site_key(seed, l, SITE_ATT));
         float *dln1 = q->dbtc;
-        matmul_backward_set(dln1, g->c_attn_w, g->c_attn_b, q->dqkv, ln1, w->c_attn_w, BT, C, 3 * C);
+        layernorm_forward(ln, NULL, NULL, x, w->ln_1_w, w->ln_1_b, BT, C);
+        matmul_backward_set(dln1, g->c_attn_w, g->c_attn_b, q->dqkv, ln, w->c_attn_w, BT, C, 3 * C);
         layernorm_backward(dres, g->ln_1_w, g->ln_1_b, dln1, x, w->ln_1_w, a->ln1_mean + l * BT,
                            a->ln1_rstd + l * BT, BT, C);
         const ParamSpec *first = &sp[2 + l * N_BLOCK_TENSORS], *last = &sp[2 + (l + 1) * N_BLOCK_TENSORS - 1];
