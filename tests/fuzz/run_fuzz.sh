@@ -90,6 +90,9 @@ echo "run_fuzz.sh: built ${HARNESSES[*]} in $OUT"
 # ---- run
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+# h5util's watchdog turns a libhdf5 crash or hang while opening a damaged file into exit 1
+# after GT_H5_OPEN_TIMEOUT s: keep that short here (it replaces libFuzzer's own timer).
+export GT_H5_OPEN_TIMEOUT=${GT_H5_OPEN_TIMEOUT:-3}
 status=0
 for h in "${HARNESSES[@]}"; do
     reg=$SRC/tests/fuzz/corpus/$h
@@ -124,8 +127,10 @@ for h in "${HARNESSES[@]}"; do
     art=$OUT/artifacts-$h
     rm -rf "$art"
     mkdir -p "$art"
-    "$OUT/$h" "${opts[@]}" -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 -close_fd_mask=2 \
-        -max_total_time="$SECS" -artifact_prefix="$art/" "$work" "$reg" >"$OUT/$h-fuzz.log" 2>&1 || true
+    # The outer timeout is a backstop: the watchdog's alarm(0) also cancels libFuzzer's timer.
+    timeout -k 5 $((SECS + 120)) "$OUT/$h" "${opts[@]}" -fork=1 -ignore_crashes=1 -ignore_ooms=1 \
+        -ignore_timeouts=1 -close_fd_mask=2 -max_total_time="$SECS" -artifact_prefix="$art/" "$work" "$reg" \
+        >"$OUT/$h-fuzz.log" 2>&1 || true
     { grep -E "^#[0-9]+: cov" "$OUT/$h-fuzz.log" || true; } | tail -1
     for c in "$art"/*; do
         [[ -e $c ]] || continue
