@@ -318,6 +318,14 @@ float gpt2_forward(GPT2 *m, const int *inputs, const int *targets, int B, int T,
 
 void gpt2_zero_grad(GPT2 *m) { memset(m->grads, 0, m->num_params * sizeof(float)); }
 
+// Between sub-layers of backward: tensors [lo, hi) of the specs have final gradients.
+static void progress(const GPT2 *m, int lo, int hi) {
+    if (!m->progress) return;
+    size_t off = lo < hi ? m->specs[lo].offset : 0;
+    size_t end = lo < hi ? m->specs[hi - 1].offset + m->specs[hi - 1].numel : 0;
+    m->progress(m->progress_ctx, off, end - off);
+}
+
 void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
     Priv *q = m->priv;
     if (!q || !q->has_targets) gt_fail(GT_EXIT_RUNTIME, "gpt2_backward without a forward that had targets");
@@ -335,6 +343,7 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
     crossentropy_backward(dlogits, a->probs, q->targets, loss_scale / (float)BT, BT, V);
     float *dlnf = q->dbtc;
     matmul_backward_set(dlnf, m->g.wte, NULL, dlogits, a->lnf, m->p.wte, BT, C, V);
+    progress(m, 0, 0);
     float *dres = q->dresidual;
     memset(dres, 0, BT * C * sizeof(float));
     layernorm_backward(dres, m->g.ln_f_w, m->g.ln_f_b, dlnf, a->residual3 + (size_t)(L - 1) * BT * C, m->p.ln_f_w,
@@ -343,6 +352,7 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
     if (ready) ready(ctx, lnf_spec->offset, 2 * (size_t)C);
 
     for (int l = L - 1; l >= 0; l--) {
+        const int s0 = 2 + l * N_BLOCK_TENSORS;  // this block's first spec
         const BlockTensors *w = &m->p.h[l];
         BlockTensors *g = &m->g.h[l];
         const float *x = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BT * C;
@@ -359,12 +369,15 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
             dbranch = q->dbtc;
         }
         matmul_backward_set(q->dfch, g->mlp_proj_w, g->mlp_proj_b, dbranch, fchg, w->mlp_proj_w, BT, 4 * C, C);
+        progress(m, s0 + 10, s0 + 12);
         gelu_backward_inplace(q->dfch, fch, BT * 4 * C);
         float *dln2 = q->dbtc2;
         layernorm_forward(ln, NULL, NULL, res2, w->ln_2_w, w->ln_2_b, BT, C);
         matmul_backward_set(dln2, g->c_fc_w, g->c_fc_b, q->dfch, ln, w->c_fc_w, BT, C, 4 * C);
+        progress(m, s0 + 8, s0 + 10);
         layernorm_backward(dres, g->ln_2_w, g->ln_2_b, dln2, res2, w->ln_2_w, a->ln2_mean + l * BT,
                            a->ln2_rstd + l * BT, BT, C);
+        progress(m, s0 + 6, s0 + 8);
 
         // attention branch: dres now holds d(residual2)
         dbranch = dres;
@@ -374,11 +387,14 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
         }
         float *datty = q->dbtc2;
         matmul_backward_set(datty, g->attn_proj_w, g->attn_proj_b, dbranch, atty, w->attn_proj_w, BT, C, C);
+        progress(m, s0 + 4, s0 + 6);
         memset(q->dqkv, 0, BT * 3 * C * sizeof(float));
         attention_backward(q->dqkv, datty, qkv, att, B, T, C, NH, p, site_key(seed, l, SITE_ATT));
+        progress(m, 0, 0);
         float *dln1 = q->dbtc;
         layernorm_forward(ln, NULL, NULL, x, w->ln_1_w, w->ln_1_b, BT, C);
         matmul_backward_set(dln1, g->c_attn_w, g->c_attn_b, q->dqkv, ln, w->c_attn_w, BT, C, 3 * C);
+        progress(m, s0 + 2, s0 + 4);
         layernorm_backward(dres, g->ln_1_w, g->ln_1_b, dln1, x, w->ln_1_w, a->ln1_mean + l * BT,
                            a->ln1_rstd + l * BT, BT, C);
         const ParamSpec *first = &sp[2 + l * N_BLOCK_TENSORS], *last = &sp[2 + (l + 1) * N_BLOCK_TENSORS - 1];

@@ -74,6 +74,12 @@ typedef struct {
     int B, T;                   // of the last forward
     int training;               // last forward was in training mode (dropout on)
     float mean_loss;            // of the last forward with targets, else -1
+    // Optional (NULL after gpt2_build): called by gpt2_backward between sub-layers with the
+    // range of gradients made final since its last call (count 0 when none), back to front
+    // like ready, which still reports each block whole. A chance to start and progress
+    // non-blocking reductions at a finer grain; the callee must not reduce a range twice.
+    GradReadyFn progress;
+    void *progress_ctx;
     void *priv;                 // dropout masks and scratch (gpt2.c)
 } GPT2;
 
