@@ -734,10 +734,21 @@ GT_HOT static void crossentropy_rows(float *probs, float *losses, const float *l
         const float *x = logits + n * V;
         float *pr = probs + n * V;
         float maxv = max_f(x, V);
-        for (int v = 0; v < V; v++) pr[v] = exp_approx(x[v] - maxv);
-        float sum = sum_f(pr, V);
+        // exp and its sum in one sweep (same partial sums and order as sum_f)
+        float acc[8] = {0};
+        int v = 0;
+        for (; v + 8 <= V; v += 8)
+            for (int j = 0; j < 8; j++) {
+                pr[v + j] = exp_approx(x[v + j] - maxv);
+                acc[j] += pr[v + j];
+            }
+        float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        for (; v < V; v++) {
+            pr[v] = exp_approx(x[v] - maxv);
+            sum += pr[v];
+        }
         float inv = 1.0f / sum;
-        for (int v = 0; v < V; v++) pr[v] *= inv;
+        for (v = 0; v < V; v++) pr[v] *= inv;
         // log-sum-exp form: exact even when the target's probability underflows
         losses[n] = logf(sum) + maxv - x[targets[n]];
     }
