@@ -37,6 +37,7 @@ void reducer_init(GradReducer *r, MPI_Comm comm, float *grads, size_t n, size_t 
     MPI_CHECK(MPI_Comm_size(comm, &r->size));
     r->grads = grads;
     r->n = n;
+    r->floor = n;
     r->bucket_min = (bucket_bytes ? bucket_bytes : (1u << 20)) / sizeof(float);
     if (r->size == 1) return;
     // The cost a blocking reduction of the whole gradient would add to each step: the
@@ -60,15 +61,21 @@ void reducer_init(GradReducer *r, MPI_Comm comm, float *grads, size_t n, size_t 
 
 void reducer_ready(void *ctx, size_t offset, size_t count) {
     GradReducer *r = ctx;
-    if (r->size == 1 || count == 0) return;
-    if (r->hi > r->lo && offset + count == r->lo) r->lo = offset;           // backward walks down
-    else if (r->hi > r->lo && offset == r->hi) r->hi = offset + count;
-    else {
-        flush_pending(r);
-        r->lo = offset;
-        r->hi = offset + count;
+    if (r->size == 1) return;
+    // Only what lies below every range seen this step is new (ranges above the floor that
+    // were never reported are reduced by reducer_finish).
+    size_t end = offset + count < r->floor ? offset + count : r->floor;
+    if (end > offset) {
+        r->floor = offset;
+        count = end - offset;
+        if (r->hi > r->lo && offset + count == r->lo) r->lo = offset;  // backward walks down
+        else {
+            flush_pending(r);
+            r->lo = offset;
+            r->hi = offset + count;
+        }
+        if (r->hi - r->lo >= r->bucket_min) flush_pending(r);
     }
-    if (r->hi - r->lo >= r->bucket_min) flush_pending(r);
     // Open MPI progresses non-blocking collectives inside MPI calls: nudge the ones in flight.
     if (r->nreq > 0) {
         int done;
@@ -108,6 +115,7 @@ void reducer_finish(GradReducer *r) {
     free(ranges);
     MPI_CHECK(MPI_Waitall(r->nreq, r->reqs, MPI_STATUSES_IGNORE));
     r->nreq = 0;
+    r->floor = r->n;
     r->wait_s = MPI_Wtime() - t0;
     r->wait_total_s += r->wait_s;
     r->steps++;

@@ -18,6 +18,7 @@ typedef struct {
     size_t n;             // floats in grads
     size_t bucket_min;    // floats per bucket before it is started
     size_t lo, hi;        // reported range not started yet
+    size_t floor;         // lowest offset reported this step: what lies above is started or pending
     MPI_Request *reqs;
     size_t *r_off, *r_cnt;
     int nreq, capreq;
@@ -31,7 +32,10 @@ typedef struct {
 
 // bucket_bytes: 0 means 1 MiB. Calibrates the blocking cost (collective).
 void reducer_init(GradReducer *r, MPI_Comm comm, float *grads, size_t n, size_t bucket_bytes);
-// A GradReadyFn for gpt2_backward (ctx = the GradReducer).
+// A GradReadyFn for gpt2_backward (ctx = the GradReducer), also fit for GPT2.progress:
+// ranges come back to front and only the part below all earlier ones counts, so a block
+// reported again whole after its sub-layers is not reduced twice. Every call also drives
+// the reductions in flight (Open MPI moves them only inside MPI calls).
 void reducer_ready(void *ctx, size_t offset, size_t count);
 void reducer_finish(GradReducer *r);
 // Share of the gradient whose reduction had completed, behind backward, by the time

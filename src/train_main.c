@@ -667,8 +667,14 @@ static double train_step(Run *r, long long k, float *norm) {
         dataloader_next(&r->dl, r->inputs, r->targets, B);
         float l = gpt2_forward(m, r->inputs, r->targets, B, T, 1, dropout_key((uint64_t)c->seed, k, rank, micro));
         loss += (double)l / A;
-        // Only the last micro-batch's backward finishes the gradients: reduce once.
-        gpt2_backward(m, 1.0f / (float)A, micro == A - 1 && size > 1 ? reducer_ready : NULL, &r->red);
+        // Only the last micro-batch's backward finishes the gradients: reduce once; the
+        // reducer also drives its reductions between sub-layers (GPT2.progress). At the fault
+        // suite's NaN step, everything waits for reducer_finish so the poison below is reduced.
+        int last = micro == A - 1 && size > 1 && k != r->fault_nan_step;
+        m->progress = last ? reducer_ready : NULL;
+        m->progress_ctx = &r->red;
+        gpt2_backward(m, 1.0f / (float)A, last ? reducer_ready : NULL, &r->red);
+        m->progress = NULL;
     }
     if (k == r->fault_nan_step && rank == 0) {  // fault suite: GT_FAULT_NAN_LAYER=l poisons block l
         const char *fl = getenv("GT_FAULT_NAN_LAYER");

@@ -5,7 +5,9 @@
 // global batch of N*B seeded sequences; gradients are averaged by the trainer's
 // GradReducer through gpt2_backward's ready callback (buckets of several sizes, so the
 // overlap path with many in-flight requests is exercised), and once more with two
-// micro-batches (--grad-accum: callback on the last only). Rank 0 then computes the
+// micro-batches (--grad-accum: callback on the last only). All modes but the 64 KiB one
+// also hand the reducer to GPT2.progress (sub-layer ranges, then each block again whole:
+// nothing may be reduced twice), as gpt-train does. Rank 0 then computes the
 // gradient of the whole N*B batch alone and compares. Exit 0 on agreement, 1 otherwise.
 #include <math.h>
 #include <stdio.h>
@@ -72,17 +74,23 @@ int main(int argc, char **argv) {
         GradReducer red;
         reducer_init(&red, w->comm, m.grads, m.num_params, mode < 3 ? buckets[mode] : 0);
         gpt2_zero_grad(&m);
+        GradReadyFn prog = N > 1 && mode != 2 ? reducer_ready : NULL;
         if (mode < 3) {
             fill_batch(in, tg, B, w->rank * B, T, c.vocab_size);
             gpt2_forward(&m, in, tg, B, T, 0, 0);
+            m.progress = prog;
+            m.progress_ctx = &red;
             gpt2_backward(&m, 1.0f, N > 1 ? reducer_ready : NULL, &red);
         } else {  // two micro-batches of B/2; only the last one reduces
             for (int micro = 0; micro < 2; micro++) {
                 fill_batch(in, tg, B / 2, w->rank * B + micro * (B / 2), T, c.vocab_size);
                 gpt2_forward(&m, in, tg, B / 2, T, 0, 0);
+                m.progress = micro == 1 ? prog : NULL;
+                m.progress_ctx = &red;
                 gpt2_backward(&m, 0.5f, micro == 1 && N > 1 ? reducer_ready : NULL, &red);
             }
         }
+        m.progress = NULL;
         reducer_finish(&red);
         // Gather rank 1..N-1's averaged gradients too: every rank must hold the same result.
         float *other = w->rank == 0 ? gt_malloc(m.num_params * sizeof(float), "other") : NULL;
@@ -102,7 +110,7 @@ int main(int argc, char **argv) {
             int ok = d <= 2e-5 * (gmax > 1e-3 ? gmax : 1e-3);
             printf("%s np=%d mode=%s: max |allreduced - union| = %.3g (max |g| = %.3g, %zu params, hidden %.0f%%)\n",
                    ok ? "ok  " : "FAIL", N,
-                   mode == 0 ? "bucket 1MiB" : mode == 1 ? "bucket 512B" : mode == 2 ? "bucket 64KiB" : "grad-accum 2",
+                   mode == 0 ? "bucket 1MiB+progress" : mode == 1 ? "bucket 512B+progress" : mode == 2 ? "bucket 64KiB" : "grad-accum 2+progress",
                    d, gmax, m.num_params, 100 * reducer_hidden_share(&red));
             if (!ok) fails++;
         }
