@@ -157,10 +157,29 @@ static hid_t open_checked_body(const char *path, const char *format, const char 
     return f;
 }
 
+// Guards nest: the outermost one names the file in the message.
+static int guard_depth;
+
+static void guard_begin(const char *path, const char *what) {
+    if (guard_depth++ == 0) watchdog_arm(path, what);
+}
+
+static void guard_end(void) {
+    if (--guard_depth == 0) watchdog_disarm();
+}
+
+// Variable-length strings live in the global heap, where the damage that trips libhdf5
+// is found, so every such read is guarded too, naming the file it comes from.
+static void guard_begin_loc(hid_t loc) {
+    char name[4096] = "?";
+    if (guard_depth == 0 && H5Fget_name(loc, name, sizeof name) < 0) snprintf(name, sizeof name, "?");
+    guard_begin(name, "file");
+}
+
 static hid_t open_checked(const char *path, const char *format, const char *what, unsigned flags) {
-    watchdog_arm(path, what);
+    guard_begin(path, what);
     hid_t f = open_checked_body(path, format, what, flags);
-    watchdog_disarm();
+    guard_end();
     return f;
 }
 
@@ -244,7 +263,16 @@ int h5_attr_read_double(hid_t loc, const char *name, double *v) {
     return ok;
 }
 
+static char *attr_read_str(hid_t loc, const char *name);
+
 char *h5_attr_read_str(hid_t loc, const char *name) {
+    guard_begin_loc(loc);
+    char *s = attr_read_str(loc, name);
+    guard_end();
+    return s;
+}
+
+static char *attr_read_str(hid_t loc, const char *name) {
     hid_t a = attr_open(loc, name);
     if (a < 0) return NULL;
     hid_t ft = H5Aget_type(a);
@@ -365,7 +393,16 @@ void h5_write_strings(hid_t loc, const char *name, char *const *strs, size_t n) 
     H5Tclose(t);
 }
 
+static char **read_strings(hid_t loc, const char *name, size_t *n);
+
 char **h5_read_strings(hid_t loc, const char *name, size_t *n) {
+    guard_begin_loc(loc);
+    char **strs = read_strings(loc, name, n);
+    guard_end();
+    return strs;
+}
+
+static char **read_strings(hid_t loc, const char *name, size_t *n) {
     int rank = 0;
     hsize_t dims[8];
     if (!h5_dataset_shape(loc, name, &rank, dims) || rank != 1) return NULL;

@@ -814,7 +814,15 @@ int main(int argc, char **argv) {
     prepare_data(r);
     open_tokens(r);
     if (c->resume) resume_settings(r);
-    comm_agree(config_check(c, r->err, sizeof r->err) != 0 ? r->err : NULL, GT_EXIT_USAGE);
+    int bad_config = config_check(c, r->err, sizeof r->err) != 0;
+    if (bad_config && c->resume) {
+        // Settings not given on the command line came from the checkpoint: name it too.
+        char why[1024];
+        snprintf(why, sizeof why, "%.1000s", r->err);
+        snprintf(r->err, sizeof r->err, "%.1000s (settings not given as flags come from checkpoint '%.3000s' /config)",
+                 why, r->ckpt_path);
+    }
+    comm_agree(bad_config ? r->err : NULL, GT_EXIT_USAGE);
     r->mc = (GPTConfig){r->info.vocab_size, c->block_size, c->n_layer, c->n_head, c->n_embd, (float)c->dropout};
     comm_agree(gpt2_config_check(&r->mc, r->err, sizeof r->err) ? NULL : r->err, GT_EXIT_USAGE);
     load_tokens(r);
