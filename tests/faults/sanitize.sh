@@ -31,11 +31,12 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
 echo "== configure and build $B (GT_SANITIZE=ON)"
 t0=$SECONDS
-cmake -S "$SRC" -B "$B" -DGT_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$B.configure.log" 2>&1 ||
-    { cat "$B.configure.log"; echo "FAIL: cmake configure"; exit 1; }
-if ! cmake --build "$B" -j2 >"$B.build.log" 2>&1; then
+mkdir -p "$B"
+cmake -S "$SRC" -B "$B" -DGT_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$B/configure.log" 2>&1 ||
+    { cat "$B/configure.log"; echo "FAIL: cmake configure"; exit 1; }
+if ! cmake --build "$B" -j2 >"$B/build.log" 2>&1; then
     # Build what builds (another component may be half-written): the tools are what we need.
-    cmake --build "$B" -j2 --target gpt-bpe gpt-train gpt-sample -- -k >>"$B.build.log" 2>&1
+    cmake --build "$B" -j2 --target gpt-bpe gpt-train gpt-sample -- -k >>"$B/build.log" 2>&1
 fi
 echo "   built in $((SECONDS - t0)) s"
 mkdir -p "$log"
@@ -61,7 +62,7 @@ if [[ -x $B/gpt-bpe ]]; then
     scan "$log/ctest-tokenizer.log" >/dev/null || fail "sanitizer report in tokenizer tests"
     echo "   $((SECONDS - t0)) s"
 else
-    fail "gpt-bpe did not build with GT_SANITIZE=ON (see $B.build.log)"
+    fail "gpt-bpe did not build with GT_SANITIZE=ON (see $B/build.log)"
 fi
 
 # ---- 2. a short 2-rank training, resume and sample (leaks off for MPI programs)
