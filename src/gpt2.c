@@ -53,6 +53,7 @@ typedef struct {
     float *dqkv;        // (B, T, 3C)
     float *dfch;        // (B, T, 4C)
     float *scratch;     // (B, T, C) branch outputs before dropout (forward), LayerNorm recompute (backward)
+    float *ce_saved;    // (B, T) probs at the targets, while backward holds probs - onehot in place
 } Priv;
 
 // Dropout sites: 0 the embedding sum; per layer attention probabilities, attention branch,
@@ -245,13 +246,14 @@ void gpt2_alloc_activations(GPT2 *m, int maxB, int maxT) {
     m->priv = q;
     q->inputs = gt_malloc(2 * BT * sizeof(int), "token buffers");
     q->targets = q->inputs + BT;
-    float *s = gt_malloc(BT * C * 11 * sizeof(float), "backward scratch");
+    float *s = gt_malloc((BT * C * 11 + BT) * sizeof(float), "backward scratch");
     q->dresidual = s;
     q->dbtc = s + BT * C;
     q->dbtc2 = s + 2 * BT * C;
     q->scratch = s + 3 * BT * C;
     q->dqkv = s + 4 * BT * C;
     q->dfch = s + 7 * BT * C;
+    q->ce_saved = s + 11 * BT * C;
     set_act_views(m, maxB, maxT);
 }
 
@@ -337,12 +339,19 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
     uint64_t seed = q->dropout_seed;
     const ParamSpec *sp = m->specs;
 
-    // loss -> logits -> lnf, and the tied head's share of dwte. dlogits overwrite the
-    // logits (not needed by backward) so probs survive and backward can be repeated.
-    float *dlogits = a->logits;
-    crossentropy_backward(dlogits, a->probs, q->targets, loss_scale / (float)BT, BT, V);
+    // loss -> logits -> lnf, and the tied head's share of dwte. dlogits = (probs - onehot) *
+    // loss_scale / BT without a pass over (BT, V): the one-hot is subtracted from probs in
+    // place and the scale goes into the GEMMs' alpha; the exact probs at the targets are put
+    // back afterwards, so backward can be repeated.
+    float *probs = a->probs;
+    for (size_t i = 0; i < BT; i++) {
+        float *pt = probs + i * V + q->targets[i];
+        q->ce_saved[i] = *pt;
+        *pt -= 1.0f;
+    }
     float *dlnf = q->dbtc;
-    matmul_backward_set(dlnf, m->g.wte, NULL, dlogits, a->lnf, m->p.wte, BT, C, V);
+    matmul_backward_set_scaled(dlnf, m->g.wte, probs, a->lnf, m->p.wte, BT, C, V, loss_scale / (float)BT);
+    for (size_t i = 0; i < BT; i++) probs[i * V + q->targets[i]] = q->ce_saved[i];
     progress(m, 0, 0);
     float *dres = q->dresidual;
     memset(dres, 0, BT * C * sizeof(float));

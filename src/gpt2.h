@@ -99,7 +99,7 @@ float gpt2_forward(GPT2 *m, const int *inputs, const int *targets, int B, int T,
                    uint64_t dropout_seed);
 void gpt2_zero_grad(GPT2 *m);
 // Accumulates (+=) into grads d(loss_scale * mean_loss)/dparams for the last forward.
-// Overwrites m->logits with d(loss)/d(logits) (probs are kept, so it may be called again).
+// Leaves m->logits and m->probs as the forward wrote them, so it may be called again.
 // ready may be NULL; otherwise it is called as ranges of grads become final.
 void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx);
 void gpt2_free(GPT2 *m);

@@ -279,12 +279,12 @@ GT_HOT static void add_rows(float *acc, const float *x, size_t n0, size_t n1, in
 }
 
 static void matmul_backward_impl(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
-                                 const float *w, size_t N, int C, int OC, float beta_inp) {
+                                 const float *w, size_t N, int C, int OC, float beta_inp, float alpha) {
     if (N == 0) return;
     if (dinp)  // (N,OC) @ (OC,C)
-        sgemm_split(CblasNoTrans, CblasNoTrans, (int)N, C, OC, 1.0f, dout, OC, w, C, beta_inp, dinp, C, NULL);
+        sgemm_split(CblasNoTrans, CblasNoTrans, (int)N, C, OC, alpha, dout, OC, w, C, beta_inp, dinp, C, NULL);
     if (dw)  // (N,OC)^T @ (N,C)
-        sgemm_split(CblasTrans, CblasNoTrans, OC, C, (int)N, 1.0f, dout, OC, inp, C, 1.0f, dw, C, NULL);
+        sgemm_split(CblasTrans, CblasNoTrans, OC, C, (int)N, alpha, dout, OC, inp, C, 1.0f, dw, C, NULL);
     if (dbias) {  // fixed row blocks, as in layernorm_backward
         size_t nblk = (N + ROW_BLK - 1) / ROW_BLK;
         float *part = gt_calloc(nblk * (size_t)OC, sizeof(float), "bias gradient scratch");
@@ -299,12 +299,17 @@ static void matmul_backward_impl(float *dinp, float *dw, float *dbias, const flo
 
 void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                      const float *w, size_t N, int C, int OC) {
-    matmul_backward_impl(dinp, dw, dbias, dout, inp, w, N, C, OC, 1.0f);
+    matmul_backward_impl(dinp, dw, dbias, dout, inp, w, N, C, OC, 1.0f, 1.0f);
 }
 
 void matmul_backward_set(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                          const float *w, size_t N, int C, int OC) {
-    matmul_backward_impl(dinp, dw, dbias, dout, inp, w, N, C, OC, 0.0f);
+    matmul_backward_impl(dinp, dw, dbias, dout, inp, w, N, C, OC, 0.0f, 1.0f);
+}
+
+void matmul_backward_set_scaled(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                                size_t N, int C, int OC, float alpha) {
+    matmul_backward_impl(dinp, dw, NULL, dout, inp, w, N, C, OC, 0.0f, alpha);
 }
 
 // ---- gelu ----

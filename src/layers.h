@@ -64,5 +64,9 @@ void crossentropy_backward(float *dlogits, const float *probs, const int *target
 void matmul_backward_set(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                          const float *w, size_t N, int C, int OC);
 void gelu_backward_inplace(float *d, const float *inp, size_t N);
+// matmul_backward_set for alpha * dout, without a pass over dout (the scale goes into the
+// GEMMs): the tied head's backward takes probs - onehot and the loss scale this way.
+void matmul_backward_set_scaled(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                                size_t N, int C, int OC, float alpha);
 
 #endif
