@@ -190,6 +190,20 @@ def make_corpus(path, n_bytes=60000, seed=7):
     return path
 
 
+def make_tokens(bpe, d, n_bytes, extra_train_args=()):
+    """corpus.txt, vocab.h5 (vocabulary 320) and tokens.h5 in d: the fixture every fault test
+    starts from. Exits 1 with the tool's output when gpt-bpe fails."""
+    corpus = make_corpus(os.path.join(d, "corpus.txt"), n_bytes)
+    vocab, tokens = os.path.join(d, "vocab.h5"), os.path.join(d, "tokens.h5")
+    for cmd in ([bpe, "train", "--input", corpus, "--out", vocab, "--vocab-size", "320", *extra_train_args],
+                [bpe, "encode", "--vocab", vocab, "--input", corpus, "--out", tokens]):
+        r = run(cmd, timeout=120)
+        if r.rc != 0:
+            print("fixture failed\n" + r.describe())
+            sys.exit(1)
+    return corpus, vocab, tokens
+
+
 class Checks:
     """Counts checks; prints each failure in full and ends with 'N passed, N failed'."""
 

@@ -119,14 +119,7 @@ def main():
     d = fl.tmpdir("gt-crash-")
     ck = fl.Checks("test_crash_resume")
     rng = random.Random(SEED)
-    corpus = fl.make_corpus(os.path.join(d, "corpus.txt"), 60000)
-    vocab, tokens = os.path.join(d, "vocab.h5"), os.path.join(d, "tokens.h5")
-    for cmd in ([bpe, "train", "--input", corpus, "--out", vocab, "--vocab-size", "320"],
-                [bpe, "encode", "--vocab", vocab, "--input", corpus, "--out", tokens]):
-        r = fl.run(cmd, timeout=120)
-        if r.rc != 0:
-            print("fixture failed\n" + r.describe())
-            sys.exit(1)
+    _, _, tokens = fl.make_tokens(bpe, d, 60000)
 
     # The uninterrupted run everything is compared with.
     ref_run = os.path.join(d, "reference")

@@ -249,14 +249,7 @@ def main():
     bpe, train = fl.require("gpt-bpe", "gpt-train")
     d = fl.tmpdir("gt-runtime-")
     ck = fl.Checks("test_runtime_faults")
-    corpus = fl.make_corpus(os.path.join(d, "corpus.txt"), 40000)
-    vocab, tokens = os.path.join(d, "vocab.h5"), os.path.join(d, "tokens.h5")
-    for cmd in ([bpe, "train", "--input", corpus, "--out", vocab, "--vocab-size", "320"],
-                [bpe, "encode", "--vocab", vocab, "--input", corpus, "--out", tokens]):
-        r = fl.run(cmd, timeout=120)
-        if r.rc != 0:
-            print("fixture failed\n" + r.describe())
-            sys.exit(1)
+    _, _, tokens = fl.make_tokens(bpe, d, 40000)
     for part in (full_disk, dead_rank, nan_step):
         t0 = time.time()
         part(ck, d, train, tokens)
