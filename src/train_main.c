@@ -827,14 +827,18 @@ int main(int argc, char **argv) {
     comm_agree(gpt2_config_check(&r->mc, r->err, sizeof r->err) ? NULL : r->err, GT_EXIT_USAGE);
     load_tokens(r);
     build_state(r);
+    // Opened even when there is nothing left to train: a run killed after its last checkpoint
+    // left attention.h5 marked open for writing (plain h5py refuses it) and maybe with records
+    // past that checkpoint; reopening for --resume repairs both, as it does for any resume.
+    open_writers(r, argc, argv);
     if (r->st.step >= c->steps) {
         if (r->w->rank == 0)
             printf("gpt-train: checkpoint '%s' is already at step %lld >= --steps %lld; nothing to train "
                    "(raise --steps to continue)\n",
                    r->ckpt_path, r->st.step, c->steps);
+        run_free(r);
         comm_exit(0);
     }
-    open_writers(r, argc, argv);
     train(r);
     run_free(r);
     comm_exit(0);

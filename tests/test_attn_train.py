@@ -104,6 +104,34 @@ def test_resume(run):
     check_probabilities(rec.all())
 
 
+def test_crash_after_last_checkpoint(run):
+    """A run killed after its last checkpoint leaves attention.h5 marked open for SWMR
+    writing, perhaps with a record past that checkpoint. --resume with nothing left to
+    train must still repair it, so that plain h5py opens it and each step is there once."""
+    path = os.path.join(run, "attention.h5")
+    crash = ("import h5py, numpy as np, os, sys\n"
+             "f = h5py.File(sys.argv[1], 'a', libver='latest')\n"
+             "f.swmr_mode = True\n"
+             "n = f['step'].shape[0]\n"
+             "for name in ('step', 'loss', 'attention'):\n"
+             "    d = f[name]; d.resize(n + 1, axis=0); d[n] = d[n - 1]\n"
+             "f['step'][n] = 70\n"
+             "f.flush()\n"
+             "os._exit(0)  # dies without closing: the file stays marked open for writing\n")
+    subprocess.run([sys.executable, "-c", crash, path], check=True)
+    try:
+        h5py.File(path, "r").close()
+        raise AssertionError("the simulated crash did not leave attention.h5 marked open for writing")
+    except OSError:
+        pass
+    p = train(run, "--steps", "60", "--resume", "--attn-every", "10", "--attn-prompt", PROBE)
+    assert "nothing to train" in p.stdout, p.stdout[-2000:]
+    with h5py.File(path, "r") as f:  # plain h5py, no swmr=True: the mark is gone
+        assert f["step"][()].tolist() == [10, 20, 30, 40, 50, 60], f["step"][()]
+        assert f["attention"].shape[0] == 6 and f["loss"].shape[0] == 6
+    check_probabilities(ga.read_attention(run).all())
+
+
 def test_float16_and_default_probe():
     run = os.path.join(TMP, "f16")
     train(run, "--steps", "20", "--attn-every", "5", "--attn-dtype", "float16")
@@ -175,7 +203,7 @@ if __name__ == "__main__":
     t0 = time.time()
     run = test_train_attention_mpi()
     print(f"ok test_train_attention_mpi ({time.time() - t0:.1f}s)")
-    for t, args in ((test_resume, (run,)), (test_float16_and_default_probe, ()), (test_bad_probe, ()),
+    for t, args in ((test_resume, (run,)), (test_crash_after_last_checkpoint, (run,)), (test_float16_and_default_probe, ()), (test_bad_probe, ()),
                     (test_read_while_training, ()), (test_viz, (run,))):
         t0 = time.time()
         t(*args)
