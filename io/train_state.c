@@ -31,6 +31,9 @@ static void write_state(hid_t file, const TrainState *st, const TrainConfig *cfg
     h5_attr_write_int(g, "adam_t", st->adam_t);
     h5_attr_write_double(g, "best_val_loss", st->best_val_loss);
     h5_attr_write_int(g, "skipped_steps", st->skipped_steps);
+    h5_attr_write_double(g, "recent_loss", st->recent_loss);
+    h5_attr_write_int(g, "recent_loss_steps", st->recent_n);
+    h5_attr_write_int(g, "bad_steps_in_row", st->bad_in_row);
     h5_attr_write_str(g, "rng", RNG_DOC);
     hsize_t dims[1] = {(hsize_t)st->world_size};
     h5_write_dataset(g, "cursor_epoch", H5T_NATIVE_INT64, 1, dims, st->cursor_epoch, 0, 0);
@@ -196,6 +199,10 @@ void train_state_read(hid_t file, const char *path, TrainState *st) {
     double d;
     st->best_val_loss = h5_attr_read_double(g, "best_val_loss", &d) ? d : INFINITY;
     st->skipped_steps = h5_attr_read_int(g, "skipped_steps", &v) ? v : 0;
+    // absent from older checkpoints: the spike check then warms up again
+    st->recent_loss = h5_attr_read_double(g, "recent_loss", &d) && isfinite(d) ? d : 0;
+    st->recent_n = h5_attr_read_int(g, "recent_loss_steps", &v) && v >= 0 ? v : 0;
+    st->bad_in_row = h5_attr_read_int(g, "bad_steps_in_row", &v) && v >= 0 ? v : 0;
     if (!h5_attr_read_int(g, "adam_t", &v) || v < 0) gt_fail_usage("checkpoint '%s': /state attribute 'adam_t' missing", path);
     st->adam_t = v;
     st->cursor_epoch = read_i64(g, "cursor_epoch", st->world_size, path);

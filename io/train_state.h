@@ -24,6 +24,9 @@ typedef struct {
     int world_size;
     double best_val_loss;    // INFINITY before the first eval
     long long skipped_steps; // --skip-bad-steps
+    double recent_loss;      // running mean of the good steps' training loss (--loss-spike)
+    long long recent_n;      // good steps in it
+    long long bad_in_row;    // consecutive skipped steps (--skip-bad-steps gives up after GT_MAX_BAD_IN_ROW)
     long long adam_t;
     int64_t *cursor_epoch, *cursor_pos, *cursor_windows;  // (world_size), malloc'd
 } TrainState;

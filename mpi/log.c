@@ -107,9 +107,11 @@ void log_metrics(Logger *lg, const MetricsRow *m) {
         fmt_duration((double)(lg->total_steps - m->step) * m->ms_per_step / 1000.0, eta, sizeof eta);
         len += (size_t)snprintf(line + len, sizeof line - len, " | ETA %s", eta);
     }
-    if (!isnan(m->val_loss))
-        len += (size_t)snprintf(line + len, sizeof line - len, " | val loss %.4f | ppl %.2f", m->val_loss,
-                                exp(m->val_loss));
+    if (!isnan(m->val_loss)) {
+        double ppl = exp(m->val_loss);  // a diverged model's is astronomically large: keep the line short
+        len += (size_t)snprintf(line + len, sizeof line - len, ppl < 1e6 ? " | val loss %.4f | ppl %.2f"
+                                : " | val loss %.4f | ppl %.3g", m->val_loss, ppl);
+    }
     log_line(lg, "%s", line);
     fprintf(lg->csv, "%lld,%lld", m->step, m->tokens);
     cell(lg->csv, "%.6f", m->train_loss);

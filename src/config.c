@@ -62,7 +62,8 @@ static const Opt opts[] = {
     {"log-every", OPT_INT, O(log_every), 1, INT_MAX, NULL, "10", "run", "one log line and metrics.csv row every N steps", 1},
     {"threads", OPT_INT, O(threads), 1, 1024, NULL, "1", "run", "BLAS/OpenMP threads per rank", 1},
     {"check-sync", OPT_BOOL, O(check_sync), 0, 1, NULL, "0", "run", "verify every log step that all ranks hold identical weights", 1},
-    {"skip-bad-steps", OPT_BOOL, O(skip_bad_steps), 0, 1, NULL, "0", "run", "skip the update of a step with NaN/Inf loss or gradient instead of stopping", 1},
+    {"skip-bad-steps", OPT_BOOL, O(skip_bad_steps), 0, 1, NULL, "0", "run", "skip the update of a bad step (NaN/Inf loss or gradient, or a loss spike) instead of stopping", 1},
+    {"loss-spike", OPT_REAL, O(loss_spike), 0, 1e6, NULL, "3", "run", "a loss above this many times the mean of recent steps (at most ln V) is a bad step (exploding; 0 = off)", 1},
 
     {"attn-every", OPT_INT, O(attn_every), 0, INT_MAX, NULL, "0", "attn", "record the probe's attention into RUN/attention.h5 every N steps (0 = off)", 1},
     {"attn-prompt", OPT_STR, O(attn_prompt), 0, 0, NULL, NULL, "attn", "probe text (default: the first block-size tokens of /val)", 1},

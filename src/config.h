@@ -31,6 +31,7 @@ typedef struct {
     long long seed;
     int eval_every, eval_batches, ckpt_every, keep_ckpts, log_every, threads;
     int check_sync, skip_bad_steps;
+    double loss_spike;  // a finite loss above this many times the recent mean is a bad step (0 = off)
     // attention probe
     int attn_every;
     char *attn_prompt;  // NULL: the start of /val

@@ -73,7 +73,7 @@ typedef struct {
     char resume_cmd[4096];
     // fault hooks for the tests (environment): a NaN gradient on rank 0 at step k; SIGUSR1 to
     // the last rank at step k; the last rank's weights nudged after step k (for --check-sync)
-    long long fault_nan_step, fault_signal_step, fault_desync_step;
+    long long fault_nan_step, fault_signal_step, fault_desync_step, fault_explode_step;
 } Run;
 
 // ----------------------------------------------------------------------------
@@ -544,13 +544,16 @@ static void build_state(Run *r) {
         r->old_world = st->world_size;
     }
     comm_bcast(&r->old_world, sizeof r->old_world);
-    long long sc[4] = {st->step, st->tokens_seen, st->skipped_steps, st->adam_t};
+    long long sc[6] = {st->step, st->tokens_seen, st->skipped_steps, st->adam_t, st->recent_n, st->bad_in_row};
     comm_bcast(sc, sizeof sc);
     comm_bcast(&st->best_val_loss, sizeof st->best_val_loss);
+    comm_bcast(&st->recent_loss, sizeof st->recent_loss);
     st->step = sc[0];
     st->tokens_seen = sc[1];
     st->skipped_steps = sc[2];
     r->opt.t = st->adam_t = sc[3];
+    st->recent_n = sc[4];
+    st->bad_in_row = sc[5];
     size_t nw = (size_t)r->old_world;
     if (rank != 0) {
         st->cursor_epoch = gt_calloc(nw, sizeof(int64_t), "cursors");
@@ -634,6 +637,7 @@ static void open_writers(Run *r, int argc, char **argv) {
     r->fault_nan_step = getenv("GT_FAULT_NAN_STEP") ? atoll(getenv("GT_FAULT_NAN_STEP")) : -1;
     r->fault_signal_step = getenv("GT_FAULT_SIGNAL_STEP") ? atoll(getenv("GT_FAULT_SIGNAL_STEP")) : -1;
     r->fault_desync_step = getenv("GT_FAULT_DESYNC_STEP") ? atoll(getenv("GT_FAULT_DESYNC_STEP")) : -1;
+    r->fault_explode_step = getenv("GT_FAULT_EXPLODE_STEP") ? atoll(getenv("GT_FAULT_EXPLODE_STEP")) : -1;
 }
 
 // Where a bad step went wrong, for its message: the first tensor (nanoGPT name, with its
@@ -653,14 +657,57 @@ static void first_bad_tensor(const GPT2 *m, char *out, size_t n) {
     }
 }
 
+// For an exploding loss, where the gradient is: the tensor with the largest share of the
+// squared gradient norm (clipping scales every tensor alike, so shares survive it).
+static void largest_grad_tensor(const GPT2 *m, char *out, size_t n) {
+    double total = 0, best = -1;
+    int bi = 0;
+    for (int i = 0; i < m->n_specs; i++) {
+        const float *g = m->grads + m->specs[i].offset;
+        double s = 0;
+        for (size_t j = 0; j < m->specs[i].numel; j++) s += (double)g[j] * g[j];
+        total += s;
+        if (s > best) best = s, bi = i;
+    }
+    const ParamSpec *sp = &m->specs[bi];
+    char layer[32] = "";
+    if (sp->layer >= 0) snprintf(layer, sizeof layer, "layer %d, ", sp->layer);
+    snprintf(out, n, " (largest gradient: %s%s, %.0f%% of the squared norm)", layer, sp->name,
+             total > 0 ? 100.0 * best / total : 0.0);
+}
+
+// The mean of recent good losses that a spike is measured against: the plain mean of the
+// first steps, then an exponential one with a memory of about SPIKE_MEMORY steps.
+#define SPIKE_MEMORY 10
+// --skip-bad-steps gives up after this many bad steps in a row: the weights themselves
+// have diverged and skipping cannot bring them back.
+#define GT_MAX_BAD_IN_ROW 20
+
+static void recent_loss_add(TrainState *st, double loss) {
+    long long n = st->recent_n < SPIKE_MEMORY ? st->recent_n + 1 : SPIKE_MEMORY;
+    st->recent_loss += (loss - st->recent_loss) / (double)n;
+    st->recent_n++;
+}
+
 // One optimizer step k (1-based): forward/backward per micro-batch, the averaged gradient,
 // clip, AdamW. Returns the training loss averaged over the ranks; *norm the gradient norm.
-// A NaN/Inf loss or norm stops the run (exit 2), or with --skip-bad-steps skips the update.
+// A bad step (NaN/Inf loss or norm, or a finite loss above --loss-spike times the recent
+// mean) stops the run (exit 2), or with --skip-bad-steps skips the update.
 static double train_step(Run *r, long long k, float *norm) {
     const TrainConfig *c = &r->cfg;
     const int B = c->batch_size, T = c->block_size, A = c->grad_accum, rank = r->w->rank, size = r->w->size;
     GPT2 *m = &r->m;
+    TrainState *st = &r->st;
     r->ac.lr = lr_at(k - 1, c->steps, c->warmup, (float)c->lr, (float)c->min_lr, r->sched);
+    // Fault suite: GT_FAULT_EXPLODE_STEP=k scales ln_f's weight by 100 for this step's
+    // forward and backward on every rank (logits 100x: a huge finite loss), then restores it.
+    const int C = m->config.n_embd;
+    float *ln_f_saved = NULL;
+    if (k == r->fault_explode_step) {
+        ln_f_saved = gt_malloc((size_t)C * sizeof(float), "fault copy");
+        memcpy(ln_f_saved, m->p.ln_f_w, (size_t)C * sizeof(float));
+        for (int i = 0; i < C; i++) m->p.ln_f_w[i] *= 100.0f;
+    }
     gpt2_zero_grad(m);
     double loss = 0;
     for (int micro = 0; micro < A; micro++) {
@@ -676,6 +723,10 @@ static double train_step(Run *r, long long k, float *norm) {
         gpt2_backward(m, 1.0f / (float)A, last ? reducer_ready : NULL, &r->red);
         m->progress = NULL;
     }
+    if (ln_f_saved) {
+        memcpy(m->p.ln_f_w, ln_f_saved, (size_t)C * sizeof(float));
+        free(ln_f_saved);
+    }
     if (k == r->fault_nan_step && rank == 0) {  // fault suite: GT_FAULT_NAN_LAYER=l poisons block l
         const char *fl = getenv("GT_FAULT_NAN_LAYER");
         int l = fl ? atoi(fl) : -1;
@@ -686,23 +737,44 @@ static double train_step(Run *r, long long k, float *norm) {
     if (size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, r->w->comm));
     loss /= size;
     *norm = grad_clip(m->grads, m->num_params, (float)c->grad_clip);
-    if (isfinite(loss) && isfinite(*norm)) {
+    // Every rank sees the same reduced figures and the same recent mean, so all take the same branch.
+    // The reference a spike is measured against: the recent mean, but never more than the
+    // loss of uniform guessing, ln V, so that a loss creeping up step by step is caught too.
+    int finite = isfinite(loss) && isfinite(*norm);
+    double uniform = log((double)m->config.vocab_size);
+    int by_recent = st->recent_n >= SPIKE_MEMORY && st->recent_loss < uniform;
+    double ref = by_recent ? st->recent_loss : uniform;
+    int spike = finite && c->loss_spike > 0 && loss > c->loss_spike * ref;
+    if (finite && !spike) {
         adamw_step(&r->opt, m, m->params, m->grads, &r->ac);
+        recent_loss_add(st, loss);
+        st->bad_in_row = 0;
         return loss;
     }
-    // Every rank sees the same reduced figures, so all take the same branch.
-    char where[320];
-    first_bad_tensor(m, where, sizeof where);
-    if (c->skip_bad_steps) {
-        r->st.skipped_steps++;
-        log_line(&r->lg, "step %lld: loss %g, grad norm %g%s: update skipped (--skip-bad-steps; %lld skipped so far)",
-                 k, loss, *norm, where, r->st.skipped_steps);
+    char what[200], where[320];
+    if (spike) {
+        snprintf(what, sizeof what, "training loss %.4g is %.1fx %s (%.4g; --loss-spike %g): the loss is exploding",
+                 loss, loss / ref, by_recent ? "the mean of recent steps" : "the loss of uniform guessing, ln V", ref,
+                 c->loss_spike);
+        largest_grad_tensor(m, where, sizeof where);
+    } else {
+        snprintf(what, sizeof what, "%s is %s", !isfinite(loss) ? "training loss" : "gradient norm",
+                 isnan(!isfinite(loss) ? loss : *norm) ? "NaN" : "infinite");
+        first_bad_tensor(m, where, sizeof where);
+    }
+    st->bad_in_row++;
+    if (c->skip_bad_steps && st->bad_in_row <= GT_MAX_BAD_IN_ROW) {
+        st->skipped_steps++;
+        log_line(&r->lg, "step %lld: %s%s: update skipped (--skip-bad-steps; %lld skipped so far)", k, what, where,
+                 st->skipped_steps);
         return loss;
     }
     if (rank == 0) {
-        fprintf(stderr, "gpt-train: error: step %lld: %s is %s%s; stopping without saving. ", k,
-                !isfinite(loss) ? "training loss" : "gradient norm",
-                isnan(!isfinite(loss) ? loss : *norm) ? "NaN" : "infinite", where);
+        fprintf(stderr, "gpt-train: error: step %lld: %s%s; ", k, what, where);
+        if (c->skip_bad_steps)
+            fprintf(stderr, "%lld bad steps in a row: the weights themselves have diverged, skipping cannot help; ",
+                    st->bad_in_row);
+        fprintf(stderr, "stopping without saving. ");
         if (*r->last_ckpt)
             fprintf(stderr, "The last good checkpoint is %s (step %lld): resume from it with --resume, "
                             "perhaps with a lower --lr or --skip-bad-steps.\n",

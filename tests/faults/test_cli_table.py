@@ -111,7 +111,7 @@ TRAIN_INT = {  # flag: (below-range value, above-range value or None)
 TRAIN_REAL = {
     "--dropout": ("-0.1", "1"), "--lr": ("-0.001", "11"), "--min-lr": ("-1", None),
     "--weight-decay": ("-1", None), "--beta1": ("-0.5", "1"), "--beta2": ("-0.5", "1.5"), "--eps": ("0", "2"),
-    "--grad-clip": ("-1", None), "--val-fraction": ("0", "0.95"),
+    "--grad-clip": ("-1", None), "--val-fraction": ("0", "0.95"), "--loss-spike": ("-1", "2e6"),
 }
 TRAIN_CHOICE = {"--lr-schedule": "exponential", "--attn-dtype": "float64"}
 TRAIN_STR = ["--data", "--out", "--config", "--attn-prompt", "--pattern"]

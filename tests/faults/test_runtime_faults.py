@@ -18,6 +18,11 @@ NaN         a NaN gradient injected at step k (GT_FAULT_NAN_STEP=k, a test hook 
             the step, NaN, and the layer and tensor, exit 2, the last good
             checkpoint (step k-1) kept and named; with --skip-bad-steps the run finishes, the
             skip is counted in the log, and every weight is finite.
+exploding   a huge but finite loss: injected at step k (GT_FAULT_EXPLODE_STEP=k scales ln_f for
+            that step: logits x100), it stops within step k naming the step, "exploding" and the
+            tensor with the largest gradient, exit 2, checkpoint k-1 kept; with --skip-bad-steps
+            the run skips it and finishes. A real divergence (--lr 5, no clipping) is caught the
+            same way; with --skip-bad-steps it gives up after 20 bad steps in a row, saying why.
 """
 import math
 import os
@@ -245,12 +250,61 @@ def nan_step(ck, d, train, tokens):
         ck.ok(False, what + ": final checkpoint readable", str(e))
 
 
+def exploding_loss(ck, d, train, tokens):
+    k = 13
+    run = os.path.join(d, "explode")
+    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", "16", "--ckpt-every", "1", *MODEL),
+               timeout=120, extra_env={"GT_FAULT_EXPLODE_STEP": str(k)})
+    what = "exploding loss at step %d" % k
+    errs = error_lines(r)
+    msg = errs[0] if errs else ""
+    ck.ok(r.rc == 2 and not r.crashed(), what + ": exit status 2, no crash", r.describe())
+    ck.ok(len(errs) == 1 and ("step %d" % k) in msg and "exploding" in msg and "largest gradient: transformer." in msg,
+          what + ": one message naming step %d, the explosion and the tensor with the largest gradient" % k,
+          r.describe())
+    ck.ok("ckpt-%08d.h5" % (k - 1) in msg, what + ": the message names the last good checkpoint", msg)
+    ck.ok(latest_of(run) == "ckpt-%08d.h5" % (k - 1) and ckpt_ok(os.path.join(run, latest_of(run))) == k - 1,
+          what + ": RUN/latest is the intact checkpoint of step %d" % (k - 1), str(os.listdir(run)))
+    ck.ok(not [n for n in os.listdir(run) if n.startswith("ckpt-") and int(n[5:13]) >= k],
+          what + ": nothing saved from step %d on" % k, str(os.listdir(run)))
+    # --resume then goes on past the (one-off) spike: the injection is not repeated
+    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--resume"), timeout=120)
+    ck.ok(r.rc == 0 and ckpt_ok(os.path.join(run, "ckpt-00000016.h5")) == 16,
+          what + ": --resume from the kept checkpoint finishes", r.describe())
+
+    run2 = os.path.join(d, "explode-skip")
+    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run2, "--steps", "16", "--skip-bad-steps", *MODEL),
+               timeout=120, extra_env={"GT_FAULT_EXPLODE_STEP": str(k)})
+    what = "exploding loss at step %d with --skip-bad-steps" % k
+    ck.ok(r.rc == 0, what + ": the run finishes", r.describe())
+    with open(os.path.join(run2, "train.log"), errors="replace") as f:
+        log = f.read()
+    ck.ok(re.search(r"step %d: .*exploding.*update skipped.*1 skipped" % k, log) is not None,
+          what + ": the skip is logged and counted", log[-1200:])
+
+    # A real divergence, no injection: a learning rate far too high and no clipping.
+    wild = ["--lr", "5", "--grad-clip", "0", "--warmup", "0", "--lr-schedule", "constant"]
+    run3 = os.path.join(d, "diverge")
+    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run3, "--steps", "60", *wild, *MODEL), timeout=120)
+    errs = error_lines(r)
+    ck.ok(r.rc == 2 and len(errs) == 1 and "exploding" in errs[0] and "--lr" in errs[0],
+          "a real divergence (--lr 5): exit 2, one message saying the loss is exploding and suggesting a lower --lr",
+          r.describe())
+    run4 = os.path.join(d, "diverge-skip")
+    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run4, "--steps", "60", "--skip-bad-steps", *wild,
+                         *MODEL), timeout=120)
+    errs = error_lines(r)
+    ck.ok(r.rc == 2 and len(errs) == 1 and "21 bad steps in a row" in errs[0],
+          "a real divergence with --skip-bad-steps: gives up after 20 skipped steps in a row, saying so",
+          r.describe())
+
+
 def main():
     bpe, train = fl.require("gpt-bpe", "gpt-train")
     d = fl.tmpdir("gt-runtime-")
     ck = fl.Checks("test_runtime_faults")
     _, _, tokens = fl.make_tokens(bpe, d, 40000)
-    for part in (full_disk, dead_rank, nan_step):
+    for part in (full_disk, dead_rank, nan_step, exploding_loss):
         t0 = time.time()
         part(ck, d, train, tokens)
         print("%s: %.1f s" % (part.__name__, time.time() - t0), flush=True)
