@@ -214,6 +214,8 @@ static void set_len(hid_t d, int rank, const hsize_t *rec, long long n) {
     H5_CHECK(H5Dset_extent(d, dims), "is the disk full?");
 }
 
+static int write_record(hid_t d, hid_t memtype, int rank, const hsize_t *rec, long long n, const void *buf);
+
 // Checks that an existing file matches this run, then drops records with step > resume_step.
 static void open_for_resume(AttnWriter *w, long long resume_step, int every) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -292,8 +294,22 @@ static void open_for_resume(AttnWriter *w, long long resume_step, int every) {
         if (fs >= 0) H5Sclose(fs);
         damaged_unless(ok, w, "a record of /attention");
     }
-    free(one);
     hsize_t rec[5] = {0, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
+    set_len(ds, 1, rec, keep);
+    set_len(dl, 1, rec, keep);
+    set_len(da, 5, rec, keep);
+    // A trial append, taken back at once: damage in what only appending touches (the chunk
+    // index beyond the kept records, free-space metadata) is bad input found now, not a
+    // failed write many steps into training.
+    memset(one, 0, (size_t)w->L * w->NH * w->T * w->T * sizeof(float));
+    int64_t no_step = -1;
+    float no_loss = 0;
+    hsize_t one_rec[5] = {1, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
+    damaged_unless(write_record(da, H5T_NATIVE_FLOAT, 5, one_rec, keep, one) &&
+                   write_record(dl, H5T_NATIVE_FLOAT, 1, one_rec, keep, &no_loss) &&
+                   write_record(ds, H5T_NATIVE_INT64, 1, one_rec, keep, &no_step) && H5Fflush(f, H5F_SCOPE_LOCAL) >= 0,
+                   w, "appending to /step, /loss or /attention");
+    free(one);
     set_len(ds, 1, rec, keep);
     set_len(dl, 1, rec, keep);
     set_len(da, 5, rec, keep);
