@@ -28,7 +28,8 @@ typedef struct {
     float *residual2;  // (L, B, T, C) after the attention branch
     float *ln2_mean;   // (L, B, T)
     float *ln2_rstd;   // (L, B, T)
-    float *fch;        // (L, B, T, 4C)
+    float *fch;        // (L, B, T, 4C) c_fc output; with targets, replaced by GELU's derivative
+                       //   there, which is all backward needs of it (no tanh recomputed)
     float *fch_gelu;   // (L, B, T, 4C)
     float *residual3;  // (L, B, T, C) after the MLP branch: the block's output
     float *lnf;        // (B, T, C)
@@ -300,7 +301,8 @@ float gpt2_forward(GPT2 *m, const int *inputs, const int *targets, int B, int T,
         residual_dropout_forward(res2, x, q->scratch, BT * C, p, site_key(dropout_seed, l, SITE_ATTN_RESID));
         layernorm_forward(a->ln, a->ln2_mean + l * BT, a->ln2_rstd + l * BT, res2, w->ln_2_w, w->ln_2_b, BT, C);
         matmul_forward(fch, a->ln, w->c_fc_w, w->c_fc_b, BT, C, 4 * C);
-        gelu_forward(fchg, fch, BT * 4 * C);
+        if (targets) gelu_forward_keep_grad(fchg, fch, BT * 4 * C);
+        else gelu_forward(fchg, fch, BT * 4 * C);
         matmul_forward(q->scratch, fchg, w->mlp_proj_w, w->mlp_proj_b, BT, 4 * C, C);
         residual_dropout_forward(res3, res2, q->scratch, BT * C, p, site_key(dropout_seed, l, SITE_MLP_RESID));
     }
@@ -379,7 +381,7 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
         }
         matmul_backward_set(q->dfch, g->mlp_proj_w, g->mlp_proj_b, dbranch, fchg, w->mlp_proj_w, BT, 4 * C, C);
         progress(m, s0 + 10, s0 + 12);
-        gelu_backward_inplace(q->dfch, fch, BT * 4 * C);
+        gelu_backward_from_grad(q->dfch, fch, BT * 4 * C);  // fch holds gelu'(c_fc output)
         float *dln2 = q->dbtc2;
         layernorm_forward(ln, NULL, NULL, res2, w->ln_2_w, w->ln_2_b, BT, C);
         matmul_backward_set(dln2, g->c_fc_w, g->c_fc_b, q->dfch, ln, w->c_fc_w, BT, C, 4 * C);

@@ -54,20 +54,31 @@ static void blas_solo_end(BlasSolo s) {
     if (s.saved > 0) openblas_set_num_threads(s.saved);
 }
 
-// C (M,N) = alpha op(A) op(B) + beta C, row-major, the M rows of C shared out as above.
-// With `bias` (N), each row of C is first set to it and beta must be 1 (nn.Linear's bias),
-// in the same parallel region.
+// C (M,N) = alpha op(A) op(B) + beta C, row-major, shared out as above by rows of C or, when
+// C is wider than tall (the head's V columns, the small-batch shapes), by columns: each
+// thread packs all of the operand it does not split, so splitting the longer side packs
+// least (at B*T = 256 rows, splitting rows had both threads pack all 154 MB of wte). Either
+// way every element of C is the same sum in the same order (OpenBLAS blocks K the same), so
+// results do not depend on the thread count. With `bias` (N), each row of C is first set to
+// it and beta must be 1 (nn.Linear's bias), in the same parallel region.
 static void sgemm_split(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
                         int lda, const float *B, int ldb, float beta, float *C, int ldc, const float *bias) {
     int nt = omp_get_max_threads();
-    int split = nt > 1 && M >= 64 && (double)M * N * K >= 1e6;
+    int by_cols = N > M;
+    int len = by_cols ? N : M;
+    int split = nt > 1 && len >= 64 && (double)M * N * K >= 1e6;
     BlasSolo solo = blas_solo_begin(nt > 1 ? 2 : 1);
     #pragma omp parallel if (split)
     {
         int n = omp_get_num_threads(), id = omp_get_thread_num();
-        int chunk = ((M + n - 1) / n + 15) / 16 * 16;
-        int lo = id * chunk < M ? id * chunk : M, hi = lo + chunk < M ? lo + chunk : M;
-        if (hi > lo) {
+        int chunk = ((len + n - 1) / n + 15) / 16 * 16;
+        int lo = id * chunk < len ? id * chunk : len, hi = lo + chunk < len ? lo + chunk : len;
+        if (hi > lo && by_cols) {  // columns [lo, hi) of C: rows [lo, hi) of B if transposed
+            if (bias)
+                for (int r = 0; r < M; r++) memcpy(C + (size_t)r * ldc + lo, bias + lo, (size_t)(hi - lo) * sizeof(float));
+            const float *b = tb == CblasNoTrans ? B + lo : B + (size_t)lo * ldb;
+            cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, alpha, A, lda, b, ldb, beta, C + lo, ldc);
+        } else if (hi > lo) {  // rows [lo, hi) of C
             if (bias)
                 for (int r = lo; r < hi; r++) memcpy(C + (size_t)r * ldc, bias, (size_t)N * sizeof(float));
             const float *a = ta == CblasNoTrans ? A + (size_t)lo * lda : A + lo;
@@ -333,6 +344,39 @@ GT_HOT static void gelu_backward_chunk(float *dinp, const float *inp, const floa
 
 GT_HOT static void gelu_backward_inplace_chunk(float *d, const float *inp, size_t n) {
     for (size_t i = 0; i < n; i++) d[i] *= gelu_grad(inp[i]);
+}
+
+// The forward and the derivative share the tanh, the costly part: computed once here, the
+// backward is a multiply. x is read and overwritten element by element (no other alias).
+GT_HOT static void gelu_keep_grad_chunk(float *restrict out, float *restrict x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        float th = tanh_approx(GELU_K * (v + 0.044715f * v * v * v));
+        out[i] = 0.5f * v * (1.0f + th);
+        x[i] = 0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * 0.044715f * v * v);
+    }
+}
+
+GT_HOT static void mul_chunk(float *restrict d, const float *restrict g, size_t n) {
+    for (size_t i = 0; i < n; i++) d[i] *= g[i];
+}
+
+void gelu_forward_keep_grad(float *out, float *x, size_t N) {
+    #pragma omp parallel if (N > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        gelu_keep_grad_chunk(out + lo, x + lo, hi - lo);
+    }
+}
+
+void gelu_backward_from_grad(float *d, const float *g, size_t N) {
+    #pragma omp parallel if (N > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        mul_chunk(d + lo, g + lo, hi - lo);
+    }
 }
 
 void gelu_forward(float *out, const float *inp, size_t N) {

@@ -27,6 +27,11 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, co
 void gelu_forward(float *out, const float *inp, size_t N);
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N);
 
+// Training form of the pair: out = gelu(x) and x overwritten with gelu'(x), then the
+// backward d *= gelu'(x) without a second tanh. out must not alias x.
+void gelu_forward_keep_grad(float *out, float *x, size_t N);
+void gelu_backward_from_grad(float *d, const float *g, size_t N);
+
 void residual_forward(float *out, const float *a, const float *b, size_t N);
 
 // Causal self-attention over qkv (B,T,3C) -> out (B,T,C); att (B,NH,T,T) holds the softmax

@@ -160,7 +160,7 @@ def test_dropout(tag="dropout"):
     f = {k: h5py.File(v, "r") for k, v in outs.items()}
     le, l7, l7b, l8 = (float(f[k].attrs["loss"]) for k in ("eval", "s7", "s7b", "s8"))
     check("dropout changes the training loss", abs(l7 - le) > 1e-3 and abs(l7 - l8) > 1e-3, f"{le:.4f} {l7:.4f} {l8:.4f}")
-    # Masks depend on (seed, position) only; GEMMs are split by rows of the output and
+    # Masks depend on (seed, position) only; GEMMs are split by rows or columns of the output and
     # row sums go through fixed blocks, so 2 threads should reproduce 1 thread (here
     # bit for bit; the check allows rounding in case a BLAS kernel sums differently).
     worst = max(rel_err(f["s7b"]["grads"][k][()], f["s7"]["grads"][k][()]) for k in f["s7"]["grads"])

@@ -109,6 +109,23 @@ static void test_gelu(void) {
     float *dinp = zeros(g.N);
     gelu_backward(dinp, g.inp, g.R, g.N);
     check_grad("gelu dinp", gelu_loss, &g, g.inp, dinp, g.N, 1e-2f, 1e-3);
+    // the training form: the same forward bits, and gelu' kept for a backward by multiply
+    float *out2 = zeros(g.N), *x = malloc(g.N * sizeof(float)), *d = malloc(g.N * sizeof(float));
+    memcpy(x, g.inp, g.N * sizeof(float));
+    memcpy(d, g.R, g.N * sizeof(float));
+    gelu_forward(g.out, g.inp, g.N);
+    gelu_forward_keep_grad(out2, x, g.N);
+    gelu_backward_from_grad(d, x, g.N);
+    double maxerr = 0.0, maxg = 0.0;
+    for (size_t i = 0; i < g.N; i++) {
+        maxerr = fmax(maxerr, fabs(d[i] - dinp[i]));
+        maxg = fmax(maxg, fabs(dinp[i]));
+    }
+    int ok = memcmp(out2, g.out, g.N * sizeof(float)) == 0 && maxerr <= 1e-6 * maxg;
+    printf("%s gelu_forward_keep_grad: same output, backward by gelu' within %.1e\n", ok ? "ok  " : "FAIL",
+           maxerr / maxg);
+    if (!ok) failures++;
+    free(out2); free(x); free(d);
 }
 
 // ---- attention (with and without dropout on a fixed mask) ----
