@@ -739,11 +739,13 @@ static double train_step(Run *r, long long k, float *norm) {
     *norm = grad_clip(m->grads, m->num_params, (float)c->grad_clip);
     // Every rank sees the same reduced figures and the same recent mean, so all take the same branch.
     // The reference a spike is measured against: the recent mean, but never more than the
-    // loss of uniform guessing, ln V, so that a loss creeping up step by step is caught too.
+    // loss of uniform guessing, ln V, so that a loss creeping up step by step is caught too,
+    // and never less than 1 nat, where a model that fits its data almost perfectly has
+    // batch-to-batch swings of several times its mean that are not explosions.
     int finite = isfinite(loss) && isfinite(*norm);
     double uniform = log((double)m->config.vocab_size);
     int by_recent = st->recent_n >= SPIKE_MEMORY && st->recent_loss < uniform;
-    double ref = by_recent ? st->recent_loss : uniform;
+    double ref = by_recent ? (st->recent_loss > 1.0 ? st->recent_loss : 1.0) : uniform;
     int spike = finite && c->loss_spike > 0 && loss > c->loss_spike * ref;
     if (finite && !spike) {
         adamw_step(&r->opt, m, m->params, m->grads, &r->ac);
