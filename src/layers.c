@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "gemm_small.h"
 #include "rng.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GT_NO_CLONES)
@@ -60,20 +61,31 @@ static void blas_solo_end(BlasSolo s) {
 // least (at B*T = 256 rows, splitting rows had both threads pack all 154 MB of wte). Either
 // way every element of C is the same sum in the same order (OpenBLAS blocks K the same), so
 // results do not depend on the thread count. With `bias` (N), each row of C is first set to
-// it and beta must be 1 (nn.Linear's bias), in the same parallel region.
+// it and beta must be 1 (nn.Linear's bias), in the same parallel region. Products small
+// enough for gemm_small (n_embd 64) go there instead, chosen by the whole product's shape
+// so every thread uses the same kernel; it adds the bias itself.
 static void sgemm_split(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
                         int lda, const float *B, int ldb, float beta, float *C, int ldc, const float *bias) {
     int nt = omp_get_max_threads();
     int by_cols = N > M;
     int len = by_cols ? N : M;
     int split = nt > 1 && len >= 64 && (double)M * N * K >= 1e6;
+    int small = gemm_small_fits(ta == CblasTrans, M, N, K);
     BlasSolo solo = blas_solo_begin(nt > 1 ? 2 : 1);
     #pragma omp parallel if (split)
     {
         int n = omp_get_num_threads(), id = omp_get_thread_num();
         int chunk = ((len + n - 1) / n + 15) / 16 * 16;
         int lo = id * chunk < len ? id * chunk : len, hi = lo + chunk < len ? lo + chunk : len;
-        if (hi > lo && by_cols) {  // columns [lo, hi) of C: rows [lo, hi) of B if transposed
+        if (hi > lo && small && by_cols) {
+            const float *b = tb == CblasNoTrans ? B + lo : B + (size_t)lo * ldb;
+            gemm_small(ta == CblasTrans, tb == CblasTrans, M, hi - lo, K, alpha, A, lda, b, ldb, beta, C + lo, ldc,
+                       bias ? bias + lo : NULL);
+        } else if (hi > lo && small) {
+            const float *a = ta == CblasNoTrans ? A + (size_t)lo * lda : A + lo;
+            gemm_small(ta == CblasTrans, tb == CblasTrans, hi - lo, N, K, alpha, a, lda, B, ldb, beta,
+                       C + (size_t)lo * ldc, ldc, bias);
+        } else if (hi > lo && by_cols) {  // columns [lo, hi) of C: rows [lo, hi) of B if transposed
             if (bias)
                 for (int r = 0; r < M; r++) memcpy(C + (size_t)r * ldc + lo, bias + lo, (size_t)(hi - lo) * sizeof(float));
             const float *b = tb == CblasNoTrans ? B + lo : B + (size_t)lo * ldb;

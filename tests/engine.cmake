@@ -6,6 +6,11 @@ set_target_properties(engine_check PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_B
 add_executable(test_layers ${CMAKE_SOURCE_DIR}/tests/test_layers.c)
 target_link_libraries(test_layers gt_model)
 add_test(NAME engine_layers COMMAND test_layers)
+add_executable(test_gemm_small ${CMAKE_SOURCE_DIR}/tests/test_gemm_small.c)
+target_link_libraries(test_gemm_small gt_model)
+add_test(NAME engine_gemm_small COMMAND test_gemm_small)
+set_tests_properties(engine_gemm_small PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS engine
+                     SKIP_RETURN_CODE 77)
 add_test(NAME engine_torch COMMAND /usr/bin/python3 ${CMAKE_SOURCE_DIR}/tests/test_engine_torch.py)
 set_tests_properties(engine_layers engine_torch PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS engine)
 add_executable(test_engine ${CMAKE_SOURCE_DIR}/tests/test_engine.c)
