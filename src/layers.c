@@ -100,6 +100,15 @@ static void sgemm_split(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, in
     blas_solo_end(solo);
 }
 
+// One single-threaded product (attention's per-head blocks): gemm_small when it fits.
+static void sgemm_one(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
+                      int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    if (gemm_small_fits(ta == CblasTrans, M, N, K))
+        gemm_small(ta == CblasTrans, tb == CblasTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL);
+    else
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 static inline float sum_f(const float *x, int n) {
     float acc[8] = {0};
     int i = 0;
@@ -688,14 +697,14 @@ static void attention_gemm_bh(float *o, float *a, const float *q, int T, int C, 
     float scale = 1.0f / sqrtf((float)hs);
     for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
         int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, hs, scale, q + (size_t)t0 * C3, C3, k, C3,
+        sgemm_one(CblasNoTrans, CblasTrans, t1 - t0, t1, hs, scale, q + (size_t)t0 * C3, C3, k, C3,
                     0.0f, a + (size_t)t0 * T, T);
     }
     softmax_rows(a, p > 0.0f ? pd : NULL, 0, T, T, p, key, base);
     const float *P = p > 0.0f ? pd : a;
     for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
         int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hs, t1, 1.0f, P + (size_t)t0 * T, T, v, C3,
+        sgemm_one(CblasNoTrans, CblasNoTrans, t1 - t0, hs, t1, 1.0f, P + (size_t)t0 * T, T, v, C3,
                     0.0f, o + (size_t)t0 * C, C);
     }
 }
@@ -718,18 +727,18 @@ static void attention_backward_gemm_bh(float *dq, const float *d, const float *q
     // dP = dout @ V^T over the causal blocks; dV += P^T @ dout (P is 0 above the diagonal)
     for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
         int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, hs, 1.0f, d + (size_t)t0 * C, C, v, C3, 0.0f,
+        sgemm_one(CblasNoTrans, CblasTrans, t1 - t0, t1, hs, 1.0f, d + (size_t)t0 * C, C, v, C3, 0.0f,
                     dp + (size_t)t0 * T, T);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1 - t0, hs, T - t0, 1.0f, P + (size_t)t0 * T + t0, T,
+        sgemm_one(CblasTrans, CblasNoTrans, t1 - t0, hs, T - t0, 1.0f, P + (size_t)t0 * T + t0, T,
                     d + (size_t)t0 * C, C, 1.0f, dv + (size_t)t0 * C3, C3);
     }
     softmax_backward_rows(dp, a, 0, T, T, scale, p, key, base);
     // dQ += dS @ K; dK += dS^T @ Q
     for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
         int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hs, t1, 1.0f, dp + (size_t)t0 * T, T, k, C3,
+        sgemm_one(CblasNoTrans, CblasNoTrans, t1 - t0, hs, t1, 1.0f, dp + (size_t)t0 * T, T, k, C3,
                     1.0f, dq + (size_t)t0 * C3, C3);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1 - t0, hs, T - t0, 1.0f, dp + (size_t)t0 * T + t0, T,
+        sgemm_one(CblasTrans, CblasNoTrans, t1 - t0, hs, T - t0, 1.0f, dp + (size_t)t0 * T + t0, T,
                     q + (size_t)t0 * C3, C3, 1.0f, dk + (size_t)t0 * C3, C3);
     }
 }
