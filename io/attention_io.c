@@ -216,6 +216,18 @@ static void set_len(hid_t d, int rank, const hsize_t *rec, long long n) {
 
 static int write_record(hid_t d, hid_t memtype, int rank, const hsize_t *rec, long long n, const void *buf);
 
+// 1 when the superblock says a writer still has the file open: after a crash, since a live
+// writer's lock keeps others out. Superblock versions 2 and 3 (the 1.10 format SWMR needs)
+// keep the file consistency flags in byte 11; bits 0 and 2 are write and SWMR-write access.
+static int left_open_by_writer(const char *path) {
+    unsigned char sb[12];
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return 0;
+    size_t got = fread(sb, 1, sizeof sb, fp);
+    fclose(fp);
+    return got == sizeof sb && memcmp(sb, "\211HDF\r\n\032\n", 8) == 0 && sb[8] >= 2 && (sb[11] & 0x5) != 0;
+}
+
 // Checks that an existing file matches this run, then drops records with step > resume_step.
 static void open_for_resume(AttnWriter *w, long long resume_step, int every) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -229,12 +241,23 @@ static void open_for_resume(AttnWriter *w, long long resume_step, int every) {
     // growing sleeps (meant for readers racing a writer). This process is the only writer, so a
     // bad checksum means a damaged file: fail at once instead of hanging for minutes.
     H5_CHECK(H5Pset_metadata_read_attempts(fapl, 1), "");
+    int crashed = left_open_by_writer(w->path);
     hid_t f = H5Fis_hdf5(w->path) > 0 ? H5Fopen(w->path, H5F_ACC_RDWR, fapl) : -1;
     H5Pclose(fapl);
     if (f < 0) h5_open_rw_checked(w->path, GT_FORMAT_ATTENTION, "attention file", 0);  // names the problem
     if (f < 0)
         gt_fail_usage("attention file '%s': cannot open for appending (is another gpt-train writing it, "
                       "or a reader holding it without swmr=True?)", w->path);
+    // A writer killed mid-append can leave flushed metadata pointing at space it had
+    // allocated but not yet written, past the end of allocation the superblock records; HDF5
+    // then fails to free or reuse that space ("addr overflow"). Moving the end of allocation
+    // past anything the crashed append could have allocated (its record, with room to spare)
+    // is the repair `h5clear --increment` makes; the gap costs no disk where files are sparse.
+    if (crashed) {
+        hsize_t record = (hsize_t)w->L * w->NH * w->T * w->T * sizeof(float);
+        damaged_unless(H5Fincrement_filesize(f, 2 * record + (1u << 20)) >= 0, w,
+                       "the end of allocation (repairing after a crash)");
+    }
     char *fmt = h5_attr_read_str(f, "format");
     int64_t ver = 0;
     if (!fmt || strcmp(fmt, GT_FORMAT_ATTENTION) != 0 || !h5_attr_read_int(f, "format_version", &ver) ||

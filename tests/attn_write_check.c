@@ -2,11 +2,12 @@
 // they do not depend on gpt-train. Arguments are key=value.
 //
 //   attn_write_check write out=F.h5 raw=F.bin [L=2 H=3 T=7 records=5 every=10 first=10
-//                    resume=-1 float16=0 seed=1 sleep_ms=0 crash_after=-1]
+//                    resume=-1 float16=0 seed=1 sleep_ms=0 crash_after=-1 probe=ID,ID,.. V=258]
 //       appends `records` records of random causal softmax matrices (rows sum to 1, upper
 //       triangle 0) at steps first, first+every, ...; appends the same float32 data,
 //       record by record, to raw (flushed before each HDF5 record, so a reader polling the
 //       HDF5 file can always compare). crash_after=K raises SIGKILL after K records.
+//       probe= gives the T probe ids (for a file written by gpt-train), V its vocabulary size.
 //   attn_write_check model out=F.h5 raw=F.bin [records=3 float16=0]
 //       a real GPT2 (random init) recorded through attn_probe_record after each of
 //       `records` weight perturbations; raw gets m->att of a separate full forward.
@@ -94,8 +95,16 @@ static int cmd_write(int argc, char **argv) {
     long long crash_after = iarg(argc, argv, "crash_after", -1);
     int T_probe = (int)(sizeof PROBE / sizeof PROBE[0]);
     int32_t probe[64];
+    if (T > 64) gt_fail_usage("write: T=%d, at most 64", T);
     for (int t = 0; t < T; t++) probe[t] = PROBE[t % T_probe];
-    GPTConfig c = {.vocab_size = 258, .block_size = (int)iarg(argc, argv, "block", 16), .n_layer = L, .n_head = H,
+    const char *ids = arg(argc, argv, "probe", NULL);
+    for (int t = 0; ids && t < T; t++) {
+        char *end;
+        probe[t] = (int32_t)strtol(ids, &end, 10);
+        ids = *end == ',' ? end + 1 : NULL;
+        if (!ids && t < T - 1) gt_fail_usage("write: probe= has fewer than T=%d ids", T);
+    }
+    GPTConfig c = {.vocab_size = (int)iarg(argc, argv, "V", 258), .block_size = (int)iarg(argc, argv, "block", 16), .n_layer = L, .n_head = H,
                    .n_embd = 4 * H, .dropout = 0};
     Tokenizer tok;
     make_tokenizer(&tok);

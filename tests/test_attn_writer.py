@@ -140,6 +140,33 @@ def test_crash():
     assert ga.read_attention(h5).steps.tolist() == [10, 20, 30, 40, 50]
 
 
+def test_crashed_mid_append():
+    """tests/faults/found/attention-crashed-mid-append.h5: a gpt-train run (2 layers, 2 heads,
+    16-token probe, steps 1..9) killed -9 inside an append, kept by the crash soak. Its flushed
+    metadata points at space past the end of allocation the superblock records, so HDF5 fails
+    with "addr overflow" when a resume frees or reuses that space, unless the writer moves the
+    end of allocation first (what `h5clear --increment` does)."""
+    import shutil
+    h5, bn = paths("crashed")
+    shutil.copy(os.path.join(SRC, "tests", "faults", "found", "attention-crashed-mid-append.h5"), h5)
+    try:
+        h5py.File(h5, "r").close()
+        raise AssertionError("the fixture should be marked open for writing")
+    except OSError:
+        pass
+    with h5py.File(h5, "r", swmr=True) as f:
+        probe = f["probe/token_ids"][()].tolist()
+        assert f["step"][()].tolist() == list(range(1, 10))
+        before = f["attention"][:8]
+    # resume at step 8 (drops the record of step 9), then append steps 9 and 10
+    run("write", f"out={h5}", f"raw={bn}", "L=2", "H=2", "T=16", "V=4096", "probe=" + ",".join(map(str, probe)),
+        "records=2", "first=9", "every=1", "resume=8")
+    with h5py.File(h5, "r") as f:  # plain h5py: closed cleanly
+        assert f["step"][()].tolist() == list(range(1, 11)), f["step"][()]
+        np.testing.assert_array_equal(f["attention"][:8], before)
+        np.testing.assert_array_equal(f["attention"][8:], raw(bn, (2, 2, 16, 16)))
+
+
 def test_swmr_reader_while_writing():
     h5, bn = paths("swmr")
     w = subprocess.Popen([TOOL, "write", f"out={h5}", f"raw={bn}", "T=9", "records=8", "sleep_ms=300"],
