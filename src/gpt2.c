@@ -4,6 +4,7 @@
 #include "gpt2.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,7 +321,17 @@ float gpt2_forward(GPT2 *m, const int *inputs, const int *targets, int B, int T,
     return m->mean_loss;
 }
 
-void gpt2_zero_grad(GPT2 *m) { memset(m->grads, 0, m->num_params * sizeof(float)); }
+// Shared between the threads: at 124M parameters one core's memset of 500 MB is ~3% of a step.
+void gpt2_zero_grad(GPT2 *m) {
+    size_t n = m->num_params;
+    #pragma omp parallel if (n > (1u << 20))
+    {
+        size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+        size_t chunk = ((n + nt - 1) / nt + 1023) & ~(size_t)1023;
+        size_t lo = id * chunk < n ? id * chunk : n, hi = lo + chunk < n ? lo + chunk : n;
+        memset(m->grads + lo, 0, (hi - lo) * sizeof(float));
+    }
+}
 
 // Between sub-layers of backward: tensors [lo, hi) of the specs have final gradients.
 static void progress(const GPT2 *m, int lo, int hi) {
