@@ -1,11 +1,61 @@
 // checkpoint.c - see checkpoint.h.
 #include "checkpoint.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "error.h"
 #include "h5util.h"
+
+// The checksum of a tensor's bytes, stored as its attribute "checksum" (uint64, 2): a = sum of
+// its 32-bit words, b = sum of (i+1) * word i, both modulo 2^64. Any change of one word
+// changes a; a swap of two changes b. Sums modulo 2^64 come out the same in any order, so
+// threads may share the work, and numpy computes it in two lines (io/python/gpt_checkpoint.py).
+static void tensor_checksum(const float *x, size_t n, uint64_t out[2]) {
+    const uint32_t *w = (const uint32_t *)x;
+    uint64_t a = 0, b = 0;
+#pragma omp parallel for reduction(+ : a, b) schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        a += w[i];
+        b += (uint64_t)(i + 1) * w[i];
+    }
+    out[0] = a, out[1] = b;
+}
+
+static void write_checksum(hid_t g, const char *name, const float *x, size_t n) {
+    uint64_t sum[2];
+    tensor_checksum(x, n, sum);
+    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+    H5_CHECK(d, "");
+    hsize_t two = 2;
+    hid_t sp = H5Screate_simple(1, &two, NULL);
+    H5_CHECK(sp, "");
+    hid_t a = H5Acreate2(d, "checksum", H5T_STD_U64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5_CHECK(a, "is the disk full?");
+    H5_CHECK(H5Awrite(a, H5T_NATIVE_UINT64, sum), "is the disk full?");
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Dclose(d);
+}
+
+// 1 when the dataset's checksum attribute matches x, or when it has none (checkpoints of
+// earlier versions); 0 on a mismatch or an unreadable attribute.
+static int checksum_ok(hid_t d, const float *x, size_t n) {
+    htri_t has = H5Aexists(d, "checksum");
+    if (has == 0) return 1;
+    if (has < 0) return 0;
+    hid_t a = H5Aopen(d, "checksum", H5P_DEFAULT);
+    if (a < 0) return 0;
+    hid_t sp = H5Aget_space(a);
+    uint64_t want[2] = {0, 0}, got[2];
+    int ok = sp >= 0 && H5Sget_simple_extent_npoints(sp) == 2 && H5Aread(a, H5T_NATIVE_UINT64, want) >= 0;
+    if (sp >= 0) H5Sclose(sp);
+    H5Aclose(a);
+    if (!ok) return 0;
+    tensor_checksum(x, n, got);
+    return got[0] == want[0] && got[1] == want[1];
+}
 
 static void shape_str(char *out, size_t n, int rank, const hsize_t *dims) {
     size_t len = (size_t)snprintf(out, n, "(");
@@ -21,6 +71,7 @@ void ckpt_write_tensors(hid_t file, const char *group, const GPT2 *m, const floa
         const ParamSpec *s = &m->specs[i];
         hsize_t dims[2] = {s->shape[0], s->shape[1]};
         h5_write_dataset(g, s->name, H5T_NATIVE_FLOAT, s->ndim, dims, buf + s->offset, 0, 0);
+        write_checksum(g, s->name, buf + s->offset, s->numel);
     }
     if (strcmp(group, "model") == 0 || strcmp(group, "/model") == 0)
         H5_CHECK(H5Lcreate_hard(g, "transformer.wte.weight", g, "lm_head.weight", H5P_DEFAULT, H5P_DEFAULT),
@@ -61,7 +112,13 @@ void ckpt_read_tensors(hid_t file, const char *group, const GPT2 *m, float *buf,
             gt_fail_usage("checkpoint '%s': tensor '/%s/%s' cannot be read (truncated or damaged file?)", path, group,
                           s->name);
         }
+        // Shapes and types say nothing of the numbers: a flipped byte inside a tensor would
+        // load silently and surface, if ever, as a NaN many steps later.
+        int sum_ok = checksum_ok(d, buf + s->offset, s->numel);
         H5Dclose(d);
+        if (!sum_ok)
+            gt_fail_usage("checkpoint '%s': tensor '/%s/%s' does not match its checksum (damaged file?)", path, group,
+                          s->name);
     }
     H5Gclose(g);
 }

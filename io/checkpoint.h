@@ -17,9 +17,11 @@
 // under `group` ("model", "optimizer/m", "optimizer/v"). For "model" also creates the
 // lm_head.weight hard link.
 void ckpt_write_tensors(hid_t file, const char *group, const GPT2 *m, const float *buf);
-// Reads them back into buf, checking that every tensor exists, is float32 and has exactly
-// the expected shape; otherwise exit 1 with one message naming `path`, the tensor, and the
-// expected and found shapes.
+// Each tensor gets an attribute "checksum" (uint64, 2): the sum of its 32-bit words and the
+// sum of (i+1) * word i, both modulo 2^64.
+// Reads them back into buf, checking that every tensor exists, is float32, has exactly the
+// expected shape and matches its checksum (when it has one); otherwise exit 1 with one
+// message naming `path`, the tensor, and what is wrong.
 void ckpt_read_tensors(hid_t file, const char *group, const GPT2 *m, float *buf, const char *path);
 
 // /config attrs n_layer, n_head, n_embd, block_size, vocab_size (int) and dropout (double).

@@ -18,6 +18,7 @@ BUILD = os.environ.get("GT_BUILD", "build")
 SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(SRC, "io", "python"))
 import gpt_attention as ga  # noqa: E402
+import gpt_checkpoint as gc  # noqa: E402
 
 SAMPLE = os.path.join(BUILD, "gpt-sample")
 TRAIN = os.path.join(BUILD, "gpt-train")
@@ -95,6 +96,7 @@ def randomized(run):
         for name, d in f["model"].items():
             if name != "lm_head.weight":  # a hard link to wte
                 d[...] = d[()] + rng.normal(0, 0.5, d.shape).astype(np.float32)
+    gc.update_checksums(dst)  # an edit on purpose: without this gpt-sample calls the file damaged
     return out
 
 
@@ -270,6 +272,7 @@ def byte_model(run):
         wte[:, 0] = -20
         wte[[0xC3, 0xA9, ord("a")], 0] = 5
         m["transformer.wte.weight"][...] = wte
+    gc.update_checksums(dst)
     return out
 
 
