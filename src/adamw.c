@@ -20,6 +20,8 @@ void adamw_init(AdamW *o, size_t n) {
     o->n = n;
     o->m = gt_calloc(n, sizeof(float), "AdamW first moments");
     o->v = gt_calloc(n, sizeof(float), "AdamW second moments");
+    gpt2_advise_huge(o->m, n * sizeof(float));
+    gpt2_advise_huge(o->v, n * sizeof(float));
     o->t = 0;
 }
 

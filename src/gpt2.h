@@ -104,6 +104,10 @@ void gpt2_zero_grad(GPT2 *m);
 void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx);
 void gpt2_free(GPT2 *m);
 
+// Asks the kernel for 2 MB pages over [p, p + bytes) (madvise, when at least 4 MB): for the
+// model's and the optimizer's big buffers, before first use.
+void gpt2_advise_huge(void *p, size_t bytes);
+
 // Lookup of a spec by nanoGPT name; NULL if absent.
 const ParamSpec *gpt2_find_spec(const GPT2 *m, const char *name);
 // Forward FLOPs per token (matmuls + attention), for GFLOP/s reports; training ~3x.
