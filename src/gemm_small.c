@@ -129,15 +129,21 @@ AVX512 static void gemm_small_avx512(int trans_a, int trans_b, int M, int N, int
     float *P = panels((size_t)np * K * NR);
     pack_b(P, trans_b, N, K, B, ldb);
     size_t si = trans_a ? 1 : (size_t)lda, sk = trans_a ? (size_t)lda : 1;
-    // Panel by panel (K x NR floats, in L1 for K up to ~256), all row blocks of A past it.
-    for (int p = 0; p < np; p++) {
-        const float *pp = P + (size_t)p * K * NR;
-        int j0 = p * NR, nc = N - j0 < NR ? N - j0 : NR;
-        const float *bp = bias ? bias + j0 : NULL;
-        int i = 0;
-        for (; i + MR <= M; i += MR)
-            tile(MR, K, A + i * si, si, sk, pp, C + (size_t)i * ldc + j0, ldc, nc, alpha, beta, bp);
-        if (i < M) tile(M - i, K, A + i * si, si, sk, pp, C + (size_t)i * ldc + j0, ldc, nc, alpha, beta, bp);
+    // Rows of A in chunks of about 256 KB (they stay in L2), and for each chunk panel by
+    // panel (K x NR floats, in L1), every row block of the chunk past the panel.
+    int mc = (65536 / K) / MR * MR;
+    if (mc < MR) mc = MR;
+    for (int i0 = 0; i0 < M; i0 += mc) {
+        int i1 = i0 + mc < M ? i0 + mc : M;
+        for (int p = 0; p < np; p++) {
+            const float *pp = P + (size_t)p * K * NR;
+            int j0 = p * NR, nc = N - j0 < NR ? N - j0 : NR;
+            const float *bp = bias ? bias + j0 : NULL;
+            int i = i0;
+            for (; i + MR <= i1; i += MR)
+                tile(MR, K, A + i * si, si, sk, pp, C + (size_t)i * ldc + j0, ldc, nc, alpha, beta, bp);
+            if (i < i1) tile(i1 - i, K, A + i * si, si, sk, pp, C + (size_t)i * ldc + j0, ldc, nc, alpha, beta, bp);
+        }
     }
 }
 #endif
