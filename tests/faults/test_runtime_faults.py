@@ -201,24 +201,33 @@ def dead_rank(ck, d, train, tokens):
           r.describe())
 
 
-def nan_step(ck, d, train, tokens):
-    k = 3
-    run = os.path.join(d, "nan")
-    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", "6", "--ckpt-every", "1", *MODEL),
-               timeout=120, extra_env={"GT_FAULT_NAN_STEP": str(k)})
-    what = "NaN gradient at step %d" % k
+def stopped_at_bad_step(ck, d, train, tokens, name, k, steps, env, needle):
+    """A 2-rank run with a fault injected at step k (env) must stop within step k: exit 2, no
+    crash, one message naming step k, `needle` and the last good checkpoint, which stays
+    RUN/latest, with nothing saved from step k on. Returns the message."""
+    run = os.path.join(d, name)
+    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", str(steps), "--ckpt-every", "1", *MODEL),
+               timeout=120, extra_env=env)
+    what = "%s at step %d" % (needle, k)
     ck.ok(not r.crashed(), what + ": no crash, no hang", r.describe())
     ck.ok(r.rc == 2, what + ": exit status 2", r.describe())
     errs = error_lines(r)
     msg = errs[0] if errs else ""
-    ck.ok(len(errs) == 1 and ("step %d" % k) in msg and "NaN" in msg, what + ": one message naming step %d and NaN" % k,
-          r.describe())
+    ck.ok(len(errs) == 1 and ("step %d" % k) in msg and needle in msg,
+          what + ": one message naming step %d and %s" % (k, needle), r.describe())
     ck.ok("ckpt-%08d.h5" % (k - 1) in msg, what + ": the message names the last good checkpoint", msg)
-    ck.ok("transformer.wte.weight" in msg, what + ": the message names the tensor with the NaN gradient", msg)
     ck.ok(latest_of(run) == "ckpt-%08d.h5" % (k - 1) and ckpt_ok(os.path.join(run, latest_of(run))) == k - 1,
           what + ": RUN/latest is the intact checkpoint of step %d" % (k - 1), str(os.listdir(run)))
     ck.ok(not [n for n in os.listdir(run) if n.startswith("ckpt-") and int(n[5:13]) >= k],
           what + ": nothing saved from step %d on" % k, str(os.listdir(run)))
+    return run, msg
+
+
+def nan_step(ck, d, train, tokens):
+    k = 3
+    _, msg = stopped_at_bad_step(ck, d, train, tokens, "nan", k, 6, {"GT_FAULT_NAN_STEP": str(k)}, "NaN")
+    ck.ok("transformer.wte.weight" in msg, "NaN at step %d: the message names the tensor with the NaN gradient" % k,
+          msg)
 
     # In a block: GT_FAULT_NAN_LAYER=l poisons block l's attention weight gradient.
     run3 = os.path.join(d, "nan-layer")
@@ -252,21 +261,11 @@ def nan_step(ck, d, train, tokens):
 
 def exploding_loss(ck, d, train, tokens):
     k = 13
-    run = os.path.join(d, "explode")
-    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", "16", "--ckpt-every", "1", *MODEL),
-               timeout=120, extra_env={"GT_FAULT_EXPLODE_STEP": str(k)})
     what = "exploding loss at step %d" % k
-    errs = error_lines(r)
-    msg = errs[0] if errs else ""
-    ck.ok(r.rc == 2 and not r.crashed(), what + ": exit status 2, no crash", r.describe())
-    ck.ok(len(errs) == 1 and ("step %d" % k) in msg and "exploding" in msg and "largest gradient: transformer." in msg,
-          what + ": one message naming step %d, the explosion and the tensor with the largest gradient" % k,
-          r.describe())
-    ck.ok("ckpt-%08d.h5" % (k - 1) in msg, what + ": the message names the last good checkpoint", msg)
-    ck.ok(latest_of(run) == "ckpt-%08d.h5" % (k - 1) and ckpt_ok(os.path.join(run, latest_of(run))) == k - 1,
-          what + ": RUN/latest is the intact checkpoint of step %d" % (k - 1), str(os.listdir(run)))
-    ck.ok(not [n for n in os.listdir(run) if n.startswith("ckpt-") and int(n[5:13]) >= k],
-          what + ": nothing saved from step %d on" % k, str(os.listdir(run)))
+    run, msg = stopped_at_bad_step(ck, d, train, tokens, "explode", k, 16, {"GT_FAULT_EXPLODE_STEP": str(k)},
+                                   "exploding")
+    ck.ok("largest gradient: transformer." in msg, what + ": the message names the tensor with the largest gradient",
+          msg)
     # --resume then goes on past the (one-off) spike: the injection is not repeated
     r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--resume"), timeout=120)
     ck.ok(r.rc == 0 and ckpt_ok(os.path.join(run, "ckpt-00000016.h5")) == 16,
