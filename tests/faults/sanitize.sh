@@ -23,7 +23,7 @@ elif [[ -n ${GT_BUILD:-} ]]; then B=$GT_BUILD/asan
 else B=$SRC/build-asan; fi
 MODE=${1:-}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-SAN_COMMON="abort_on_error=0:exitcode=86:symbolize=1:detect_stack_use_after_return=0"
+SAN_COMMON="abort_on_error=0:exitcode=86:symbolize=1:detect_stack_use_after_return=0:suppressions=$SRC/tests/faults/asan.supp"
 export UBSAN_OPTIONS="halt_on_error=1:exitcode=87:print_stacktrace=1"
 log=$B/sanitize-logs
 failures=0
