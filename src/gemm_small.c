@@ -27,7 +27,8 @@ int gemm_small_fits(int trans_a, int M, int N, int K) {
     // The panels of op(B) (K x N floats) stay in L2 while every row block of A passes them.
     // Not for op(A) = A^T (weight gradients, K = B*T): there each tile reads A across K
     // cache lines, and OpenBLAS, packing A, measured 10-25% faster.
-    return !trans_a && M > 0 && N > 0 && K > 0 && K <= 2048 && (size_t)K * N <= 131072 && __builtin_cpu_supports("avx512f");
+    return !trans_a && M > 0 && N > 0 && K > 0 && K <= 2048 && (size_t)K * N <= 131072 &&
+           __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
 #else
     (void)trans_a, (void)M, (void)N, (void)K;
     return 0;
