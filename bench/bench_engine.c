@@ -92,8 +92,9 @@ int main(int argc, char **argv) {
         gpt2_zero_grad(&m);
         gpt2_backward(&m, 1.0f, NULL, NULL);
         double cc = now();
-        grad_clip(m.grads, m.num_params, 1.0f);
-        adamw_step(&o, &m, m.params, m.grads, &oc);
+        // as gpt-train does it: the clip's scale applied inside AdamW's pass
+        float clip = grad_clip_coef(grad_global_norm(m.grads, m.num_params), 1.0f);
+        adamw_step_scaled(&o, &m, m.params, m.grads, clip, &oc);
         double d = now();
         if (s >= 1) {
             t_fwd += b - a;

@@ -31,10 +31,10 @@ void adamw_free(AdamW *o) {
     memset(o, 0, sizeof *o);
 }
 
-GT_HOT static void adamw_chunk(float *p, float *m, float *v, const float *g, size_t n, float b1, float b2, float eps,
-                               float decay, float step_size, float bc2_sqrt) {
+GT_HOT static void adamw_chunk(float *p, float *m, float *v, const float *g, float scale, size_t n, float b1, float b2,
+                               float eps, float decay, float step_size, float bc2_sqrt) {
     for (size_t i = 0; i < n; i++) {
-        float gi = g[i];
+        float gi = g[i] * scale;  // the clip's scale, here rather than in a pass of its own
         float mi = b1 * m[i] + (1.0f - b1) * gi;
         float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
         m[i] = mi;
@@ -45,6 +45,11 @@ GT_HOT static void adamw_chunk(float *p, float *m, float *v, const float *g, siz
 }
 
 void adamw_step(AdamW *o, const GPT2 *model, float *params, const float *grads, const AdamWConfig *c) {
+    adamw_step_scaled(o, model, params, grads, 1.0f, c);
+}
+
+void adamw_step_scaled(AdamW *o, const GPT2 *model, float *params, const float *grads, float scale,
+                       const AdamWConfig *c) {
     if (o->n != model->num_params)
         gt_fail(GT_EXIT_RUNTIME, "optimizer holds %zu moments but the model has %zu parameters", o->n, model->num_params);
     o->t++;
@@ -65,7 +70,7 @@ void adamw_step(AdamW *o, const GPT2 *model, float *params, const float *grads, 
             size_t lo = id * chunk < sp->numel ? id * chunk : sp->numel;
             size_t hi = lo + chunk < sp->numel ? lo + chunk : sp->numel;
             size_t off = sp->offset + lo;
-            adamw_chunk(params + off, o->m + off, o->v + off, grads + off, hi - lo, b1, b2, eps, decay, step_size,
+            adamw_chunk(params + off, o->m + off, o->v + off, grads + off, scale, hi - lo, b1, b2, eps, decay, step_size,
                         bc2_sqrt);
         }
     }
@@ -102,10 +107,14 @@ float grad_global_norm(const float *grads, size_t n) {
     return (float)sqrt(sum);
 }
 
+float grad_clip_coef(float norm, float max_norm) {
+    float coef = max_norm / (norm + 1e-6f);
+    return max_norm > 0.0f && coef < 1.0f ? coef : 1.0f;
+}
+
 float grad_clip(float *grads, size_t n, float max_norm) {
     float norm = grad_global_norm(grads, n);
-    if (max_norm <= 0.0f) return norm;
-    float coef = max_norm / (norm + 1e-6f);
+    float coef = grad_clip_coef(norm, max_norm);
     if (coef < 1.0f) {
         #pragma omp parallel for simd
         for (size_t i = 0; i < n; i++) grads[i] *= coef;

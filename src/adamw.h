@@ -25,12 +25,19 @@ void adamw_init(AdamW *o, size_t n);  // zeroed moments, t = 0
 void adamw_free(AdamW *o);
 // One update of params (model->num_params) from grads; increments o->t.
 void adamw_step(AdamW *o, const GPT2 *model, float *params, const float *grads, const AdamWConfig *c);
+// The same with every gradient multiplied by `scale` as it is read (grads stay as they are):
+// grad_clip_coef's scale applied inside the update, saving the clip's own pass over the
+// gradients. Bit for bit what grad_clip then adamw_step give.
+void adamw_step_scaled(AdamW *o, const GPT2 *model, float *params, const float *grads, float scale,
+                       const AdamWConfig *c);
 
 // sqrt(sum g^2), accumulated in double.
 float grad_global_norm(const float *grads, size_t n);
 // Scales grads by max_norm / (norm + 1e-6) when that is below 1 (PyTorch's rule);
 // max_norm <= 0 disables clipping. Returns the norm before clipping.
 float grad_clip(float *grads, size_t n, float max_norm);
+// The factor grad_clip would scale by: max_norm / (norm + 1e-6) when below 1, else 1.
+float grad_clip_coef(float norm, float max_norm);
 
 typedef enum { LR_COSINE, LR_LINEAR, LR_CONSTANT } LRSchedule;
 // Learning rate for 0-based `step`: linear warmup lr*(step+1)/warmup over the first

@@ -736,7 +736,8 @@ static double train_step(Run *r, long long k, float *norm) {
     reducer_finish(&r->red);
     if (size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, r->w->comm));
     loss /= size;
-    *norm = grad_clip(m->grads, m->num_params, (float)c->grad_clip);
+    *norm = grad_global_norm(m->grads, m->num_params);
+    float clip = grad_clip_coef(*norm, (float)c->grad_clip);  // applied inside AdamW's pass
     // Every rank sees the same reduced figures and the same recent mean, so all take the same branch.
     // The reference a spike is measured against: the recent mean, but never more than the
     // loss of uniform guessing, ln V, so that a loss creeping up step by step is caught too,
@@ -748,7 +749,7 @@ static double train_step(Run *r, long long k, float *norm) {
     double ref = by_recent ? (st->recent_loss > 1.0 ? st->recent_loss : 1.0) : uniform;
     int spike = finite && c->loss_spike > 0 && loss > c->loss_spike * ref;
     if (finite && !spike) {
-        adamw_step(&r->opt, m, m->params, m->grads, &r->ac);
+        adamw_step_scaled(&r->opt, m, m->params, m->grads, clip, &r->ac);
         recent_loss_add(st, loss);
         st->bad_in_row = 0;
         return loss;

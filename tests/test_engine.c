@@ -182,6 +182,35 @@ int main(void) {
         }
     }
     CHECK(worst < 1e-6 && o.t == 1, "AdamW first step = lr*sign(g) + decoupled decay on 2-D tensors only (%.1e)", worst);
+
+    // The clip folded into AdamW (the trainer's path) is bit for bit grad_clip then adamw_step,
+    // over two steps so the moments take part too.
+    AdamW o2, o3;
+    adamw_init(&o2, m.num_params);
+    adamw_init(&o3, m.num_params);
+    float *q2 = malloc(m.num_params * sizeof(float)), *q3 = malloc(m.num_params * sizeof(float));
+    float *gc = malloc(m.num_params * sizeof(float));
+    memcpy(q2, p0, m.num_params * sizeof(float));
+    memcpy(q3, p0, m.num_params * sizeof(float));
+    float coef = 1.0f;
+    for (int s = 0; s < 2; s++) {
+        memcpy(gc, g1, m.num_params * sizeof(float));
+        float norm = grad_clip(gc, m.num_params, 0.5f);
+        adamw_step(&o2, &m, q2, gc, &oc);
+        coef = grad_clip_coef(grad_global_norm(g1, m.num_params), 0.5f);
+        adamw_step_scaled(&o3, &m, q3, g1, coef, &oc);
+        (void)norm;
+    }
+    CHECK(coef < 1.0f && !memcmp(q2, q3, m.num_params * sizeof(float)) &&
+              !memcmp(o2.m, o3.m, m.num_params * sizeof(float)) && !memcmp(o2.v, o3.v, m.num_params * sizeof(float)),
+          "adamw_step_scaled(grad_clip_coef) == grad_clip + adamw_step, bitwise (coef %.3f)", coef);
+    CHECK(grad_clip_coef(0.25f, 0.5f) == 1.0f && grad_clip_coef(5.0f, 0.0f) == 1.0f, "grad_clip_coef: 1 below the "
+          "limit and when clipping is off");
+    free(q2);
+    free(q3);
+    free(gc);
+    adamw_free(&o2);
+    adamw_free(&o3);
     adamw_free(&o);
 
     // config checks: one sentence each
