@@ -290,8 +290,7 @@ static char *attr_read_str(hid_t loc, const char *name) {
             size_t n = H5Tget_size(ft);
             out = gt_calloc(n + 1, 1, "string attribute");
             hid_t t = H5Tcopy(H5T_C_S1);
-            H5Tset_size(t, n);
-            if (H5Aread(a, t, out) < 0) {
+            if (t < 0 || H5Tset_size(t, n) < 0 || H5Aread(a, t, out) < 0) {
                 free(out);
                 out = NULL;
             }
@@ -301,6 +300,14 @@ static char *attr_read_str(hid_t loc, const char *name) {
     if (ft >= 0) H5Tclose(ft);
     H5Aclose(a);
     return out;
+}
+
+// Link creation properties that create missing parent groups ("probe/tokens" makes /probe).
+static hid_t lcpl_with_parents(void) {
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5_CHECK(lcpl, "");
+    H5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), "");
+    return lcpl;
 }
 
 void h5_write_dataset(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
@@ -318,8 +325,7 @@ void h5_write_dataset(hid_t loc, const char *name, hid_t type, int rank, const h
         H5_CHECK(H5Pset_chunk(dcpl, rank, chunk), "");
         if (deflate) H5_CHECK(H5Pset_deflate(dcpl, 4), "");
     }
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t lcpl = lcpl_with_parents();
     hid_t d = H5Dcreate2(loc, name, type, sp, lcpl, dcpl, H5P_DEFAULT);
     H5_CHECK(d, "dataset names must be unique");
     if (total > 0) H5_CHECK(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "is the disk full?");
@@ -356,7 +362,12 @@ int h5_dataset_shape(hid_t loc, const char *name, int *rank, hsize_t *dims) {
         H5Dclose(d);
         return 0;
     }
-    H5Sget_simple_extent_dims(sp, dims, NULL);
+    int got = H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (got != r) {
+        H5Sclose(sp);
+        H5Dclose(d);
+        return 0;
+    }
     *rank = r;
     H5Sclose(sp);
     H5Dclose(d);
@@ -382,8 +393,7 @@ void h5_write_strings(hid_t loc, const char *name, char *const *strs, size_t n) 
     hid_t t = vlen_utf8();
     hsize_t dims[1] = {n};
     hid_t sp = H5Screate_simple(1, dims, NULL);
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t lcpl = lcpl_with_parents();
     hid_t d = H5Dcreate2(loc, name, t, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
     H5_CHECK(d, "");
     if (n > 0) H5_CHECK(H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, strs), "is the disk full?");
@@ -443,8 +453,7 @@ hid_t h5_group_create(hid_t loc, const char *name) {
         H5_CHECK(g, "");
         return g;
     }
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t lcpl = lcpl_with_parents();
     hid_t g = H5Gcreate2(loc, name, lcpl, H5P_DEFAULT, H5P_DEFAULT);
     H5Pclose(lcpl);
     H5_CHECK(g, "");

@@ -107,8 +107,8 @@ void tokens_read(hid_t file, const char *split, size_t start, size_t count, uint
     hid_t sp = H5Dget_space(d);
     H5_CHECK(sp, "");
     hsize_t dims[1];
-    if (H5Sget_simple_extent_ndims(sp) != 1) gt_fail_usage("'%s': /%s is not one-dimensional", path, split);
-    H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (H5Sget_simple_extent_ndims(sp) != 1 || H5Sget_simple_extent_dims(sp, dims, NULL) != 1)
+        gt_fail_usage("'%s': /%s is not one-dimensional", path, split);
     if (start > dims[0] || count > dims[0] - start)
         gt_fail_usage("'%s': reading /%s[%zu:%zu] beyond its %llu tokens", path, split, start, start + count,
                       (unsigned long long)dims[0]);
