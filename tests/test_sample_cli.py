@@ -81,16 +81,22 @@ def twin_greedy(ckpt, prompt_ids, n, keep_rows=False):
     return idx[len(prompt_ids):], logits_all, rows
 
 
+def run_copy(run, name):
+    """A new run directory TMP/name holding a copy of run's latest checkpoint as its latest;
+    returns (directory, checkpoint path)."""
+    out = os.path.join(TMP, name)
+    os.makedirs(out, exist_ok=True)
+    dst = os.path.join(out, "ckpt-00000080.h5")
+    shutil.copy(latest_of(run), dst)
+    with open(os.path.join(out, "latest"), "w") as f:
+        f.write("ckpt-00000080.h5\n")
+    return out, dst
+
+
 def randomized(run):
     """A copy of the checkpoint with large random weights: a short training run's greedy
     text is mostly one repeated token, random weights give varied tokens to compare."""
-    ckpt = os.path.join(run, open(os.path.join(run, "latest")).read().strip())
-    out = os.path.join(TMP, "random_run")
-    os.makedirs(out, exist_ok=True)
-    dst = os.path.join(out, "ckpt-00000080.h5")
-    shutil.copy(ckpt, dst)
-    with open(os.path.join(out, "latest"), "w") as f:
-        f.write("ckpt-00000080.h5\n")
+    out, dst = run_copy(run, "random_run")
     rng = np.random.default_rng(5)
     with h5py.File(dst, "r+") as f:
         for name, d in f["model"].items():
@@ -255,13 +261,7 @@ def byte_model(run):
     uniform over three tokens: the bytes 0xC3 and 0xA9 ("é" is C3 A9) and "a". ln_f's weight
     is 0 and its bias a unit vector, so the last hidden state is constant and the logits are
     one column of the (tied) wte, which is set here."""
-    ckpt = latest_of(run)
-    out = os.path.join(TMP, "byte_run")
-    os.makedirs(out, exist_ok=True)
-    dst = os.path.join(out, "ckpt-00000080.h5")
-    shutil.copy(ckpt, dst)
-    with open(os.path.join(out, "latest"), "w") as f:
-        f.write("ckpt-00000080.h5\n")
+    out, dst = run_copy(run, "byte_run")
     with h5py.File(dst, "r+") as f:
         m = f["model"]
         m["transformer.ln_f.weight"][...] = 0
