@@ -46,7 +46,9 @@ int h5_attr_read_double(hid_t loc, const char *name, double *v);
 char *h5_attr_read_str(hid_t loc, const char *name);  // malloc'd; NULL when missing
 
 // Datasets. `type` is a native HDF5 type (H5T_NATIVE_FLOAT, ...). chunk_rows > 0 makes the
-// dataset chunked along dim 0 with that many rows per chunk (and gzip level 4 if deflate).
+// dataset chunked along dim 0 with that many rows per chunk (H5_WHOLE: one chunk), each
+// chunk with a Fletcher-32 checksum that HDF5 verifies on read (and gzip level 4 if deflate).
+#define H5_WHOLE ((hsize_t)-1)
 void h5_write_dataset(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
                       const void *data, hsize_t chunk_rows, int deflate);
 // Reads a whole dataset of `type` into a malloc'd buffer; dims/rank returned (rank <= 8).

@@ -16,11 +16,11 @@ void vocab_write_group(hid_t file, const Tokenizer *tok) {
     h5_attr_write_int(g, "vocab_size", tok->vocab_size);
     h5_attr_write_int(g, "n_merges", tok->n_merges);
     hsize_t dm[2] = {(hsize_t)tok->n_merges, 2};
-    h5_write_dataset(g, "merges", H5T_NATIVE_INT32, 2, dm, tok->merges, 0, 0);
+    h5_write_dataset(g, "merges", H5T_NATIVE_INT32, 2, dm, tok->merges, H5_WHOLE, 0);
     hsize_t db[1] = {(hsize_t)tok->token_offsets[tok->vocab_size]};
-    h5_write_dataset(g, "token_bytes", H5T_NATIVE_UINT8, 1, db, tok->token_bytes, 0, 0);
+    h5_write_dataset(g, "token_bytes", H5T_NATIVE_UINT8, 1, db, tok->token_bytes, H5_WHOLE, 0);
     hsize_t doff[1] = {(hsize_t)tok->vocab_size + 1};
-    h5_write_dataset(g, "token_offsets", H5T_NATIVE_INT64, 1, doff, tok->token_offsets, 0, 0);
+    h5_write_dataset(g, "token_offsets", H5T_NATIVE_INT64, 1, doff, tok->token_offsets, H5_WHOLE, 0);
     h5_write_strings(g, "special_tokens", tok->special, (size_t)tok->n_special);
     H5Gclose(g);
 }

@@ -18,9 +18,10 @@ gt_fault_test(faults_cli_table /usr/bin/python3 ${GT_FAULTS_DIR}/test_cli_table.
 # Truncations and seeded byte flips of vocab.h5, tokens.h5, checkpoints and attention.h5,
 # loaded by the real tools: success with verified content, or exit 1 and one message.
 gt_fault_test(faults_corrupt_files /usr/bin/python3 ${GT_FAULTS_DIR}/test_corrupt_files.py)
-# Tensor checksums in checkpoints: a flipped byte in a weight or a moment is refused (exit 1);
+# Checksums: checkpoint tensors (ours), tokens.h5/vocab.h5 chunks (HDF5 Fletcher-32): a flipped
+# byte in a weight, a moment, the tokens or the merges is refused (exit 1);
 # numpy's checksum (io/python/gpt_checkpoint.py) equals C's; edits need update_checksums.
-gt_fault_test(faults_ckpt_checksum /usr/bin/python3 ${GT_FAULTS_DIR}/test_ckpt_checksum.py)
+gt_fault_test(faults_checksums /usr/bin/python3 ${GT_FAULTS_DIR}/test_checksums.py)
 # kill -9 of a 2-rank training at random moments, then --resume: bit-identical weights.
 gt_fault_test(faults_crash_resume /usr/bin/python3 ${GT_FAULTS_DIR}/test_crash_resume.py)
 # Full disk (checkpoint and attention writes), a dead rank of 4, NaN / exploding loss.

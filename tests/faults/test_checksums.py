@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""test_ckpt_checksum.py - the numbers inside a checkpoint are checked, not only its shapes.
+"""test_checksums.py - the numbers inside the files are checked, not only their structure.
 
 Every tensor of /model, /optimizer/m and /optimizer/v carries an attribute "checksum" (the
 sum of its 32-bit words and the sum of (i+1) * word i, modulo 2^64). A flipped byte inside a
@@ -11,7 +11,11 @@ many steps later. Checked here, through the real tools:
     gpt-train --resume exit 1 with one message naming the checkpoint and the tensor;
   - an edit made on purpose with h5py is refused the same way until update_checksums(),
     after which both tools load it;
-  - a checkpoint without checksums (earlier versions) still loads.
+  - a checkpoint without checksums (earlier versions) still loads;
+  - tokens.h5 and vocab.h5: every chunk of /train, /val and the vocabulary's datasets has a
+    Fletcher-32 checksum that HDF5 verifies on read: a flipped byte inside the token data of a
+    rank's shard makes gpt-train --data (under mpirun -np 2) exit 1 naming the file, and gpt-bpe
+    decode too; a flipped byte in the merges makes gpt-bpe refuse the vocabulary.
 """
 import os
 import shutil
@@ -31,11 +35,13 @@ def error_lines(r):
 
 
 def flip_byte(path, dataset, index):
-    """Flips the low bit of one byte inside a dataset's data, in the file itself."""
+    """Flips the low bit of one byte inside a dataset's data (contiguous, or in its first chunk),
+    in the file itself."""
     import h5py
     with h5py.File(path, "r") as f:
-        off = f[dataset].id.get_offset()
-    assert off is not None, dataset + " is not contiguous"
+        d = f[dataset]
+        off = d.id.get_offset() if d.chunks is None else d.id.get_chunk_info(0).byte_offset
+    assert off is not None, dataset + " has no data on disk"
     with open(path, "r+b") as fh:
         fh.seek(off + index)
         b = fh.read(1)[0]
@@ -53,7 +59,7 @@ def main():
         print("SKIP: %s (python3-h5py, python3-numpy)" % e)
         sys.exit(77)
     d = fl.tmpdir("gt-checksum-")
-    ck = fl.Checks("test_ckpt_checksum")
+    ck = fl.Checks("test_checksums")
     _, _, tokens = fl.make_tokens(bpe, d, 30000)
     run = os.path.join(d, "run")
     r = fl.run([train, "--data", tokens, "--out", run, "--steps", "3", "--ckpt-every", "1", *MODEL], timeout=120)
@@ -121,6 +127,31 @@ def main():
     r = fl.run([sample, "--checkpoint", p, "--prompt", "The", "--max-new-tokens", "2"], timeout=60)
     ck.ok(r.rc == 0, "a checkpoint without checksums (earlier versions) still loads", r.describe())
     ck.ok(gc.verify_checksums(p) == [], "verify_checksums skips tensors without one")
+
+    # tokens.h5 and vocab.h5: HDF5's own per-chunk checksums.
+    vocab = os.path.join(d, "vocab.h5")
+    with h5py.File(tokens, "r") as f, h5py.File(vocab, "r") as v:
+        filtered = [f[s].id.get_create_plist().get_filter(0)[0] for s in ("train", "val")] + \
+            [v["tokenizer"][k].id.get_create_plist().get_filter(0)[0] for k in ("merges", "token_bytes",
+                                                                                 "token_offsets")]
+    ck.ok(all(x == h5py.h5z.FILTER_FLETCHER32 for x in filtered),
+          "tokens.h5 /train, /val and vocab.h5's datasets carry Fletcher-32 checksums", str(filtered))
+    p = os.path.join(d, "tokens-flip.h5")
+    shutil.copy(tokens, p)
+    flip_byte(p, "train", 1001)
+    r = fl.run(fl.mpirun(2, train, "--data", p, "--out", os.path.join(d, "run-flip"), "--steps", "2", *MODEL),
+               timeout=120)
+    refused(r, "gpt-train --data (2 ranks): a flipped byte inside /train is exit 1, one message naming the file",
+            p, "/train")
+    r = fl.run([bpe, "decode", "--vocab", vocab, "--tokens", p, "--split", "train"], timeout=60)
+    refused(r, "gpt-bpe decode: a flipped byte inside /train is refused", p)
+    r = fl.run([bpe, "decode", "--vocab", vocab, "--tokens", p, "--split", "val"], timeout=60)
+    ck.ok(r.rc == 0, "gpt-bpe decode of the intact /val of the same file still works", r.describe())
+    p = os.path.join(d, "vocab-flip.h5")
+    shutil.copy(vocab, p)
+    flip_byte(p, "tokenizer/merges", 6)
+    r = fl.run([bpe, "decode", "--vocab", p, "--ids", "1,2,3"], timeout=60)
+    refused(r, "gpt-bpe: a flipped byte inside the merges of vocab.h5 is refused", p)
     fl.rmtree(d)
     ck.finish()
 
