@@ -81,6 +81,10 @@ class Result:
     def sanitizer(self):
         return any(m in self.err for m in SANITIZER_MARKERS)
 
+    def error_lines(self, marker=": error:"):
+        """The lines of stdout and stderr holding an error message ("gpt-train: error: ...")."""
+        return [l for l in (self.out + self.err).splitlines() if marker in l]
+
     def crashed(self):
         return self.timed_out or self.signal is not None or self.sanitizer or (self.rc is not None and self.rc > 128)
 

@@ -30,10 +30,6 @@ MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8
          "--eval-batches", "1", "--log-every", "1"]
 
 
-def error_lines(r):
-    return [l for l in (r.out + r.err).splitlines() if "error:" in l]
-
-
 def flip_byte(path, dataset, index):
     """Flips the low bit of one byte inside a dataset's data (contiguous, or in its first chunk),
     in the file itself."""
@@ -85,7 +81,7 @@ def main():
         return fl.run([train, "--data", tokens, "--out", rd, "--resume", "--steps", "4"], timeout=120)
 
     def refused(r, what, *needles):
-        errs = error_lines(r)
+        errs = r.error_lines("error:")
         ck.ok(r.rc == 1 and len(errs) == 1 and all(s in errs[0] for s in needles), what, r.describe())
 
     for dataset, index in (("model/transformer.h.0.mlp.c_fc.weight", 301), ("optimizer/v/transformer.wpe.weight", 17)):

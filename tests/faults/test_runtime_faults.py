@@ -81,10 +81,6 @@ class Tmpfs:
             subprocess.run(["umount", "-l", self.path])
 
 
-def error_lines(r):
-    return [l for l in (r.out + r.err).splitlines() if ": error:" in l]
-
-
 def full_disk(ck, d, train, tokens):
     # Checkpoints: each is ~138 KB for this model; 220 KiB holds one and the small files.
     with Tmpfs(os.path.join(d, "fs-ckpt"), "220k") as fs:
@@ -97,7 +93,7 @@ def full_disk(ck, d, train, tokens):
         what = "full disk at a checkpoint"
         ck.ok(not r.crashed(), what + ": no crash, no hang", r.describe())
         ck.ok(r.rc == 2, what + ": exit status 2 (runtime failure)", r.describe())
-        errs = error_lines(r)
+        errs = r.error_lines()
         ck.ok(len(errs) == 1, what + ": one error message (got %d)" % len(errs), r.describe())
         msg = errs[0] if errs else ""
         m = re.search(r"ckpt-(\d{8})\.h5", msg)
@@ -131,7 +127,7 @@ def full_disk(ck, d, train, tokens):
         what = "full disk at an attention record"
         ck.ok(not r.crashed(), what + ": no crash, no hang", r.describe())
         ck.ok(r.rc == 2, what + ": exit status 2", r.describe())
-        errs = error_lines(r)
+        errs = r.error_lines()
         ck.ok(len(errs) == 1 and "attention.h5" in errs[0] and re.search(r"\d+ bytes", errs[0]),
               what + ": one message naming attention.h5 and the bytes needed", r.describe())
         try:
@@ -196,7 +192,7 @@ def dead_rank(ck, d, train, tokens):
                timeout=30, extra_env={"GT_FAULT_OPEN_RANK": "3"})
     what = "rank 3 cannot open its data file"
     ck.ok(not r.timed_out and time.time() - t0 < 30, what + ": every rank exits within 30 s", r.describe())
-    errs = error_lines(r)
+    errs = r.error_lines()
     ck.ok(r.rc == 1 and len(errs) == 1 and "rank 3" in errs[0], what + ": exit 1, one message naming rank 3",
           r.describe())
 
@@ -211,7 +207,7 @@ def stopped_at_bad_step(ck, d, train, tokens, name, k, steps, env, needle):
     what = "%s at step %d" % (needle, k)
     ck.ok(not r.crashed(), what + ": no crash, no hang", r.describe())
     ck.ok(r.rc == 2, what + ": exit status 2", r.describe())
-    errs = error_lines(r)
+    errs = r.error_lines()
     msg = errs[0] if errs else ""
     ck.ok(len(errs) == 1 and ("step %d" % k) in msg and needle in msg,
           what + ": one message naming step %d and %s" % (k, needle), r.describe())
@@ -234,7 +230,7 @@ def nan_step(ck, d, train, tokens):
     r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run3, "--steps", "4", "--ckpt-every", "1",
                          *(MODEL[:1] + ["2"] + MODEL[2:])), timeout=120,
                extra_env={"GT_FAULT_NAN_STEP": "2", "GT_FAULT_NAN_LAYER": "1"})
-    errs = error_lines(r)
+    errs = r.error_lines()
     ck.ok(r.rc == 2 and len(errs) == 1 and "step 2" in errs[0] and "layer 1" in errs[0]
           and "transformer.h.1.attn.c_attn.weight" in errs[0],
           "NaN gradient in block 1 at step 2: the message names the step, the layer and the tensor", r.describe())
@@ -285,14 +281,14 @@ def exploding_loss(ck, d, train, tokens):
     wild = ["--lr", "5", "--grad-clip", "0", "--warmup", "0", "--lr-schedule", "constant"]
     run3 = os.path.join(d, "diverge")
     r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run3, "--steps", "60", *wild, *MODEL), timeout=120)
-    errs = error_lines(r)
+    errs = r.error_lines()
     ck.ok(r.rc == 2 and len(errs) == 1 and "exploding" in errs[0] and "--lr" in errs[0],
           "a real divergence (--lr 5): exit 2, one message saying the loss is exploding and suggesting a lower --lr",
           r.describe())
     run4 = os.path.join(d, "diverge-skip")
     r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run4, "--steps", "60", "--skip-bad-steps", *wild,
                          *MODEL), timeout=120)
-    errs = error_lines(r)
+    errs = r.error_lines()
     ck.ok(r.rc == 2 and len(errs) == 1 and "21 bad steps in a row" in errs[0],
           "a real divergence with --skip-bad-steps: gives up after 20 skipped steps in a row, saying so",
           r.describe())
