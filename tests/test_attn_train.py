@@ -203,8 +203,9 @@ if __name__ == "__main__":
     t0 = time.time()
     run = test_train_attention_mpi()
     print(f"ok test_train_attention_mpi ({time.time() - t0:.1f}s)")
-    for t, args in ((test_resume, (run,)), (test_crash_after_last_checkpoint, (run,)), (test_float16_and_default_probe, ()), (test_bad_probe, ()),
-                    (test_read_while_training, ()), (test_viz, (run,))):
+    for t, args in ((test_resume, (run,)), (test_crash_after_last_checkpoint, (run,)),
+                    (test_float16_and_default_probe, ()), (test_bad_probe, ()), (test_read_while_training, ()),
+                    (test_viz, (run,))):
         t0 = time.time()
         t(*args)
         print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")
