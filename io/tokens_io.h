@@ -31,7 +31,5 @@ hid_t tokens_open(const char *path, TokensInfo *info, Tokenizer *tok_or_null, co
 void tokens_read(hid_t file, const char *split, size_t start, size_t count, uint32_t *out, const char *path);
 void tokens_info_free(TokensInfo *info);
 
-// SHA-256 of a file (hex, 65 bytes with NUL); returns file size, or -1 if unreadable.
-int64_t sha256_file(const char *path, char hex[65]);
 
 #endif

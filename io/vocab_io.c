@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "h5util.h"
+#include "utf8.h"
 
 void vocab_write_group(hid_t file, const Tokenizer *tok) {
     hid_t g = h5_group_create(file, "tokenizer");

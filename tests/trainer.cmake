@@ -1,6 +1,6 @@
 # trainer.cmake - tests of gpt-train (issue 4): gradient averaging, MPI runs at 1-8 ranks,
 # exact resume, signals, bad input, and the reference experiment against PyTorch.
-add_executable(test_train_grads ${CMAKE_SOURCE_DIR}/tests/test_train_grads.c)
+add_executable(test_train_grads ${CMAKE_CURRENT_SOURCE_DIR}/trainer/test_train_grads.c)
 target_link_libraries(test_train_grads PRIVATE gt_train gt_model gt_base)
 foreach(np 1 2 4 8)
   add_test(NAME train_grads_np${np}
@@ -9,12 +9,12 @@ foreach(np 1 2 4 8)
 endforeach()
 foreach(part config ranks resume signals badinput nan text)
   add_test(NAME train_mpi_${part}
-           COMMAND ${GT_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_train_mpi.py ${part})
+           COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/trainer/test_train_mpi.py ${part})
   set_tests_properties(train_mpi_${part} PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300
                        SKIP_RETURN_CODE 77 LABELS trainer)
 endforeach()
 # The reference experiment against the PyTorch twin (~1.5 min; skips without ../shared/data).
 add_test(NAME train_reference_vs_pytorch
-         COMMAND ${GT_PYTHON} ${CMAKE_SOURCE_DIR}/tests/test_train_reference.py)
+         COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/trainer/test_train_reference.py)
 set_tests_properties(train_reference_vs_pytorch PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300
                      SKIP_RETURN_CODE 77 LABELS trainer)

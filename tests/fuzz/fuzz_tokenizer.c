@@ -16,6 +16,7 @@
 
 #include "fuzz_common.h"
 #include "tokenizer.h"
+#include "utf8.h"
 
 static Tokenizer fixed;  // trained once, used by modes 0 and 1
 

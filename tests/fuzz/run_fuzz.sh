@@ -66,9 +66,9 @@ PKG="$(pkg-config --cflags hdf5 libpcre2-8 openblas ompi-c)"
 LIBS="$(pkg-config --libs hdf5 libpcre2-8 openblas ompi-c) -lm"
 OMP=""
 if echo 'int main(void){return 0;}' | "$CC" -fopenmp -x c - -o "$OUT/probe-omp" 2>/dev/null; then OMP=-fopenmp; fi
-CFLAGS="-std=gnu11 -O1 -g $SAN $OMP -I$SRC/src -I$SRC/io -I$SRC/mpi $PKG -DGT_VERSION=\"fuzz\" -Wno-unused-parameter -Werror=implicit-function-declaration"
+CFLAGS="-std=gnu11 -O1 -g $SAN $OMP $(for d in "$SRC"/src/*/; do printf -- "-I%s " "${d%/}"; done)-I$SRC/io -I$SRC/mpi $PKG -DGT_VERSION=\"fuzz\" -Wno-unused-parameter -Werror=implicit-function-declaration"
 objs=()
-for f in "$SRC"/src/*.c "$SRC"/io/*.c "$SRC"/mpi/*.c; do
+for f in "$SRC"/src/*/*.c "$SRC"/io/*.c "$SRC"/mpi/*.c; do
     [[ -e $f ]] || continue
     case $(basename "$f") in *_main.c) continue ;; esac
     o=$OUT/obj/$(basename "${f%.c}").o

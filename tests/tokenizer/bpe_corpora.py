@@ -4,7 +4,7 @@ get right. Deterministic (seeded), repetitive enough that BPE has pairs to merge
 import os
 import random
 
-SHARED = os.path.join(os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..")), "..", "shared", "data")
+SHARED = os.path.join(os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..", "..")), "..", "shared", "data")
 
 WORDS = {
     "accents": "café naïve résumé façade über Straße Ærø señor años coöperate élève "

@@ -29,7 +29,7 @@ import time
 import h5py
 import numpy as np
 
-SRC = os.environ.get("GT_SRC") or os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+SRC = os.environ.get("GT_SRC") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("GT_BUILD") or os.path.join(SRC, "build")
 TRAIN = os.path.join(BUILD, "gpt-train")
 BPE = os.path.join(BUILD, "gpt-bpe")

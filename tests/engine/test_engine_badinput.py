@@ -11,7 +11,7 @@ import tempfile
 import h5py
 import numpy as np
 
-SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), ".."))
+SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("GT_BUILD", os.path.join(SRC, "build"))
 CHECK = os.path.join(BUILD, "engine_check")
 TMP = tempfile.mkdtemp(prefix="engine-bad-")

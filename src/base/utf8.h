@@ -1,11 +1,12 @@
 // utf8.h - strict UTF-8 (what PCRE2_UTF accepts: no overlongs, no surrogates, <= U+10FFFF).
-// utf8_validate() itself is declared in tokenizer.h.
 #ifndef GT_UTF8_H
 #define GT_UTF8_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+// Returns 1 if s[0..len) is valid; otherwise 0 with the offset of the first bad byte.
+int utf8_validate(const char *s, size_t len, size_t *bad_offset);
 // Length (1..4) of the character starting at s[0..n); 0 if the bytes there are not valid
 // UTF-8; -1 if they are a valid but incomplete prefix (more bytes needed).
 int utf8_char_len(const uint8_t *s, size_t n);

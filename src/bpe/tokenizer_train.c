@@ -14,6 +14,7 @@
 
 #include "error.h"
 #include "tokenizer_internal.h"
+#include "utf8.h"
 
 // ---------------------------------------------------------------------------------------
 // word counting

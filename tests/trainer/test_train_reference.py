@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-SRC = os.environ.get("GT_SRC") or os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+SRC = os.environ.get("GT_SRC") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("GT_BUILD") or os.path.join(SRC, "build")
 DATA = os.path.join(SRC, "..", "shared", "data", "taylorswift.txt")
 STEPS = int(os.environ.get("GT_REF_STEPS", "600"))

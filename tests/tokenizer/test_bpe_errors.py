@@ -10,7 +10,7 @@ import tempfile
 import h5py
 import numpy as np
 
-BUILD = os.environ.get("GT_BUILD", os.path.join(os.path.dirname(__file__), "..", "build"))
+BUILD = os.environ.get("GT_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 BPE = os.path.join(BUILD, "gpt-bpe")
 failures = []
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "sha256.h"
 #include "h5util.h"
 #include "tokenizer.h"
 #include "tokens_io.h"

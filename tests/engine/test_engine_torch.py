@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import torch
 
-SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), ".."))
+SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("GT_BUILD", os.path.join(SRC, "build"))
 sys.path.insert(0, os.path.join(SRC, "io", "python"))
 from nanogpt_model import GPT, GPTConfig  # noqa: E402

@@ -55,7 +55,5 @@ size_t tokenizer_encode_stream(const Tokenizer *tok, const char *text, size_t le
 // Tokenizer from several threads at once (it keeps a per-thread word cache).
 void tokenizer_set_threads(Tokenizer *tok, int threads);
 
-// UTF-8 validation: returns 1 if valid; otherwise 0 with the offset of the first bad byte.
-int utf8_validate(const char *s, size_t len, size_t *bad_offset);
 
 #endif

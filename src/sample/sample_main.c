@@ -25,6 +25,7 @@
 #include "sampler.h"
 #include "tokenizer.h"
 #include "vocab_io.h"
+#include "utf8.h"
 
 static const char *USAGE =
     "usage: gpt-sample --checkpoint RUN|ckpt.h5 --prompt TEXT [options]\n"

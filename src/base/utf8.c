@@ -2,8 +2,8 @@
 #include "utf8.h"
 
 #include <string.h>
+#include <stdint.h>
 
-#include "tokenizer.h"
 
 int utf8_char_len(const uint8_t *s, size_t n) {
     uint8_t b0 = s[0];

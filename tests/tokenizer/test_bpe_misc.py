@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bpe_corpora  # noqa: E402
 import bpe_ref  # noqa: E402
 
-BUILD = os.environ.get("GT_BUILD", os.path.join(os.path.dirname(__file__), "..", "build"))
+BUILD = os.environ.get("GT_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 BPE = os.path.join(BUILD, "gpt-bpe")
 failures = []
 

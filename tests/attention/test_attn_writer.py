@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 BUILD = os.environ.get("GT_BUILD", "build")
-SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), ".."))
+SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(SRC, "io", "python"))
 import gpt_attention as ga  # noqa: E402
 

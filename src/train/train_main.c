@@ -26,6 +26,7 @@
 #include "config.h"
 #include "dataloader.h"
 #include "error.h"
+#include "sha256.h"
 #include "gpt2.h"
 #include "h5util.h"
 #include "log.h"
@@ -36,6 +37,7 @@
 #include "tokens_io.h"
 #include "train_state.h"
 #include "vocab_io.h"
+#include "utf8.h"
 
 #define PATHLEN 4200
 
