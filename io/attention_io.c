@@ -1,8 +1,9 @@
 // attention_io.c - see attention_io.h.
 //
-// Layout (SPEC.md): root attrs n_layer, n_head, every; /probe/token_ids int32 (T,),
-// /probe/tokens str (T,); /step int64 (N,), /loss float32 (N,), /attention (N, L, H, T, T)
-// float32 or float16, chunked one record per chunk, deflate. N is the unlimited dimension.
+// Layout (docs/formats.md, attention.h5): root attrs n_layer, n_head, every;
+// /probe/token_ids int32 (T,), /probe/tokens str (T,); /step int64 (N,), /loss float32 (N,),
+// /attention (N, L, H, T, T) float32 or float16, chunked one record per chunk, deflate.
+// N is the unlimited dimension.
 //
 // Crash safety: the empty file is made under a temp name, switched to SWMR writing, then
 // renamed into place (so no reader can hold it before the writer). Each record writes

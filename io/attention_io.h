@@ -1,5 +1,5 @@
 // attention_io.h - RUN/attention.h5: the probe's softmax attention after every Nth step
-// (SPEC.md "RUN/attention.h5"). Appended in place, not written to a temp name and renamed:
+// (docs/formats.md, attention.h5). Appended in place, not written to a temp name and renamed:
 // the file is opened for SWMR writing and flushed after every record, so h5py can read it
 // while training runs (h5py.File(p, "r", swmr=True)) and a crash loses at most the record
 // being written.

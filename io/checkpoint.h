@@ -1,4 +1,4 @@
-// checkpoint.h - the model and optimizer groups of a checkpoint (SPEC.md "Checkpoint"):
+// checkpoint.h - the model and optimizer groups of a checkpoint (docs/formats.md, checkpoints):
 // /model/<nanoGPT name> float32 tensors in PyTorch shapes, /model/lm_head.weight a hard link
 // to transformer.wte.weight (tied), /optimizer/m and /optimizer/v the AdamW moments under
 // the same names, /config attrs with the model config. The trainer owns the rest of the

@@ -1,6 +1,6 @@
-// generation_io.h - the generation file of `gpt-sample --attn-out` (SPEC.md "Generation
-// file"): prompt and generated ids and texts, the prompt's attention (L, H, P, P) and, for
-// each generated token, the attention row (L, H, T) of the query that produced it over its
+// generation_io.h - the generation file of `gpt-sample --attn-out` (docs/formats.md,
+// generation file): prompt and generated ids and texts, the prompt's attention (L, H, P, P)
+// and, for each generated token, the attention row (L, H, T) of the query that produced it over its
 // context window, zero-padded to block size T, with the window's start in /context_start.
 // Kept in memory while generating, written atomically (temp name + rename) at the end.
 #ifndef GT_GENERATION_IO_H

@@ -1,4 +1,4 @@
-// h5util.h - small HDF5 helpers shared by every file format of SPEC.md.
+// h5util.h - small HDF5 helpers shared by every file format of docs/formats.md.
 //
 // Conventions: every function either succeeds or ends the process through error.h
 // (exit 1 naming the file for bad input, exit 2 for runtime failures), so callers never

@@ -1,4 +1,4 @@
-// train_state.h - the trainer's part of a checkpoint (SPEC.md "Checkpoint"): root attrs,
+// train_state.h - the trainer's part of a checkpoint (docs/formats.md, checkpoints): root attrs,
 // /config, /state, /tokenizer, around the engine's /model and /optimizer groups; the atomic
 // write, RUN/latest, and keeping the newest --keep-ckpts.
 //

@@ -1,4 +1,4 @@
-"""Read gpt-train's attention files with h5py (SPEC.md): RUN/attention.h5 (the probe's
+"""Read gpt-train's attention files with h5py (docs/formats.md): RUN/attention.h5 (the probe's
 attention after every Nth training step) and the generation file of `gpt-sample --attn-out`.
 
     import gpt_attention as ga

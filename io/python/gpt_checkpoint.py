@@ -1,4 +1,4 @@
-"""Read gpt-train checkpoints (format "gpt-train/checkpoint", SPEC.md) with h5py.
+"""Read gpt-train checkpoints (format "gpt-train/checkpoint", docs/formats.md) with h5py.
 
     import gpt_checkpoint as gc
     sd  = gc.load_state_dict("RUN/ckpt-00001000.h5")          # torch tensors (numpy if no torch)

@@ -1,6 +1,6 @@
 // error.h - the one place errors are reported.
 //
-// Two kinds of failure, two exit statuses (SPEC.md):
+// Two kinds of failure, two exit statuses (docs/faults.md, exit statuses):
 //   1  bad usage, bad configuration, bad input file: gt_fail_usage()/gt_fail_input()
 //      print one clean line "PROG: error: ..." naming the flag or file;
 //   2  runtime failure (a library call that should not fail): the CHECK macros print

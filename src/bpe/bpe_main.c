@@ -182,7 +182,7 @@ static void reader_close(Reader *r) {
 
 static const char TRAIN_HELP[] =
     "usage: gpt-bpe train --input FILE --out vocab.h5 [options]\n"
-    "Trains a byte-level BPE vocabulary on a UTF-8 text (SPEC.md's deterministic rule).\n"
+    "Trains a byte-level BPE vocabulary on a UTF-8 text (docs/tokenizer.md, training rule).\n"
     "  --input FILE        training text (UTF-8)\n"
     "  --out FILE          vocabulary to write (HDF5, format gpt-train/vocab)\n"
     "  --vocab-size N      total ids: 256 bytes + merges + specials (default 2000)\n"

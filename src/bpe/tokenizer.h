@@ -1,4 +1,4 @@
-// tokenizer.h - byte-level BPE with a PCRE2 split pattern (SPEC.md "/tokenizer" group).
+// tokenizer.h - byte-level BPE with a PCRE2 split pattern (docs/formats.md, the /tokenizer group).
 // Ids 0..255 are the bytes, 256+i is merge i, specials follow the merges.
 #ifndef GT_TOKENIZER_H
 #define GT_TOKENIZER_H
@@ -25,7 +25,7 @@ const char *tokenizer_pattern(const char *name_or_regex);
 // as an unknown pattern name instead of being taken as a regex.
 const char *tokenizer_pattern_checked(const char *name_or_regex, const char *flag);
 
-// Trains per SPEC.md's deterministic rule on `text` (valid UTF-8, `len` bytes).
+// Trains by the deterministic rule of docs/tokenizer.md on `text` (valid UTF-8, `len` bytes).
 // Fails (exit 1, naming `flag_for_msg`) on an invalid regex, showing PCRE2's message and offset.
 void tokenizer_train(Tokenizer *tok, const char *text, size_t len, int vocab_size, const char *pattern,
                      char *const *special, int n_special, int threads, int verbose);

@@ -1,4 +1,4 @@
-// tokenizer_train.c - BPE training by SPEC.md's deterministic rule:
+// tokenizer_train.c - BPE training by the deterministic rule (docs/tokenizer.md):
 //   count identical chunks ("words"); repeatedly merge the adjacent pair with the highest
 //   count over all words, ties to the smallest (left, right), until the vocabulary is full
 //   or the best count is below 2; occurrences are replaced left to right, non-overlapping.

@@ -1,4 +1,4 @@
-// config.h - every gpt-train setting (SPEC.md "Command lines"), from defaults, an optional
+// config.h - every gpt-train setting (docs/training.md, flags), from defaults, an optional
 // `--config FILE` of `key = value` lines, then the command line (which wins).
 //
 // One table in config.c describes each option once: its flag, type, range, default and

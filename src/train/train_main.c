@@ -1,4 +1,4 @@
-// train_main.c - gpt-train: data-parallel GPT-2 training under mpirun (SPEC.md).
+// train_main.c - gpt-train: data-parallel GPT-2 training under mpirun (docs/training.md).
 //
 // Every rank holds the whole model and reads only its shard of /train. Per step: forward
 // and backward on each micro-batch, gradients averaged over the ranks in buckets that
@@ -308,7 +308,8 @@ static void check_sync(const Run *r, const GPT2 *m, long long step) {
     }
 }
 
-// Mean cross-entropy over this rank's eval windows, reduced over all ranks (SPEC.md).
+// Mean cross-entropy over this rank's eval windows, reduced over all ranks
+// (docs/training.md, evaluation).
 static double evaluate(const Run *r, GPT2 *m, const uint32_t *val, size_t nwin, int *inputs, int *targets) {
     int B = r->cfg.batch_size, T = r->cfg.block_size;
     double acc[2] = {0, 0};  // sum of per-window mean losses, windows

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """attention.h5 as written by io/attention_io.c (through tests/attn_write_check.c), read
-with h5py: SPEC.md layout, float16, resume truncation, a crash mid-run, a SWMR reader
+with h5py: the layout of docs/formats.md, float16, resume truncation, a crash mid-run, a SWMR reader
 while records are appended, a real model's probe, UTF-8 token texts, bad probes."""
 import os
 import subprocess

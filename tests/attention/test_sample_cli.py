@@ -141,7 +141,7 @@ def check_greedy(run, min_distinct):
     tb = tokenizer_bytes(ckpt)
     want = (" Hello, this is".encode() + b"".join(tb[i] for i in ids_c)).decode("utf-8", "replace")
     assert out.decode("utf-8") == want, (out, want)
-    # the generation file's layout (SPEC.md)
+    # the generation file's layout (docs/formats.md, generation file)
     with h5py.File(gen, "r") as f:
         assert f.attrs["format"] == "gpt-train/generation" and f.attrs["format_version"] == 1
         for k in ("n_prompt", "prompt", "temperature", "top_k", "top_p", "seed", "checkpoint", "step"):

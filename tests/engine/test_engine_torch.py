@@ -62,7 +62,8 @@ def make_case(tag, V, block, L, H, C, B, T, seed):
 
 
 def torch_model(ckpt):
-    # exactly the snippet of SPEC.md: lm_head.weight arrives through the hard link
+    # exactly the snippet of docs/formats.md, checkpoints: lm_head.weight arrives through
+    # the hard link
     with h5py.File(ckpt, "r") as f:
         sd = {k: torch.from_numpy(v[()]) for k, v in f["model"].items()}
     model = GPT(GPTConfig(**gpt_checkpoint.load_config(ckpt)))

@@ -100,7 +100,7 @@ BPE = [
     ("decode --tokens is vocab.h5", ["decode", "--vocab", "{vocab}", "--tokens", "{vocab}"], "--tokens"),
 ]
 
-# gpt-train: (flag, kind, value) generated from the SPEC's flag list and config.c's ranges.
+# gpt-train: (flag, kind, value) generated from docs/training.md's flag list and config.c's ranges.
 TRAIN_INT = {  # flag: (below-range value, above-range value or None)
     "--n-layer": ("0", "257"), "--n-head": ("0", None), "--n-embd": ("0", None), "--block-size": ("0", None),
     "--batch-size": ("0", None), "--grad-accum": ("0", None), "--steps": ("0", None), "--warmup": ("-1", None),

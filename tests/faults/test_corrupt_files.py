@@ -26,9 +26,9 @@ import faultlib as fl  # noqa: E402
 
 TRIALS = int(os.environ.get("GT_FAULT_TRIALS", "24"))
 SEED = int(os.environ.get("GT_FAULT_SEED", "1"))
-# SPEC: a bad input file is exit 1, and that is what this test demands. GT_FAULT_ALLOW_EXIT2=1
-# (for soaks over new seeds) tallies an orderly exit 2 with one message as a listed contract gap
-# instead of a failure.
+# A bad input file is exit 1 (docs/faults.md), and that is what this test demands.
+# GT_FAULT_ALLOW_EXIT2=1 (for soaks over new seeds) tallies an orderly exit 2 with one message
+# as a listed contract gap instead of a failure.
 STRICT_EXIT = not os.environ.get("GT_FAULT_ALLOW_EXIT2")
 MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "2",
          "--eval-batches", "1", "--log-every", "1", "--dropout", "0.1"]

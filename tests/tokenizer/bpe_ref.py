@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Reference byte-level BPE, written from SPEC.md's rule alone, to check gpt-bpe merge for merge.
+"""Reference byte-level BPE, written from the rule of docs/tokenizer.md alone, to check
+gpt-bpe merge for merge.
 
 Training: split the text with the pattern (special tokens cut out first), each chunk's UTF-8
 bytes is a word, identical words are counted; repeatedly merge the adjacent pair with the
@@ -167,7 +168,7 @@ def train(text, vocab_size, pattern="llama3", specials=()):
 
 
 def train_naive(text, vocab_size, pattern="llama3", specials=()):
-    """The rule exactly as SPEC.md states it, recounting everything each step (slow)."""
+    """The rule exactly as docs/tokenizer.md states it, recounting everything each step (slow)."""
     counts = words_of(text, pattern, list(specials))
     words = {tuple(w): c for w, c in counts.items()}
     merges = []

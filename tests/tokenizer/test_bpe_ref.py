@@ -2,7 +2,7 @@
 """gpt-bpe against the Python reference (tests/bpe_ref.py), on every corpus of bpe_corpora.py
 and every built-in pattern:
   - the split: chunk for chunk (PCRE2 alone, the ASCII fast path, and the streaming path);
-  - training: merge for merge, and the vocab.h5 layout of SPEC.md;
+  - training: merge for merge, and the vocab.h5 layout of docs/formats.md;
   - encoding: id for id, /train + /val split, source attributes (SHA-256 against hashlib);
   - decode(encode(text)) == text through `gpt-bpe decode`.
 Usage: test_bpe_ref.py [quick|full]   (quick: smaller texts, fewer pattern combinations)"""

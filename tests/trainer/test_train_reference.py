@@ -7,8 +7,8 @@ Reference experiment (the trainer's defaults): taylorswift.txt, vocab 2000, bloc
 1e-4), betas (0.9, 0.99), weight decay 0.01, grad clip 1.0. gpt-train runs on 2 ranks with
 16 sequences each (32 per step, as the twin). Both start from the same weights (a gpt-train
 checkpoint written with lr 0 after one step), then train STEPS steps with their own dropout
-masks and data order; both final models are evaluated by the same PyTorch code on SPEC.md's
-eval windows, which must also match the val loss gpt-train itself reported.
+masks and data order; both final models are evaluated by the same PyTorch code on the
+eval windows of docs/training.md, which must also match the val loss gpt-train itself reported.
 
 Skips (77) when ../shared/data/taylorswift.txt or torch is absent.
     GT_REF_STEPS=600 (default)
@@ -54,7 +54,8 @@ def lr_at(step, total, warmup, lr, min_lr):
 
 
 def eval_loss(model, val, T):
-    """SPEC.md: mean cross-entropy over the /val windows starting at multiples of T, dropout off."""
+    """Mean cross-entropy over the /val windows starting at multiples of T, dropout off
+    (docs/training.md, evaluation)."""
     model.eval()
     n = (len(val) - 1) // T
     x = torch.from_numpy(np.stack([val[i * T:i * T + T] for i in range(n)]).astype(np.int64))
