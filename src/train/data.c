@@ -1,0 +1,277 @@
+// data.c - see data.h.
+#define _GNU_SOURCE
+#include "data.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "h5util.h"
+#include "sha256.h"
+#include "shard.h"
+#include "utf8.h"
+#include "vocab_io.h"
+
+const char *data_precheck_h5(const char *path, const char *format, const char *flag, char *err, size_t n) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, n, "%s '%s': %s", flag, path, strerror(errno));
+        return err;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(err, n, "%s '%s': is a directory", flag, path);
+        return err;
+    }
+    if (access(path, R_OK) != 0) {
+        snprintf(err, n, "%s '%s': %s", flag, path, strerror(errno));
+        return err;
+    }
+    if (H5Fis_hdf5(path) <= 0) {
+        snprintf(err, n, "%s '%s': not an HDF5 file (or its header is damaged)", flag, path);
+        return err;
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        snprintf(err, n, "%s '%s': cannot be opened as HDF5 (truncated or damaged?)", flag, path);
+        return err;
+    }
+    char *fmt = h5_attr_read_str(f, "format");
+    H5Fclose(f);
+    if (!fmt || strcmp(fmt, format) != 0) {
+        snprintf(err, n, "%s '%s': %s%s%s, expected a '%s' file", flag, path, fmt ? "format is '" : "not a gpt-train file",
+                 fmt ? fmt : "", fmt ? "'" : "", format);
+        free(fmt);
+        return err;
+    }
+    free(fmt);
+    return NULL;
+}
+
+// Does RUN/tokens.h5 come from this text (same sha256) with this tokenizer setting?
+static int tokens_reusable(const char *tokens_path, const char *vocab_path, const char *sha, int vocab_size,
+                           const char *pattern) {
+    if (H5Fis_hdf5(tokens_path) <= 0 || H5Fis_hdf5(vocab_path) <= 0) return 0;
+    int ok = 0;
+    hid_t f = H5Fopen(tokens_path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return 0;
+    char *fmt = h5_attr_read_str(f, "format");
+    if (fmt && !strcmp(fmt, GT_FORMAT_TOKENS) && h5_exists(f, "train") && h5_exists(f, "tokenizer")) {
+        hid_t d = H5Dopen2(f, "train", H5P_DEFAULT);
+        char *s = d >= 0 ? h5_attr_read_str(d, "source_sha256") : NULL;
+        hid_t g = H5Gopen2(f, "tokenizer", H5P_DEFAULT);
+        char *pat = g >= 0 ? h5_attr_read_str(g, "pattern") : NULL;
+        int64_t vs = 0;
+        int have_vs = g >= 0 && h5_attr_read_int(g, "vocab_size", &vs);
+        // A tokenizer may stop early (no pair left twice), so fewer tokens also match.
+        ok = s && !strcmp(s, sha) && pat && !strcmp(pat, pattern) && have_vs && vs <= vocab_size;
+        free(s);
+        free(pat);
+        if (g >= 0) H5Gclose(g);
+        if (d >= 0) H5Dclose(d);
+    }
+    free(fmt);
+    H5Fclose(f);
+    return ok;
+}
+
+// --data FILE.txt: rank 0 trains the tokenizer and encodes into RUN/vocab.h5, RUN/tokens.h5
+// (or reuses them); the others sleep until it is done.
+static void tokenize_text(Run *r) {
+    const TrainConfig *c = &r->cfg;
+    char vocab_path[PATHLEN];
+    snprintf(vocab_path, sizeof vocab_path, "%s/vocab.h5", c->out);
+    snprintf(r->tokens_path, sizeof r->tokens_path, "%s/tokens.h5", c->out);
+    int status = 0;
+    if (r->w->rank == 0) {
+        double t0 = comm_time();
+        char sha[65];
+        int64_t bytes = sha256_file(c->data, sha);
+        // An unknown name or a bad regex ends the job here, before anyone waits long.
+        const char *pattern = tokenizer_pattern_checked(c->pattern, "--pattern");
+        if (bytes < 0) {
+            snprintf(r->err, sizeof r->err, "--data '%s': cannot read: %s", c->data, strerror(errno));
+            status = 1;
+        } else if (bytes == 0) {
+            snprintf(r->err, sizeof r->err, "--data '%s': file is empty", c->data);
+            status = 1;
+        } else if (tokens_reusable(r->tokens_path, vocab_path, sha, c->vocab_size, pattern)) {
+            printf("data: reusing %s (made from '%s', sha256 %.12s...)\n", r->tokens_path, c->data, sha);
+        } else {
+            FILE *f = fopen(c->data, "rb");
+            char *text = f ? gt_malloc((size_t)bytes + 1, "--data text") : NULL;
+            size_t got = f ? fread(text, 1, (size_t)bytes, f) : 0;
+            if (f) fclose(f);
+            size_t bad = 0;
+            if (!f || got != (size_t)bytes) {
+                snprintf(r->err, sizeof r->err, "--data '%s': cannot read: %s", c->data, strerror(errno));
+                status = 1;
+            } else if (!utf8_validate(text, got, &bad)) {
+                snprintf(r->err, sizeof r->err,
+                         "--data '%s': neither a tokens.h5 file nor UTF-8 text (invalid byte at offset %zu)", c->data,
+                         bad);
+                status = 1;
+            } else {
+                text[got] = '\0';
+                printf("data: training a %d-token tokenizer on '%s' (%lld bytes, pattern %s)\n", c->vocab_size,
+                       c->data, (long long)bytes, c->pattern);
+                fflush(stdout);
+                Tokenizer tok;
+                memset(&tok, 0, sizeof tok);
+                tokenizer_train(&tok, text, got, c->vocab_size, pattern, NULL, 0, c->threads, 0);
+                tokenizer_set_threads(&tok, c->threads);
+                vocab_save(vocab_path, &tok, 1);
+                uint32_t *ids = NULL;
+                size_t n = 0, cap = 0;
+                tokenizer_encode(&tok, text, got, &ids, &n, &cap);
+                tokens_save(r->tokens_path, &tok, ids, n, c->val_fraction, c->data, bytes, sha, 1);
+                printf("data: %s (%d tokens) and %s (%zu tokens) in %.1f s\n", vocab_path, tok.vocab_size,
+                       r->tokens_path, n, comm_time() - t0);
+                free(ids);
+                tokenizer_free(&tok);
+            }
+            free(text);
+        }
+        fflush(stdout);
+    }
+    status = comm_wait_status(status);
+    if (status) comm_agree(r->w->rank == 0 ? r->err : "tokenizing failed on rank 0", GT_EXIT_USAGE);
+}
+
+// Decides tokens.h5 vs text and leaves the tokens file's path in r->tokens_path.
+void data_prepare(Run *r) {
+    const TrainConfig *c = &r->cfg;
+    int kind = 0;  // 1 HDF5, 2 text
+    const char *msg = NULL;
+    if (r->w->rank == 0) {
+        struct stat st;
+        if (stat(c->data, &st) != 0) {
+            snprintf(r->err, sizeof r->err, "--data '%s': %s", c->data, strerror(errno));
+            msg = r->err;
+        } else if (S_ISDIR(st.st_mode)) {
+            snprintf(r->err, sizeof r->err, "--data '%s': is a directory, expected tokens.h5 or a text file", c->data);
+            msg = r->err;
+        } else {
+            kind = H5Fis_hdf5(c->data) > 0 ? 1 : 2;
+        }
+    }
+    comm_agree(msg, GT_EXIT_USAGE);
+    comm_bcast(&kind, sizeof kind);
+    if (kind == 1) snprintf(r->tokens_path, sizeof r->tokens_path, "%s", c->data);
+    else tokenize_text(r);
+}
+
+// This rank's slice of /train or /val (an HDF5 hyperslab), with every id checked against the
+// vocabulary. Like tokens_read, but returns the problem instead of exiting, so the ranks can
+// agree on it: the bad id may sit in one rank's shard only. NULL when fine.
+static const char *read_tokens(hid_t file, const char *split, size_t start, size_t count, uint32_t *out,
+                               const char *path, int vocab_size, char *err, size_t n) {
+    if (count == 0) return NULL;
+    hid_t d = H5Dopen2(file, split, H5P_DEFAULT);
+    hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
+    hsize_t off[1] = {start}, cnt[1] = {count};
+    hid_t ms = H5Screate_simple(1, cnt, NULL);
+    int ok = sp >= 0 && ms >= 0 && H5Sselect_hyperslab(sp, H5S_SELECT_SET, off, NULL, cnt, NULL) >= 0 &&
+             H5Dread(d, H5T_NATIVE_UINT32, ms, sp, H5P_DEFAULT, out) >= 0;
+    if (ms >= 0) H5Sclose(ms);
+    if (sp >= 0) H5Sclose(sp);
+    if (d >= 0) H5Dclose(d);
+    if (!ok) {
+        snprintf(err, n, "--data '%.4000s': /%s[%zu:%zu] cannot be read (truncated or damaged file?)", path, split, start,
+                 start + count);
+        return err;
+    }
+    for (size_t i = 0; i < count; i++)
+        if (out[i] >= (uint32_t)vocab_size) {
+            snprintf(err, n,
+                     "--data '%.4000s': /%s[%zu] = %u is not a valid token id: its /tokenizer has only %d tokens "
+                     "(tokens and vocabulary disagree; encode the text again with this vocabulary)",
+                     path, split, start + i, out[i], vocab_size);
+            return err;
+        }
+    return NULL;
+}
+
+int32_t *data_probe_ids(Run *r, int *T_out) {
+    const TrainConfig *c = &r->cfg;
+    const Tokenizer *tok = &r->tok;
+    size_t n_val = r->info.n_val;
+    int T = c->block_size;
+    int32_t *ids = NULL;
+    if (c->attn_prompt) {
+        uint32_t *u = NULL;
+        size_t n = 0, cap = 0;
+        tokenizer_encode(tok, c->attn_prompt, strlen(c->attn_prompt), &u, &n, &cap);
+        if (n == 0) {
+            snprintf(r->err, sizeof r->err, "--attn-prompt '%s': the text encodes to no tokens", c->attn_prompt);
+            free(u);
+            return NULL;
+        }
+        if (n > (size_t)T) {
+            snprintf(r->err, sizeof r->err,
+                     "--attn-prompt: %zu tokens, longer than --block-size %d; shorten the text or raise --block-size", n, T);
+            free(u);
+            return NULL;
+        }
+        ids = gt_malloc(n * sizeof *ids, "probe");
+        for (size_t i = 0; i < n; i++) ids[i] = (int32_t)u[i];
+        free(u);
+        *T_out = (int)n;
+        return ids;
+    }
+    size_t n = n_val < (size_t)T ? n_val : (size_t)T;
+    if (n == 0) {
+        snprintf(r->err, sizeof r->err, "--attn-every: /val of '%s' is empty; give --attn-prompt TEXT", r->tokens_path);
+        return NULL;
+    }
+    uint32_t *u = gt_malloc(n * sizeof *u, "probe");
+    tokens_read(r->tf, "val", 0, n, u, r->tokens_path);
+    ids = gt_malloc(n * sizeof *ids, "probe");
+    for (size_t i = 0; i < n; i++) ids[i] = (int32_t)u[i];
+    free(u);
+    *T_out = (int)n;
+    return ids;
+}
+
+// The tokens file: checked by every rank (each must see it; one that cannot names itself),
+// then opened.
+void data_open_tokens(Run *r) {
+    char buf[PATHLEN];
+    const char *path = faults_data_path(&r->faults, r->tokens_path, r->w->rank, buf, sizeof buf);
+    comm_agree_local(data_precheck_h5(path, GT_FORMAT_TOKENS, "--data", r->err, sizeof r->err), GT_EXIT_USAGE);
+    r->tf = tokens_open(path, &r->info, r->w->rank == 0 ? &r->tok : NULL, "--data");
+}
+
+// This rank's shard of /train and eval windows of /val, after the checks all ranks agree on.
+void data_load(Run *r) {
+    const TrainConfig *c = &r->cfg;
+    const int B = c->batch_size, T = c->block_size, rank = r->w->rank, size = r->w->size;
+    comm_agree(shard_check(r->info.n_train, size, B, T, r->tokens_path, r->err, sizeof r->err) ? r->err : NULL,
+               GT_EXIT_USAGE);
+    size_t ev_first;
+    eval_windows(r->info.n_val, T, (size_t)c->eval_batches * (size_t)B * (size_t)size, rank, size, &ev_first,
+                 &r->ev_count, &r->ev_total);
+    if (r->ev_total == 0) {
+        snprintf(r->err, sizeof r->err,
+                 "'%.4000s': /val has %zu tokens, fewer than --block-size + 1 = %d needed for one eval window; "
+                 "use a larger --val-fraction when tokenizing, or a smaller --block-size",
+                 r->tokens_path, r->info.n_val, T + 1);
+        comm_agree(r->err, GT_EXIT_USAGE);
+    }
+    Shard sh = shard_of(r->info.n_train, rank, size);
+    r->train_tok = gt_malloc(sh.count * sizeof(uint32_t), "this rank's shard of /train");
+    size_t val_n = r->ev_count ? r->ev_count * (size_t)T + 1 : 0;
+    r->val_tok = gt_malloc((val_n ? val_n : 1) * sizeof(uint32_t), "eval windows of /val");
+    const char *bad = read_tokens(r->tf, "train", sh.start, sh.count, r->train_tok, r->tokens_path,
+                                  r->info.vocab_size, r->err, sizeof r->err);
+    if (!bad)
+        bad = read_tokens(r->tf, "val", ev_first * (size_t)T, val_n, r->val_tok, r->tokens_path, r->info.vocab_size,
+                          r->err, sizeof r->err);
+    comm_agree(bad, GT_EXIT_USAGE);
+    dataloader_init(&r->dl, r->train_tok, sh.count, T, (uint64_t)c->seed, rank);
+    r->inputs = gt_malloc((size_t)B * T * sizeof(int), "inputs");
+    r->targets = gt_malloc((size_t)B * T * sizeof(int), "targets");
+}

@@ -1,0 +1,24 @@
+// data.h - gpt-train's tokens (docs/training.md, "Data"): a tokens.h5, or a text file that
+// rank 0 tokenizes into RUN/vocab.h5 and RUN/tokens.h5 first; then each rank's shard of
+// /train, its eval windows of /val, and the attention probe's ids.
+#ifndef GT_DATA_H
+#define GT_DATA_H
+
+#include <stdint.h>
+
+#include "run.h"
+
+// Decides tokens.h5 vs text (tokenizing text on rank 0) and leaves the path in r->tokens_path.
+void data_prepare(Run *r);
+// Every rank checks and opens the tokens file (one that cannot see it names itself).
+void data_open_tokens(Run *r);
+// This rank's shard of /train and eval windows of /val, and the batch buffers.
+void data_load(Run *r);
+// A cheap look at an HDF5 input before its real reader, so a file one rank cannot see ends
+// the job with one message (comm_agree) instead of an abort. NULL when fine.
+const char *data_precheck_h5(const char *path, const char *format, const char *flag, char *err, size_t n);
+// Rank 0: the probe for attention.h5: --attn-prompt encoded, else the first block_size
+// tokens of /val. NULL with the message in r->err when there is none.
+int32_t *data_probe_ids(Run *r, int *T_out);
+
+#endif

@@ -1,0 +1,249 @@
+// loop.c - see loop.h.
+#include "loop.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "resume.h"
+#include "rng.h"
+#include "signals.h"
+
+static uint64_t dropout_key(uint64_t seed, long long step, int rank, int micro) {
+    return rng_site_key(rng_site_key(rng_site_key(seed ^ 0xD809D809ULL, (uint64_t)step), (uint64_t)rank),
+                        (uint64_t)micro);
+}
+
+static uint64_t params_checksum(const float *p, size_t n) {
+    uint64_t h = 1469598103934665603ULL;  // FNV-1a over the bits: any difference shows
+    const uint32_t *u = (const uint32_t *)p;
+    for (size_t i = 0; i < n; i++) h = (h ^ u[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void check_sync(const Run *r, const GPT2 *m, long long step) {
+    uint64_t h = params_checksum(m->params, m->num_params), lo, hi;
+    MPI_CHECK(MPI_Allreduce(&h, &lo, 1, MPI_UINT64_T, MPI_MIN, r->w->comm));
+    MPI_CHECK(MPI_Allreduce(&h, &hi, 1, MPI_UINT64_T, MPI_MAX, r->w->comm));
+    if (lo != hi) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "--check-sync: weights differ across ranks after step %lld (parameter checksums %016llx to "
+                 "%016llx); the gradient averaging is broken",
+                 step, (unsigned long long)lo, (unsigned long long)hi);
+        comm_agree(msg, GT_EXIT_RUNTIME);
+    }
+}
+
+// Mean cross-entropy over this rank's eval windows, reduced over all ranks
+// (docs/training.md, evaluation).
+static double evaluate(const Run *r, GPT2 *m, const uint32_t *val, size_t nwin, int *inputs, int *targets) {
+    int B = r->cfg.batch_size, T = r->cfg.block_size;
+    double acc[2] = {0, 0};  // sum of per-window mean losses, windows
+    for (size_t w0 = 0; w0 < nwin; w0 += (size_t)B) {
+        int nb = (int)(nwin - w0 < (size_t)B ? nwin - w0 : (size_t)B);
+        for (int b = 0; b < nb; b++) {
+            const uint32_t *s = val + (w0 + (size_t)b) * (size_t)T;
+            for (int t = 0; t < T; t++) {
+                inputs[b * T + t] = (int)s[t];
+                targets[b * T + t] = (int)s[t + 1];
+            }
+        }
+        float loss = gpt2_forward(m, inputs, targets, nb, T, 0, 0);
+        acc[0] += (double)loss * nb;
+        acc[1] += nb;
+    }
+    double tot[2];
+    MPI_CHECK(MPI_Allreduce(acc, tot, 2, MPI_DOUBLE, MPI_SUM, r->w->comm));
+    return tot[0] / tot[1];
+}
+
+// Where a bad step went wrong, for its message: the first tensor (nanoGPT name, with its
+// block) whose averaged gradient holds a NaN or Inf; "" when every gradient is finite.
+static void first_bad_tensor(const GPT2 *m, char *out, size_t n) {
+    *out = '\0';
+    for (int i = 0; i < m->n_specs; i++) {
+        const float *g = m->grads + m->specs[i].offset;
+        for (size_t j = 0; j < m->specs[i].numel; j++)
+            if (!isfinite(g[j])) {
+                if (m->specs[i].layer >= 0)
+                    snprintf(out, n, " (first non-finite gradient: layer %d, %s)", m->specs[i].layer, m->specs[i].name);
+                else
+                    snprintf(out, n, " (first non-finite gradient: %s)", m->specs[i].name);
+                return;
+            }
+    }
+}
+
+// For an exploding loss, where the gradient is: the tensor with the largest share of the
+// squared gradient norm (clipping scales every tensor alike, so shares survive it).
+static void largest_grad_tensor(const GPT2 *m, char *out, size_t n) {
+    double total = 0, best = -1;
+    int bi = 0;
+    for (int i = 0; i < m->n_specs; i++) {
+        const float *g = m->grads + m->specs[i].offset;
+        double s = 0;
+        for (size_t j = 0; j < m->specs[i].numel; j++) s += (double)g[j] * g[j];
+        total += s;
+        if (s > best) best = s, bi = i;
+    }
+    const ParamSpec *sp = &m->specs[bi];
+    char layer[32] = "";
+    if (sp->layer >= 0) snprintf(layer, sizeof layer, "layer %d, ", sp->layer);
+    snprintf(out, n, " (largest gradient: %s%s, %.0f%% of the squared norm)", layer, sp->name,
+             total > 0 ? 100.0 * best / total : 0.0);
+}
+
+// The mean of recent good losses that a spike is measured against: the plain mean of the
+// first steps, then an exponential one with a memory of about SPIKE_MEMORY steps.
+#define SPIKE_MEMORY 10
+// --skip-bad-steps gives up after this many bad steps in a row: the weights themselves
+// have diverged and skipping cannot bring them back.
+#define GT_MAX_BAD_IN_ROW 20
+
+static void recent_loss_add(TrainState *st, double loss) {
+    long long n = st->recent_n < SPIKE_MEMORY ? st->recent_n + 1 : SPIKE_MEMORY;
+    st->recent_loss += (loss - st->recent_loss) / (double)n;
+    st->recent_n++;
+}
+
+// One optimizer step k (1-based): forward/backward per micro-batch, the averaged gradient,
+// clip, AdamW. Returns the training loss averaged over the ranks; *norm the gradient norm.
+// A bad step (NaN/Inf loss or norm, or a finite loss above --loss-spike times the recent
+// mean) stops the run (exit 2), or with --skip-bad-steps skips the update.
+static double train_step(Run *r, long long k, float *norm) {
+    const TrainConfig *c = &r->cfg;
+    const int B = c->batch_size, T = c->block_size, A = c->grad_accum, rank = r->w->rank, size = r->w->size;
+    GPT2 *m = &r->m;
+    TrainState *st = &r->st;
+    r->ac.lr = lr_at(k - 1, c->steps, c->warmup, (float)c->lr, (float)c->min_lr, r->sched);
+    faults_step_begin(&r->faults, m, k);
+    gpt2_zero_grad(m);
+    double loss = 0;
+    for (int micro = 0; micro < A; micro++) {
+        dataloader_next(&r->dl, r->inputs, r->targets, B);
+        float l = gpt2_forward(m, r->inputs, r->targets, B, T, 1, dropout_key((uint64_t)c->seed, k, rank, micro));
+        loss += (double)l / A;
+        // Only the last micro-batch's backward finishes the gradients: reduce once; the
+        // reducer also drives its reductions between sub-layers (GPT2.progress).
+        int last = micro == A - 1 && size > 1 && !faults_defer_reduction(&r->faults, k);
+        m->progress = last ? reducer_ready : NULL;
+        m->progress_ctx = &r->red;
+        gpt2_backward(m, 1.0f / (float)A, last ? reducer_ready : NULL, &r->red);
+        m->progress = NULL;
+    }
+    faults_step_gradients(&r->faults, m, k, rank);
+    reducer_finish(&r->red);
+    if (size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, r->w->comm));
+    loss /= size;
+    *norm = grad_global_norm(m->grads, m->num_params);
+    float clip = grad_clip_coef(*norm, (float)c->grad_clip);  // applied inside AdamW's pass
+    // Every rank sees the same reduced figures and the same recent mean, so all take the same branch.
+    // The reference a spike is measured against: the recent mean, but never more than the
+    // loss of uniform guessing, ln V, so that a loss creeping up step by step is caught too,
+    // and never less than 1 nat, where a model that fits its data almost perfectly has
+    // batch-to-batch swings of several times its mean that are not explosions.
+    int finite = isfinite(loss) && isfinite(*norm);
+    double uniform = log((double)m->config.vocab_size);
+    int by_recent = st->recent_n >= SPIKE_MEMORY && st->recent_loss < uniform;
+    double ref = by_recent ? (st->recent_loss > 1.0 ? st->recent_loss : 1.0) : uniform;
+    int spike = finite && c->loss_spike > 0 && loss > c->loss_spike * ref;
+    if (finite && !spike) {
+        adamw_step_scaled(&r->opt, m, m->params, m->grads, clip, &r->ac);
+        recent_loss_add(st, loss);
+        st->bad_in_row = 0;
+        return loss;
+    }
+    char what[200], where[320];
+    if (spike) {
+        snprintf(what, sizeof what, "training loss %.4g is %.1fx %s (%.4g; --loss-spike %g): the loss is exploding",
+                 loss, loss / ref, by_recent ? "the mean of recent steps" : "the loss of uniform guessing, ln V", ref,
+                 c->loss_spike);
+        largest_grad_tensor(m, where, sizeof where);
+    } else {
+        snprintf(what, sizeof what, "%s is %s", !isfinite(loss) ? "training loss" : "gradient norm",
+                 isnan(!isfinite(loss) ? loss : *norm) ? "NaN" : "infinite");
+        first_bad_tensor(m, where, sizeof where);
+    }
+    st->bad_in_row++;
+    if (c->skip_bad_steps && st->bad_in_row <= GT_MAX_BAD_IN_ROW) {
+        st->skipped_steps++;
+        log_line(&r->lg, "step %lld: %s%s: update skipped (--skip-bad-steps; %lld skipped so far)", k, what, where,
+                 st->skipped_steps);
+        return loss;
+    }
+    if (rank == 0) {
+        fprintf(stderr, "gpt-train: error: step %lld: %s%s; ", k, what, where);
+        if (c->skip_bad_steps)
+            fprintf(stderr, "%lld bad steps in a row: the weights themselves have diverged, skipping cannot help; ",
+                    st->bad_in_row);
+        fprintf(stderr, "stopping without saving. ");
+        if (*r->last_ckpt)
+            fprintf(stderr, "The last good checkpoint is %s (step %lld): resume from it with --resume, "
+                            "perhaps with a lower --lr or --skip-bad-steps.\n",
+                    r->last_ckpt, r->last_ckpt_step);
+        else
+            fprintf(stderr, "No checkpoint was written yet; try a lower --lr.\n");
+    }
+    log_close(&r->lg);
+    comm_exit(GT_EXIT_RUNTIME);
+}
+
+// The loop: steps, then check-sync, attention probe, eval, log line, checkpoint and the
+// agreed stop on a signal, each when due.
+void loop_train(Run *r) {
+    const TrainConfig *c = &r->cfg;
+    const int rank = r->w->rank, size = r->w->size;
+    TrainState *st = &r->st;
+    const long long tokens_per_step = (long long)c->batch_size * c->block_size * c->grad_accum * size;
+    double ms_sum = 0;
+    int ms_n = 0;
+    while (st->step < c->steps) {
+        long long k = st->step + 1;
+        double t0 = comm_time();
+        float norm;
+        double loss = train_step(r, k, &norm);
+        st->step = k;
+        st->tokens_seen += tokens_per_step;
+        ms_sum += (comm_time() - t0) * 1000.0;
+        ms_n++;
+
+        faults_step_end(&r->faults, &r->m, k, rank, size);
+        if (c->check_sync && size > 1 && (k % c->log_every == 0 || k == c->steps)) check_sync(r, &r->m, k);
+        if (r->aw && k % c->attn_every == 0) attn_probe_record(r->aw, &r->m, k, (float)loss);
+        double val = NAN;
+        if ((c->eval_every > 0 && k % c->eval_every == 0) || k == c->steps) {
+            val = evaluate(r, &r->m, r->val_tok, r->ev_count, r->inputs, r->targets);
+            if (val < st->best_val_loss) st->best_val_loss = val;
+        }
+        if (k % c->log_every == 0 || k == c->steps || !isnan(val)) {
+            double ms = ms_sum / ms_n;
+            MetricsRow row = {k, st->tokens_seen, loss, val, r->ac.lr, norm, ms, tokens_per_step / (ms / 1000.0)};
+            log_metrics(&r->lg, &row);
+            ms_sum = 0;
+            ms_n = 0;
+        } else {
+            log_progress(&r->lg, k, loss, ms_sum / ms_n);
+        }
+
+        int sig = signals_pending();
+        if (size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, r->w->comm));
+        if ((c->ckpt_every > 0 && k % c->ckpt_every == 0) || k == c->steps || sig) resume_save_checkpoint(r);
+        if (sig) {
+            log_line(&r->lg, "stopped by %s after step %lld; checkpoint %s. Resume with:\n  mpirun -np %d%s --resume",
+                     signals_name(sig), k, r->last_ckpt, size, r->resume_cmd);
+            break;
+        }
+    }
+    if (size > 1)
+        log_line(&r->lg,
+                 "allreduce: %.1f%% of the gradient reduced behind backward; %.1f ms/step waited after it "
+                 "(one blocking allreduce: %.1f ms); %.2f MB sent per rank per step",
+                 100.0 * reducer_hidden_share(&r->red), reducer_exposed_ms(&r->red), 1000.0 * r->red.blocking_s,
+                 reducer_bytes_sent(&r->red) / 1e6);
+    if (st->step >= c->steps)
+        log_line(&r->lg, "done: step %lld, best val loss %.4f, %lld tokens seen%s", st->step, st->best_val_loss,
+                 st->tokens_seen, st->skipped_steps ? " (some steps skipped)" : "");
+}

@@ -1,0 +1,209 @@
+// resume.c - see resume.h.
+#define _GNU_SOURCE
+#include "resume.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "data.h"
+#include "error.h"
+#include "h5util.h"
+#include "rng.h"
+
+static int mkdir_p(const char *path) {
+    char buf[PATHLEN];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+    struct stat st;
+    return stat(buf, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+}
+
+// Rank 0 creates RUN; a run that already holds a checkpoint is only continued with --resume.
+void resume_prepare_dir(Run *r) {
+    const char *msg = NULL;
+    if (r->w->rank == 0) {
+        char latest[PATHLEN];
+        if (mkdir_p(r->cfg.out) != 0) {
+            snprintf(r->err, sizeof r->err, "--out '%s': cannot create the run directory: %s", r->cfg.out,
+                     errno ? strerror(errno) : "a file of that name exists");
+            msg = r->err;
+        } else if (access(r->cfg.out, W_OK) != 0) {
+            snprintf(r->err, sizeof r->err, "--out '%s': directory is not writable", r->cfg.out);
+            msg = r->err;
+        } else if (!r->cfg.resume && train_state_latest(r->cfg.out, latest, sizeof latest)) {
+            snprintf(r->err, sizeof r->err,
+                     "--out '%s' already holds a run (latest checkpoint %s); add --resume to continue it, "
+                     "or choose another --out",
+                     r->cfg.out, latest);
+            msg = r->err;
+        }
+    }
+    comm_agree(msg, GT_EXIT_USAGE);
+}
+
+// --resume: finds RUN/latest, fills in every setting this command line leaves out from its
+// /config, and refuses another model shape or vocabulary.
+void resume_settings(Run *r) {
+    TrainConfig *c = &r->cfg;
+    const char *msg = NULL;
+    if (r->w->rank == 0) {
+        if (!train_state_latest(c->out, r->ckpt_path, sizeof r->ckpt_path)) {
+            snprintf(r->err, sizeof r->err,
+                     "--resume: no checkpoint in '%s' (no '%s/latest'); run without --resume to start training", c->out,
+                     c->out);
+            msg = r->err;
+        } else {
+            msg = data_precheck_h5(r->ckpt_path, GT_FORMAT_CHECKPOINT, "--resume: checkpoint", r->err, sizeof r->err);
+        }
+    }
+    comm_agree(msg, GT_EXIT_USAGE);
+    comm_bcast(r->ckpt_path, sizeof r->ckpt_path);
+    GPTConfig ck;
+    hid_t cf = ckpt_open(r->ckpt_path, "--resume: checkpoint");
+    ckpt_read_model_config(cf, &ck, r->ckpt_path);
+    hid_t g = h5_group_open(cf, "config", r->ckpt_path);
+    config_fill_from_attrs(c, g);
+    H5Gclose(g);
+    H5Fclose(cf);
+    msg = NULL;
+    const struct { const char *name; int have, want; } shape[] = {
+        {"n-layer", ck.n_layer, c->n_layer}, {"n-head", ck.n_head, c->n_head},
+        {"n-embd", ck.n_embd, c->n_embd},   {"block-size", ck.block_size, c->block_size}};
+    for (int i = 0; i < 4 && !msg; i++)
+        if (shape[i].have != shape[i].want) {
+            snprintf(r->err, sizeof r->err,
+                     "--resume: checkpoint '%s' has %s %d but --%s %d was given; a run cannot change its model shape "
+                     "(drop the flag, or start a new --out)",
+                     r->ckpt_path, shape[i].name, shape[i].have, shape[i].name, shape[i].want);
+            msg = r->err;
+        }
+    if (!msg && ck.vocab_size != r->info.vocab_size) {
+        snprintf(r->err, sizeof r->err,
+                 "--resume: checkpoint '%.4000s' has vocab_size %d but --data '%.4000s' has a %d-token vocabulary; "
+                 "resume with the tokens the run started with",
+                 r->ckpt_path, ck.vocab_size, r->tokens_path, r->info.vocab_size);
+        msg = r->err;
+    }
+    comm_agree(msg, GT_EXIT_USAGE);
+}
+
+static void bcast_floats(float *p, size_t n) { comm_bcast(p, n * sizeof(float)); }
+
+// The scalars of a checkpoint's /state that every rank needs, broadcast from rank 0 as one
+// struct (the cursor arrays follow, sized by the checkpoint's world size).
+typedef struct {
+    long long step, tokens_seen, skipped_steps, adam_t, recent_n, bad_in_row;
+    double best_val_loss, recent_loss;
+    int64_t world_size;
+} StateScalars;
+
+static void bcast_state_scalars(TrainState *st) {
+    StateScalars s = {st->step,          st->tokens_seen,    st->skipped_steps,
+                      st->adam_t,        st->recent_n,       st->bad_in_row,
+                      st->best_val_loss, st->recent_loss,    st->world_size};
+    comm_bcast(&s, sizeof s);
+    st->step = s.step;
+    st->tokens_seen = s.tokens_seen;
+    st->skipped_steps = s.skipped_steps;
+    st->adam_t = s.adam_t;
+    st->recent_n = s.recent_n;
+    st->bad_in_row = s.bad_in_row;
+    st->best_val_loss = s.best_val_loss;
+    st->recent_loss = s.recent_loss;
+    st->world_size = (int)s.world_size;
+}
+
+// Model and optimizer: fresh (rank 0's initial weights broadcast) or from the checkpoint,
+// which rank 0 reads and broadcasts; then each rank's data cursor.
+void resume_build_state(Run *r) {
+    const TrainConfig *c = &r->cfg;
+    const int rank = r->w->rank, size = r->w->size;
+    TrainState *st = &r->st;
+    gpt2_build(&r->m, &r->mc);
+    gpt2_alloc_activations(&r->m, c->batch_size, c->block_size);
+    adamw_init(&r->opt, r->m.num_params);
+    r->ac = (AdamWConfig){(float)c->lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay};
+    r->sched = LR_COSINE;
+    lr_schedule_parse(c->lr_schedule, &r->sched);
+    st->best_val_loss = INFINITY;
+    r->old_world = size;
+    r->last_ckpt_step = -1;
+    r->cursors = gt_calloc((size_t)size * 3, sizeof(int64_t), "data cursors");
+    if (!c->resume) {
+        if (rank == 0) gpt2_init_weights(&r->m, (uint64_t)c->seed);
+        bcast_floats(r->m.params, r->m.num_params);
+        return;
+    }
+    if (rank == 0) {
+        hid_t cf = ckpt_open(r->ckpt_path, "--resume: checkpoint");
+        ckpt_read_tensors(cf, "model", &r->m, r->m.params, r->ckpt_path);
+        ckpt_read_tensors(cf, "optimizer/m", &r->m, r->opt.m, r->ckpt_path);
+        ckpt_read_tensors(cf, "optimizer/v", &r->m, r->opt.v, r->ckpt_path);
+        train_state_read(cf, r->ckpt_path, st);
+        H5Fclose(cf);
+    }
+    bcast_state_scalars(st);
+    r->old_world = st->world_size;
+    r->opt.t = st->adam_t;
+    size_t nw = (size_t)r->old_world;
+    if (rank != 0) {
+        st->cursor_epoch = gt_calloc(nw, sizeof(int64_t), "cursors");
+        st->cursor_pos = gt_calloc(nw, sizeof(int64_t), "cursors");
+        st->cursor_windows = gt_calloc(nw, sizeof(int64_t), "cursors");
+    }
+    comm_bcast(st->cursor_epoch, nw * sizeof(int64_t));
+    comm_bcast(st->cursor_pos, nw * sizeof(int64_t));
+    comm_bcast(st->cursor_windows, nw * sizeof(int64_t));
+    bcast_floats(r->m.params, r->m.num_params);
+    bcast_floats(r->opt.m, r->m.num_params);
+    bcast_floats(r->opt.v, r->m.num_params);
+    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", r->ckpt_path);
+    r->last_ckpt_step = st->step;
+    if (r->old_world == size) {
+        dataloader_seek(&r->dl, st->cursor_epoch[rank], st->cursor_pos[rank]);
+    } else {
+        // Another rank count: shards differ, so each rank continues at the mean fraction of
+        // the epoch the old ranks had reached (the data order differs from here on).
+        double frac = 0;
+        for (size_t i = 0; i < nw; i++)
+            frac += st->cursor_windows[i] > 0 ? (double)st->cursor_pos[i] / (double)st->cursor_windows[i] : 0;
+        frac /= (double)nw;
+        dataloader_seek(&r->dl, st->cursor_epoch[0], (int64_t)(frac * (double)r->dl.n_windows));
+    }
+}
+
+// Rank 0 gathers every rank's data cursor and writes the checkpoint (collective).
+void resume_save_checkpoint(Run *r) {
+    int size = r->w->size;
+    int64_t mine[3] = {r->dl.epoch, r->dl.pos, (int64_t)r->dl.n_windows};
+    MPI_CHECK(MPI_Gather(mine, 3, MPI_INT64_T, r->cursors, 3, MPI_INT64_T, 0, r->w->comm));
+    r->last_ckpt_step = r->st.step;
+    if (r->w->rank != 0) return;
+    TrainState s = r->st;
+    s.world_size = size;
+    s.adam_t = r->opt.t;
+    s.cursor_epoch = gt_malloc((size_t)size * sizeof(int64_t), "cursors");
+    s.cursor_pos = gt_malloc((size_t)size * sizeof(int64_t), "cursors");
+    s.cursor_windows = gt_malloc((size_t)size * sizeof(int64_t), "cursors");
+    for (int i = 0; i < size; i++) {
+        s.cursor_epoch[i] = r->cursors[3 * i];
+        s.cursor_pos[i] = r->cursors[3 * i + 1];
+        s.cursor_windows[i] = r->cursors[3 * i + 2];
+    }
+    double t0 = comm_time();
+    train_state_save(r->cfg.out, &r->cfg, &r->m, &r->opt, &s, r->tf, r->cfg.keep_ckpts, r->last_ckpt);
+    log_line(&r->lg, "checkpoint %s (%.2f s)", r->last_ckpt, comm_time() - t0);
+    train_state_free(&s);
+}

@@ -1,0 +1,63 @@
+// run.h - everything one gpt-train run holds, shared by the trainer's stages:
+//   data.c    the tokens: text tokenized into RUN/, shards, eval windows, the probe
+//   resume.c  the run directory, --resume, fresh or restored state, checkpoints
+//   loop.c    the training loop: steps, bad steps, eval, check-sync, the agreed stop
+//   faults.c  the fault suite's hooks
+// Every rank has its own Run; rank 0 alone holds the writers and the tokenizer.
+#ifndef GT_RUN_H
+#define GT_RUN_H
+
+#include <hdf5.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "adamw.h"
+#include "allreduce.h"
+#include "attention_io.h"
+#include "comm.h"
+#include "config.h"
+#include "dataloader.h"
+#include "faults.h"
+#include "gpt2.h"
+#include "log.h"
+#include "tokenizer.h"
+#include "tokens_io.h"
+#include "train_state.h"
+
+#define PATHLEN 4200
+
+typedef struct {
+    TrainConfig cfg;
+    const Comm *w;
+    char tokens_path[PATHLEN];
+    char err[16384];          // the message of a failed check, for comm_agree
+    // data
+    hid_t tf;                 // tokens.h5, open for the whole run (its /tokenizer goes into checkpoints)
+    TokensInfo info;
+    Tokenizer tok;            // rank 0 only (the attention probe)
+    uint32_t *train_tok;      // this rank's shard of /train
+    uint32_t *val_tok;        // this rank's eval windows of /val
+    size_t ev_count, ev_total;
+    DataLoader dl;
+    int *inputs, *targets;    // (B, T)
+    // model and state
+    GPTConfig mc;
+    GPT2 m;
+    AdamW opt;
+    AdamWConfig ac;
+    LRSchedule sched;
+    GradReducer red;
+    TrainState st;
+    char ckpt_path[PATHLEN];  // resumed from
+    int64_t old_world;        // ranks of the checkpoint resumed from
+    char last_ckpt[PATHLEN];
+    long long last_ckpt_step;
+    int64_t *cursors;         // (size, 3) gathered on rank 0 for checkpoints
+    // rank 0's writers
+    Logger lg;
+    AttnWriter *aw;
+    char resume_cmd[4096];
+    Faults faults;
+} Run;
+
+#endif
