@@ -5,11 +5,12 @@ attention after every Nth training step) and the generation file of `gpt-sample 
     rec = ga.read_attention("RUN")              # or "RUN/attention.h5"; works while training runs
     rec.steps, rec.loss, rec.tokens             # (N,), (N,), T token texts
     a = rec.record(-1)                          # (L, H, T, T) float32 of the last record
-    layers = rec.head_view(-1)                  # bertviz: [ (1, H, T, T) per layer ], rec.tokens
+    layers = rec.head_view(-1, as_torch=True)   # bertviz.head_view(layers, rec.tokens)
 
     gen = ga.read_generation("gen.h5")
     m, labels = gen.matrix(3)                   # (L, H, W, W) full matrix when token 3 was drawn
-    gen.head_view(3), gen.prompt_head_view()
+    gen.head_view(3, as_torch=True)             # bertviz.head_view(that, labels)
+    gen.prompt_head_view(as_torch=True)         # ... with gen.tokens[:gen.n_prompt]
 
     sd = ga.load_state_dict("RUN/ckpt-00001000.h5")   # PyTorch-style state_dict
 
@@ -118,7 +119,8 @@ class AttentionRecords:
             return f["attention"][: len(self)].astype(np.float32)
 
     def head_view(self, i=-1, as_torch=False):
-        """bertviz's head_view structure for record i: a list over layers of (1, H, T, T)."""
+        """bertviz's head_view structure for record i: a list over layers of (1, H, T, T).
+        bertviz stacks them with torch.stack, so pass as_torch=True for bertviz."""
         a = self.record(i)
         return _as_torch([a[l][None] for l in range(self.n_layer)], as_torch)
 
@@ -185,7 +187,8 @@ class Generation:
         return m, self.tokens[s: q + 1]
 
     def head_view(self, i, as_torch=False):
-        """bertviz's structure (list over layers of (1, H, W, W)) for generated token i."""
+        """bertviz's structure (list over layers of (1, H, W, W)) for generated token i;
+        as_torch=True for bertviz, with the labels of matrix(i)."""
         m, _ = self.matrix(i)
         return _as_torch([m[l][None] for l in range(self.n_layer)], as_torch)
 
