@@ -1,3 +1,8 @@
 # io/h5util.c: damaged files that hang or crash libhdf5 become one error, exit 1.
 add_test(NAME h5_damaged_files COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/base/test_h5_damaged.sh)
 set_tests_properties(h5_damaged_files PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 120 LABELS base)
+# src/base/bf16.h: float32 -> bfloat16 rounding (the gradient exchange's wire format) against PyTorch.
+add_executable(bf16_dump ${CMAKE_CURRENT_SOURCE_DIR}/base/bf16_dump.c)
+set_target_properties(bf16_dump PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})
+add_test(NAME bf16_rounding COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/base/test_bf16.py)
+set_tests_properties(bf16_rounding PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 120 SKIP_RETURN_CODE 77 LABELS base)
