@@ -21,6 +21,7 @@
 
 #include "error.h"
 #include "h5util.h"
+#include "utf8.h"
 
 struct AttnWriter {
     char *path;
@@ -33,46 +34,7 @@ struct AttnWriter {
     uint16_t *half;       // (L, NH, T, T) conversion scratch for float16 files
 };
 
-// ---- UTF-8 ----
-
-int utf8_seq(const uint8_t *s, size_t len) {
-    uint8_t c = s[0], lo = 0x80, hi = 0xBF;
-    int need;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) need = 2;
-    else if (c == 0xE0) need = 3, lo = 0xA0;           // no overlongs
-    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) need = 3;
-    else if (c == 0xED) need = 3, hi = 0x9F;           // no surrogates
-    else if (c == 0xF0) need = 4, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) need = 4;
-    else if (c == 0xF4) need = 4, hi = 0x8F;           // <= U+10FFFF
-    else return -1;
-    for (int i = 1; i < need; i++) {
-        if ((size_t)i >= len) return 0;
-        if (s[i] < lo || s[i] > hi) return -i;
-        lo = 0x80, hi = 0xBF;
-    }
-    return need;
-}
-
-char *utf8_sanitize(const uint8_t *s, size_t len) {
-    char *out = gt_malloc(3 * len + 1, "UTF-8 text");  // U+FFFD is 3 bytes per >= 1 input byte
-    size_t o = 0;
-    for (size_t i = 0; i < len;) {
-        int r = utf8_seq(s + i, len - i);
-        if (r > 0) {
-            memcpy(out + o, s + i, (size_t)r);
-            o += (size_t)r;
-            i += (size_t)r;
-        } else {
-            memcpy(out + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i = r == 0 ? len : i + (size_t)(-r);
-        }
-    }
-    out[o] = '\0';
-    return out;
-}
+// ---- token text ----
 
 char *token_text_utf8(const Tokenizer *tok, int32_t id) {
     if (id < 0 || id >= tok->vocab_size) return gt_strdup("\xEF\xBF\xBD");

@@ -34,13 +34,8 @@ long long attn_writer_count(const AttnWriter *w);
 void attn_writer_close(AttnWriter *w);
 
 // Text of token `id` as valid UTF-8 (invalid bytes shown as U+FFFD, one per maximal
-// ill-formed subsequence, as Python's bytes.decode("utf-8", "replace")); malloc'd.
+// ill-formed subsequence, as Python's bytes.decode("utf-8", "replace"); utf8_sanitize); malloc'd.
 char *token_text_utf8(const Tokenizer *tok, int32_t id);
-// Same for any byte string.
-char *utf8_sanitize(const uint8_t *s, size_t len);
-// Length of the well-formed UTF-8 sequence at s[0..len): >0 complete, 0 when s is a proper
-// prefix of a valid sequence cut short by len, -k when the first k bytes are ill-formed.
-int utf8_seq(const uint8_t *s, size_t len);
 
 // IEEE binary16 conversion, round to nearest even (the float16 variant of the file).
 uint16_t float_to_half(float f);

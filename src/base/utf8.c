@@ -1,8 +1,11 @@
 // utf8.c - see utf8.h. Validation runs once per text; PCRE2 is then told not to re-check.
 #include "utf8.h"
 
-#include <string.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
 
 
 int utf8_char_len(const uint8_t *s, size_t n) {
@@ -92,4 +95,42 @@ size_t utf8_replace_invalid(uint8_t *dst, const uint8_t *src, size_t n, int fina
 size_t utf8_floor_boundary(const uint8_t *s, size_t pos) {
     while (pos > 0 && (s[pos] & 0xC0) == 0x80) pos--;
     return pos;
+}
+
+char *utf8_sanitize(const uint8_t *s, size_t len) {
+    char *out = gt_malloc(3 * len + 1, "UTF-8 text");  // U+FFFD is 3 bytes per >= 1 input byte
+    size_t used, replaced = 0;
+    out[utf8_replace_invalid((uint8_t *)out, s, len, 1, &used, &replaced)] = '\0';
+    return out;
+}
+
+char *utf8_escape(char *dst, size_t cap, const char *str, int quoted) {
+    const uint8_t *s = (const uint8_t *)str;
+    size_t n = strlen(str), o = 0;
+    if (cap == 0) return dst;
+    for (size_t i = 0; i < n;) {
+        char piece[20];
+        size_t k = 1;
+        int len = s[i] < 0x80 ? 1 : utf8_char_len(s + i, n - i);
+        if (s[i] == '\n') strcpy(piece, "\\n");
+        else if (s[i] == '\t') strcpy(piece, "\\t");
+        else if (s[i] == '\r') strcpy(piece, "\\r");
+        else if (quoted && (s[i] == '"' || s[i] == '\\')) snprintf(piece, sizeof piece, "\\%c", s[i]);
+        else if (s[i] < 0x20 || s[i] == 0x7F) snprintf(piece, sizeof piece, "\\x%02X", s[i]);
+        else if (s[i] < 0x80) snprintf(piece, sizeof piece, "%c", s[i]);
+        else if (len <= 0) snprintf(piece, sizeof piece, "\\x%02X", s[i]);  // not UTF-8: the byte
+        else if (s[i] == 0xC2 && s[i + 1] < 0xA0)  // C1 control (U+0080..U+009F): terminals act on it
+            snprintf(piece, sizeof piece, "\\x%02X\\x%02X", s[i], s[i + 1]), k = 2;
+        else memcpy(piece, s + i, (size_t)len), piece[len] = '\0', k = (size_t)len;
+        size_t pl = strlen(piece);
+        if (o + pl + 4 > cap && (o + pl + 1 > cap || i + k < n)) {  // no room for this and "..."
+            snprintf(dst + o, cap - o, "%s", cap - o >= 4 ? "..." : "");
+            return dst;
+        }
+        memcpy(dst + o, piece, pl);
+        o += pl;
+        i += k;
+    }
+    dst[o] = '\0';
+    return dst;
 }

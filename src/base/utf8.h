@@ -20,5 +20,13 @@ size_t utf8_bad_len(const uint8_t *s, size_t n);
 size_t utf8_replace_invalid(uint8_t *dst, const uint8_t *src, size_t n, int final, size_t *used, size_t *replaced);
 // Start of the character containing s[pos] (pos must be < the length of s).
 size_t utf8_floor_boundary(const uint8_t *s, size_t pos);
+// A malloc'd copy of s[0..len) with each bad sequence as U+FFFD (utf8_replace_invalid, final).
+char *utf8_sanitize(const uint8_t *s, size_t len);
+// A printable copy of the string s into dst[0..cap), for messages and config files: valid
+// UTF-8 stays as it is; \n \t \r and \xHH (other control characters, C1 controls, bytes that
+// are not UTF-8) stand for the bytes. quoted: `"` and `\` are escaped too, so reading the
+// escapes back gives s exactly. Cut with "..." when cap is short (4 * strlen(s) + 1 never is).
+// Returns dst.
+char *utf8_escape(char *dst, size_t cap, const char *s, int quoted);
 
 #endif

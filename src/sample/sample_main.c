@@ -103,15 +103,15 @@ static void stream_put(Utf8Stream *s, const uint8_t *b, size_t len, int final) {
     s->n += len;
     size_t i = 0;
     while (i < s->n) {
-        int r = utf8_seq(s->buf + i, s->n - i);
+        int r = utf8_char_len(s->buf + i, s->n - i);
         if (r > 0) {
             fwrite(s->buf + i, 1, (size_t)r, stdout);
             i += (size_t)r;
-        } else if (r == 0 && !final) {
+        } else if (r < 0 && !final) {
             break;  // a character cut short: wait for the next token
         } else {
             fputs("\xEF\xBF\xBD", stdout);
-            i = r == 0 ? s->n : i + (size_t)(-r);
+            i += utf8_bad_len(s->buf + i, s->n - i);
         }
     }
     memmove(s->buf, s->buf + i, s->n - i);

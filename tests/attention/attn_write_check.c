@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "attention_io.h"
+#include "utf8.h"
 #include "error.h"
 #include "generation_io.h"
 #include "gpt2.h"
