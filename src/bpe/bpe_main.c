@@ -12,6 +12,7 @@
 
 #include "error.h"
 #include "h5util.h"
+#include "options.h"
 #include "sha256.h"
 #include "tokenizer.h"
 #include "tokens_io.h"
@@ -20,57 +21,6 @@
 
 // Encode streams the input in blocks of this size (GT_BPE_BLOCK overrides it, for tests).
 static size_t BLOCK = (size_t)16 << 20;
-
-// ---------------------------------------------------------------------------------------
-// options: --name VALUE or --name=VALUE; anything unknown is an error naming it
-
-enum { OPT_STR, OPT_FLAG, OPT_MULTI };
-typedef struct {
-    const char *name;
-    int kind;
-    void *dst;   // const char ** (STR), int * (FLAG), const char *** (MULTI)
-    int *count;  // MULTI: number of values
-} Opt;
-
-static void parse_opts(const char *cmd, int argc, char **argv, const Opt *opts, const char *help) {
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(help, stdout);
-            exit(0);
-        }
-        if (strncmp(a, "--", 2) != 0) gt_fail_usage("%s: unexpected argument '%s' (see gpt-bpe %s --help)", cmd, a, cmd);
-        const char *eq = strchr(a, '=');
-        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
-        const Opt *o = NULL;
-        for (const Opt *p = opts; p->name; p++)
-            if (strlen(p->name) == nl && strncmp(p->name, a, nl) == 0) o = p;
-        if (!o) gt_fail_usage("%s: unknown option '%.*s' (see gpt-bpe %s --help)", cmd, (int)nl, a, cmd);
-        if (o->kind == OPT_FLAG) {
-            if (eq) gt_fail_usage("%s: option %s takes no value", cmd, o->name);
-            *(int *)o->dst = 1;
-            continue;
-        }
-        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!v) gt_fail_usage("%s: option %s needs a value", cmd, o->name);
-        if (o->kind == OPT_STR) {
-            *(const char **)o->dst = v;
-        } else {
-            const char ***list = o->dst;
-            *list = gt_realloc(*list, (size_t)(*o->count + 1) * sizeof **list, "options");
-            (*list)[(*o->count)++] = v;
-        }
-    }
-}
-
-static long long parse_int(const char *flag, const char *v, long long lo, long long hi) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || errno) gt_fail_usage("%s '%s': not an integer", flag, v);
-    if (x < lo || x > hi) gt_fail_usage("%s %s: must be between %lld and %lld", flag, v, lo, hi);
-    return x;
-}
 
 static double now_s(void) {
     struct timespec ts;
@@ -180,39 +130,45 @@ static void reader_close(Reader *r) {
 // ---------------------------------------------------------------------------------------
 // train
 
-static const char TRAIN_HELP[] =
+// The settings of all three commands; each command's table uses its own rows.
+typedef struct {
+    char *input, *out, *vocab, *tokens, *pattern, *split, *ids;
+    OptList special;
+    int vocab_size, threads, replace, force, quiet;
+    double val_fraction;
+} BpeArgs;
+
+#define B(field) offsetof(BpeArgs, field)
+#define ROW_REPLACE_INVALID \
+    {"replace-invalid", OPT_FLAG, B(replace), 0, 0, NULL, NULL, NULL, 0, NULL, "map invalid UTF-8 to U+FFFD instead of failing"}
+#define ROW_FORCE {"force", OPT_FLAG, B(force), 0, 0, NULL, NULL, NULL, 0, NULL, "overwrite --out if it exists"}
+#define ROW_QUIET {"quiet", OPT_FLAG, B(quiet), 0, 0, NULL, NULL, NULL, 0, NULL, "no statistics on stderr"}
+#define ROW_VOCAB {"vocab", OPT_STR, B(vocab), 0, 0, NULL, NULL, NULL, OPT_REQUIRED, "FILE", "vocabulary from gpt-bpe train"}
+
+static const Opt train_opts[] = {
+    {"input", OPT_STR, B(input), 0, 0, NULL, NULL, NULL, OPT_REQUIRED, "FILE", "training text (UTF-8)"},
+    {"out", OPT_STR, B(out), 0, 0, NULL, NULL, NULL, OPT_REQUIRED, "FILE", "vocabulary to write (HDF5, format gpt-train/vocab)"},
+    {"vocab-size", OPT_INT, B(vocab_size), 256, INT32_MAX, NULL, "2000", NULL, 0, NULL, "total ids: 256 bytes + merges + specials"},
+    {"pattern", OPT_STR, B(pattern), 0, 0, NULL, "llama3", NULL, OPT_TEXT, "P", "split regex: llama3, gpt4, gpt2, or a PCRE2 regex"},
+    {"special", OPT_LIST, B(special), 0, 0, NULL, NULL, NULL, OPT_TEXT, "TOKEN", "a special token; its id follows the merges"},
+    ROW_REPLACE_INVALID,
+    {"threads", OPT_INT, B(threads), 1, 1024, NULL, "1", NULL, 0, NULL, "threads for splitting and counting"},
+    ROW_FORCE,
+    ROW_QUIET,
+};
+static const OptTable train_table = {
+    "gpt-bpe train",
     "usage: gpt-bpe train --input FILE --out vocab.h5 [options]\n"
-    "Trains a byte-level BPE vocabulary on a UTF-8 text (docs/tokenizer.md, training rule).\n"
-    "  --input FILE        training text (UTF-8)\n"
-    "  --out FILE          vocabulary to write (HDF5, format gpt-train/vocab)\n"
-    "  --vocab-size N      total ids: 256 bytes + merges + specials (default 2000)\n"
-    "  --pattern P         split regex: llama3 (default), gpt4, gpt2, or a PCRE2 regex\n"
-    "  --special TOKEN     a special token (repeatable); its id follows the merges\n"
-    "  --replace-invalid   map invalid UTF-8 to U+FFFD instead of failing\n"
-    "  --threads N         threads for splitting and counting (default 1)\n"
-    "  --force             overwrite --out if it exists\n"
-    "  --quiet             no statistics on stderr\n";
+    "Trains a byte-level BPE vocabulary on a UTF-8 text (docs/tokenizer.md, training rule).\n",
+    NULL, train_opts, OPT_COUNT(train_opts), NULL, 0};
 
 static int cmd_train(int argc, char **argv) {
-    const char *input = NULL, *out = NULL, *vs = "2000", *pattern = "llama3", *threads_s = "1";
-    const char **special = NULL;
-    int n_special = 0, replace = 0, force = 0, quiet = 0;
-    Opt opts[] = {{"--input", OPT_STR, &input, NULL},        {"--out", OPT_STR, &out, NULL},
-                  {"--vocab-size", OPT_STR, &vs, NULL},      {"--pattern", OPT_STR, &pattern, NULL},
-                  {"--special", OPT_MULTI, &special, &n_special},
-                  {"--replace-invalid", OPT_FLAG, &replace, NULL},
-                  {"--threads", OPT_STR, &threads_s, NULL},  {"--force", OPT_FLAG, &force, NULL},
-                  {"--quiet", OPT_FLAG, &quiet, NULL}, {NULL, 0, NULL, NULL}};
-    parse_opts("train", argc, argv, opts, TRAIN_HELP);
-    if (!input) gt_fail_usage("train: --input is required (see gpt-bpe train --help)");
-    if (!out) gt_fail_usage("train: --out is required (see gpt-bpe train --help)");
-    long long V = parse_int("--vocab-size", vs, LLONG_MIN, LLONG_MAX);
-    if (V > (long long)UINT32_MAX)
-        gt_fail_usage("--vocab-size %lld: above what uint32 token ids hold (%u)", V, UINT32_MAX);
-    if (V > INT32_MAX) gt_fail_usage("--vocab-size %lld: too large (at most %d)", V, INT32_MAX);
+    BpeArgs a;
+    opt_parse_or_exit(&train_table, &a, argc, argv, NULL);
+    const char *input = a.input, *out = a.out, *pattern = a.pattern;
+    int V = a.vocab_size, n_special = a.special.n, replace = a.replace, force = a.force, quiet = a.quiet;
     if (V < 256 + n_special)
-        gt_fail_usage("--vocab-size %lld: must be at least 256 (the bytes) + %d special token(s)", V, n_special);
-    int threads = (int)parse_int("--threads", threads_s, 1, 1024);
+        gt_fail_usage("--vocab-size %d: must be at least 256 (the bytes) + %d special token(s)", V, n_special);
     tokenizer_pattern_checked(pattern, "--pattern");
     h5_check_output_path(out, "--out", force);
 
@@ -228,7 +184,7 @@ static int cmd_train(int argc, char **argv) {
 
     double t0 = now_s();
     Tokenizer tok;
-    tokenizer_train(&tok, text, len, (int)V, pattern, (char *const *)special, n_special, threads, !quiet);
+    tokenizer_train(&tok, text, len, V, pattern, a.special.v, n_special, a.threads, !quiet);
     double t1 = now_s();
     vocab_save(out, &tok, force);
     if (!quiet)
@@ -236,41 +192,35 @@ static int cmd_train(int argc, char **argv) {
                 tok.vocab_size, tok.n_merges, tok.n_special, t1 - t0);
     tokenizer_free(&tok);
     free(text);
-    free(special);
+    opt_free(&train_table, &a);
     return 0;
 }
 
 // ---------------------------------------------------------------------------------------
 // encode
 
-static const char ENCODE_HELP[] =
+static const Opt encode_opts[] = {
+    ROW_VOCAB,
+    {"input", OPT_STR, B(input), 0, 0, NULL, NULL, NULL, OPT_REQUIRED, "FILE", "text to encode (UTF-8)"},
+    {"out", OPT_STR, B(out), 0, 0, NULL, NULL, NULL, OPT_REQUIRED, "FILE", "tokens to write (HDF5, format gpt-train/tokens)"},
+    {"val-fraction", OPT_REAL, B(val_fraction), 0, 1, NULL, "0.1", NULL, OPT_MAX_OPEN, "F", "the last F of the tokens go to /val, in [0, 1)"},
+    ROW_REPLACE_INVALID,
+    {"threads", OPT_INT, B(threads), 1, 1024, NULL, "1", NULL, 0, NULL, "encoding threads (built-in patterns only)"},
+    ROW_FORCE,
+    ROW_QUIET,
+};
+static const OptTable encode_table = {
+    "gpt-bpe encode",
     "usage: gpt-bpe encode --vocab vocab.h5 --input FILE --out tokens.h5 [options]\n"
-    "Encodes a UTF-8 text with a vocabulary into tokens.h5 (/train and /val), streaming it.\n"
-    "  --vocab FILE        vocabulary from gpt-bpe train\n"
-    "  --input FILE        text to encode (UTF-8)\n"
-    "  --out FILE          tokens to write (HDF5, format gpt-train/tokens)\n"
-    "  --val-fraction F    the last F of the tokens go to /val, in [0, 1) (default 0.1)\n"
-    "  --replace-invalid   map invalid UTF-8 to U+FFFD instead of failing\n"
-    "  --threads N         encoding threads (default 1; built-in patterns only)\n"
-    "  --force             overwrite --out if it exists\n"
-    "  --quiet             no statistics on stderr\n";
+    "Encodes a UTF-8 text with a vocabulary into tokens.h5 (/train and /val), streaming it.\n",
+    NULL, encode_opts, OPT_COUNT(encode_opts), NULL, 0};
 
 static int cmd_encode(int argc, char **argv) {
-    const char *vocab = NULL, *input = NULL, *out = NULL, *vf_s = "0.1", *threads_s = "1";
-    int replace = 0, force = 0, quiet = 0;
-    Opt opts[] = {{"--vocab", OPT_STR, &vocab, NULL},     {"--input", OPT_STR, &input, NULL},
-                  {"--out", OPT_STR, &out, NULL},         {"--val-fraction", OPT_STR, &vf_s, NULL},
-                  {"--replace-invalid", OPT_FLAG, &replace, NULL},
-                  {"--threads", OPT_STR, &threads_s, NULL}, {"--force", OPT_FLAG, &force, NULL},
-                  {"--quiet", OPT_FLAG, &quiet, NULL}, {NULL, 0, NULL, NULL}};
-    parse_opts("encode", argc, argv, opts, ENCODE_HELP);
-    if (!vocab) gt_fail_usage("encode: --vocab is required (see gpt-bpe encode --help)");
-    if (!input) gt_fail_usage("encode: --input is required (see gpt-bpe encode --help)");
-    if (!out) gt_fail_usage("encode: --out is required (see gpt-bpe encode --help)");
-    char *end;
-    double vf = strtod(vf_s, &end);
-    if (!*vf_s || *end || !(vf >= 0.0 && vf < 1.0)) gt_fail_usage("--val-fraction '%s': must be a number in [0, 1)", vf_s);
-    int threads = (int)parse_int("--threads", threads_s, 1, 1024);
+    BpeArgs a;
+    opt_parse_or_exit(&encode_table, &a, argc, argv, NULL);
+    const char *vocab = a.vocab, *input = a.input, *out = a.out;
+    double vf = a.val_fraction;
+    int threads = a.threads, replace = a.replace, force = a.force, quiet = a.quiet;
     h5_check_output_path(out, "--out", force);
     Tokenizer tok;
     vocab_load(vocab, &tok, "--vocab");
@@ -335,19 +285,24 @@ static int cmd_encode(int argc, char **argv) {
     free(ids16);
     free(buf);
     tokenizer_free(&tok);
+    opt_free(&encode_table, &a);
     return 0;
 }
 
 // ---------------------------------------------------------------------------------------
 // decode
 
-static const char DECODE_HELP[] =
+static const Opt decode_opts[] = {
+    ROW_VOCAB,
+    {"tokens", OPT_STR, B(tokens), 0, 0, NULL, NULL, NULL, 0, "FILE", "tokens.h5 from gpt-bpe encode (made with the same vocabulary)"},
+    {"split", OPT_STR, B(split), 0, 0, "|train|val|", "train", NULL, 0, "S", "train or val"},
+    {"ids", OPT_STR, B(ids), 0, 0, NULL, NULL, NULL, 0, "LIST", "comma-separated token ids"},
+};
+static const OptTable decode_table = {
+    "gpt-bpe decode",
     "usage: gpt-bpe decode --vocab vocab.h5 (--tokens tokens.h5 [--split train|val] | --ids 1,2,3)\n"
-    "Writes the decoded bytes to stdout.\n"
-    "  --vocab FILE        vocabulary from gpt-bpe train\n"
-    "  --tokens FILE       tokens.h5 from gpt-bpe encode (made with the same vocabulary)\n"
-    "  --split S           train (default) or val\n"
-    "  --ids LIST          comma-separated token ids\n";
+    "Writes the decoded bytes to stdout.\n",
+    NULL, decode_opts, OPT_COUNT(decode_opts), NULL, 0};
 
 static void write_out(const char *s, size_t n) {
     if (n && fwrite(s, 1, n, stdout) != n) gt_fail(GT_EXIT_RUNTIME, "writing to stdout failed: %s", strerror(errno));
@@ -360,16 +315,12 @@ static int same_vocab(const Tokenizer *a, const Tokenizer *b) {
 }
 
 static int cmd_decode(int argc, char **argv) {
-    const char *vocab = NULL, *tokens = NULL, *split = NULL, *ids_s = NULL;
-    Opt opts[] = {{"--vocab", OPT_STR, &vocab, NULL}, {"--tokens", OPT_STR, &tokens, NULL}, {"--split", OPT_STR, &split, NULL},
-                  {"--ids", OPT_STR, &ids_s, NULL},   {NULL, 0, NULL, NULL}};
-    parse_opts("decode", argc, argv, opts, DECODE_HELP);
-    if (!vocab) gt_fail_usage("decode: --vocab is required (see gpt-bpe decode --help)");
+    BpeArgs a;
+    unsigned char given[OPT_COUNT(decode_opts)] = {0};
+    opt_parse_or_exit(&decode_table, &a, argc, argv, given);
+    const char *vocab = a.vocab, *tokens = a.tokens, *split = a.split, *ids_s = a.ids;
     if (!tokens == !ids_s) gt_fail_usage("decode: give exactly one of --tokens or --ids");
-    if (split && !tokens) gt_fail_usage("decode: --split needs --tokens");
-    if (!split) split = "train";
-    if (strcmp(split, "train") != 0 && strcmp(split, "val") != 0)
-        gt_fail_usage("--split '%s': must be train or val", split);
+    if (opt_given(&decode_table, given, "split") && !tokens) gt_fail_usage("decode: --split needs --tokens");
     Tokenizer tok;
     vocab_load(vocab, &tok, "--vocab");
     if (ids_s) {
@@ -418,6 +369,7 @@ static int cmd_decode(int argc, char **argv) {
     }
     if (fflush(stdout) != 0) gt_fail(GT_EXIT_RUNTIME, "writing to stdout failed: %s", strerror(errno));
     tokenizer_free(&tok);
+    opt_free(&decode_table, &a);
     return 0;
 }
 

@@ -84,14 +84,16 @@ def main():
 
         # ---- train: flags
         ok = ["--input", T("ok.txt"), "--out", out]
-        expect_error(["train", *ok, "--vocab-size", "255"], ["--vocab-size", "at least 256"], out)
+        expect_error(["train", *ok, "--vocab-size", "255"], ["--vocab-size", "must be between 256 and 2147483647"], out)
         expect_error(["train", *ok, "--vocab-size", "257", "--special", "<a>", "--special", "<b>"],
                      ["--vocab-size", "at least 256", "2 special"], out)
-        expect_error(["train", *ok, "--vocab-size", "4294967296"], ["--vocab-size", "uint32"], out)
-        expect_error(["train", *ok, "--vocab-size", "99999999999999"], ["--vocab-size", "uint32"], out)
-        expect_error(["train", *ok, "--vocab-size", "3000000000"], ["--vocab-size", "too large"], out)
+        # token ids are uint32 in tokens.h5, and the vocabulary's counts int32: at most 2^31 - 1
+        expect_error(["train", *ok, "--vocab-size", "4294967296"], ["--vocab-size", "must be between 256 and 2147483647"], out)
+        expect_error(["train", *ok, "--vocab-size", "99999999999999"], ["--vocab-size", "must be between"], out)
+        expect_error(["train", *ok, "--vocab-size", "3000000000"], ["--vocab-size", "must be between"], out)
+        expect_error(["train", *ok, "--vocab-size", "99999999999999999999999"], ["--vocab-size", "must be between"], out)
         expect_error(["train", *ok, "--vocab-size", "12x"], ["--vocab-size", "not an integer"], out)
-        expect_error(["train", *ok, "--vocab-size", "-5"], ["--vocab-size", "at least 256"], out)
+        expect_error(["train", *ok, "--vocab-size", "-5"], ["--vocab-size", "must be between 256"], out)
         expect_error(["train", *ok, "--pattern", "([a-z"], ["--pattern", "invalid regex", "offset 5", "missing terminating ]"], out)
         expect_error(["train", *ok, "--pattern", "a{2,1}"], ["--pattern", "invalid regex", "offset"], out)
         expect_error(["train", *ok, "--pattern", "llama4"], ["--pattern", "llama4", "unknown pattern name"], out)
