@@ -6,7 +6,6 @@
 // the generation file (generation_io.h) at the end.
 #include <cblas.h>
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
@@ -22,48 +21,45 @@
 #include "generation_io.h"
 #include "gpt2.h"
 #include "h5util.h"
+#include "options.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "vocab_io.h"
 #include "utf8.h"
 
-static const char *USAGE =
+typedef struct {
+    char *checkpoint, *prompt, *attn_out;
+    int max_new, top_k, threads, force;
+    double temperature, top_p;
+    long long seed;
+} SampleArgs;
+
+#define S(field) offsetof(SampleArgs, field)
+static const Opt sample_opts[] = {
+    {"checkpoint", OPT_STR, S(checkpoint), 0, 0, NULL, NULL, NULL, OPT_REQUIRED, "PATH", "a checkpoint file, or a run directory (uses RUN/latest)"},
+    {"prompt", OPT_STR, S(prompt), 0, 0, NULL, NULL, NULL, OPT_REQUIRED | OPT_TEXT, "TEXT", "UTF-8 text to continue; \"\" starts from a newline token"},
+    {"max-new-tokens", OPT_INT, S(max_new), 0, 100000000, NULL, "100", NULL, 0, NULL, "tokens to generate"},
+    {"temperature", OPT_REAL, S(temperature), 0, INFINITY, NULL, "1.0", NULL, 0, "F", "0 = greedy (argmax)"},
+    {"top-k", OPT_INT, S(top_k), 0, INT_MAX, NULL, "0", NULL, 0, "K", "sample among the K likeliest tokens only; 0 = all"},
+    {"top-p", OPT_REAL, S(top_p), 0, 1, NULL, "1", NULL, OPT_MIN_OPEN, "P", "nucleus: smallest set of likeliest tokens with mass >= P; 1 = off"},
+    {"seed", OPT_I64, S(seed), 0, 9223372036854775807.0, NULL, "1337", NULL, 0, "S", "random seed: same seed, same text"},
+    {"attn-out", OPT_STR, S(attn_out), 0, 0, NULL, NULL, NULL, 0, "FILE.h5", "write the prompt's and every generated token's attention"},
+    {"force", OPT_FLAG, S(force), 0, 0, NULL, NULL, NULL, 0, NULL, "overwrite an existing --attn-out file"},
+    {"threads", OPT_INT, S(threads), 1, 1024, NULL, "1", NULL, 0, NULL, "BLAS/OpenMP threads"},
+};
+#undef S
+static const OptTable sample_table = {
+    "gpt-sample",
     "usage: gpt-sample --checkpoint RUN|ckpt.h5 --prompt TEXT [options]\n"
     "\n"
     "Streams the continuation of TEXT to stdout, token by token.\n"
-    "\n"
-    "  --checkpoint PATH     a checkpoint file, or a run directory (uses RUN/latest)\n"
-    "  --prompt TEXT         UTF-8 text to continue; \"\" starts from a newline token\n"
-    "  --max-new-tokens N    tokens to generate (default 100)\n"
-    "  --temperature F       0 = greedy (argmax); default 1.0\n"
-    "  --top-k K             sample among the K likeliest tokens only; 0 = all (default)\n"
-    "  --top-p P             nucleus: smallest set of likeliest tokens with mass >= P; 1 = off (default)\n"
-    "  --seed S              random seed (default 1337): same seed, same text\n"
-    "  --attn-out FILE.h5    write the prompt's and every generated token's attention\n"
-    "  --force               overwrite an existing --attn-out file\n"
-    "  --threads N           BLAS/OpenMP threads (default 1)\n"
-    "  --help                this text\n"
+    "\n",
+    "  --help               this text\n"
     "\n"
     "Context past the block size: the window slides by one token and the whole window is\n"
     "recomputed for each new token (as nanoGPT's generate does); before that each token\n"
-    "costs one cached step.\n";
-
-static long parse_long(const char *flag, const char *s, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end) gt_fail_usage("%s '%s': not an integer", flag, s);
-    if (v < lo || v > hi) gt_fail_usage("%s %ld: must be between %ld and %ld", flag, v, lo, hi);
-    return v;
-}
-
-static double parse_double(const char *flag, const char *s) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v)) gt_fail_usage("%s '%s': not a number", flag, s);
-    return v;
-}
+    "costs one cached step.\n",
+    sample_opts, OPT_COUNT(sample_opts), NULL, 0};
 
 // A run directory means the checkpoint named in RUN/latest (a file name relative to RUN, or
 // an absolute path).
@@ -120,12 +116,11 @@ static void stream_put(Utf8Stream *s, const uint8_t *b, size_t len, int final) {
 }
 
 // The prompt's ids. Empty: a newline token, else the first special token (said on stderr).
-// Fails (exit 1) on invalid UTF-8 or bytes the vocabulary does not give back on decoding.
+// The prompt is valid UTF-8 (its option row says so). Fails (exit 1) on bytes the vocabulary does not give back on decoding.
 static uint32_t *encode_prompt(const Tokenizer *tok, const char *prompt, size_t *P) {
-    size_t plen = strlen(prompt), bad = 0, cap = 0, dl = 0;
+    size_t plen = strlen(prompt), cap = 0, dl = 0;
     uint32_t *ids = NULL;
     *P = 0;
-    if (!utf8_validate(prompt, plen, &bad)) gt_fail_usage("--prompt: invalid UTF-8 at byte %zu", bad);
     if (plen == 0) {
         tokenizer_encode(tok, "\n", 1, &ids, P, &cap);
         char *d = *P ? tokenizer_decode(tok, ids, *P, &dl) : NULL;
@@ -165,52 +160,13 @@ static double now_s(void) {
 int main(int argc, char **argv) {
     gt_set_progname("gpt-sample");
     h5_quiet();
-    const char *ckpt_arg = NULL, *prompt = NULL, *attn_out = NULL;
-    long max_new = 100, top_k = 0, threads = 1;
-    double temperature = 1.0, top_p = 1.0;
-    unsigned long long seed = 1337;
-    int force = 0;
-    static struct option opts[] = {
-        {"checkpoint", required_argument, 0, 'c'}, {"prompt", required_argument, 0, 'p'},
-        {"max-new-tokens", required_argument, 0, 'n'}, {"temperature", required_argument, 0, 't'},
-        {"top-k", required_argument, 0, 'k'}, {"top-p", required_argument, 0, 'P'},
-        {"seed", required_argument, 0, 's'}, {"attn-out", required_argument, 0, 'a'},
-        {"threads", required_argument, 0, 'j'}, {"force", no_argument, 0, 'f'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    opterr = 0;
-    int o;
-    while ((o = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (o) {
-        case 'c': ckpt_arg = optarg; break;
-        case 'p': prompt = optarg; break;
-        case 'n': max_new = parse_long("--max-new-tokens", optarg, 0, 100000000); break;
-        case 't':
-            temperature = parse_double("--temperature", optarg);
-            if (temperature < 0) gt_fail_usage("--temperature %s: must be >= 0 (0 means greedy)", optarg);
-            break;
-        case 'k': top_k = parse_long("--top-k", optarg, 0, INT_MAX); break;
-        case 'P':
-            top_p = parse_double("--top-p", optarg);
-            if (!(top_p > 0 && top_p <= 1)) gt_fail_usage("--top-p %s: must be in (0, 1]", optarg);
-            break;
-        case 's': {
-            char *end;
-            errno = 0;
-            seed = strtoull(optarg, &end, 10);
-            if (errno || end == optarg || *end || optarg[0] == '-') gt_fail_usage("--seed '%s': not a non-negative integer", optarg);
-            break;
-        }
-        case 'a': attn_out = optarg; break;
-        case 'j': threads = parse_long("--threads", optarg, 1, 1024); break;
-        case 'f': force = 1; break;
-        case 'h': fputs(USAGE, stdout); return 0;
-        case ':': gt_fail_usage("%s needs a value (see --help)", argv[optind - 1]);
-        default: gt_fail_usage("unknown option '%s' (see --help)", argv[optind - 1]);
-        }
-    }
-    if (optind < argc) gt_fail_usage("unexpected argument '%s' (see --help)", argv[optind]);
-    if (!ckpt_arg) gt_fail_usage("--checkpoint is required (see --help)");
-    if (!prompt) gt_fail_usage("--prompt is required (see --help)");
+    SampleArgs a;
+    opt_parse_or_exit(&sample_table, &a, argc - 1, argv + 1, NULL);
+    const char *ckpt_arg = a.checkpoint, *prompt = a.prompt, *attn_out = a.attn_out;
+    long max_new = a.max_new, top_k = a.top_k, threads = a.threads;
+    double temperature = a.temperature, top_p = a.top_p;
+    unsigned long long seed = (unsigned long long)a.seed;
+    int force = a.force;
     if (attn_out) h5_check_output_path(attn_out, "--attn-out", force);
     omp_set_num_threads((int)threads);
     openblas_set_num_threads((int)threads);
@@ -306,5 +262,6 @@ int main(int argc, char **argv) {
     gpt2_free(&m);
     tokenizer_free(&tok);
     free(ckpt);
+    opt_free(&sample_table, &a);
     return 0;
 }
