@@ -2,7 +2,8 @@
 // (docs/formats.md, attention.h5). Appended in place, not written to a temp name and renamed:
 // the file is opened for SWMR writing and flushed after every record, so h5py can read it
 // while training runs (h5py.File(p, "r", swmr=True)) and a crash loses at most the record
-// being written.
+// being written. Error handling as in h5util.h: the _e forms record a failure in *e and
+// return -1 (NULL), the plain forms exit with it.
 #ifndef GT_ATTENTION_IO_H
 #define GT_ATTENTION_IO_H
 
@@ -10,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "error.h"
 #include "gpt2.h"
 #include "tokenizer.h"
 
@@ -21,16 +23,24 @@ typedef struct AttnWriter AttnWriter;
 // opened for append and records with step > resume_step are dropped, so a resumed run never
 // duplicates steps; a missing file is created. Bad input (probe empty or longer than the
 // block size, an existing file of another shape or probe) exits 1 naming the file.
+AttnWriter *attn_writer_open_e(const char *path, const GPTConfig *c, int every, const int32_t *probe_ids, int T,
+                               const Tokenizer *tok, int float16, long long resume_step, GtErr *e);
 AttnWriter *attn_writer_open(const char *path, const GPTConfig *c, int every, const int32_t *probe_ids, int T,
                              const Tokenizer *tok, int float16, long long resume_step);
 // Runs the probe through m in eval mode (gpt2_forward, B=1, train=0, no targets) and appends
 // m->att (L, 1, NH, T, T) as one record with its step and loss; flushes. Overwrites m's
 // activations, so call it between an optimizer step and the next forward.
+int attn_probe_record_e(AttnWriter *w, GPT2 *m, long long step, float loss, GtErr *e);
 void attn_probe_record(AttnWriter *w, GPT2 *m, long long step, float loss);
-// Appends one record from a caller's buffer att (L, NH, T, T); flushes.
+// Appends one record from a caller's buffer att (L, NH, T, T); flushes. A failure (a full
+// disk) leaves the records before it readable.
+int attn_append_e(AttnWriter *w, long long step, float loss, const float *att, GtErr *e);
 void attn_append(AttnWriter *w, long long step, float loss, const float *att);
 // Records in the file (after the resume truncation, plus those appended since).
 long long attn_writer_count(const AttnWriter *w);
+// Closes (checked) and frees. A writer still open at exit is closed then, so a process that
+// stops on an error elsewhere leaves a file that any reader opens.
+int attn_writer_close_e(AttnWriter *w, GtErr *e);
 void attn_writer_close(AttnWriter *w);
 
 // Text of token `id` as valid UTF-8 (invalid bytes shown as U+FFFD, one per maximal
@@ -40,6 +50,6 @@ char *token_text_utf8(const Tokenizer *tok, int32_t id);
 // IEEE binary16 conversion, round to nearest even (the float16 variant of the file).
 uint16_t float_to_half(float f);
 // An HDF5 little-endian IEEE half type (HDF5 1.10 has none built in); caller closes it.
-hid_t h5_half_type(void);
+hid_t h5_half_type_e(GtErr *e);
 
 #endif

@@ -23,20 +23,21 @@ static void tensor_checksum(const float *x, size_t n, uint64_t out[2]) {
     out[0] = a, out[1] = b;
 }
 
-static void write_checksum(hid_t g, const char *name, const float *x, size_t n) {
+static int write_checksum(hid_t g, const char *name, const float *x, size_t n, GtErr *e) {
+    if (gt_failed(e)) return -1;
     uint64_t sum[2];
     tensor_checksum(x, n, sum);
-    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
-    H5_CHECK(d, "");
     hsize_t two = 2;
-    hid_t sp = H5Screate_simple(1, &two, NULL);
-    H5_CHECK(sp, "");
-    hid_t a = H5Acreate2(d, "checksum", H5T_STD_U64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-    H5_CHECK(a, "is the disk full?");
-    H5_CHECK(H5Awrite(a, H5T_NATIVE_UINT64, sum), "is the disk full?");
-    H5Aclose(a);
-    H5Sclose(sp);
-    H5Dclose(d);
+    hid_t d = -1, sp = -1, a = -1;
+    H5_TRY(d = H5Dopen2(g, name, H5P_DEFAULT));
+    H5_TRY(sp = H5Screate_simple(1, &two, NULL));
+    H5_TRY(a = H5Acreate2(d, "checksum", H5T_STD_U64LE, sp, H5P_DEFAULT, H5P_DEFAULT));
+    H5_TRY(H5Awrite(a, H5T_NATIVE_UINT64, sum));
+fail:
+    h5_close(a, e);
+    h5_close(sp, e);
+    h5_close(d, e);
+    return gt_failed(e) ? -1 : 0;
 }
 
 // 1 when the dataset's checksum attribute matches x, or when it has none (checkpoints of
@@ -65,95 +66,131 @@ static void shape_str(char *out, size_t n, int rank, const hsize_t *dims) {
     if (len < n) snprintf(out + len, n - len, ")");
 }
 
-void ckpt_write_tensors(hid_t file, const char *group, const GPT2 *m, const float *buf) {
-    hid_t g = h5_group_create(file, group);
-    for (int i = 0; i < m->n_specs; i++) {
+int ckpt_write_tensors_e(hid_t file, const char *group, const GPT2 *m, const float *buf, GtErr *e) {
+    hid_t g = h5_group_create_e(file, group, e);
+    for (int i = 0; i < m->n_specs && !gt_failed(e); i++) {
         const ParamSpec *s = &m->specs[i];
         hsize_t dims[2] = {s->shape[0], s->shape[1]};
-        h5_write_dataset(g, s->name, H5T_NATIVE_FLOAT, s->ndim, dims, buf + s->offset, 0, 0);
-        write_checksum(g, s->name, buf + s->offset, s->numel);
+        h5_write_dataset_e(g, s->name, H5T_NATIVE_FLOAT, s->ndim, dims, buf + s->offset, 0, 0, e);
+        write_checksum(g, s->name, buf + s->offset, s->numel, e);
     }
-    if (strcmp(group, "model") == 0 || strcmp(group, "/model") == 0)
-        H5_CHECK(H5Lcreate_hard(g, "transformer.wte.weight", g, "lm_head.weight", H5P_DEFAULT, H5P_DEFAULT),
-                 "the tied head is a hard link to transformer.wte.weight");
-    H5_CHECK(H5Gclose(g), "");
+    // the tied head is a hard link to transformer.wte.weight
+    if (!gt_failed(e) && (strcmp(group, "model") == 0 || strcmp(group, "/model") == 0))
+        H5_TRY(H5Lcreate_hard(g, "transformer.wte.weight", g, "lm_head.weight", H5P_DEFAULT, H5P_DEFAULT));
+fail:
+    h5_close(g, e);
+    return gt_failed(e) ? -1 : 0;
+}
+
+void ckpt_write_tensors(hid_t file, const char *group, const GPT2 *m, const float *buf) {
+    GtErr e = GT_ERR_INIT;
+    GT_OR_EXIT(&e, ckpt_write_tensors_e(file, group, m, buf, &e));
+}
+
+// Reads and checks one tensor of the open group g into x.
+static int read_tensor(hid_t g, const char *group, const ParamSpec *s, float *x, const char *path, GtErr *e) {
+    hsize_t want[2] = {s->shape[0], s->shape[1]}, dims[8];
+    int rank = 0;
+    char ws[64], fs[64];
+    shape_str(ws, sizeof ws, s->ndim, want);
+    if (!h5_dataset_shape(g, s->name, &rank, dims))
+        return gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': tensor '/%s/%s' %s is missing", path, group, s->name, ws);
+    int same = rank == s->ndim;
+    for (int d = 0; same && d < rank; d++) same = dims[d] == want[d];
+    if (!same) {
+        shape_str(fs, sizeof fs, rank, dims);
+        return gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': tensor '/%s/%s' has shape %s, expected %s for this model config",
+                      path, group, s->name, fs, ws);
+    }
+    hid_t d = H5Dopen2(g, s->name, H5P_DEFAULT), t = d >= 0 ? H5Dget_type(d) : -1;
+    int is_f32 = t >= 0 && H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 4;
+    if (t >= 0) H5Tclose(t);
+    if (d < 0)
+        gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': tensor '/%s/%s' cannot be opened (damaged file?)", path, group, s->name);
+    else if (!is_f32)
+        gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': tensor '/%s/%s' is not float32", path, group, s->name);
+    else if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) < 0)
+        gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': tensor '/%s/%s' cannot be read (truncated or damaged file?)", path,
+               group, s->name);
+    // Shapes and types say nothing of the numbers: a flipped byte inside a tensor would
+    // load silently and surface, if ever, as a NaN many steps later.
+    else if (!checksum_ok(d, x, s->numel))
+        gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': tensor '/%s/%s' does not match its checksum (damaged file?)", path,
+               group, s->name);
+    if (d >= 0) H5Dclose(d);
+    return gt_failed(e) ? -1 : 0;
+}
+
+int ckpt_read_tensors_e(hid_t file, const char *group, const GPT2 *m, float *buf, const char *path, GtErr *e) {
+    if (gt_failed(e)) return -1;
+    if (!h5_exists(file, group)) return gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': group '/%s' is missing", path, group);
+    hid_t g = h5_group_open_e(file, group, path, e);
+    for (int i = 0; i < m->n_specs && !gt_failed(e); i++) read_tensor(g, group, &m->specs[i], buf + m->specs[i].offset, path, e);
+    if (g >= 0) H5Gclose(g);
+    return gt_failed(e) ? -1 : 0;
 }
 
 void ckpt_read_tensors(hid_t file, const char *group, const GPT2 *m, float *buf, const char *path) {
-    if (!h5_exists(file, group)) gt_fail_usage("checkpoint '%s': group '/%s' is missing", path, group);
-    hid_t g = h5_group_open(file, group, path);
-    for (int i = 0; i < m->n_specs; i++) {
-        const ParamSpec *s = &m->specs[i];
-        hsize_t want[2] = {s->shape[0], s->shape[1]}, dims[8];
-        int rank = 0;
-        char ws[64], fs[64];
-        shape_str(ws, sizeof ws, s->ndim, want);
-        if (!h5_dataset_shape(g, s->name, &rank, dims))
-            gt_fail_usage("checkpoint '%s': tensor '/%s/%s' %s is missing", path, group, s->name, ws);
-        int same = rank == s->ndim;
-        for (int d = 0; same && d < rank; d++) same = dims[d] == want[d];
-        if (!same) {
-            shape_str(fs, sizeof fs, rank, dims);
-            gt_fail_usage("checkpoint '%s': tensor '/%s/%s' has shape %s, expected %s for this model config", path,
-                          group, s->name, fs, ws);
-        }
-        hid_t d = H5Dopen2(g, s->name, H5P_DEFAULT);
-        H5_CHECK(d, "");
-        hid_t t = H5Dget_type(d);
-        H5_CHECK(t, "");
-        int is_f32 = H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 4;
-        H5Tclose(t);
-        if (!is_f32) {
-            H5Dclose(d);
-            gt_fail_usage("checkpoint '%s': tensor '/%s/%s' is not float32", path, group, s->name);
-        }
-        if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf + s->offset) < 0) {
-            H5Dclose(d);
-            gt_fail_usage("checkpoint '%s': tensor '/%s/%s' cannot be read (truncated or damaged file?)", path, group,
-                          s->name);
-        }
-        // Shapes and types say nothing of the numbers: a flipped byte inside a tensor would
-        // load silently and surface, if ever, as a NaN many steps later.
-        int sum_ok = checksum_ok(d, buf + s->offset, s->numel);
-        H5Dclose(d);
-        if (!sum_ok)
-            gt_fail_usage("checkpoint '%s': tensor '/%s/%s' does not match its checksum (damaged file?)", path, group,
-                          s->name);
-    }
-    H5Gclose(g);
+    GtErr e = GT_ERR_INIT;
+    GT_OR_EXIT(&e, ckpt_read_tensors_e(file, group, m, buf, path, &e));
+}
+
+int ckpt_write_model_config_e(hid_t file, const GPTConfig *c, GtErr *e) {
+    hid_t g = h5_group_create_e(file, "config", e);
+    h5_attr_write_int_e(g, "n_layer", c->n_layer, e);
+    h5_attr_write_int_e(g, "n_head", c->n_head, e);
+    h5_attr_write_int_e(g, "n_embd", c->n_embd, e);
+    h5_attr_write_int_e(g, "block_size", c->block_size, e);
+    h5_attr_write_int_e(g, "vocab_size", c->vocab_size, e);
+    h5_attr_write_double_e(g, "dropout", c->dropout, e);
+    h5_close(g, e);
+    return gt_failed(e) ? -1 : 0;
 }
 
 void ckpt_write_model_config(hid_t file, const GPTConfig *c) {
-    hid_t g = h5_group_create(file, "config");
-    h5_attr_write_int(g, "n_layer", c->n_layer);
-    h5_attr_write_int(g, "n_head", c->n_head);
-    h5_attr_write_int(g, "n_embd", c->n_embd);
-    h5_attr_write_int(g, "block_size", c->block_size);
-    h5_attr_write_int(g, "vocab_size", c->vocab_size);
-    h5_attr_write_double(g, "dropout", c->dropout);
-    H5_CHECK(H5Gclose(g), "");
+    GtErr e = GT_ERR_INIT;
+    GT_OR_EXIT(&e, ckpt_write_model_config_e(file, c, &e));
 }
 
-void ckpt_read_model_config(hid_t file, GPTConfig *c, const char *path) {
-    if (!h5_exists(file, "config")) gt_fail_usage("checkpoint '%s': group '/config' is missing", path);
-    hid_t g = h5_group_open(file, "config", path);
+static int read_model_config(hid_t g, GPTConfig *c, const char *path, GtErr *e) {
     static const char *names[5] = {"n_layer", "n_head", "n_embd", "block_size", "vocab_size"};
     int *fields[5] = {&c->n_layer, &c->n_head, &c->n_embd, &c->block_size, &c->vocab_size};
     for (int i = 0; i < 5; i++) {
         int64_t v;
         if (!h5_attr_read_int(g, names[i], &v))
-            gt_fail_usage("checkpoint '%s': /config has no integer attribute '%s'", path, names[i]);
+            return gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': /config has no integer attribute '%s'", path, names[i]);
         if (v < -2147483647LL || v > 2147483647LL)
-            gt_fail_usage("checkpoint '%s': /config %s = %lld is out of range", path, names[i], (long long)v);
+            return gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': /config %s = %lld is out of range", path, names[i],
+                          (long long)v);
         *fields[i] = (int)v;
     }
     double p;
     if (!h5_attr_read_double(g, "dropout", &p))
-        gt_fail_usage("checkpoint '%s': /config has no attribute 'dropout'", path);
+        return gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': /config has no attribute 'dropout'", path);
     c->dropout = (float)p;
-    H5Gclose(g);
     char err[256];
-    if (!gpt2_config_check(c, err, sizeof err)) gt_fail_usage("checkpoint '%s': invalid /config: %s", path, err);
+    if (!gpt2_config_check(c, err, sizeof err))
+        return gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': invalid /config: %s", path, err);
+    return 0;
+}
+
+int ckpt_read_model_config_e(hid_t file, GPTConfig *c, const char *path, GtErr *e) {
+    if (gt_failed(e)) return -1;
+    if (!h5_exists(file, "config")) return gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': group '/config' is missing", path);
+    hid_t g = h5_group_open_e(file, "config", path, e);
+    if (g < 0) return -1;
+    int rc = read_model_config(g, c, path, e);
+    H5Gclose(g);
+    return rc;
+}
+
+void ckpt_read_model_config(hid_t file, GPTConfig *c, const char *path) {
+    GtErr e = GT_ERR_INIT;
+    GT_OR_EXIT(&e, ckpt_read_model_config_e(file, c, path, &e));
+}
+
+hid_t ckpt_open_e(const char *path, const char *what, GtErr *e) {
+    return h5_open_checked_e(path, GT_FORMAT_CHECKPOINT, what ? what : "checkpoint", e);
 }
 
 hid_t ckpt_open(const char *path, const char *what) {

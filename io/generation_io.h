@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "error.h"
 #include "gpt2.h"
 #include "tokenizer.h"
 
@@ -42,7 +43,9 @@ void gen_record_prompt(GenRecord *r, const int32_t *ids, int P, const float *att
 // One generated token, the attention row (L, NH, T) of the query that produced it and the
 // index in the ids of that query's window start.
 void gen_record_token(GenRecord *r, int32_t id, const float *row, int64_t context_start);
-// Writes the file atomically; the output path was checked up front by the caller.
+// Writes the file atomically; the output path was checked up front by the caller. A failure
+// (a full disk) leaves no file: _e records it in *e, the plain form exits.
+int gen_record_save_e(const GenRecord *r, const char *path, const Tokenizer *tok, const GenMeta *meta, GtErr *e);
 void gen_record_save(const GenRecord *r, const char *path, const Tokenizer *tok, const GenMeta *meta);
 void gen_record_free(GenRecord *r);
 

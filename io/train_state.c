@@ -25,33 +25,44 @@
     "mix(seed, step, rank, micro); data order of (rank, epoch) from mix(seed, rank, epoch); so seed, " \
     "step and the data cursors are the complete RNG state"
 
-static void write_state(hid_t file, const TrainState *st, const TrainConfig *cfg) {
-    hid_t g = h5_group_create(file, "state");
-    h5_attr_write_int(g, "seed", cfg->seed);
-    h5_attr_write_int(g, "adam_t", st->adam_t);
-    h5_attr_write_double(g, "best_val_loss", st->best_val_loss);
-    h5_attr_write_int(g, "skipped_steps", st->skipped_steps);
-    h5_attr_write_double(g, "recent_loss", st->recent_loss);
-    h5_attr_write_int(g, "recent_loss_steps", st->recent_n);
-    h5_attr_write_int(g, "bad_steps_in_row", st->bad_in_row);
-    h5_attr_write_str(g, "rng", RNG_DOC);
+static int write_state(hid_t file, const TrainState *st, const TrainConfig *cfg, GtErr *e) {
+    hid_t g = h5_group_create_e(file, "state", e);
+    h5_attr_write_int_e(g, "seed", cfg->seed, e);
+    h5_attr_write_int_e(g, "adam_t", st->adam_t, e);
+    h5_attr_write_double_e(g, "best_val_loss", st->best_val_loss, e);
+    h5_attr_write_int_e(g, "skipped_steps", st->skipped_steps, e);
+    h5_attr_write_double_e(g, "recent_loss", st->recent_loss, e);
+    h5_attr_write_int_e(g, "recent_loss_steps", st->recent_n, e);
+    h5_attr_write_int_e(g, "bad_steps_in_row", st->bad_in_row, e);
+    h5_attr_write_str_e(g, "rng", RNG_DOC, e);
     hsize_t dims[1] = {(hsize_t)st->world_size};
-    h5_write_dataset(g, "cursor_epoch", H5T_NATIVE_INT64, 1, dims, st->cursor_epoch, 0, 0);
-    h5_write_dataset(g, "cursor_pos", H5T_NATIVE_INT64, 1, dims, st->cursor_pos, 0, 0);
-    h5_write_dataset(g, "cursor_windows", H5T_NATIVE_INT64, 1, dims, st->cursor_windows, 0, 0);
-    H5Gclose(g);
+    h5_write_dataset_e(g, "cursor_epoch", H5T_NATIVE_INT64, 1, dims, st->cursor_epoch, 0, 0, e);
+    h5_write_dataset_e(g, "cursor_pos", H5T_NATIVE_INT64, 1, dims, st->cursor_pos, 0, 0, e);
+    h5_write_dataset_e(g, "cursor_windows", H5T_NATIVE_INT64, 1, dims, st->cursor_windows, 0, 0, e);
+    h5_close(g, e);
+    return gt_failed(e) ? -1 : 0;
 }
 
-static void write_latest(const char *run, const char *name) {
+// RUN/latest names the newest complete checkpoint: written to a temp name, synced, renamed.
+static int write_latest(const char *run, const char *name, GtErr *e) {
+    if (gt_failed(e)) return -1;
     char tmp[4200], path[4200];
     snprintf(path, sizeof path, "%s/latest", run);
     snprintf(tmp, sizeof tmp, "%s/latest.tmp", run);
+    gt_tmpfile_register(tmp);
     FILE *f = fopen(tmp, "w");
-    if (!f) gt_fail(GT_EXIT_RUNTIME, "cannot write '%s': %s", tmp, strerror(errno));
-    fprintf(f, "%s\n", name);
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0)
-        gt_fail(GT_EXIT_RUNTIME, "cannot write '%s' (disk full?)", tmp);
-    if (rename(tmp, path) != 0) gt_fail(GT_EXIT_RUNTIME, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    int err = f ? 0 : errno;
+    if (f && (fprintf(f, "%s\n", name) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0)) err = errno;
+    if (f && fclose(f) != 0 && !err) err = errno;
+    if (!err && rename(tmp, path) != 0) err = errno;
+    if (err) {
+        remove(tmp);
+        gt_err(e, GT_EXIT_RUNTIME, "writing '%s' failed: %s; it still names the previous checkpoint", path,
+               strerror(err));
+        e->errnum = err;
+    }
+    gt_tmpfile_forget(tmp);
+    return gt_failed(e) ? -1 : 0;
 }
 
 static int is_ckpt_name(const char *s) {
@@ -97,48 +108,63 @@ static void prune(const char *run, const char *keep_name, int keep) {
 // space in the middle of H5Ocopy crashes libhdf5 1.10): check the space first. The new file is
 // about the size of the previous one (same model); without one, the tensors plus HDF5's
 // per-object overhead.
-static void check_space(const char *run, const char *path, const GPT2 *m) {
+static int check_space(const char *run, const char *path, const GPT2 *m, GtErr *e) {
     long long need = 12LL * (long long)m->num_params + 3LL * 1024 * m->n_specs + 16384;
     char prev[4200];
     struct stat sb;
     if (train_state_latest(run, prev, sizeof prev) && stat(prev, &sb) == 0 && sb.st_size > 0) need = sb.st_size;
     struct statvfs vfs;
-    if (statvfs(run, &vfs) != 0) return;
+    if (statvfs(run, &vfs) != 0) return 0;
     long long avail = (long long)vfs.f_bavail * (long long)vfs.f_frsize;
-    if (avail < need)
-        gt_fail(GT_EXIT_RUNTIME,
-                "no space left for checkpoint '%s': about %lld bytes needed, %lld available in '%s'; the previous "
-                "checkpoint is intact: free some space, then continue with --resume",
-                path, need, avail, run);
+    if (avail < need) {
+        gt_err(e, GT_EXIT_RUNTIME,
+               "no space left for checkpoint '%s': about %lld bytes needed, %lld available in '%s'; the previous "
+               "checkpoint is intact: free some space, then continue with --resume",
+               path, need, avail, run);
+        e->errnum = ENOSPC;
+    }
+    return gt_failed(e) ? -1 : 0;
+}
+
+int train_state_save_e(const char *run, const TrainConfig *cfg, const GPT2 *m, const AdamW *opt,
+                       const TrainState *st, hid_t tok_file, int keep, char *path_out, GtErr *e) {
+    if (gt_failed(e)) return -1;
+    char name[32], path[4200], tmp[4300];
+    snprintf(name, sizeof name, "ckpt-%08lld.h5", st->step);
+    snprintf(path, sizeof path, "%s/%s", run, name);
+    if (check_space(run, path, m, e)) return -1;
+    hid_t f = h5_create_tmp_e(path, GT_FORMAT_CHECKPOINT, tmp, sizeof tmp, e);
+    char now[40];
+    h5_iso8601_now(now, sizeof now);
+    h5_attr_write_int_e(f, "step", st->step, e);
+    h5_attr_write_int_e(f, "tokens_seen", st->tokens_seen, e);
+    h5_attr_write_int_e(f, "world_size", st->world_size, e);
+    h5_attr_write_str_e(f, "created", now, e);
+    h5_attr_write_str_e(f, "software_version", "gpt-train " GT_VERSION, e);
+    hid_t g = h5_group_create_e(f, "config", e);
+    if (!gt_failed(e)) config_write_attrs(g, cfg);
+    h5_close(g, e);
+    ckpt_write_model_config_e(f, &m->config, e);  // after ours: the model's true vocab_size wins
+    ckpt_write_tensors_e(f, "model", m, m->params, e);
+    ckpt_write_tensors_e(f, "optimizer/m", m, opt->m, e);
+    ckpt_write_tensors_e(f, "optimizer/v", m, opt->v, e);
+    write_state(f, st, cfg, e);
+    h5_copy_group_e(tok_file, "/tokenizer", f, e);
+    if (h5_commit_e(f, tmp, path, e) == 0) write_latest(run, name, e);  // last: RUN/latest only ever names a complete file
+    if (gt_failed(e)) {
+        gt_err_append(e, "; the previous checkpoint is intact: %s, then continue with --resume",
+                      e->errnum == ENOSPC ? "free some space" : "remove the cause");
+        return -1;
+    }
+    prune(run, name, keep);
+    if (path_out) snprintf(path_out, 4200, "%s", path);
+    return 0;
 }
 
 void train_state_save(const char *run, const TrainConfig *cfg, const GPT2 *m, const AdamW *opt,
                       const TrainState *st, hid_t tok_file, int keep, char *path_out) {
-    char name[32], path[4200], tmp[4300];
-    snprintf(name, sizeof name, "ckpt-%08lld.h5", st->step);
-    snprintf(path, sizeof path, "%s/%s", run, name);
-    check_space(run, path, m);
-    hid_t f = h5_create_tmp(path, GT_FORMAT_CHECKPOINT, tmp, sizeof tmp);
-    char now[40];
-    h5_iso8601_now(now, sizeof now);
-    h5_attr_write_int(f, "step", st->step);
-    h5_attr_write_int(f, "tokens_seen", st->tokens_seen);
-    h5_attr_write_int(f, "world_size", st->world_size);
-    h5_attr_write_str(f, "created", now);
-    h5_attr_write_str(f, "software_version", "gpt-train " GT_VERSION);
-    hid_t g = h5_group_create(f, "config");
-    config_write_attrs(g, cfg);
-    H5Gclose(g);
-    ckpt_write_model_config(f, &m->config);  // after ours: the model's true vocab_size wins
-    ckpt_write_tensors(f, "model", m, m->params);
-    ckpt_write_tensors(f, "optimizer/m", m, opt->m);
-    ckpt_write_tensors(f, "optimizer/v", m, opt->v);
-    write_state(f, st, cfg);
-    h5_copy_group(tok_file, "/tokenizer", f);
-    h5_commit(f, tmp, path);
-    write_latest(run, name);  // last: RUN/latest only ever names a complete file
-    prune(run, name, keep);
-    if (path_out) snprintf(path_out, 4200, "%s", path);
+    GtErr e = GT_ERR_INIT;
+    GT_OR_EXIT(&e, train_state_save_e(run, cfg, m, opt, st, tok_file, keep, path_out, &e));
 }
 
 // Step of a "ckpt-%08d.h5" name (the last path component), or -1.
@@ -176,26 +202,33 @@ int train_state_latest(const char *run, char *path, size_t n) {
     return *name || best >= 0;
 }
 
-static int64_t *read_i64(hid_t g, const char *name, int n, const char *path) {
+static int64_t *read_i64(hid_t g, const char *name, int n, const char *path, GtErr *e) {
     int rank = 0;
     hsize_t dims[8];
-    if (!h5_dataset_shape(g, name, &rank, dims) || rank != 1 || dims[0] != (hsize_t)n)
-        gt_fail_usage("checkpoint '%s': /state/%s is missing or does not hold %d entries (world_size)", path, name, n);
-    return h5_read_dataset(g, name, H5T_NATIVE_INT64, &rank, dims, path);
+    if (gt_failed(e)) return NULL;
+    if (!h5_dataset_shape(g, name, &rank, dims) || rank != 1 || dims[0] != (hsize_t)n) {
+        gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': /state/%s is missing or does not hold %d entries (world_size)", path,
+               name, n);
+        return NULL;
+    }
+    return h5_read_dataset_e(g, name, H5T_NATIVE_INT64, &rank, dims, path, e);
 }
 
-void train_state_read(hid_t file, const char *path, TrainState *st) {
-    memset(st, 0, sizeof *st);
+static int read_state(hid_t file, const char *path, TrainState *st, GtErr *e) {
     int64_t v;
-    if (!h5_attr_read_int(file, "step", &v) || v < 0) gt_fail_usage("checkpoint '%s': root attribute 'step' missing", path);
+    if (!h5_attr_read_int(file, "step", &v) || v < 0)
+        return gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': root attribute 'step' missing", path);
     st->step = v;
-    if (!h5_attr_read_int(file, "tokens_seen", &v)) gt_fail_usage("checkpoint '%s': root attribute 'tokens_seen' missing", path);
+    if (!h5_attr_read_int(file, "tokens_seen", &v))
+        return gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': root attribute 'tokens_seen' missing", path);
     st->tokens_seen = v;
     if (!h5_attr_read_int(file, "world_size", &v) || v < 1 || v > (1 << 24))
-        gt_fail_usage("checkpoint '%s': root attribute 'world_size' missing or invalid", path);
+        return gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': root attribute 'world_size' missing or invalid", path);
     st->world_size = (int)v;
-    if (!h5_exists(file, "state")) gt_fail_usage("checkpoint '%s': group /state is missing (not written by gpt-train?)", path);
-    hid_t g = h5_group_open(file, "state", path);
+    if (!h5_exists(file, "state"))
+        return gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': group /state is missing (not written by gpt-train?)", path);
+    hid_t g = h5_group_open_e(file, "state", path, e);
+    if (g < 0) return -1;
     double d;
     st->best_val_loss = h5_attr_read_double(g, "best_val_loss", &d) ? d : INFINITY;
     st->skipped_steps = h5_attr_read_int(g, "skipped_steps", &v) ? v : 0;
@@ -203,12 +236,27 @@ void train_state_read(hid_t file, const char *path, TrainState *st) {
     st->recent_loss = h5_attr_read_double(g, "recent_loss", &d) && isfinite(d) ? d : 0;
     st->recent_n = h5_attr_read_int(g, "recent_loss_steps", &v) && v >= 0 ? v : 0;
     st->bad_in_row = h5_attr_read_int(g, "bad_steps_in_row", &v) && v >= 0 ? v : 0;
-    if (!h5_attr_read_int(g, "adam_t", &v) || v < 0) gt_fail_usage("checkpoint '%s': /state attribute 'adam_t' missing", path);
+    if (!h5_attr_read_int(g, "adam_t", &v) || v < 0)
+        gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': /state attribute 'adam_t' missing", path);
     st->adam_t = v;
-    st->cursor_epoch = read_i64(g, "cursor_epoch", st->world_size, path);
-    st->cursor_pos = read_i64(g, "cursor_pos", st->world_size, path);
-    st->cursor_windows = read_i64(g, "cursor_windows", st->world_size, path);
+    st->cursor_epoch = read_i64(g, "cursor_epoch", st->world_size, path, e);
+    st->cursor_pos = read_i64(g, "cursor_pos", st->world_size, path, e);
+    st->cursor_windows = read_i64(g, "cursor_windows", st->world_size, path, e);
     H5Gclose(g);
+    return gt_failed(e) ? -1 : 0;
+}
+
+int train_state_read_e(hid_t file, const char *path, TrainState *st, GtErr *e) {
+    memset(st, 0, sizeof *st);
+    if (gt_failed(e)) return -1;
+    if (read_state(file, path, st, e) == 0) return 0;
+    train_state_free(st);
+    return -1;
+}
+
+void train_state_read(hid_t file, const char *path, TrainState *st) {
+    GtErr e = GT_ERR_INIT;
+    GT_OR_EXIT(&e, train_state_read_e(file, path, st, &e));
 }
 
 void train_state_free(TrainState *st) {

@@ -16,6 +16,7 @@
 
 #include "adamw.h"
 #include "config.h"
+#include "error.h"
 #include "gpt2.h"
 
 typedef struct {
@@ -34,13 +35,18 @@ typedef struct {
 // Rank 0 only: writes RUN/ckpt-%08d.h5 (temp name, flush, rename), then RUN/latest (temp,
 // rename), then removes checkpoints beyond the newest `keep`. tok_file: an open file whose
 // /tokenizer is copied. The written path goes to path_out (>= 4200 bytes) when non-NULL.
+// A failure (a full disk) leaves the previous checkpoint and RUN/latest as they were and no
+// temp file; _e records it in *e (the ranks agree on it), the plain form exits.
+int train_state_save_e(const char *run, const TrainConfig *cfg, const GPT2 *m, const AdamW *opt,
+                       const TrainState *st, hid_t tok_file, int keep, char *path_out, GtErr *e);
 void train_state_save(const char *run, const TrainConfig *cfg, const GPT2 *m, const AdamW *opt,
                       const TrainState *st, hid_t tok_file, int keep, char *path_out);
 // The checkpoint to resume from, into path: the one RUN/latest names, or a newer
 // RUN/ckpt-*.h5 when a crash came between its rename and the update of RUN/latest.
 // 0 when there is none.
 int train_state_latest(const char *run, char *path, size_t n);
-// Reads root attrs and /state of an open checkpoint (exit 1 naming path when inconsistent).
+// Reads root attrs and /state of an open checkpoint (bad input naming path when inconsistent).
+int train_state_read_e(hid_t file, const char *path, TrainState *st, GtErr *e);
 void train_state_read(hid_t file, const char *path, TrainState *st);
 void train_state_free(TrainState *st);
 

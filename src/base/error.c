@@ -5,10 +5,12 @@
 #include <errno.h>
 #include <mpi.h>
 #include <pcre2.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *progname = "gpt-train";
 static int quiet = 0;
@@ -19,22 +21,35 @@ const char *gt_progname(void) { return progname; }
 void gt_set_quiet(int q) { quiet = q; }
 void gt_set_abort_on_fail(int enable) { abort_on_fail = enable; }
 
+// Fixed slots, no malloc: a signal handler removes these files (gt_tmpfile_remove_all), so
+// a slot is filled before it is marked used and unmarked before it is reused.
 #define MAX_TMPFILES 16
-static char *tmpfiles[MAX_TMPFILES];
+#define TMP_PATH_MAX 4400
+static char tmp_paths[MAX_TMPFILES][TMP_PATH_MAX];
+static volatile sig_atomic_t tmp_used[MAX_TMPFILES];
 
 void gt_tmpfile_register(const char *path) {
+    if (strlen(path) >= TMP_PATH_MAX) return;
     for (int i = 0; i < MAX_TMPFILES; i++)
-        if (!tmpfiles[i]) { tmpfiles[i] = strdup(path); return; }
+        if (!tmp_used[i]) {
+            memcpy(tmp_paths[i], path, strlen(path) + 1);
+            tmp_used[i] = 1;
+            return;
+        }
 }
 
 void gt_tmpfile_forget(const char *path) {
     for (int i = 0; i < MAX_TMPFILES; i++)
-        if (tmpfiles[i] && strcmp(tmpfiles[i], path) == 0) { free(tmpfiles[i]); tmpfiles[i] = NULL; }
+        if (tmp_used[i] && strcmp(tmp_paths[i], path) == 0) tmp_used[i] = 0;
+}
+
+void gt_tmpfile_remove_all(void) {
+    for (int i = 0; i < MAX_TMPFILES; i++)
+        if (tmp_used[i]) unlink(tmp_paths[i]);
 }
 
 _Noreturn static void finish(int status) {
-    for (int i = 0; i < MAX_TMPFILES; i++)
-        if (tmpfiles[i]) remove(tmpfiles[i]);
+    gt_tmpfile_remove_all();
     fflush(stdout);
     fflush(stderr);
     int inited = 0, finalized = 0;
@@ -64,6 +79,56 @@ _Noreturn void gt_fail_at(int status, const char *file, int line, const char *hi
     if (hint && *hint) fprintf(stderr, "%s: hint: %s\n", progname, hint);
     va_end(ap);
     finish(status);
+}
+
+static int err_set(GtErr *e, int status, const char *file, int line, const char *fmt, va_list ap) {
+    if (e->status) return -1;
+    e->status = status;
+    int n = vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof e->msg ? (size_t)n : sizeof e->msg - 1;
+    if (file) snprintf(e->msg + len, sizeof e->msg - len, " (at %s:%d)", file, line);
+    return -1;
+}
+
+int gt_err(GtErr *e, int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    err_set(e, status, NULL, 0, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int gt_err_at(GtErr *e, int status, const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    err_set(e, status, file, line, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void gt_err_prefix(GtErr *e, const char *fmt, ...) {
+    char head[GT_ERR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(head, sizeof head, fmt, ap);
+    va_end(ap);
+    size_t hl = n < 0 ? 0 : strlen(head), ml = strlen(e->msg);
+    if (hl + ml >= sizeof e->msg) ml = sizeof e->msg - 1 - hl;
+    memmove(e->msg + hl, e->msg, ml);
+    memcpy(e->msg, head, hl);
+    e->msg[hl + ml] = '\0';
+}
+
+void gt_err_append(GtErr *e, const char *fmt, ...) {
+    size_t len = strlen(e->msg);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg + len, sizeof e->msg - len, fmt, ap);
+    va_end(ap);
+}
+
+_Noreturn void gt_err_exit(const GtErr *e) {
+    gt_fail(e->status ? e->status : GT_EXIT_RUNTIME, "%s", e->status ? e->msg : "unknown failure");
 }
 
 void gt_warn(const char *fmt, ...) {

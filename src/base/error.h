@@ -27,6 +27,34 @@ _Noreturn void gt_fail_at(int status, const char *file, int line, const char *hi
                           const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 #define gt_fail_usage(...) gt_fail(GT_EXIT_USAGE, __VA_ARGS__)
 
+// A failure as a value, for library code (io/) that must not exit: the trainer's ranks have
+// to agree on an error before they leave (comm_agree), and a writer must release its HDF5
+// ids and remove its temp file first. Functions taking a GtErr *e fill it and return; mains
+// and the agreement point exit with gt_err_exit. Only the first failure is kept: what
+// follows from it (a close after a failed write) says nothing new, so a function may keep
+// releasing resources after a failure without hiding its cause.
+#define GT_ERR_MAX 8704
+typedef struct {
+    int status;           // 0 fine, GT_EXIT_USAGE bad input, GT_EXIT_RUNTIME runtime failure
+    int errnum;           // the system's errno behind it (ENOSPC, EFBIG, ...), or 0
+    char msg[GT_ERR_MAX]; // one line, without the "PROG: error: " prefix
+} GtErr;
+#define GT_ERR_INIT {0, 0, ""}
+// Records a failure unless one is recorded already. Returns -1, for `return gt_err(...)`.
+int gt_err(GtErr *e, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+// Same for a library call that failed: appends " (at FILE:LINE)".
+int gt_err_at(GtErr *e, int status, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+// Puts context before a recorded message ("writing 'x.h5' failed: " + "No space left...").
+void gt_err_prefix(GtErr *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// And after it ("...; the previous checkpoint is intact").
+void gt_err_append(GtErr *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline int gt_failed(const GtErr *e) { return e->status != 0; }
+// Prints "PROG: error: <msg>" and exits (or aborts all ranks) with e->status.
+_Noreturn void gt_err_exit(const GtErr *e);
+// The exiting form of a GtErr function: exits when `call` recorded a failure in *e.
+#define GT_OR_EXIT(e, call) do { (call); if (gt_failed(e)) gt_err_exit(e); } while (0)
+
 // Warnings go to stderr on rank 0 only (see gt_set_quiet) and never exit.
 void gt_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // Non-zero rank processes call this so only rank 0 prints warnings.
@@ -37,9 +65,12 @@ void gt_set_quiet(int quiet);
 void gt_set_abort_on_fail(int enable);
 
 // Temporary output files (written then renamed) registered here are unlinked when a
-// fatal error ends the process, so a failure never leaves a half-written file behind.
+// fatal error or a stop signal (signals.h) ends the process, so neither leaves a
+// half-written file behind. At most 16 at a time.
 void gt_tmpfile_register(const char *path);
 void gt_tmpfile_forget(const char *path);
+// Unlinks every registered file; async-signal-safe (a signal handler calls it).
+void gt_tmpfile_remove_all(void);
 
 // malloc/calloc that fail with "needs N bytes (X GiB) for WHAT" rather than crash.
 void *gt_malloc(size_t bytes, const char *what);

@@ -8,6 +8,7 @@ bad input is exit 1 with one message naming the flag or the file.
 Binaries come from $GT_BUILD (default: build/ next to the sources), sources from $GT_SRC.
 Run a file directly (`/usr/bin/python3 tests/faults/test_x.py`) or through ctest.
 """
+import atexit
 import hashlib
 import os
 import random
@@ -225,6 +226,34 @@ class Checks:
     def finish(self):
         print("%s: %d passed, %d failed" % (self.name, self.passed, self.failed), flush=True)
         sys.exit(1 if self.failed else 0)
+
+
+class Tmpfs:
+    """A small tmpfs mounted at path for the duration of a with-block (a full disk at a known
+    size). `mounted` is False, with the reason in `why`, where mounting is not permitted (not
+    root, a container without CAP_SYS_ADMIN): tests then skip that part, saying so. The mount
+    goes away on leaving the block, also on a failure, and at interpreter exit."""
+
+    def __init__(self, path, size):
+        self.path, self.size, self.mounted, self.why = path, size, False, ""
+
+    def __enter__(self):
+        os.makedirs(self.path, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % self.size, "tmpfs", self.path],
+                           capture_output=True, text=True)
+        self.mounted = r.returncode == 0
+        self.why = r.stderr.strip()
+        if self.mounted:
+            atexit.register(self.unmount)
+        return self
+
+    def unmount(self):
+        if self.mounted:
+            subprocess.run(["umount", "-l", self.path], capture_output=True)
+            self.mounted = False
+
+    def __exit__(self, *a):
+        self.unmount()
 
 
 def tmpdir(prefix):

@@ -64,26 +64,9 @@ def latest_of(run):
         return None
 
 
-class Tmpfs:
-    def __init__(self, path, size):
-        self.path, self.size, self.mounted = path, size, False
-
-    def __enter__(self):
-        os.makedirs(self.path, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % self.size, "tmpfs", self.path],
-                           capture_output=True, text=True)
-        self.mounted = r.returncode == 0
-        self.why = r.stderr.strip()
-        return self
-
-    def __exit__(self, *a):
-        if self.mounted:
-            subprocess.run(["umount", "-l", self.path])
-
-
 def full_disk(ck, d, train, tokens):
     # Checkpoints: each is ~138 KB for this model; 220 KiB holds one and the small files.
-    with Tmpfs(os.path.join(d, "fs-ckpt"), "220k") as fs:
+    with fl.Tmpfs(os.path.join(d, "fs-ckpt"), "220k") as fs:
         if not fs.mounted:
             print("SKIP full disk: cannot mount a tmpfs here (%s)" % fs.why)
             return
@@ -116,7 +99,7 @@ def full_disk(ck, d, train, tokens):
           r.describe())
 
     # Attention records: each ~32 KiB uncompressed (2 layers, 4 heads, 32x32).
-    with Tmpfs(os.path.join(d, "fs-attn"), "200k") as fs:
+    with fl.Tmpfs(os.path.join(d, "fs-attn"), "200k") as fs:
         if not fs.mounted:
             return
         run = os.path.join(fs.path, "run")
