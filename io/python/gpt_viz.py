@@ -254,6 +254,13 @@ def plot_loss(metrics, path, figsize=(7.0, 4.5), dpi=100):
     return {"path": path, "data": drawn, "size": _save(fig, path, dpi)}
 
 
+def _index_ok(flag, v, n, what):
+    """--layer/--head v valid for n layers/heads (negative counts from the end); else a message."""
+    if -n <= v < n:
+        return None
+    return f"{flag} {v}: {what} has {n} {flag[2:]}s (0..{n - 1}, or -1 for the last)"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="gpt_viz.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="run directory (attention.h5, metrics.csv) or an attention.h5 file")
@@ -271,20 +278,34 @@ def main(argv=None):
         print(f"gpt_viz.py: error: {msg}", file=sys.stderr)
         return 1
 
+    for flag, v, lo in (("--max-frames", a.max_frames, 1), ("--gen-tokens", a.gen_tokens, 0), ("--dpi", a.dpi, 1)):
+        if v < lo:
+            return fail(f"{flag} {v}: must be at least {lo}")
     if not os.path.exists(a.run):
         return fail(f"{a.run}: no such run directory or file")
-    os.makedirs(a.out, exist_ok=True)
     written = []
     att = attention_path(a.run)
     metrics = os.path.join(a.run, "metrics.csv") if os.path.isdir(a.run) else None
     try:
-        if os.path.isfile(att):
-            rec = read_attention(att)
+        # everything is read and checked before anything is written
+        rec = read_attention(att) if os.path.isfile(att) else None
+        if rec is None and not os.path.isdir(a.run):
+            return fail(f"{a.run}: not a run directory or attention.h5")
+        gens = [read_generation(g) for g in a.gen]
+        for what, n_layer, n_head in ([(rec.path, rec.n_layer, rec.n_head)] if rec is not None else []) + \
+                [(g.path, g.n_layer, g.n_head) for g in gens]:
+            msg = _index_ok("--layer", a.layer, n_layer, what) or _index_ok("--head", a.head, n_head, what)
+            if msg:
+                return fail(msg)
+        i = None
+        if rec is not None and len(rec):
+            i = rec.index_of_step(a.step) if a.step is not None else len(rec) - 1
+        os.makedirs(a.out, exist_ok=True)
+        if rec is not None:
             if len(rec) == 0:
                 print(f"gpt_viz.py: {att} has no records yet", file=sys.stderr)
             else:
                 L, H = a.layer % rec.n_layer, a.head % rec.n_head
-                i = rec.index_of_step(a.step) if a.step is not None else len(rec) - 1
                 s = rec.steps[i]
                 written.append(plot_head(rec, i, L, H, os.path.join(a.out, f"attn_step{s:08d}_L{L}H{H}.png"),
                                          dpi=a.dpi)["path"])
@@ -296,12 +317,9 @@ def main(argv=None):
                     written.append(g["path"])
                 else:
                     print("gpt_viz.py: pillow (python3-pil) missing: no GIF", file=sys.stderr)
-        elif not os.path.isdir(a.run):
-            return fail(f"{a.run}: not a run directory or attention.h5")
         if metrics and os.path.isfile(metrics):
             written.append(plot_loss(read_metrics(metrics), os.path.join(a.out, "loss.png"), dpi=a.dpi)["path"])
-        for gpath in a.gen:
-            gen = read_generation(gpath)
+        for gpath, gen in zip(a.gen, gens):
             stem = os.path.splitext(os.path.basename(gpath))[0]
             L, H = a.layer % gen.n_layer, a.head % gen.n_head
             written.append(plot_prompt_grid(gen, os.path.join(a.out, f"{stem}_prompt_grid.png"), dpi=a.dpi)["path"])
@@ -312,7 +330,7 @@ def main(argv=None):
                 written.append(plot_generation_tokens(gen, L, H, os.path.join(a.out, f"{stem}_tokens_L{L}H{H}.png"),
                                                       dpi=a.dpi)["path"])
     except (OSError, ValueError, KeyError) as e:
-        return fail(str(e))
+        return fail(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
     if not written:
         return fail(f"{a.run}: nothing to draw (no attention.h5 records, no metrics.csv, no --gen)")
     for p in written:
