@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libopenblas-dev
-      libhdf5-dev hdf5-tools libpcre2-dev python3-h5py python3-numpy python3-matplotlib
+      libhdf5-dev hdf5-tools libpcre2-dev libdnnl-dev python3-h5py python3-numpy python3-matplotlib
       fortunes)
 if [[ ${1:-} == --tests ]]; then
     PKGS+=(python3-torch python3-regex sentencepiece slurm-wlm munge valgrind)
