@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "gpt2.h"
 #include "h5util.h"
 #include "options.h"
 
@@ -17,7 +18,6 @@
 #define STORED OPT_TOOL
 
 #define O(field) offsetof(TrainConfig, field)
-#define INF INFINITY
 static const Opt opts[] = {
     {"data", OPT_STR, O(data), 0, 0, NULL, NULL, "io", STORED | OPT_REQUIRED, "PATH", "tokens.h5 from gpt-bpe encode, or a UTF-8 text file (tokenized into RUN/)"},
     {"out", OPT_STR, O(out), 0, 0, NULL, NULL, "io", STORED | OPT_REQUIRED, "PATH", "run directory: checkpoints, metrics.csv, train.log, attention.h5"},
@@ -27,7 +27,7 @@ static const Opt opts[] = {
     {"n-layer", OPT_INT, O(n_layer), 1, 256, NULL, "5", "model", STORED, NULL, "transformer blocks"},
     {"n-head", OPT_INT, O(n_head), 1, 1024, NULL, "4", "model", STORED, NULL, "attention heads (must divide n-embd)"},
     {"n-embd", OPT_INT, O(n_embd), 1, 65536, NULL, "64", "model", STORED, NULL, "embedding width"},
-    {"block-size", OPT_INT, O(block_size), 1, 65536, NULL, "16", "model", STORED, NULL, "context length T"},
+    {"block-size", OPT_INT, O(block_size), 1, GPT2_MAX_BLOCK, NULL, "16", "model", STORED, NULL, "context length T"},
     {"dropout", OPT_REAL, O(dropout), 0, 0.999, NULL, "0.3", "model", STORED, NULL, "dropout probability while training"},
 
     {"batch-size", OPT_INT, O(batch_size), 1, 1 << 20, NULL, "32", "batch", STORED, NULL, "sequences per rank per micro-batch"},
@@ -53,15 +53,15 @@ static const Opt opts[] = {
     {"threads", OPT_INT, O(threads), 1, 1024, NULL, "1", "run", STORED, NULL, "BLAS/OpenMP threads per rank"},
     {"check-sync", OPT_BOOL, O(check_sync), 0, 1, NULL, "0", "run", STORED, NULL, "verify every log step that all ranks hold identical weights"},
     {"skip-bad-steps", OPT_BOOL, O(skip_bad_steps), 0, 1, NULL, "0", "run", STORED, NULL, "skip the update of a bad step (NaN/Inf loss or gradient, or a loss spike) instead of stopping"},
-    {"loss-spike", OPT_REAL, O(loss_spike), 0, 1e6, NULL, "3", "run", STORED, NULL, "a loss above this many times the mean of recent steps (at most ln V) is a bad step (exploding; 0 = off)"},
+    {"loss-spike", OPT_REAL, O(loss_spike), 1, 1e6, NULL, "3", "run", STORED | OPT_MIN_OPEN | OPT_ZERO_OFF, NULL, "a loss above this many times the mean of recent steps (at most ln V) is a bad step (exploding; 0 = off)"},
 
     {"attn-every", OPT_INT, O(attn_every), 0, INT_MAX, NULL, "0", "attn", STORED, NULL, "record the probe's attention into RUN/attention.h5 every N steps (0 = off)"},
-    {"attn-prompt", OPT_STR, O(attn_prompt), 0, 0, NULL, NULL, "attn", STORED, "TEXT", "probe text (default: the first block-size tokens of /val)"},
+    {"attn-prompt", OPT_STR, O(attn_prompt), 0, 0, NULL, NULL, "attn", STORED | OPT_TEXT, "TEXT", "probe text (default: the first block-size tokens of /val)"},
     {"attn-dtype", OPT_STR, O(attn_dtype), 0, 0, "|float32|float16|", "float32", "attn", STORED, "NAME", "float32|float16"},
 
     {"vocab-size", OPT_INT, O(vocab_size), 257, 1 << 24, NULL, "2000", "text", STORED, NULL, "tokenizer vocabulary (text --data only)"},
     {"val-fraction", OPT_REAL, O(val_fraction), 0.0001, 0.9, NULL, "0.1", "text", STORED, NULL, "last fraction of the tokens kept for /val (text --data only)"},
-    {"pattern", OPT_STR, O(pattern), 0, 0, NULL, "llama3", "text", STORED, "NAME", "split regex: llama3|gpt4|gpt2|REGEX (text --data only)"},
+    {"pattern", OPT_STR, O(pattern), 0, 0, NULL, "llama3", "text", STORED | OPT_TEXT, "NAME", "split regex: llama3|gpt4|gpt2|REGEX (text --data only)"},
 };
 #define N_OPTS OPT_COUNT(opts)
 _Static_assert(sizeof opts / sizeof opts[0] <= sizeof((TrainConfig *)0)->given, "TrainConfig.given holds every option");
