@@ -2,17 +2,21 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "gpt2.h"
 #include "h5util.h"
 #include "options.h"
+#include "utf8.h"
 
 // Rows that go into a checkpoint's /config and come back on --resume.
 #define STORED OPT_TOOL
@@ -87,48 +91,152 @@ static void key_of(const Opt *o, char *key, size_t n) {
         if (*p == '-') *p = '_';
 }
 
-static char *trim(char *s) {
-    while (*s == ' ' || *s == '\t') s++;
-    char *e = s + strlen(s);
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) *--e = '\0';
+// A config file is small; this bounds what a wrong path (a log, /dev/zero) can cost.
+#define CONFIG_MAX_BYTES ((size_t)4 << 20)
+
+// The whole file, NUL-terminated, or NULL with the reason in err. Only a regular file is
+// read: a directory would read as empty, a FIFO block until a writer comes, a device never end.
+static char *read_config(const char *path, const char *shown, size_t *len, char *err, size_t errsize) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // O_NONBLOCK: a FIFO must not block the open
+    if (fd < 0) return opt_error(err, errsize, "--config '%s': cannot open: %s", shown, strerror(errno)), NULL;
+    struct stat st;
+    const char *kind = fstat(fd, &st) != 0 ? "unreadable"
+                       : S_ISREG(st.st_mode) ? NULL
+                       : S_ISDIR(st.st_mode) ? "a directory"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISCHR(st.st_mode) ? "a character device"
+                       : S_ISBLK(st.st_mode) ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket" : "not a plain file";
+    if (!kind && (size_t)st.st_size > CONFIG_MAX_BYTES) kind = "larger than 4 MiB";
+    char *buf = kind ? NULL : gt_malloc(CONFIG_MAX_BYTES + 1, "config file");
+    size_t n = 0;
+    while (buf && n <= CONFIG_MAX_BYTES) {  // to the end, or one byte past the bound (a file still growing)
+        ssize_t k = read(fd, buf + n, CONFIG_MAX_BYTES + 1 - n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) kind = strerror(errno);
+        if (k <= 0) break;
+        n += (size_t)k;
+    }
+    close(fd);
+    if (!kind && n > CONFIG_MAX_BYTES) kind = "larger than 4 MiB";
+    if (kind) {
+        free(buf);
+        return opt_error(err, errsize, "--config '%s': %s; --config takes a regular file of `key = value` lines (at most 4 MiB)",
+                         shown, kind), NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static char *skip_blank(char *s) {
+    while (*s == ' ' || *s == '\t' || *s == '\r') s++;
     return s;
 }
 
-static int parse_file(TrainConfig *c, const char *path, char *err, size_t errsize) {
-    FILE *f = fopen(path, "r");
-    if (!f) return opt_error(err, errsize, "--config '%s': cannot open: %s", path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    int lineno = 0, rc = 0;
-    while (rc == 0 && getline(&line, &cap, f) >= 0) {
-        lineno++;
-        char *hash = strchr(line, '#');
-        if (hash) *hash = '\0';
-        char *s = trim(line);
-        if (!*s) continue;
-        char *eq = strchr(s, '=');
-        if (!eq) {
-            rc = opt_error(err, errsize, "--config '%s' line %d: expected `key = value`, got '%s'", path, lineno, s);
-            break;
-        }
-        *eq = '\0';
-        char *key = trim(s), *val = trim(eq + 1);
-        if (strlen(val) >= 2 && (val[0] == '"' || val[0] == '\'') && val[strlen(val) - 1] == val[0]) {
-            val[strlen(val) - 1] = '\0';
-            val++;
-        }
-        const Opt *o = opt_find(&table, key);
-        if (!o || !o->help || !strcmp(o->name, "config")) {
-            rc = opt_error(err, errsize, "--config '%s' line %d: unknown key '%s' (see gpt-train --help)", path, lineno, key);
-            break;
-        }
-        char where[512];
-        snprintf(where, sizeof where, "--config '%s' line %d: %s =", path, lineno, key);
-        rc = opt_set(o, c, val, where, err, errsize);
-        if (rc == 0) c->given[o - opts] = 1;
+static char *trim(char *s) {
+    s = skip_blank(s);
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')) *--e = '\0';
+    return s;
+}
+
+static int hex(char ch) {
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
+// One line of a config file (docs/training.md, config files): blank, a `#` comment, or
+// `key = value` where the value is bare (up to a `#`, blanks around it dropped), "double
+// quoted" (escapes \\ \" \n \t \r \xHH) or 'single quoted' (as written). Sets *key and *val
+// (unquoted in place; *key NULL on a blank line); returns what is wrong, or NULL.
+static const char *split_line(char *s, char **key, char **val) {
+    *key = *val = NULL;
+    s = skip_blank(s);
+    if (!*s || *s == '#') return NULL;
+    size_t k = strcspn(s, "=#");
+    if (s[k] != '=') return "expected `key = value`";
+    s[k] = '\0';
+    *key = trim(s);
+    char *v = skip_blank(s + k + 1);
+    if (*v != '"' && *v != '\'') {
+        v[strcspn(v, "#")] = '\0';
+        *val = trim(v);
+        return NULL;
     }
-    free(line);
-    fclose(f);
+    char q = *v, *o = v, *p = v + 1;  // unquote in place: o never passes p
+    for (; *p && *p != q; p++) {
+        if (q == '\'' || *p != '\\') {
+            *o++ = *p;
+            continue;
+        }
+        switch (*++p) {
+        case '\\': case '"': *o++ = *p; break;
+        case 'n': *o++ = '\n'; break;
+        case 't': *o++ = '\t'; break;
+        case 'r': *o++ = '\r'; break;
+        case 'x':
+            if (hex(p[1]) >= 0 && hex(p[2]) >= 0 && (hex(p[1]) | hex(p[2]))) {
+                *o++ = (char)(hex(p[1]) * 16 + hex(p[2]));
+                p += 2;
+                break;
+            }
+            return "\\x needs two hex digits, not 00 (a value cannot hold a NUL byte)";
+        default: return "unknown escape in a \"quoted\" value (use \\\\, \\\", \\n, \\t, \\r or \\xHH)";
+        }
+    }
+    if (*p != q) return q == '"' ? "a \"quoted\" value without its closing quote" : "a 'quoted' value without its closing quote";
+    *o = '\0';
+    p = skip_blank(p + 1);
+    if (*p && *p != '#') return "text after the closing quote (a comment starts with #)";
+    *val = v;
+    return NULL;
+}
+
+static int parse_file(TrainConfig *c, const char *path, char *err, size_t errsize) {
+    char shown[512];
+    utf8_escape(shown, sizeof shown, path, 0);
+    size_t len;
+    char *text = read_config(path, shown, &len, err, errsize);
+    if (!text) return -1;
+    int first_line[N_OPTS] = {0};  // where each key was set: a key given twice is a mistake
+    char *line = text, *next;
+    if (len >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3)) line += 3;  // a UTF-8 byte order mark (Windows editors)
+    int rc = 0;
+    for (int lineno = 1; rc == 0 && line < text + len; lineno++, line = next) {
+        char *nl = memchr(line, '\n', (size_t)(text + len - line));
+        next = nl ? nl + 1 : text + len;
+        if (nl) *nl = '\0';
+        if (strlen(line) != (size_t)((nl ? nl : text + len) - line)) {
+            rc = opt_error(err, errsize, "--config '%s' line %d: a NUL byte (not a text file?)", shown, lineno);
+            break;
+        }
+        char *key, *val, what[256];
+        utf8_escape(what, sizeof what, line, 0);
+        const char *bad = split_line(line, &key, &val);
+        if (bad) {
+            rc = opt_error(err, errsize, "--config '%s' line %d: %s, got '%s'", shown, lineno, bad, what);
+            break;
+        }
+        if (!key) continue;
+        const Opt *o = opt_find(&table, key);
+        utf8_escape(what, sizeof what, key, 0);
+        if (!o || !o->help || !strcmp(o->name, "config")) {
+            rc = opt_error(err, errsize, "--config '%s' line %d: unknown key '%s' (see gpt-train --help)", shown, lineno, what);
+            break;
+        }
+        int i = (int)(o - opts);
+        if (first_line[i] && o->type != OPT_LIST) {
+            rc = opt_error(err, errsize, "--config '%s' line %d: %s given twice (first on line %d); keep one", shown, lineno,
+                           what, first_line[i]);
+            break;
+        }
+        first_line[i] = lineno;
+        char where[1024];
+        snprintf(where, sizeof where, "--config '%s' line %d: %s =", shown, lineno, what);
+        rc = opt_set(o, c, val, where, err, errsize);
+        c->given[i] = 1;
+    }
+    free(text);
     return rc;
 }
 
@@ -139,10 +247,17 @@ int config_parse(TrainConfig *c, int argc, char **argv, char *err, size_t errsiz
     // The command line twice: first to find --config (the file goes under every flag), then
     // over the file's settings.
     TrainConfig first;
+    unsigned char on_line[N_OPTS] = {0};
     opt_defaults(&table, &first);
-    int rc = opt_parse(&table, &first, argc - 1, argv + 1, NULL, err, errsize);
+    int rc = opt_parse(&table, &first, argc - 1, argv + 1, on_line, err, errsize);
     if (rc == 1) *help = opt_help(&table);
     if (rc == 0 && first.config_file) rc = parse_file(c, first.config_file, err, errsize);
+    for (int i = 0; rc == 0 && i < N_OPTS; i++)  // a repeatable flag replaces the file's list
+        if (opts[i].type == OPT_LIST && on_line[i]) {
+            OptList *l = FIELD(c, &opts[i], OptList);
+            for (int k = 0; k < l->n; k++) free(l->v[k]);
+            l->n = 0;
+        }
     if (rc == 0) rc = opt_parse(&table, c, argc - 1, argv + 1, c->given, err, errsize);
     if (rc == 0) rc = opt_check_required(&table, c, err, errsize);
     opt_free(&table, &first);
@@ -162,6 +277,17 @@ int config_given(const TrainConfig *c, const char *name) {
     return opt_given(&table, c->given, name);
 }
 
+// A string value as a config file line reads it back: bare when that is exact, else quoted.
+static void print_value(FILE *f, const char *key, const char *v) {
+    size_t n = strlen(v);
+    char *q = gt_malloc(4 * n + 1, "config value");
+    utf8_escape(q, 4 * n + 1, v, 1);
+    int bare = n > 0 && !strcmp(q, v) && !strchr(v, '#') && v[0] != '\'' && v[0] != ' ' && v[0] != '\t' &&
+               v[n - 1] != ' ' && v[n - 1] != '\t';
+    fprintf(f, bare ? "%s = %s\n" : "%s = \"%s\"\n", key, q);
+    free(q);
+}
+
 void config_print(const TrainConfig *c, FILE *f) {
     const char *group = "";
     for (int i = 0; i < N_OPTS; i++) {
@@ -173,14 +299,19 @@ void config_print(const TrainConfig *c, FILE *f) {
         }
         char key[64];
         key_of(o, key, sizeof key);
-        char *val = opt_value_text(o, c);
-        if (o->type == OPT_STR && (strchr(val, '#') || strchr(val, ' ') || !*val)) {
-            if (!*FIELD(c, o, char *)) fprintf(f, "# %s = (unset)\n", key);
-            else fprintf(f, "%s = \"%s\"\n", key, val);
+        if (o->type == OPT_LIST) {
+            const OptList *l = FIELD(c, o, const OptList);
+            for (int k = 0; k < l->n; k++) print_value(f, key, l->v[k]);
+            if (!l->n) fprintf(f, "# %s = (none)\n", key);
+        } else if (o->type == OPT_STR) {
+            const char *v = *FIELD(c, o, char *const);
+            if (v) print_value(f, key, v);
+            else fprintf(f, "# %s = (unset)\n", key);
         } else {
-            fprintf(f, "%s = %s\n", key, val);
+            char *v = opt_value_text(o, c);
+            fprintf(f, "%s = %s\n", key, v);
+            free(v);
         }
-        free(val);
     }
 }
 
