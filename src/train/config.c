@@ -14,58 +14,57 @@
 
 #include "error.h"
 #include "gpt2.h"
-#include "h5util.h"
 #include "options.h"
 #include "utf8.h"
 
-// Rows that go into a checkpoint's /config and come back on --resume.
-#define STORED OPT_TOOL
+// Rows written to a checkpoint's /config and taken back by --resume (the paths are only written).
+#define KEPT (CONFIG_STORED | CONFIG_RESUMED)
 
 #define O(field) offsetof(TrainConfig, field)
 static const Opt opts[] = {
-    {"data", OPT_STR, O(data), 0, 0, NULL, NULL, "io", STORED | OPT_REQUIRED, "PATH", "tokens.h5 from gpt-bpe encode, or a UTF-8 text file (tokenized into RUN/)"},
-    {"out", OPT_STR, O(out), 0, 0, NULL, NULL, "io", STORED | OPT_REQUIRED, "PATH", "run directory: checkpoints, metrics.csv, train.log, attention.h5"},
+    {"data", OPT_STR, O(data), 0, 0, NULL, NULL, "io", CONFIG_STORED | OPT_REQUIRED, "PATH", "tokens.h5 from gpt-bpe encode, or a UTF-8 text file (tokenized into RUN/)"},
+    {"out", OPT_STR, O(out), 0, 0, NULL, NULL, "io", CONFIG_STORED | OPT_REQUIRED, "PATH", "run directory: checkpoints, metrics.csv, train.log, attention.h5"},
     {"config", OPT_STR, O(config_file), 0, 0, NULL, NULL, "io", 0, "PATH", "file of `key = value` lines (# comments); flags override it"},
     {"resume", OPT_BOOL, O(resume), 0, 1, NULL, "0", "io", 0, NULL, "continue from RUN/latest (settings not given default to the checkpoint's)"},
 
-    {"n-layer", OPT_INT, O(n_layer), 1, 256, NULL, "5", "model", STORED, NULL, "transformer blocks"},
-    {"n-head", OPT_INT, O(n_head), 1, 1024, NULL, "4", "model", STORED, NULL, "attention heads (must divide n-embd)"},
-    {"n-embd", OPT_INT, O(n_embd), 1, 65536, NULL, "64", "model", STORED, NULL, "embedding width"},
-    {"block-size", OPT_INT, O(block_size), 1, GPT2_MAX_BLOCK, NULL, "16", "model", STORED, NULL, "context length T"},
-    {"dropout", OPT_REAL, O(dropout), 0, 0.999, NULL, "0.3", "model", STORED, NULL, "dropout probability while training"},
+    {"n-layer", OPT_INT, O(n_layer), 1, 256, NULL, "5", "model", KEPT, NULL, "transformer blocks"},
+    {"n-head", OPT_INT, O(n_head), 1, 1024, NULL, "4", "model", KEPT, NULL, "attention heads (must divide n-embd)"},
+    {"n-embd", OPT_INT, O(n_embd), 1, 65536, NULL, "64", "model", KEPT, NULL, "embedding width"},
+    {"block-size", OPT_INT, O(block_size), 1, GPT2_MAX_BLOCK, NULL, "16", "model", KEPT, NULL, "context length T"},
+    {"dropout", OPT_REAL, O(dropout), 0, 0.999, NULL, "0.3", "model", KEPT, NULL, "dropout probability while training"},
 
-    {"batch-size", OPT_INT, O(batch_size), 1, 1 << 20, NULL, "32", "batch", STORED, NULL, "sequences per rank per micro-batch"},
-    {"grad-accum", OPT_INT, O(grad_accum), 1, 1 << 16, NULL, "1", "batch", STORED, NULL, "micro-batches per optimizer step"},
-    {"steps", OPT_I64, O(steps), 1, 1e15, NULL, "1000", "batch", STORED, NULL, "the step the run ends at (with --resume too)"},
+    {"batch-size", OPT_INT, O(batch_size), 1, 1 << 20, NULL, "32", "batch", KEPT, NULL, "sequences per rank per micro-batch"},
+    {"grad-accum", OPT_INT, O(grad_accum), 1, 1 << 16, NULL, "1", "batch", KEPT, NULL, "micro-batches per optimizer step"},
+    {"steps", OPT_I64, O(steps), 1, 1e15, NULL, "1000", "batch", KEPT, NULL, "the step the run ends at (with --resume too)"},
 
-    {"lr", OPT_REAL, O(lr), 0, 10, NULL, "1e-3", "optim", STORED, NULL, "peak learning rate"},
-    {"min-lr", OPT_REAL, O(min_lr), 0, 10, NULL, "1e-4", "optim", STORED, NULL, "learning rate at the end of the decay"},
-    {"warmup", OPT_INT, O(warmup), 0, INT_MAX, NULL, "100", "optim", STORED, NULL, "linear warmup steps"},
-    {"lr-schedule", OPT_STR, O(lr_schedule), 0, 0, "|cosine|linear|constant|", "cosine", "optim", STORED, "NAME", "decay after warmup: cosine|linear|constant"},
-    {"weight-decay", OPT_REAL, O(weight_decay), 0, 10, NULL, "0.01", "optim", STORED, NULL, "AdamW decoupled weight decay (2-D tensors only)"},
-    {"beta1", OPT_REAL, O(beta1), 0, 0.999999, NULL, "0.9", "optim", STORED, NULL, "AdamW beta1"},
-    {"beta2", OPT_REAL, O(beta2), 0, 0.999999, NULL, "0.99", "optim", STORED, NULL, "AdamW beta2"},
-    {"eps", OPT_REAL, O(eps), 1e-30, 1, NULL, "1e-8", "optim", STORED, NULL, "AdamW epsilon"},
-    {"grad-clip", OPT_REAL, O(grad_clip), 0, 1e30, NULL, "1.0", "optim", STORED, NULL, "clip the global gradient norm to this (0 = off)"},
+    {"lr", OPT_REAL, O(lr), 0, 10, NULL, "1e-3", "optim", KEPT, NULL, "peak learning rate"},
+    {"min-lr", OPT_REAL, O(min_lr), 0, 10, NULL, "1e-4", "optim", KEPT, NULL, "learning rate at the end of the decay"},
+    {"warmup", OPT_INT, O(warmup), 0, INT_MAX, NULL, "100", "optim", KEPT, NULL, "linear warmup steps"},
+    {"lr-schedule", OPT_STR, O(lr_schedule), 0, 0, "|cosine|linear|constant|", "cosine", "optim", KEPT, "NAME", "decay after warmup: cosine|linear|constant"},
+    {"weight-decay", OPT_REAL, O(weight_decay), 0, 10, NULL, "0.01", "optim", KEPT, NULL, "AdamW decoupled weight decay (2-D tensors only)"},
+    {"beta1", OPT_REAL, O(beta1), 0, 0.999999, NULL, "0.9", "optim", KEPT, NULL, "AdamW beta1"},
+    {"beta2", OPT_REAL, O(beta2), 0, 0.999999, NULL, "0.99", "optim", KEPT, NULL, "AdamW beta2"},
+    {"eps", OPT_REAL, O(eps), 1e-30, 1, NULL, "1e-8", "optim", KEPT, NULL, "AdamW epsilon"},
+    {"grad-clip", OPT_REAL, O(grad_clip), 0, 1e30, NULL, "1.0", "optim", KEPT, NULL, "clip the global gradient norm to this (0 = off)"},
 
-    {"seed", OPT_I64, O(seed), 0, 9.2e18, NULL, "1337", "run", STORED, NULL, "seed of weights, data order and dropout"},
-    {"eval-every", OPT_INT, O(eval_every), 0, INT_MAX, NULL, "100", "run", STORED, NULL, "evaluate on /val every N steps and at the end (0 = only at the end)"},
-    {"eval-batches", OPT_INT, O(eval_batches), 0, INT_MAX, NULL, "0", "run", STORED, NULL, "limit eval to K x batch-size x ranks windows (0 = all of /val)"},
-    {"ckpt-every", OPT_INT, O(ckpt_every), 0, INT_MAX, NULL, "500", "run", STORED, NULL, "checkpoint every N steps and at the end (0 = only at the end)"},
-    {"keep-ckpts", OPT_INT, O(keep_ckpts), 1, INT_MAX, NULL, "3", "run", STORED, NULL, "keep the newest N checkpoints"},
-    {"log-every", OPT_INT, O(log_every), 1, INT_MAX, NULL, "10", "run", STORED, NULL, "one log line and metrics.csv row every N steps"},
-    {"threads", OPT_INT, O(threads), 1, 1024, NULL, "1", "run", STORED, NULL, "BLAS/OpenMP threads per rank"},
-    {"check-sync", OPT_BOOL, O(check_sync), 0, 1, NULL, "0", "run", STORED, NULL, "verify every log step that all ranks hold identical weights"},
-    {"skip-bad-steps", OPT_BOOL, O(skip_bad_steps), 0, 1, NULL, "0", "run", STORED, NULL, "skip the update of a bad step (NaN/Inf loss or gradient, or a loss spike) instead of stopping"},
-    {"loss-spike", OPT_REAL, O(loss_spike), 1, 1e6, NULL, "3", "run", STORED | OPT_MIN_OPEN | OPT_ZERO_OFF, NULL, "a loss above this many times the mean of recent steps (at most ln V) is a bad step (exploding; 0 = off)"},
+    {"seed", OPT_I64, O(seed), 0, 9.2e18, NULL, "1337", "run", KEPT, NULL, "seed of weights, data order and dropout"},
+    {"eval-every", OPT_INT, O(eval_every), 0, INT_MAX, NULL, "100", "run", KEPT, NULL, "evaluate on /val every N steps and at the end (0 = only at the end)"},
+    {"eval-batches", OPT_INT, O(eval_batches), 0, INT_MAX, NULL, "0", "run", KEPT, NULL, "limit eval to K x batch-size x ranks windows (0 = all of /val)"},
+    {"ckpt-every", OPT_INT, O(ckpt_every), 0, INT_MAX, NULL, "500", "run", KEPT, NULL, "checkpoint every N steps and at the end (0 = only at the end)"},
+    {"keep-ckpts", OPT_INT, O(keep_ckpts), 1, INT_MAX, NULL, "3", "run", KEPT, NULL, "keep the newest N checkpoints"},
+    {"log-every", OPT_INT, O(log_every), 1, INT_MAX, NULL, "10", "run", KEPT, NULL, "one log line and metrics.csv row every N steps"},
+    {"threads", OPT_INT, O(threads), 1, 1024, NULL, "1", "run", KEPT, NULL, "BLAS/OpenMP threads per rank"},
+    {"check-sync", OPT_BOOL, O(check_sync), 0, 1, NULL, "0", "run", KEPT, NULL, "verify every log step that all ranks hold identical weights"},
+    {"skip-bad-steps", OPT_BOOL, O(skip_bad_steps), 0, 1, NULL, "0", "run", KEPT, NULL, "skip the update of a bad step (NaN/Inf loss or gradient, or a loss spike) instead of stopping"},
+    {"loss-spike", OPT_REAL, O(loss_spike), 1, 1e6, NULL, "3", "run", KEPT | OPT_MIN_OPEN | OPT_ZERO_OFF, NULL, "a loss above this many times the mean of recent steps (at most ln V) is a bad step (exploding; 0 = off)"},
 
-    {"attn-every", OPT_INT, O(attn_every), 0, INT_MAX, NULL, "0", "attn", STORED, NULL, "record the probe's attention into RUN/attention.h5 every N steps (0 = off)"},
-    {"attn-prompt", OPT_STR, O(attn_prompt), 0, 0, NULL, NULL, "attn", STORED | OPT_TEXT, "TEXT", "probe text (default: the first block-size tokens of /val)"},
-    {"attn-dtype", OPT_STR, O(attn_dtype), 0, 0, "|float32|float16|", "float32", "attn", STORED, "NAME", "float32|float16"},
+    {"attn-every", OPT_INT, O(attn_every), 0, INT_MAX, NULL, "0", "attn", KEPT, NULL, "record the probe's attention into RUN/attention.h5 every N steps (0 = off)"},
+    {"attn-prompt", OPT_STR, O(attn_prompt), 0, 0, NULL, NULL, "attn", KEPT | OPT_TEXT, "TEXT", "probe text (default: the first block-size tokens of /val)"},
+    {"attn-dtype", OPT_STR, O(attn_dtype), 0, 0, "|float32|float16|", "float32", "attn", KEPT, "NAME", "float32|float16"},
 
-    {"vocab-size", OPT_INT, O(vocab_size), 257, 1 << 24, NULL, "2000", "text", STORED, NULL, "tokenizer vocabulary (text --data only)"},
-    {"val-fraction", OPT_REAL, O(val_fraction), 0.0001, 0.9, NULL, "0.1", "text", STORED, NULL, "last fraction of the tokens kept for /val (text --data only)"},
-    {"pattern", OPT_STR, O(pattern), 0, 0, NULL, "llama3", "text", STORED | OPT_TEXT, "NAME", "split regex: llama3|gpt4|gpt2|REGEX (text --data only)"},
+    {"vocab-size", OPT_INT, O(vocab_size), 257, 1 << 24, NULL, "2000", "text", KEPT, NULL, "tokenizer vocabulary (text --data only)"},
+    {"val-fraction", OPT_REAL, O(val_fraction), 0.0001, 0.9, NULL, "0.1", "text", KEPT, NULL, "last fraction of the tokens kept for /val (text --data only)"},
+    {"pattern", OPT_STR, O(pattern), 0, 0, NULL, "llama3", "text", KEPT | OPT_TEXT, "NAME", "split regex: llama3|gpt4|gpt2|REGEX (text --data only)"},
 };
 #define N_OPTS OPT_COUNT(opts)
 _Static_assert(sizeof opts / sizeof opts[0] <= sizeof((TrainConfig *)0)->given, "TrainConfig.given holds every option");
@@ -85,11 +84,7 @@ static const OptTable table = {
 
 #define FIELD(c, o, T) ((T *)((char *)(c) + (o)->off))
 
-static void key_of(const Opt *o, char *key, size_t n) {
-    snprintf(key, n, "%s", o->name);
-    for (char *p = key; *p; p++)
-        if (*p == '-') *p = '_';
-}
+const OptTable *config_table(void) { return &table; }
 
 // A config file is small; this bounds what a wrong path (a log, /dev/zero) can cost.
 #define CONFIG_MAX_BYTES ((size_t)4 << 20)
@@ -292,13 +287,13 @@ void config_print(const TrainConfig *c, FILE *f) {
     const char *group = "";
     for (int i = 0; i < N_OPTS; i++) {
         const Opt *o = &opts[i];
-        if (!o->help || !(o->flags & STORED)) continue;  // not --config or --resume: reusing the file starts a run
+        if (!o->help || !(o->flags & CONFIG_STORED)) continue;  // not --config or --resume: reusing the file starts a run
         if (strcmp(group, o->group) != 0) {
             group = o->group;
             fprintf(f, "# %s\n", group);
         }
         char key[64];
-        key_of(o, key, sizeof key);
+        opt_key(o, key, sizeof key);
         if (o->type == OPT_LIST) {
             const OptList *l = FIELD(c, o, const OptList);
             for (int k = 0; k < l->n; k++) print_value(f, key, l->v[k]);
@@ -311,63 +306,6 @@ void config_print(const TrainConfig *c, FILE *f) {
             char *v = opt_value_text(o, c);
             fprintf(f, "%s = %s\n", key, v);
             free(v);
-        }
-    }
-}
-
-void config_write_attrs(hid_t loc, const TrainConfig *c) {
-    for (int i = 0; i < N_OPTS; i++) {
-        const Opt *o = &opts[i];
-        if (!(o->flags & STORED)) continue;
-        char key[64];
-        key_of(o, key, sizeof key);
-        switch (o->type) {
-        case OPT_INT:
-        case OPT_BOOL:
-        case OPT_FLAG: h5_attr_write_int(loc, key, *FIELD(c, o, int)); break;
-        case OPT_I64: h5_attr_write_int(loc, key, *FIELD(c, o, long long)); break;
-        case OPT_REAL: h5_attr_write_double(loc, key, *FIELD(c, o, double)); break;
-        case OPT_STR: {
-            const char *s = *FIELD(c, o, char *);
-            h5_attr_write_str(loc, key, s ? s : "");
-            break;
-        }
-        case OPT_LIST: break;
-        }
-    }
-}
-
-void config_fill_from_attrs(TrainConfig *c, hid_t loc) {
-    for (int i = 0; i < N_OPTS; i++) {
-        const Opt *o = &opts[i];
-        if (!(o->flags & STORED) || c->given[i] || !strcmp(o->name, "data") || !strcmp(o->name, "out")) continue;
-        char key[64];
-        key_of(o, key, sizeof key);
-        int64_t iv;
-        double dv;
-        switch (o->type) {
-        case OPT_INT:
-        case OPT_BOOL:
-        case OPT_FLAG:
-            if (h5_attr_read_int(loc, key, &iv)) *FIELD(c, o, int) = (int)iv;
-            break;
-        case OPT_I64:
-            if (h5_attr_read_int(loc, key, &iv)) *FIELD(c, o, long long) = iv;
-            break;
-        case OPT_REAL:
-            if (h5_attr_read_double(loc, key, &dv)) *FIELD(c, o, double) = dv;
-            break;
-        case OPT_STR: {
-            char *s = h5_attr_read_str(loc, key);
-            if (s) {
-                char **p = FIELD(c, o, char *);
-                free(*p);
-                *p = *s ? s : NULL;
-                if (!*s) free(s);
-            }
-            break;
-        }
-        case OPT_LIST: break;
         }
     }
 }
