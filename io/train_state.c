@@ -14,7 +14,6 @@
 
 #include "checkpoint.h"
 #include "error.h"
-#include "config_io.h"
 #include "h5util.h"
 
 #ifndef GT_VERSION
@@ -22,9 +21,9 @@
 #endif
 
 #define RNG_DOC                                                                                        \
-    "counter-based (src/rng.h): weights from seed; dropout of (step, rank, micro-step) from "        \
-    "mix(seed, step, rank, micro); data order of (rank, epoch) from mix(seed, rank, epoch); so seed, " \
-    "step and the data cursors are the complete RNG state"
+    "counter-based (src/model/rng.h): weights from seed; dropout of (step, rank, micro-step) from "  \
+    "mix(seed, step, rank, micro); the data order of epoch e is a permutation keyed by mix(seed, e); " \
+    "so seed, step and the data cursor are the complete RNG state"
 
 static int write_state(hid_t file, const TrainState *st, const TrainConfig *cfg, GtErr *e) {
     hid_t g = h5_group_create_e(file, "state", e);
@@ -36,10 +35,9 @@ static int write_state(hid_t file, const TrainState *st, const TrainConfig *cfg,
     h5_attr_write_int_e(g, "recent_loss_steps", st->recent_n, e);
     h5_attr_write_int_e(g, "bad_steps_in_row", st->bad_in_row, e);
     h5_attr_write_str_e(g, "rng", RNG_DOC, e);
-    hsize_t dims[1] = {(hsize_t)st->world_size};
-    h5_write_dataset_e(g, "cursor_epoch", H5T_NATIVE_INT64, 1, dims, st->cursor_epoch, 0, 0, e);
-    h5_write_dataset_e(g, "cursor_pos", H5T_NATIVE_INT64, 1, dims, st->cursor_pos, 0, 0, e);
-    h5_write_dataset_e(g, "cursor_windows", H5T_NATIVE_INT64, 1, dims, st->cursor_windows, 0, 0, e);
+    h5_attr_write_int_e(g, "data_epoch", st->data_epoch, e);
+    h5_attr_write_int_e(g, "data_pos", st->data_pos, e);
+    h5_attr_write_int_e(g, "data_windows", st->data_windows, e);
     h5_close(g, e);
     return gt_failed(e) ? -1 : 0;
 }
@@ -143,7 +141,7 @@ int train_state_save_e(const char *run, const TrainConfig *cfg, const GPT2 *m, c
     h5_attr_write_str_e(f, "created", now, e);
     h5_attr_write_str_e(f, "software_version", "gpt-train " GT_VERSION, e);
     hid_t g = h5_group_create_e(f, "config", e);
-    config_write_attrs_e(g, cfg, e);
+    if (!gt_failed(e)) config_write_attrs(g, cfg);
     h5_close(g, e);
     ckpt_write_model_config_e(f, &m->config, e);  // after ours: the model's true vocab_size wins
     ckpt_write_tensors_e(f, "model", m, m->params, e);
@@ -240,9 +238,36 @@ static int read_state(hid_t file, const char *path, TrainState *st, GtErr *e) {
     if (!h5_attr_read_int(g, "adam_t", &v) || v < 0)
         gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': /state attribute 'adam_t' missing", path);
     st->adam_t = v;
-    st->cursor_epoch = read_i64(g, "cursor_epoch", st->world_size, path, e);
-    st->cursor_pos = read_i64(g, "cursor_pos", st->world_size, path, e);
-    st->cursor_windows = read_i64(g, "cursor_windows", st->world_size, path, e);
+    int64_t de, dp, dw;
+    if (gt_failed(e)) {
+    } else if (h5_attr_read_int(g, "data_epoch", &de) && h5_attr_read_int(g, "data_pos", &dp) &&
+               h5_attr_read_int(g, "data_windows", &dw)) {
+        if (de < 0 || dp < 0 || dw < 1 || dp > dw)
+            gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': /state data cursor (epoch %lld, position %lld of %lld windows) "
+                   "is invalid", path, (long long)de, (long long)dp, (long long)dw);
+        st->data_epoch = de, st->data_pos = dp, st->data_windows = dw;
+    } else if (!h5_exists(g, "cursor_epoch")) {
+        gt_err(e, GT_EXIT_USAGE, "checkpoint '%s': /state has no data cursor (attributes data_epoch, data_pos, "
+               "data_windows)", path);
+    } else {
+        // An older checkpoint: one cursor per rank over its own shard. The sums are the
+        // windows the epoch had used and held, so the cursor continues at that fraction.
+        int64_t *ce = read_i64(g, "cursor_epoch", st->world_size, path, e);
+        int64_t *cp = read_i64(g, "cursor_pos", st->world_size, path, e);
+        int64_t *cw = read_i64(g, "cursor_windows", st->world_size, path, e);
+        if (!gt_failed(e)) {
+            st->data_epoch = ce[0];
+            for (int i = 0; i < st->world_size; i++) {
+                st->data_pos += cp[i] < 0 ? 0 : cp[i] > cw[i] ? cw[i] : cp[i];
+                st->data_windows += cw[i] < 0 ? 0 : cw[i];
+            }
+            if (st->data_windows < 1) st->data_windows = 1;
+            st->data_per_rank = 1;
+        }
+        free(ce);
+        free(cp);
+        free(cw);
+    }
     H5Gclose(g);
     return gt_failed(e) ? -1 : 0;
 }
@@ -250,19 +275,10 @@ static int read_state(hid_t file, const char *path, TrainState *st, GtErr *e) {
 int train_state_read_e(hid_t file, const char *path, TrainState *st, GtErr *e) {
     memset(st, 0, sizeof *st);
     if (gt_failed(e)) return -1;
-    if (read_state(file, path, st, e) == 0) return 0;
-    train_state_free(st);
-    return -1;
+    return read_state(file, path, st, e);
 }
 
 void train_state_read(hid_t file, const char *path, TrainState *st) {
     GtErr e = GT_ERR_INIT;
     GT_OR_EXIT(&e, train_state_read_e(file, path, st, &e));
-}
-
-void train_state_free(TrainState *st) {
-    free(st->cursor_epoch);
-    free(st->cursor_pos);
-    free(st->cursor_windows);
-    st->cursor_epoch = st->cursor_pos = st->cursor_windows = NULL;
 }

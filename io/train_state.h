@@ -5,9 +5,14 @@
 // /state holds everything a resumed run needs to continue exactly:
 //   attrs  seed, adam_t, best_val_loss, skipped_steps, rng (how every random stream is
 //          derived: all are counter-based from seed, step, rank, micro-step and epoch, so
-//          seed + step + data cursors ARE the RNG state)
-//   cursor_epoch, cursor_pos, cursor_windows  int64 (world_size): each rank's data cursor
-//          and the number of windows in its shard (to map cursors to another rank count)
+//          seed + step + the data cursor ARE the RNG state);
+//          data_epoch, data_pos, data_windows: the one global data cursor (the next position
+//          in epoch data_epoch's order of the data_windows training windows), the same for
+//          any rank count (src/train/dataloader.h)
+// Checkpoints of older versions hold per-rank cursors instead (datasets cursor_epoch,
+// cursor_pos, cursor_windows, one entry per rank): they are read as the cursor at the same
+// fraction of the epoch (data_pos = the sum of the ranks' positions, data_windows = the sum
+// of their windows).
 #ifndef GT_TRAIN_STATE_H
 #define GT_TRAIN_STATE_H
 
@@ -29,7 +34,8 @@ typedef struct {
     long long recent_n;      // good steps in it
     long long bad_in_row;    // consecutive skipped steps (--skip-bad-steps gives up after GT_MAX_BAD_IN_ROW)
     long long adam_t;
-    int64_t *cursor_epoch, *cursor_pos, *cursor_windows;  // (world_size), malloc'd
+    int64_t data_epoch, data_pos, data_windows;  // the global data cursor
+    int data_per_rank;       // read from per-rank cursors (an older checkpoint)
 } TrainState;
 
 // Rank 0 only: writes RUN/ckpt-%08d.h5 (temp name, flush, rename), then RUN/latest (temp,
@@ -48,6 +54,5 @@ int train_state_latest(const char *run, char *path, size_t n);
 // Reads root attrs and /state of an open checkpoint (bad input naming path when inconsistent).
 int train_state_read_e(hid_t file, const char *path, TrainState *st, GtErr *e);
 void train_state_read(hid_t file, const char *path, TrainState *st);
-void train_state_free(TrainState *st);
 
 #endif

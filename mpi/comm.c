@@ -3,7 +3,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "error.h"
 
@@ -41,11 +43,16 @@ _Noreturn void comm_exit(int status) {
     exit(status);
 }
 
-static void agree(const char *err, int status, int name_rank) {
-    int mine[2] = {err ? world.rank : world.size, err ? 1 : 0}, first = mine[0], failed = mine[1];
-    MPI_CHECK(MPI_Allreduce(&mine[0], &first, 1, MPI_INT, MPI_MIN, world.comm));
-    if (first == world.size) return;
-    MPI_CHECK(MPI_Allreduce(&mine[1], &failed, 1, MPI_INT, MPI_SUM, world.comm));
+// One allreduce when every rank is fine: the lowest failing rank (size when none) and the
+// largest stop signal (negated, so that one MIN finds both). On a failure the status is the
+// lowest failing rank's, which the others may not know (a write only rank 0 made).
+static int agree(const char *err, int status, int name_rank, int sig) {
+    int mine[2] = {err ? world.rank : world.size, -sig}, got[2];
+    MPI_CHECK(MPI_Allreduce(mine, got, 2, MPI_INT, MPI_MIN, world.comm));
+    int first = got[0], one = err ? 1 : 0, failed = 0;
+    if (first == world.size) return -got[1];
+    MPI_CHECK(MPI_Bcast(&status, 1, MPI_INT, first, world.comm));
+    MPI_CHECK(MPI_Allreduce(&one, &failed, 1, MPI_INT, MPI_SUM, world.comm));
     if (first == world.rank) {
         if (name_rank && failed < world.size)
             fprintf(stderr, "%s: error: rank %d of %d: %s\n", gt_progname(), world.rank, world.size, err);
@@ -58,8 +65,9 @@ static void agree(const char *err, int status, int name_rank) {
     comm_exit(status);
 }
 
-void comm_agree(const char *err, int status) { agree(err, status, 0); }
-void comm_agree_local(const char *err, int status) { agree(err, status, 1); }
+void comm_agree(const char *err, int status) { agree(err, status, 0, 0); }
+void comm_agree_local(const char *err, int status) { agree(err, status, 1, 0); }
+int comm_agree_stop(const char *err, int status, int sig) { return agree(err, status, 1, sig); }
 
 int comm_all_ok(int ok) {
     int mine = ok ? 1 : 0, all = 0;
@@ -97,6 +105,35 @@ int comm_wait_status(int status_on_rank0) {
         if (!done) nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
     }
     return status;
+}
+
+void comm_warn_oversubscribed(int threads) {
+    // Ranks per node: those that can share memory. Every rank reports its node; the most
+    // oversubscribed one is named.
+    MPI_Comm node;
+    MPI_CHECK(MPI_Comm_split_type(world.comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    int here = 0;
+    MPI_CHECK(MPI_Comm_size(node, &here));
+    MPI_CHECK(MPI_Comm_free(&node));
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1) cores = 1;
+    struct { int excess, rank; } mine = {here * threads - (int)cores, world.rank}, worst;
+    MPI_CHECK(MPI_Allreduce(&mine, &worst, 1, MPI_2INT, MPI_MAXLOC, world.comm));
+    if (worst.excess <= 0) return;
+    int info[2] = {here, (int)cores};
+    char host[MPI_MAX_PROCESSOR_NAME] = "";
+    int len = 0;
+    if (world.rank == worst.rank) MPI_CHECK(MPI_Get_processor_name(host, &len));
+    MPI_CHECK(MPI_Bcast(info, 2, MPI_INT, worst.rank, world.comm));
+    MPI_CHECK(MPI_Bcast(host, sizeof host, MPI_CHAR, worst.rank, world.comm));
+    const char *policy = getenv("OMP_WAIT_POLICY");
+    int passive = policy && !strcasecmp(policy, "passive");
+    gt_warn("%d rank%s x %d thread%s on node %s, which has %d core%s: oversubscribed, every step waits for "
+            "descheduled ranks%s",
+            info[0], info[0] == 1 ? "" : "s", threads, threads == 1 ? "" : "s", host, info[1], info[1] == 1 ? "" : "s",
+            passive || threads == 1 ? "; use fewer ranks or --threads"
+                                    : ", and idle OpenMP threads spin: set OMP_WAIT_POLICY=passive (jobs/train.sbatch "
+                                      "does when it sees this), or use fewer ranks or --threads");
 }
 
 double comm_time(void) { return MPI_Wtime(); }

@@ -26,11 +26,14 @@ _Noreturn void comm_exit(int status);
 
 // Collective: `err` is NULL on ranks that are fine, else that rank's message. When any rank
 // has a message, the lowest such rank prints "PROG: error: <msg>" and every rank exits with
-// `status`. Returns normally when all ranks are fine.
+// the status of that rank (the others may not know it). Returns normally when all are fine.
 void comm_agree(const char *err, int status);
 // Same for checks each rank makes on its own (its file, its node): when only some ranks
 // failed, the message starts with "rank R of N: ".
 void comm_agree_local(const char *err, int status);
+// The agreement at the end of a training step: comm_agree_local, and in the same allreduce
+// the stop signal: returns the largest `sig` over the ranks (0 when none) when all are fine.
+int comm_agree_stop(const char *err, int status, int sig);
 // Collective: 1 when `ok` is non-zero on every rank.
 int comm_all_ok(int ok);
 
@@ -43,6 +46,10 @@ char *comm_bcast_str(char *s);
 // spinning in MPI_Bcast (which would steal the CPU rank 0 needs): every rank calls it,
 // rank 0 with its status once its task is done; all return rank 0's status.
 int comm_wait_status(int status_on_rank0);
+
+// Collective: rank 0 warns (one line) when the ranks on some node times `threads` exceed
+// that node's cores, naming the node: ranks and idle OpenMP threads then wait or spin.
+void comm_warn_oversubscribed(int threads);
 
 double comm_time(void);  // MPI_Wtime
 

@@ -12,7 +12,6 @@
 #include "error.h"
 #include "h5util.h"
 #include "sha256.h"
-#include "shard.h"
 #include "utf8.h"
 #include "vocab_io.h"
 
@@ -164,37 +163,6 @@ void data_prepare(Run *r) {
     else tokenize_text(r);
 }
 
-// This rank's slice of /train or /val (an HDF5 hyperslab), with every id checked against the
-// vocabulary. Like tokens_read, but returns the problem instead of exiting, so the ranks can
-// agree on it: the bad id may sit in one rank's shard only. NULL when fine.
-static const char *read_tokens(hid_t file, const char *split, size_t start, size_t count, uint32_t *out,
-                               const char *path, int vocab_size, char *err, size_t n) {
-    if (count == 0) return NULL;
-    hid_t d = H5Dopen2(file, split, H5P_DEFAULT);
-    hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
-    hsize_t off[1] = {start}, cnt[1] = {count};
-    hid_t ms = H5Screate_simple(1, cnt, NULL);
-    int ok = sp >= 0 && ms >= 0 && H5Sselect_hyperslab(sp, H5S_SELECT_SET, off, NULL, cnt, NULL) >= 0 &&
-             H5Dread(d, H5T_NATIVE_UINT32, ms, sp, H5P_DEFAULT, out) >= 0;
-    if (ms >= 0) H5Sclose(ms);
-    if (sp >= 0) H5Sclose(sp);
-    if (d >= 0) H5Dclose(d);
-    if (!ok) {
-        snprintf(err, n, "--data '%.4000s': /%s[%zu:%zu] cannot be read (truncated or damaged file?)", path, split, start,
-                 start + count);
-        return err;
-    }
-    for (size_t i = 0; i < count; i++)
-        if (out[i] >= (uint32_t)vocab_size) {
-            snprintf(err, n,
-                     "--data '%.4000s': /%s[%zu] = %u is not a valid token id: its /tokenizer has only %d tokens "
-                     "(tokens and vocabulary disagree; encode the text again with this vocabulary)",
-                     path, split, start + i, out[i], vocab_size);
-            return err;
-        }
-    return NULL;
-}
-
 int32_t *data_probe_ids(Run *r, int *T_out) {
     const TrainConfig *c = &r->cfg;
     const Tokenizer *tok = &r->tok;
@@ -206,9 +174,7 @@ int32_t *data_probe_ids(Run *r, int *T_out) {
         size_t n = 0, cap = 0;
         tokenizer_encode(tok, c->attn_prompt, strlen(c->attn_prompt), &u, &n, &cap);
         if (n == 0) {
-            char shown[256];
-            snprintf(r->err, sizeof r->err, "--attn-prompt '%s': the text encodes to no tokens",
-                     utf8_escape(shown, sizeof shown, c->attn_prompt, 0));
+            snprintf(r->err, sizeof r->err, "--attn-prompt '%s': the text encodes to no tokens", c->attn_prompt);
             free(u);
             return NULL;
         }
@@ -247,14 +213,20 @@ void data_open_tokens(Run *r) {
     r->tf = tokens_open(path, &r->info, r->w->rank == 0 ? &r->tok : NULL, "--data");
 }
 
-// This rank's shard of /train and eval windows of /val, after the checks all ranks agree on.
+// Per rank, at most this much of /train and of /val in memory (dataloader.h): enough to hold
+// a corpus of 16M tokens whole; a larger one is read chunk by chunk as its windows come up.
+#define TRAIN_CACHE_BYTES ((size_t)64 << 20)
+#define VAL_CACHE_BYTES ((size_t)4 << 20)
+
+// The data loader over /train and the cache of /val, after the checks all ranks agree on.
+// Each rank reads and checks its part of /train and its eval windows now, so a damaged chunk
+// or an id outside the vocabulary is bad input found before training, wherever it sits.
 void data_load(Run *r) {
     const TrainConfig *c = &r->cfg;
     const int B = c->batch_size, T = c->block_size, rank = r->w->rank, size = r->w->size;
-    comm_agree(shard_check(r->info.n_train, size, B, T, r->tokens_path, r->err, sizeof r->err) ? r->err : NULL,
+    comm_agree(dataloader_check(r->info.n_train, T, B, size, r->tokens_path, r->err, sizeof r->err) ? r->err : NULL,
                GT_EXIT_USAGE);
-    size_t ev_first;
-    eval_windows(r->info.n_val, T, (size_t)c->eval_batches * (size_t)B * (size_t)size, rank, size, &ev_first,
+    eval_windows(r->info.n_val, T, (size_t)c->eval_batches * (size_t)B * (size_t)size, rank, size, &r->ev_first,
                  &r->ev_count, &r->ev_total);
     if (r->ev_total == 0) {
         snprintf(r->err, sizeof r->err,
@@ -263,17 +235,20 @@ void data_load(Run *r) {
                  r->tokens_path, r->info.n_val, T + 1);
         comm_agree(r->err, GT_EXIT_USAGE);
     }
-    Shard sh = shard_of(r->info.n_train, rank, size);
-    r->train_tok = gt_malloc(sh.count * sizeof(uint32_t), "this rank's shard of /train");
-    size_t val_n = r->ev_count ? r->ev_count * (size_t)T + 1 : 0;
-    r->val_tok = gt_malloc((val_n ? val_n : 1) * sizeof(uint32_t), "eval windows of /val");
-    const char *bad = read_tokens(r->tf, "train", sh.start, sh.count, r->train_tok, r->tokens_path,
-                                  r->info.vocab_size, r->err, sizeof r->err);
-    if (!bad)
-        bad = read_tokens(r->tf, "val", ev_first * (size_t)T, val_n, r->val_tok, r->tokens_path, r->info.vocab_size,
-                          r->err, sizeof r->err);
+    const char *bad = NULL;
+    if (dataloader_init(&r->dl, r->tf, r->tokens_path, r->info.vocab_size, T, B, rank, size, (uint64_t)c->seed,
+                        TRAIN_CACHE_BYTES) != 0)
+        bad = r->dl.train.err;
+    else if (token_cache_open(&r->val, r->tf, "val", VAL_CACHE_BYTES, r->info.vocab_size, r->tokens_path) != 0)
+        bad = r->val.err;
+    if (!bad) {
+        size_t n = r->info.n_train, a = n * (size_t)rank / (size_t)size, b = n * (size_t)(rank + 1) / (size_t)size;
+        if (token_cache_check(&r->dl.train, a, b - a) != 0) bad = r->dl.train.err;
+        else if (r->ev_count && token_cache_check(&r->val, r->ev_first * (size_t)T, r->ev_count * (size_t)T + 1) != 0)
+            bad = r->val.err;
+    }
     comm_agree(bad, GT_EXIT_USAGE);
-    dataloader_init(&r->dl, r->train_tok, sh.count, T, (uint64_t)c->seed, rank);
+    r->dl.trace = faults_trace_windows(&r->faults, rank);
     r->inputs = gt_malloc((size_t)B * T * sizeof(int), "inputs");
     r->targets = gt_malloc((size_t)B * T * sizeof(int), "targets");
 }

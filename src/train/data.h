@@ -1,6 +1,7 @@
 // data.h - gpt-train's tokens (docs/training.md, "Data"): a tokens.h5, or a text file that
-// rank 0 tokenizes into RUN/vocab.h5 and RUN/tokens.h5 first; then each rank's shard of
-// /train, its eval windows of /val, and the attention probe's ids.
+// rank 0 tokenizes into RUN/vocab.h5 and RUN/tokens.h5 first; then the data loader over
+// /train (one global order, dataloader.h), each rank's eval windows of /val, and the
+// attention probe's ids.
 #ifndef GT_DATA_H
 #define GT_DATA_H
 
@@ -12,7 +13,7 @@
 void data_prepare(Run *r);
 // Every rank checks and opens the tokens file (one that cannot see it names itself).
 void data_open_tokens(Run *r);
-// This rank's shard of /train and eval windows of /val, and the batch buffers.
+// The data loader over /train, this rank's eval windows of /val, and the batch buffers.
 void data_load(Run *r);
 // A cheap look at an HDF5 input before its real reader, so a file one rank cannot see ends
 // the job with one message (comm_agree) instead of an abort. NULL when fine.

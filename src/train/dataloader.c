@@ -2,33 +2,209 @@
 #include "dataloader.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "error.h"
 #include "rng.h"
 
-static void shuffle(DataLoader *d) {
-    for (size_t i = 0; i < d->n_windows; i++) d->order[i] = (uint32_t)i;
-    Rng r;
-    rng_seed(&r, rng_site_key(d->seed, ((uint64_t)d->rank << 40) ^ (uint64_t)d->epoch ^ 0xDA7A000000000000ULL));
-    for (size_t i = d->n_windows; i > 1; i--) {  // Fisher-Yates
-        size_t j = (size_t)rng_below(&r, i);
-        uint32_t t = d->order[i - 1];
-        d->order[i - 1] = d->order[j];
-        d->order[j] = t;
+// ---- the token cache ----
+
+int token_cache_open(TokenCache *c, hid_t file, const char *split, size_t max_bytes, int vocab_size,
+                     const char *path) {
+    memset(c, 0, sizeof *c);
+    c->vocab_size = vocab_size;
+    c->path = path;
+    c->split = split;
+    c->dset = -1;
+    // HDF5's own chunk cache off: blocks are cached here, once.
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    if (dapl >= 0 && H5Pset_chunk_cache(dapl, 0, 0, 1.0) >= 0) c->dset = H5Dopen2(file, split, dapl);
+    if (dapl >= 0) H5Pclose(dapl);
+    hid_t sp = c->dset >= 0 ? H5Dget_space(c->dset) : -1;
+    hsize_t dims[1] = {0};
+    int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1 && H5Sget_simple_extent_dims(sp, dims, NULL) == 1;
+    if (sp >= 0) H5Sclose(sp);
+    if (!ok) {
+        snprintf(c->err, sizeof c->err, "--data '%.900s': /%s cannot be opened (damaged file?)", path, split);
+        c->status = GT_EXIT_USAGE;
+        return -1;
     }
+    c->n = (size_t)dims[0];
+    // One block is one chunk of the dataset, so a miss decodes and checks exactly one chunk.
+    c->block = (size_t)1 << 16;
+    hid_t dcpl = H5Dget_create_plist(c->dset);
+    hsize_t chunk[1];
+    if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 1, chunk) == 1 && chunk[0] > 0)
+        c->block = (size_t)chunk[0];
+    if (dcpl >= 0) H5Pclose(dcpl);
+    // Kept in the file's width: tokens.h5 stores 16-bit ids when the vocabulary fits, so
+    // the cache holds twice as many and HDF5 converts nothing.
+    hid_t t = H5Dget_type(c->dset);
+    c->width = t >= 0 && H5Tget_size(t) <= 2 ? 2 : 4;
+    if (t >= 0) H5Tclose(t);
+    size_t blocks = c->n / c->block + 1;
+    c->nslots = max_bytes / (c->block * c->width);
+    if (c->nslots < 2) c->nslots = 2;
+    if (c->nslots > blocks) c->nslots = blocks;
+    c->slot_block = gt_malloc(c->nslots * sizeof(int64_t), "token cache");
+    c->slot = gt_calloc(c->nslots, sizeof(void *), "token cache");
+    for (size_t i = 0; i < c->nslots; i++) c->slot_block[i] = -1;
+    return 0;
 }
 
-void dataloader_init(DataLoader *d, const uint32_t *tokens, size_t n_tokens, int T, uint64_t seed, int rank) {
-    d->tokens = tokens;
-    d->n_tokens = n_tokens;
-    d->T = T;
-    d->n_windows = n_tokens > 0 ? (n_tokens - 1) / (size_t)T : 0;
-    if (d->n_windows == 0) gt_fail(GT_EXIT_RUNTIME, "data loader: shard of %zu tokens has no window of %d", n_tokens, T + 1);
-    if (d->n_windows > UINT32_MAX) gt_fail(GT_EXIT_USAGE, "shard of %zu windows is too large for one rank; use more ranks", d->n_windows);
-    d->seed = seed;
-    d->rank = rank;
-    d->order = gt_malloc(d->n_windows * sizeof(uint32_t), "data loader order");
+// Keeps the first failure: a damaged chunk or a bad id is bad input (exit 1).
+static int cache_fail(TokenCache *c, const char *what) {
+    if (!c->status) {
+        c->status = GT_EXIT_USAGE;
+        snprintf(c->err, sizeof c->err, "--data '%.700s': %s", c->path, what);
+    }
+    return -1;
+}
+
+// The slot holding block b, read from the file on a miss; NULL after a failure.
+static const void *cache_block(TokenCache *c, size_t b) {
+    size_t s = b % c->nslots;
+    if (c->slot_block[s] == (int64_t)b) return c->slot[s];
+    if (!c->slot[s]) c->slot[s] = gt_malloc(c->block * c->width, "token cache block");
+    c->slot_block[s] = -1;
+    size_t start = b * c->block, count = c->n - start < c->block ? c->n - start : c->block;
+    hsize_t off[1] = {start}, cnt[1] = {count};
+    hid_t fs = H5Dget_space(c->dset), ms = H5Screate_simple(1, cnt, NULL);
+    int ok = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL) >= 0 &&
+             H5Dread(c->dset, c->width == 2 ? H5T_NATIVE_UINT16 : H5T_NATIVE_UINT32, ms, fs, H5P_DEFAULT, c->slot[s]) >= 0;
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    c->loads++;
+    char what[300];
+    if (!ok) {
+        snprintf(what, sizeof what, "/%s[%zu:%zu] cannot be read (truncated or damaged file?)", c->split, start,
+                 start + count);
+        cache_fail(c, what);
+        return NULL;
+    }
+    const uint16_t *t16 = c->slot[s];
+    const uint32_t *t32 = c->slot[s];
+    for (size_t i = 0; i < count; i++) {
+        uint32_t id = c->width == 2 ? t16[i] : t32[i];
+        if (id >= (uint32_t)c->vocab_size) {
+            snprintf(what, sizeof what,
+                     "/%s[%zu] = %u is not a valid token id: its /tokenizer has only %d tokens (tokens and vocabulary "
+                     "disagree; encode the text again with this vocabulary)",
+                     c->split, start + i, id, c->vocab_size);
+            cache_fail(c, what);
+            return NULL;
+        }
+    }
+    c->slot_block[s] = (int64_t)b;
+    return c->slot[s];
+}
+
+int token_cache_read(TokenCache *c, size_t start, size_t count, uint32_t *out) {
+    if (start > c->n || count > c->n - start) {
+        memset(out, 0, count * sizeof *out);
+        char what[200];
+        snprintf(what, sizeof what, "/%s[%zu:%zu] is beyond its %zu tokens", c->split, start, start + count, c->n);
+        return cache_fail(c, what);
+    }
+    size_t done = 0;
+    while (done < count) {
+        size_t p = start + done, b = p / c->block, in = p - b * c->block;
+        size_t take = c->block - in < count - done ? c->block - in : count - done;
+        const void *t = cache_block(c, b);
+        if (!t) {
+            memset(out, 0, count * sizeof *out);
+            return -1;
+        }
+        if (c->width == 2)
+            for (size_t i = 0; i < take; i++) out[done + i] = ((const uint16_t *)t)[in + i];
+        else
+            memcpy(out + done, (const uint32_t *)t + in, take * sizeof *out);
+        done += take;
+    }
+    return 0;
+}
+
+int token_cache_check(TokenCache *c, size_t start, size_t count) {
+    if (count == 0) return 0;
+    for (size_t b = start / c->block; b <= (start + count - 1) / c->block; b++)
+        if (!cache_block(c, b)) return -1;
+    return 0;
+}
+
+void token_cache_close(TokenCache *c) {
+    for (size_t i = 0; c->slot && i < c->nslots; i++) free(c->slot[i]);
+    free(c->slot);
+    free(c->slot_block);
+    if (c->dset >= 0) H5Dclose(c->dset);
+    memset(c, 0, sizeof *c);
+    c->dset = -1;
+}
+
+// ---- the global order ----
+
+#define PERM_ROUNDS 6
+
+static uint64_t epoch_key(uint64_t seed, int64_t epoch) {
+    return rng_site_key(seed ^ 0xDA7A0DE5DA7A0DE5ULL, (uint64_t)epoch);
+}
+
+// One pass of a balanced Feistel network over 2*half bits: a bijection of [0, 4^half).
+static uint64_t feistel(uint64_t key, int half, uint64_t x) {
+    uint64_t mask = (1ULL << half) - 1, l = x >> half, r = x & mask;
+    for (uint64_t i = 0; i < PERM_ROUNDS; i++) {
+        uint64_t t = l ^ (rng_at(key + i, r) & mask);
+        l = r;
+        r = t;
+    }
+    return (l << half) | r;
+}
+
+// Cycle walking: applying the bijection until the value falls inside [0, W) is a bijection
+// of [0, W); with 4^half < 4W it takes fewer than 4 passes on average.
+static size_t permute(uint64_t key, int half, size_t W, size_t p) {
+    uint64_t x = p;
+    do x = feistel(key, half, x);
+    while (x >= W);
+    return (size_t)x;
+}
+
+static int half_bits(size_t W) {
+    int h = 1;
+    while (h < 32 && (W - 1) >> (2 * h)) h++;
+    return h;
+}
+
+size_t dataloader_window(const DataLoader *d, int64_t epoch, size_t pos) {
+    return permute(epoch_key(d->seed, epoch), d->half, d->n_windows, pos);
+}
+
+int dataloader_check(size_t n_train, int T, int B, int size, const char *path, char *err, size_t n) {
+    size_t W = n_train > 0 ? (n_train - 1) / (size_t)T : 0, need = (size_t)B * (size_t)size;
+    if (W >= need) return 0;
+    size_t max_ranks = W / (size_t)B;
+    char fix[200];
+    if (max_ranks >= 1)
+        snprintf(fix, sizeof fix, "use at most %zu rank%s, a smaller --batch-size or --block-size, or more text", max_ranks,
+                 max_ranks == 1 ? "" : "s");
+    else
+        snprintf(fix, sizeof fix, "use a smaller --batch-size or --block-size, or more text");
+    snprintf(err, n,
+             "'%.4000s': /train has %zu tokens, %zu training window%s of --block-size %d + 1; one micro-batch over %d "
+             "rank%s of --batch-size %d needs %zu windows; %s",
+             path, n_train, W, W == 1 ? "" : "s", T, size, size == 1 ? "" : "s", B, need, fix);
+    return -1;
+}
+
+int dataloader_init(DataLoader *d, hid_t file, const char *path, int vocab_size, int T, int B, int rank, int size,
+                    uint64_t seed, size_t cache_bytes) {
+    memset(d, 0, sizeof *d);
+    d->T = T, d->B = B, d->rank = rank, d->size = size, d->seed = seed;
+    if (token_cache_open(&d->train, file, "train", cache_bytes, vocab_size, path) != 0) return -1;
+    d->n_windows = d->train.n > 0 ? (d->train.n - 1) / (size_t)T : 0;
+    d->half = half_bits(d->n_windows ? d->n_windows : 1);
+    d->win = gt_malloc(((size_t)T + 1) * sizeof(uint32_t), "data window");
     dataloader_seek(d, 0, 0);
+    return 0;
 }
 
 void dataloader_seek(DataLoader *d, int64_t epoch, int64_t pos) {
@@ -39,24 +215,44 @@ void dataloader_seek(DataLoader *d, int64_t epoch, int64_t pos) {
     }
     d->epoch = epoch;
     d->pos = pos;
-    shuffle(d);
+    d->key = epoch_key(d->seed, epoch);
 }
 
-void dataloader_next(DataLoader *d, int *inputs, int *targets, int B) {
-    int T = d->T;
+int dataloader_next(DataLoader *d, int *inputs, int *targets) {
+    const int T = d->T, B = d->B;
+    const size_t W = d->n_windows;
+    int rc = 0;
     for (int b = 0; b < B; b++) {
-        if ((size_t)d->pos >= d->n_windows) dataloader_seek(d, d->epoch + 1, 0);
-        const uint32_t *w = d->tokens + (size_t)d->order[d->pos++] * (size_t)T;
-        for (int t = 0; t < T; t++) {
-            inputs[b * T + t] = (int)w[t];
-            targets[b * T + t] = (int)w[t + 1];
+        // Position of this rank's b-th window in the global micro-batch; past the end of the
+        // epoch it is the start of the next one (dataloader_check: B x size <= W).
+        size_t q = (size_t)d->pos + (size_t)d->rank * (size_t)B + (size_t)b;
+        int64_t e = d->epoch;
+        uint64_t key = d->key;
+        if (q >= W) {
+            q -= W;
+            e++;
+            key = epoch_key(d->seed, e);
         }
+        size_t w = permute(key, d->half, W, q);
+        if (token_cache_read(&d->train, w * (size_t)T, (size_t)T + 1, d->win) != 0) rc = -1;
+        for (int t = 0; t < T; t++) {
+            inputs[b * T + t] = (int)d->win[t];
+            targets[b * T + t] = (int)d->win[t + 1];
+        }
+        if (d->trace) fprintf(d->trace, "%lld %zu %zu\n", (long long)e, q, w);
     }
+    size_t next = (size_t)d->pos + (size_t)B * (size_t)d->size;
+    if (next >= W) dataloader_seek(d, d->epoch + 1, (int64_t)(next - W));
+    else d->pos = (int64_t)next;
+    return rc;
 }
 
 void dataloader_free(DataLoader *d) {
-    free(d->order);
-    d->order = NULL;
+    token_cache_close(&d->train);
+    free(d->win);
+    if (d->trace) fclose(d->trace);
+    d->win = NULL;
+    d->trace = NULL;
 }
 
 void eval_windows(size_t n_val, int T, size_t limit, int rank, int size, size_t *first, size_t *count,

@@ -22,6 +22,15 @@ void faults_init(Faults *f) {
     f->desync_step = env_ll("GT_FAULT_DESYNC_STEP");
     f->signal_step = env_ll("GT_FAULT_SIGNAL_STEP");
     f->open_rank = (int)env_ll("GT_FAULT_OPEN_RANK");
+    const char *t = getenv("GT_TRACE_WINDOWS");
+    f->trace = t && *t ? t : NULL;
+}
+
+FILE *faults_trace_windows(const Faults *f, int rank) {
+    if (!f->trace) return NULL;
+    char path[4200];
+    snprintf(path, sizeof path, "%.4000s.rank%d", f->trace, rank);
+    return gt_fopen(path, "a", "GT_TRACE_WINDOWS file");
 }
 
 const char *faults_data_path(const Faults *f, const char *path, int rank, char *buf, size_t n) {

@@ -8,22 +8,28 @@
 //   GT_FAULT_SIGNAL_STEP=k   SIGUSR1 to the last rank after step k (a stop signal seen by one rank)
 //   GT_FAULT_OPEN_RANK=r     rank r looks for its data file under a name that does not exist, as
 //                            when a node does not see the shared filesystem
+//   GT_TRACE_WINDOWS=PREFIX  rank r appends "epoch position window" for every training window it
+//                            takes to PREFIX.rank<r> (the data order tests)
 #ifndef GT_FAULTS_H
 #define GT_FAULTS_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "gpt2.h"
 
 typedef struct {
     long long nan_step, explode_step, desync_step, signal_step;
     int nan_layer, open_rank;
+    const char *trace;
     float *saved;  // ln_f's weight while an explode step runs
 } Faults;
 
 void faults_init(Faults *f);
 // The data file rank `rank` opens: `path`, or under GT_FAULT_OPEN_RANK a name that is not there.
 const char *faults_data_path(const Faults *f, const char *path, int rank, char *buf, size_t n);
+// GT_TRACE_WINDOWS: this rank's trace file, opened for appending; NULL when off.
+FILE *faults_trace_windows(const Faults *f, int rank);
 // Before step k's first forward.
 void faults_step_begin(Faults *f, GPT2 *m, long long k);
 // 1 when step k's gradient must not be reduced during backward (the NaN step: the poison is

@@ -38,23 +38,26 @@ static void check_sync(const Run *r, const GPT2 *m, long long step) {
 }
 
 // Mean cross-entropy over this rank's eval windows, reduced over all ranks
-// (docs/training.md, evaluation).
-static double evaluate(const Run *r, GPT2 *m, const uint32_t *val, size_t nwin, int *inputs, int *targets) {
+// (docs/training.md, evaluation). A window that cannot be read counts as zero tokens here;
+// the failure is agreed on at the end of the step.
+static double evaluate(Run *r) {
     int B = r->cfg.batch_size, T = r->cfg.block_size;
+    uint32_t *win = gt_malloc(((size_t)T + 1) * sizeof *win, "eval window");
     double acc[2] = {0, 0};  // sum of per-window mean losses, windows
-    for (size_t w0 = 0; w0 < nwin; w0 += (size_t)B) {
-        int nb = (int)(nwin - w0 < (size_t)B ? nwin - w0 : (size_t)B);
+    for (size_t w0 = 0; w0 < r->ev_count; w0 += (size_t)B) {
+        int nb = (int)(r->ev_count - w0 < (size_t)B ? r->ev_count - w0 : (size_t)B);
         for (int b = 0; b < nb; b++) {
-            const uint32_t *s = val + (w0 + (size_t)b) * (size_t)T;
+            token_cache_read(&r->val, (r->ev_first + w0 + (size_t)b) * (size_t)T, (size_t)T + 1, win);
             for (int t = 0; t < T; t++) {
-                inputs[b * T + t] = (int)s[t];
-                targets[b * T + t] = (int)s[t + 1];
+                r->inputs[b * T + t] = (int)win[t];
+                r->targets[b * T + t] = (int)win[t + 1];
             }
         }
-        float loss = gpt2_forward(m, inputs, targets, nb, T, 0, 0);
+        float loss = gpt2_forward(&r->m, r->inputs, r->targets, nb, T, 0, 0);
         acc[0] += (double)loss * nb;
         acc[1] += nb;
     }
+    free(win);
     double tot[2];
     MPI_CHECK(MPI_Allreduce(acc, tot, 2, MPI_DOUBLE, MPI_SUM, r->w->comm));
     return tot[0] / tot[1];
@@ -123,7 +126,7 @@ static double train_step(Run *r, long long k, float *norm) {
     gpt2_zero_grad(m);
     double loss = 0;
     for (int micro = 0; micro < A; micro++) {
-        dataloader_next(&r->dl, r->inputs, r->targets, B);
+        dataloader_next(&r->dl, r->inputs, r->targets);  // a failure is agreed on at the end of the step
         float l = gpt2_forward(m, r->inputs, r->targets, B, T, 1, dropout_key((uint64_t)c->seed, k, rank, micro));
         loss += (double)l / A;
         // Only the last micro-batch's backward finishes the gradients: reduce once; the
@@ -215,7 +218,7 @@ void loop_train(Run *r) {
         if (r->aw && k % c->attn_every == 0) attn_probe_record(r->aw, &r->m, k, (float)loss);
         double val = NAN;
         if ((c->eval_every > 0 && k % c->eval_every == 0) || k == c->steps) {
-            val = evaluate(r, &r->m, r->val_tok, r->ev_count, r->inputs, r->targets);
+            val = evaluate(r);
             if (val < st->best_val_loss) st->best_val_loss = val;
         }
         if (k % c->log_every == 0 || k == c->steps || !isnan(val)) {
@@ -228,8 +231,10 @@ void loop_train(Run *r) {
             log_progress(&r->lg, k, loss, ms_sum / ms_n);
         }
 
-        int sig = signals_pending();
-        if (size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, r->w->comm));
+        // The end of every step is an agreement point: a stop signal seen by any rank, or a
+        // data read that failed on one, is acted on by all.
+        const TokenCache *bad = r->dl.train.status ? &r->dl.train : r->val.status ? &r->val : NULL;
+        int sig = comm_agree_stop(bad ? bad->err : NULL, bad ? bad->status : 0, signals_pending());
         if ((c->ckpt_every > 0 && k % c->ckpt_every == 0) || k == c->steps || sig) resume_save_checkpoint(r);
         if (sig) {
             log_line(&r->lg, "stopped by %s after step %lld; checkpoint %s. Resume with:\n  mpirun -np %d%s --resume",

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
-#include "config_io.h"
 #include "data.h"
 #include "error.h"
 #include "h5util.h"
@@ -102,18 +101,17 @@ void resume_settings(Run *r) {
 
 static void bcast_floats(float *p, size_t n) { comm_bcast(p, n * sizeof(float)); }
 
-// The scalars of a checkpoint's /state that every rank needs, broadcast from rank 0 as one
-// struct (the cursor arrays follow, sized by the checkpoint's world size).
+// A checkpoint's /state, which every rank needs: broadcast from rank 0 as one struct.
 typedef struct {
     long long step, tokens_seen, skipped_steps, adam_t, recent_n, bad_in_row;
     double best_val_loss, recent_loss;
-    int64_t world_size;
+    int64_t world_size, data_epoch, data_pos, data_windows, data_per_rank;
 } StateScalars;
 
 static void bcast_state_scalars(TrainState *st) {
-    StateScalars s = {st->step,          st->tokens_seen,    st->skipped_steps,
-                      st->adam_t,        st->recent_n,       st->bad_in_row,
-                      st->best_val_loss, st->recent_loss,    st->world_size};
+    StateScalars s = {st->step,          st->tokens_seen, st->skipped_steps, st->adam_t,       st->recent_n,
+                      st->bad_in_row,    st->best_val_loss, st->recent_loss, st->world_size,  st->data_epoch,
+                      st->data_pos,      st->data_windows, st->data_per_rank};
     comm_bcast(&s, sizeof s);
     st->step = s.step;
     st->tokens_seen = s.tokens_seen;
@@ -124,10 +122,14 @@ static void bcast_state_scalars(TrainState *st) {
     st->best_val_loss = s.best_val_loss;
     st->recent_loss = s.recent_loss;
     st->world_size = (int)s.world_size;
+    st->data_epoch = s.data_epoch;
+    st->data_pos = s.data_pos;
+    st->data_windows = s.data_windows;
+    st->data_per_rank = (int)s.data_per_rank;
 }
 
 // Model and optimizer: fresh (rank 0's initial weights broadcast) or from the checkpoint,
-// which rank 0 reads and broadcasts; then each rank's data cursor.
+// which rank 0 reads and broadcasts; then the global data cursor.
 void resume_build_state(Run *r) {
     const TrainConfig *c = &r->cfg;
     const int rank = r->w->rank, size = r->w->size;
@@ -141,7 +143,6 @@ void resume_build_state(Run *r) {
     st->best_val_loss = INFINITY;
     r->old_world = size;
     r->last_ckpt_step = -1;
-    r->cursors = gt_calloc((size_t)size * 3, sizeof(int64_t), "data cursors");
     if (!c->resume) {
         if (rank == 0) gpt2_init_weights(&r->m, (uint64_t)c->seed);
         bcast_floats(r->m.params, r->m.num_params);
@@ -158,53 +159,32 @@ void resume_build_state(Run *r) {
     bcast_state_scalars(st);
     r->old_world = st->world_size;
     r->opt.t = st->adam_t;
-    size_t nw = (size_t)r->old_world;
-    if (rank != 0) {
-        st->cursor_epoch = gt_calloc(nw, sizeof(int64_t), "cursors");
-        st->cursor_pos = gt_calloc(nw, sizeof(int64_t), "cursors");
-        st->cursor_windows = gt_calloc(nw, sizeof(int64_t), "cursors");
-    }
-    comm_bcast(st->cursor_epoch, nw * sizeof(int64_t));
-    comm_bcast(st->cursor_pos, nw * sizeof(int64_t));
-    comm_bcast(st->cursor_windows, nw * sizeof(int64_t));
     bcast_floats(r->m.params, r->m.num_params);
     bcast_floats(r->opt.m, r->m.num_params);
     bcast_floats(r->opt.v, r->m.num_params);
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", r->ckpt_path);
     r->last_ckpt_step = st->step;
-    if (r->old_world == size) {
-        dataloader_seek(&r->dl, st->cursor_epoch[rank], st->cursor_pos[rank]);
-    } else {
-        // Another rank count: shards differ, so each rank continues at the mean fraction of
-        // the epoch the old ranks had reached (the data order differs from here on).
-        double frac = 0;
-        for (size_t i = 0; i < nw; i++)
-            frac += st->cursor_windows[i] > 0 ? (double)st->cursor_pos[i] / (double)st->cursor_windows[i] : 0;
-        frac /= (double)nw;
-        dataloader_seek(&r->dl, st->cursor_epoch[0], (int64_t)(frac * (double)r->dl.n_windows));
-    }
+    // The cursor is global, so any rank count continues exactly; only a /train of another
+    // length (or an older checkpoint's per-rank cursors) maps it to the same fraction.
+    int64_t pos = st->data_pos;
+    if ((size_t)st->data_windows != r->dl.n_windows)
+        pos = (int64_t)((__int128)st->data_pos * (__int128)r->dl.n_windows / st->data_windows);
+    dataloader_seek(&r->dl, st->data_epoch, pos);
 }
 
-// Rank 0 gathers every rank's data cursor and writes the checkpoint (collective).
+// Rank 0 writes the checkpoint.
 void resume_save_checkpoint(Run *r) {
-    int size = r->w->size;
-    int64_t mine[3] = {r->dl.epoch, r->dl.pos, (int64_t)r->dl.n_windows};
-    MPI_CHECK(MPI_Gather(mine, 3, MPI_INT64_T, r->cursors, 3, MPI_INT64_T, 0, r->w->comm));
     r->last_ckpt_step = r->st.step;
-    if (r->w->rank != 0) return;
-    TrainState s = r->st;
-    s.world_size = size;
-    s.adam_t = r->opt.t;
-    s.cursor_epoch = gt_malloc((size_t)size * sizeof(int64_t), "cursors");
-    s.cursor_pos = gt_malloc((size_t)size * sizeof(int64_t), "cursors");
-    s.cursor_windows = gt_malloc((size_t)size * sizeof(int64_t), "cursors");
-    for (int i = 0; i < size; i++) {
-        s.cursor_epoch[i] = r->cursors[3 * i];
-        s.cursor_pos[i] = r->cursors[3 * i + 1];
-        s.cursor_windows[i] = r->cursors[3 * i + 2];
+    if (r->w->rank == 0) {
+        TrainState s = r->st;
+        s.world_size = r->w->size;
+        s.adam_t = r->opt.t;
+        s.data_epoch = r->dl.epoch;
+        s.data_pos = r->dl.pos;
+        s.data_windows = (int64_t)r->dl.n_windows;
+        s.data_per_rank = 0;
+        double t0 = comm_time();
+        train_state_save(r->cfg.out, &r->cfg, &r->m, &r->opt, &s, r->tf, r->cfg.keep_ckpts, r->last_ckpt);
+        log_line(&r->lg, "checkpoint %s (%.2f s)", r->last_ckpt, comm_time() - t0);
     }
-    double t0 = comm_time();
-    train_state_save(r->cfg.out, &r->cfg, &r->m, &r->opt, &s, r->tf, r->cfg.keep_ckpts, r->last_ckpt);
-    log_line(&r->lg, "checkpoint %s (%.2f s)", r->last_ckpt, comm_time() - t0);
-    train_state_free(&s);
 }

@@ -1,5 +1,5 @@
 // run.h - everything one gpt-train run holds, shared by the trainer's stages:
-//   data.c    the tokens: text tokenized into RUN/, shards, eval windows, the probe
+//   data.c    the tokens: text tokenized into RUN/, the data loader, eval windows, the probe
 //   resume.c  the run directory, --resume, fresh or restored state, checkpoints
 //   loop.c    the training loop: steps, bad steps, eval, check-sync, the agreed stop
 //   faults.c  the fault suite's hooks
@@ -35,10 +35,9 @@ typedef struct {
     hid_t tf;                 // tokens.h5, open for the whole run (its /tokenizer goes into checkpoints)
     TokensInfo info;
     Tokenizer tok;            // rank 0 only (the attention probe)
-    uint32_t *train_tok;      // this rank's shard of /train
-    uint32_t *val_tok;        // this rank's eval windows of /val
-    size_t ev_count, ev_total;
-    DataLoader dl;
+    DataLoader dl;            // /train in one global order
+    TokenCache val;           // /val, of which this rank evaluates windows [ev_first, ev_first + ev_count)
+    size_t ev_first, ev_count, ev_total;
     int *inputs, *targets;    // (B, T)
     // model and state
     GPTConfig mc;
@@ -52,7 +51,6 @@ typedef struct {
     int64_t old_world;        // ranks of the checkpoint resumed from
     char last_ckpt[PATHLEN];
     long long last_ckpt_step;
-    int64_t *cursors;         // (size, 3) gathered on rank 0 for checkpoints
     // rank 0's writers
     Logger lg;
     AttnWriter *aw;

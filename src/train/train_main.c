@@ -1,8 +1,9 @@
 // train_main.c - gpt-train: data-parallel GPT-2 training under mpirun (docs/training.md).
 //
-// Every rank holds the whole model and reads only its shard of /train. Per step: forward
-// and backward on each micro-batch, gradients averaged over the ranks in buckets that
-// travel while backward still runs, clip, AdamW; so all ranks keep identical weights.
+// Every rank holds the whole model; each micro-batch takes the next windows of one global
+// data order, each rank its share of them (dataloader.h). Per step: forward and backward on
+// each micro-batch, gradients averaged over the ranks in buckets that travel while backward
+// still runs, clip, AdamW; so all ranks keep identical weights.
 // Rank 0 alone writes files (log, metrics, checkpoints, attention.h5). Bad input is agreed
 // on collectively (comm_agree) so every rank exits 1 together with one message.
 //
@@ -23,7 +24,6 @@
 #include "signals.h"
 
 // Rank 0's log (with the effective configuration), metrics, attention.h5; the reducer.
-// Rank 0's log (with the effective configuration), metrics, attention.h5; the reducer.
 static void open_writers(Run *r, int argc, char **argv) {
     const TrainConfig *c = &r->cfg;
     const int rank = r->w->rank, size = r->w->size;
@@ -39,17 +39,29 @@ static void open_writers(Run *r, int argc, char **argv) {
             config_print(c, lg->log);
         }
     }
-    log_line(lg, "data: %s: %zu train tokens (%zu%s per rank), %zu val tokens (%zu eval windows), vocab %d",
-             r->tokens_path, r->info.n_train, r->info.n_train / (size_t)size,
-             r->info.n_train % (size_t)size ? " or 1 more" : "", r->info.n_val, r->ev_total, r->info.vocab_size);
+    log_line(lg, "data: %s: %zu train tokens (%zu windows, epoch %lld at window %lld), %zu val tokens (%zu eval "
+                 "windows), vocab %d",
+             r->tokens_path, r->info.n_train, r->dl.n_windows, (long long)r->dl.epoch, (long long)r->dl.pos,
+             r->info.n_val, r->ev_total, r->info.vocab_size);
     log_line(lg, "model: %zu parameters (%.2f MB), %d layers, %d heads, %d embd, block %d; %lld tokens per step",
              r->m.num_params, r->m.num_params * 4.0 / 1e6, c->n_layer, c->n_head, c->n_embd, c->block_size,
              (long long)c->batch_size * c->block_size * c->grad_accum * size);
     if (c->resume) {
         log_line(lg, "resuming from %s at step %lld of %lld", r->ckpt_path, r->st.step, c->steps);
-        if (r->old_world != size)
-            log_line(lg, "note: the checkpoint was written by %lld ranks, this run has %d: each rank continues at "
-                         "the same fraction of its epoch, but the data order differs from here on",
+        const TrainState *st = &r->st;
+        if (st->data_per_rank)
+            log_line(lg, "note: the checkpoint holds the per-rank data cursors of an older gpt-train: epoch %lld "
+                         "continues at the same fraction (%.1f%%) of the global order, so which of its remaining "
+                         "windows were seen is not known",
+                     (long long)st->data_epoch, 100.0 * (double)st->data_pos / (double)st->data_windows);
+        else if ((size_t)st->data_windows != r->dl.n_windows)
+            log_line(lg, "note: the checkpoint's run had %lld training windows, --data has %zu: epoch %lld continues "
+                         "at the same fraction (%.1f%%)",
+                     (long long)st->data_windows, r->dl.n_windows, (long long)st->data_epoch,
+                     100.0 * (double)st->data_pos / (double)st->data_windows);
+        else if (r->old_world != size)
+            log_line(lg, "note: the checkpoint was written by %lld ranks, this run has %d: the data order is global, "
+                         "so training continues with the windows the old run would have taken next",
                      (long long)r->old_world, size);
     }
     if (c->attn_every > 0) {
@@ -83,14 +95,11 @@ static void run_free(Run *r) {
     log_close(&r->lg);
     reducer_free(&r->red);
     dataloader_free(&r->dl);
+    token_cache_close(&r->val);
     adamw_free(&r->opt);
     gpt2_free(&r->m);
     free(r->inputs);
     free(r->targets);
-    free(r->train_tok);
-    free(r->val_tok);
-    free(r->cursors);
-    train_state_free(&r->st);
     H5Fclose(r->tf);
     tokens_info_free(&r->info);
     if (r->w->rank == 0) tokenizer_free(&r->tok);
@@ -114,6 +123,7 @@ int main(int argc, char **argv) {
     comm_agree(prc < 0 ? r->err : NULL, GT_EXIT_USAGE);
     openblas_set_num_threads(c->threads);
     omp_set_num_threads(c->threads);
+    comm_warn_oversubscribed(c->threads);
     signals_install();
     faults_init(&r->faults);
 

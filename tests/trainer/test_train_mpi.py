@@ -134,8 +134,8 @@ def test_ranks(d):
         with h5py.File(ck) as f:
             check(f.attrs["format"] == "gpt-train/checkpoint" and f.attrs["step"] == 12 and f.attrs["world_size"] == np_,
                   f"np {np_}: checkpoint root attrs (step 12, world_size {np_})")
-            check(f["state/cursor_pos"].shape == (np_,) and f["state"].attrs["adam_t"] == 12,
-                  f"np {np_}: /state holds {np_} data cursors and the AdamW step")
+            check(f["state"].attrs["data_pos"] == 12 * 8 * np_ % f["state"].attrs["data_windows"]
+                  and f["state"].attrs["adam_t"] == 12, f"np {np_}: /state holds the global data cursor and the AdamW step")
             check("tokenizer" in f and f["config"].attrs["n_layer"] == 2 and f["config"].attrs["batch_size"] == 8,
                   f"np {np_}: /tokenizer copy and /config attrs")
             check(f["model/lm_head.weight"].id == f["model/transformer.wte.weight"].id, f"np {np_}: lm_head is a hard link")
@@ -171,12 +171,12 @@ def test_resume(d):
     ma, mb = metrics(a), metrics(b)
     check([[r[c] for c in cols] for r in ma] == [[r[c] for c in cols] for r in mb],
           "metrics.csv of the resumed run equals the uninterrupted one")
-    # Another rank count: allowed, documented as a different data order from then on.
+    # Another rank count: the data order is global, so the run continues with the same windows.
     for np_ in (4, 1):
         run = os.path.join(d, f"resume_np{np_}")
         shutil.copytree(partial, run)
         rc, out, err, _ = mpirun(np_, "--data", tok, "--out", run, "--resume")
-        check(rc == 0 and "data order differs" in out, f"resume a 2-rank checkpoint on {np_} rank(s)", err[-1500:])
+        check(rc == 0 and "the data order is global" in out, f"resume a 2-rank checkpoint on {np_} rank(s)", err[-1500:])
         with h5py.File(os.path.join(run, "ckpt-00000020.h5")) as f:
             check(f.attrs["world_size"] == np_ and f.attrs["step"] == 20 and np.isfinite(f["state"].attrs["best_val_loss"]),
                   f"  ... ends at step 20 with world_size {np_}")
@@ -278,7 +278,7 @@ def test_badinput(d):
         ("one rank cannot open its file", 4, ["--data", tok, "--out", run("j")], {"GT_FAULT_OPEN_RANK": "2"},
          r"rank 2 of 4: --data .*No such file"),
         ("shard too small", 8, ["--data", tiny_tok, "--out", run("k"), "--batch-size", "32"], {},
-         r"over 8 ranks .* needs 513 tokens per rank; use at most \d+ rank"),
+         r"one micro-batch over 8 ranks of --batch-size 32 needs 256 windows; use at most \d+ rank"),
         ("existing run without --resume", 2, ["--data", tok, "--out", good, "--steps", 4], {}, r"already holds a run"),
         ("--attn-prompt longer than the block", 2, ["--data", tok, "--out", run("l"), "--attn-every", "1",
                                                     "--block-size", "4", "--attn-prompt", "a much longer prompt than four tokens"], {},
