@@ -14,6 +14,7 @@
 
 #include "checkpoint.h"
 #include "error.h"
+#include "config_io.h"
 #include "h5util.h"
 
 #ifndef GT_VERSION
@@ -141,7 +142,7 @@ int train_state_save_e(const char *run, const TrainConfig *cfg, const GPT2 *m, c
     h5_attr_write_str_e(f, "created", now, e);
     h5_attr_write_str_e(f, "software_version", "gpt-train " GT_VERSION, e);
     hid_t g = h5_group_create_e(f, "config", e);
-    if (!gt_failed(e)) config_write_attrs(g, cfg);
+    config_write_attrs_e(g, cfg, e);
     h5_close(g, e);
     ckpt_write_model_config_e(f, &m->config, e);  // after ours: the model's true vocab_size wins
     ckpt_write_tensors_e(f, "model", m, m->params, e);

@@ -25,3 +25,6 @@ set_tests_properties(sample_cli attn_train PROPERTIES ENVIRONMENT "${GT_TEST_ENV
 add_executable(bench_attn_cost ${CMAKE_SOURCE_DIR}/bench/bench_attn_cost.c)
 target_link_libraries(bench_attn_cost PRIVATE gt_sample)
 set_target_properties(bench_attn_cost PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+# gpt_viz.py --html/--serve without a browser: quantization, page data, 25 MB budget, bad input, server
+add_test(NAME viz_explorer COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/attention/test_viz_explorer.py)
+set_tests_properties(viz_explorer PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS attention)

@@ -23,3 +23,10 @@ set_tests_properties(engine_badinput PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIM
 add_executable(bench_engine ${CMAKE_SOURCE_DIR}/bench/bench_engine.c)
 target_link_libraries(bench_engine gt_model)
 set_target_properties(bench_engine PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+# bf16 (--precision bf16): rounding, and the oneDNN matmul against exact products (skips,
+# saying why, on a CPU without bf16 instructions)
+add_executable(test_gemm_bf16 ${CMAKE_CURRENT_SOURCE_DIR}/engine/test_gemm_bf16.c)
+target_link_libraries(test_gemm_bf16 gt_model)
+add_test(NAME engine_gemm_bf16 COMMAND test_gemm_bf16)
+set_tests_properties(engine_gemm_bf16 PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS engine
+                     SKIP_RETURN_CODE 77)

@@ -15,6 +15,10 @@ endmacro()
 # Every flag of gpt-bpe, gpt-train, gpt-sample: missing value, wrong type, out of range,
 # unknown name -> exit 1, message names the flag; gpt-train under mpirun -np 2 never hangs.
 gt_fault_test(faults_cli_table /usr/bin/python3 ${GT_FAULTS_DIR}/test_cli_table.py)
+# --config files (BOM, duplicate keys, directories, FIFOs, devices, size bound, binary, quoting),
+# overflowing numbers, --loss-spike and --block-size ranges, UTF-8 text options, and the
+# printed effective configuration read back as --config (issue 15).
+gt_fault_test(faults_config_file /usr/bin/python3 ${GT_FAULTS_DIR}/test_config_file.py)
 # Truncations and seeded byte flips of vocab.h5, tokens.h5, checkpoints and attention.h5,
 # loaded by the real tools: success with verified content, or exit 1 and one message.
 gt_fault_test(faults_corrupt_files /usr/bin/python3 ${GT_FAULTS_DIR}/test_corrupt_files.py)

@@ -7,6 +7,12 @@ foreach(np 1 2 4 8)
            COMMAND mpirun --oversubscribe -np ${np} $<TARGET_FILE:test_train_grads>)
   set_tests_properties(train_grads_np${np} PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 120 LABELS trainer)
 endforeach()
+# The printed effective configuration read back as --config: every value exactly (seeded
+# random paths, texts and numbers).
+add_executable(test_config_roundtrip ${CMAKE_CURRENT_SOURCE_DIR}/trainer/test_config_roundtrip.c)
+target_link_libraries(test_config_roundtrip PRIVATE gt_train gt_model gt_base)
+add_test(NAME train_config_roundtrip COMMAND $<TARGET_FILE:test_config_roundtrip>)
+set_tests_properties(train_config_roundtrip PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 120 LABELS trainer)
 foreach(part config ranks resume signals badinput nan text)
   add_test(NAME train_mpi_${part}
            COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/trainer/test_train_mpi.py ${part})

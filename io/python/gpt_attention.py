@@ -26,7 +26,9 @@ GENERATION_FORMAT = "gpt-train/generation"
 
 
 def _str(x):
-    return x.decode() if isinstance(x, bytes) else str(x)
+    # bytes that are not UTF-8 (a file written by another tool) show as U+FFFD, as the C
+    # writers do, rather than failing the whole read
+    return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
 
 
 def _check(f, fmt, path):
@@ -61,8 +63,10 @@ class AttentionRecords:
     """The records of an attention.h5 flushed so far.
 
     steps (N,) int64, loss (N,) float32, token_ids (T,) int32, tokens [T str],
-    n_layer, n_head, every, dtype of the stored attention. Attention values are read on
-    demand (record, head_series) as float32, so long runs need not fit in memory.
+    n_layer, n_head, every, dtype of the stored attention, token_loss (N, T-1) float32 (the
+    probe's loss on each of its tokens 1..T-1; None in files written before gpt-train
+    recorded it). Attention values are read on demand (record, records, head_series) as
+    float32, so long runs need not fit in memory.
     """
 
     def __init__(self, path):
@@ -77,10 +81,13 @@ class AttentionRecords:
             d = f["attention"]
             self.dtype = d.dtype
             self.axes = _str(d.attrs.get("axes", ""))
-            # a writer flushes /attention, then /loss, then /step: the shortest is what is complete
-            n = min(f["step"].shape[0], f["loss"].shape[0], d.shape[0])
+            # a writer flushes /attention (and /token_loss), then /loss, then /step: the
+            # shortest is what is complete
+            tl = f["token_loss"] if "token_loss" in f else None
+            n = min(f["step"].shape[0], f["loss"].shape[0], d.shape[0], *([tl.shape[0]] if tl is not None else []))
             self.steps = f["step"][:n].astype(np.int64)
             self.loss = f["loss"][:n].astype(np.float32)
+            self.token_loss = tl[:n].astype(np.float32) if tl is not None else None
         self.T = len(self.token_ids)
 
     def __len__(self):
@@ -104,6 +111,16 @@ class AttentionRecords:
         i = self._index(i)
         with _open_swmr(self.path) as f:
             return f["attention"][i].astype(np.float32)
+
+    def records(self, indices):
+        """(K, L, H, T, T) float32 of the records `indices`, read in one opening of the file."""
+        idx = [self._index(i) for i in indices]
+        with _open_swmr(self.path) as f:
+            d = f["attention"]
+            out = np.zeros((len(idx), self.n_layer, self.n_head, self.T, self.T), np.float32)
+            for n, i in enumerate(idx):
+                out[n] = d[i]
+            return out
 
     def head_series(self, layer, head, indices=None):
         """(K, T, T) float32: one head over the records `indices` (default all)."""
@@ -132,7 +149,10 @@ def read_attention(run_or_file):
 class Generation:
     """A generation file: token_ids (P+N,), tokens [P+N str], n_prompt P,
     prompt_attention (L, H, P, P), attention (N, L, H, T) rows zero-padded to block size T,
-    context_start (N,), attrs (prompt, temperature, top_k, top_p, seed, checkpoint, step).
+    context_start (N,), attrs (prompt, temperature, top_k, top_p, seed, checkpoint, step),
+    top_ids (N, K) int32, top_probs (N, K) float32 and top_tokens [N][K str]: the K likeliest
+    next tokens, their probabilities and texts when each generated token was drawn (None in
+    files written before gpt-sample recorded them).
 
     Generated token i (ids[P+i]) was drawn from the query at index q = P-1+i, whose row
     attention[i] covers the keys context_start[i] .. q.
@@ -149,6 +169,9 @@ class Generation:
             self.prompt_attention = f["prompt_attention"][()].astype(np.float32)
             self.attention = f["attention"][()].astype(np.float32)
             self.context_start = f["context_start"][()].astype(np.int64)
+            self.top_ids = f["top_ids"][()].astype(np.int32) if "top_ids" in f else None
+            self.top_probs = f["top_probs"][()].astype(np.float32) if "top_probs" in f else None
+            self.top_tokens = [[_str(t) for t in r] for r in f["top_tokens"][()]] if "top_tokens" in f else None
         self.n_prompt = int(self.attrs["n_prompt"])
         self.n_layer, self.n_head = self.prompt_attention.shape[:2]
         self.block_size = self.attention.shape[3] if self.attention.ndim == 4 else 0

@@ -1,10 +1,19 @@
 #!/usr/bin/python3
-"""Attention heatmaps and loss curves from gpt-train's HDF5 files (matplotlib, Agg backend).
+"""Attention heatmaps, loss curves and the attention explorer from gpt-train's HDF5 files.
 
+    /usr/bin/python3 io/python/gpt_viz.py RUN [--gen gen.h5 ...] --html explorer.html [--max-steps 60]
+    /usr/bin/python3 io/python/gpt_viz.py RUN [--gen gen.h5 ...] --serve [--port 8000]
     /usr/bin/python3 io/python/gpt_viz.py RUN --out figs/ [--gen gen.h5 ...]
-        [--layer -1] [--head 0] [--step STEP] [--gen-tokens 8] [--dpi 100]
+        [--layer -1] [--head 0] [--step STEP] [--gen-tokens 8] [--max-frames 60] [--dpi 100]
 
-writes into figs/ (RUN may also be an attention.h5 file):
+RUN is a run directory (attention.h5, metrics.csv) or an attention.h5 file.
+
+--html writes the explorer: one self-contained page (script, style and data inline, nothing
+fetched) to scrub through training, read the probe shaded by attention or by the model's
+loss, and step through generation (gpt_explorer.py). --serve serves the same page on
+127.0.0.1 and follows a run as gpt-train appends to it.
+
+--out writes PNGs (matplotlib, Agg backend) into figs/:
     attn_step<S>_L<l>H<h>.png   one layer/head at one step (default: the last record)
     attn_grid_step<S>.png       all layers x heads at that step
     attn_L<l>H<h>_steps.png     the same head across training steps (small multiples)
@@ -254,10 +263,98 @@ def plot_loss(metrics, path, figsize=(7.0, 4.5), dpi=100):
     return {"path": path, "data": drawn, "size": _save(fig, path, dpi)}
 
 
+def _index_ok(flag, v, n, what):
+    """--layer/--head v valid for n layers/heads (negative counts from the end); else a message."""
+    if -n <= v < n:
+        return None
+    return f"{flag} {v}: {what} has {n} {flag[2:]}s (0..{n - 1}, or -1 for the last)"
+
+
+class BadInput(Exception):
+    """One error line for the user: exit 1."""
+
+
+def draw_pngs(a):
+    """The --out figures for parsed arguments a; returns the paths written. Every file is read
+    and checked before a PNG is written."""
+    att = attention_path(a.run)
+    metrics = os.path.join(a.run, "metrics.csv") if os.path.isdir(a.run) else None
+    rec = read_attention(att) if os.path.isfile(att) else None
+    if rec is None and not os.path.isdir(a.run):
+        raise BadInput(f"{a.run}: not a run directory or attention.h5")
+    gens = [read_generation(g) for g in a.gen]
+    for what, n_layer, n_head in ([(rec.path, rec.n_layer, rec.n_head)] if rec is not None else []) + \
+            [(g.path, g.n_layer, g.n_head) for g in gens]:
+        msg = _index_ok("--layer", a.layer, n_layer, what) or _index_ok("--head", a.head, n_head, what)
+        if msg:
+            raise BadInput(msg)
+    i = None
+    if rec is not None and len(rec):
+        i = rec.index_of_step(a.step) if a.step is not None else len(rec) - 1
+    os.makedirs(a.out, exist_ok=True)
+    written = []
+    if rec is not None:
+        if len(rec) == 0:
+            print(f"gpt_viz.py: {att} has no records yet", file=sys.stderr)
+        else:
+            L, H = a.layer % rec.n_layer, a.head % rec.n_head
+            s = rec.steps[i]
+            written.append(plot_head(rec, i, L, H, os.path.join(a.out, f"attn_step{s:08d}_L{L}H{H}.png"),
+                                     dpi=a.dpi)["path"])
+            written.append(plot_grid(rec, i, os.path.join(a.out, f"attn_grid_step{s:08d}.png"), dpi=a.dpi)["path"])
+            written.append(plot_head_steps(rec, L, H, os.path.join(a.out, f"attn_L{L}H{H}_steps.png"),
+                                           dpi=a.dpi)["path"])
+            g = animate_head(rec, L, H, os.path.join(a.out, f"attn_L{L}H{H}_steps.gif"), a.max_frames)
+            if g:
+                written.append(g["path"])
+            else:
+                print("gpt_viz.py: pillow (python3-pil) missing: no GIF", file=sys.stderr)
+    if metrics and os.path.isfile(metrics):
+        written.append(plot_loss(read_metrics(metrics), os.path.join(a.out, "loss.png"), dpi=a.dpi)["path"])
+    for gpath, gen in zip(a.gen, gens):
+        stem = os.path.splitext(os.path.basename(gpath))[0]
+        L, H = a.layer % gen.n_layer, a.head % gen.n_head
+        written.append(plot_prompt_grid(gen, os.path.join(a.out, f"{stem}_prompt_grid.png"), dpi=a.dpi)["path"])
+        for i in range(min(a.gen_tokens, gen.n_generated)):
+            written.append(plot_generation_token(gen, i, L, H, os.path.join(a.out, f"{stem}_tok{i:03d}_L{L}H{H}.png"),
+                                                 dpi=a.dpi)["path"])
+        if gen.n_generated:
+            written.append(plot_generation_tokens(gen, L, H, os.path.join(a.out, f"{stem}_tokens_L{L}H{H}.png"),
+                                                  dpi=a.dpi)["path"])
+    if not written:
+        raise BadInput(f"{a.run}: nothing to draw (no attention.h5 records, no metrics.csv, no --gen)")
+    return written
+
+
+def explorer_page(a, ge):
+    """The --html page for parsed arguments a (gpt_explorer.py), checked and built in memory."""
+    notes = []
+    data = ge.bundle(a.run, a.gen, a.max_steps, notes=notes)
+    msg = _index_ok("--layer", a.layer, data["n_layer"], data["source"]) or \
+        _index_ok("--head", a.head, data["n_head"], data["source"])
+    if msg:
+        raise BadInput(msg)
+    # the page opens on these unless its URL says otherwise (#layer=...)
+    data["start"] = {"layer": a.layer % data["n_layer"], "head": a.head % data["n_head"]}
+    if a.step is not None:
+        if a.step not in data["records"]["step"]:
+            raise BadInput(f"--step {a.step}: no record of that step in the page (steps {data['records']['step'][:5]}...)")
+        data["start"]["step"] = a.step
+    for n in notes:
+        print(f"gpt_viz.py: note: {n}", file=sys.stderr)
+    return ge.page(data)
+
+
 def main(argv=None):
+    import gpt_explorer as ge
     ap = argparse.ArgumentParser(prog="gpt_viz.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="run directory (attention.h5, metrics.csv) or an attention.h5 file")
-    ap.add_argument("--out", required=True, help="directory for the PNG/GIF files (created)")
+    ap.add_argument("--html", metavar="OUT.html", help="write the explorer: one self-contained HTML page")
+    ap.add_argument("--serve", action="store_true", help="serve the explorer on 127.0.0.1, following the run live")
+    ap.add_argument("--port", type=int, default=8000, help="port of --serve (default 8000; 0: any free port)")
+    ap.add_argument("--max-steps", type=int, default=60,
+                    help="attention records in the page at most, evenly spaced, the last always (default 60)")
+    ap.add_argument("--out", help="directory for the PNG/GIF files (created)")
     ap.add_argument("--gen", action="append", default=[], help="generation file of gpt-sample --attn-out (repeatable)")
     ap.add_argument("--layer", type=int, default=-1, help="layer of the single-head plots (default -1: the last)")
     ap.add_argument("--head", type=int, default=0, help="head of the single-head plots (default 0)")
@@ -271,50 +368,32 @@ def main(argv=None):
         print(f"gpt_viz.py: error: {msg}", file=sys.stderr)
         return 1
 
+    if not (a.out or a.html or a.serve):
+        return fail("nothing to do: give --html OUT.html (the explorer), --serve, or --out DIR (PNGs)")
+    if a.serve and (a.out or a.html):
+        return fail("--serve serves the page; --html and --out write files: give one or the other")
+    for flag, v, lo in (("--max-frames", a.max_frames, 1), ("--max-steps", a.max_steps, 1),
+                        ("--gen-tokens", a.gen_tokens, 0), ("--dpi", a.dpi, 1)):
+        if v < lo:
+            return fail(f"{flag} {v}: must be at least {lo}")
+    if a.serve and not 0 <= a.port <= 65535:
+        return fail(f"--port {a.port}: must be between 0 and 65535")
     if not os.path.exists(a.run):
         return fail(f"{a.run}: no such run directory or file")
-    os.makedirs(a.out, exist_ok=True)
-    written = []
-    att = attention_path(a.run)
-    metrics = os.path.join(a.run, "metrics.csv") if os.path.isdir(a.run) else None
+    if a.html and os.path.isdir(a.html):
+        return fail(f"--html {a.html}: is a directory; give the page's file name")
     try:
-        if os.path.isfile(att):
-            rec = read_attention(att)
-            if len(rec) == 0:
-                print(f"gpt_viz.py: {att} has no records yet", file=sys.stderr)
-            else:
-                L, H = a.layer % rec.n_layer, a.head % rec.n_head
-                i = rec.index_of_step(a.step) if a.step is not None else len(rec) - 1
-                s = rec.steps[i]
-                written.append(plot_head(rec, i, L, H, os.path.join(a.out, f"attn_step{s:08d}_L{L}H{H}.png"),
-                                         dpi=a.dpi)["path"])
-                written.append(plot_grid(rec, i, os.path.join(a.out, f"attn_grid_step{s:08d}.png"), dpi=a.dpi)["path"])
-                written.append(plot_head_steps(rec, L, H, os.path.join(a.out, f"attn_L{L}H{H}_steps.png"),
-                                               dpi=a.dpi)["path"])
-                g = animate_head(rec, L, H, os.path.join(a.out, f"attn_L{L}H{H}_steps.gif"), a.max_frames)
-                if g:
-                    written.append(g["path"])
-                else:
-                    print("gpt_viz.py: pillow (python3-pil) missing: no GIF", file=sys.stderr)
-        elif not os.path.isdir(a.run):
-            return fail(f"{a.run}: not a run directory or attention.h5")
-        if metrics and os.path.isfile(metrics):
-            written.append(plot_loss(read_metrics(metrics), os.path.join(a.out, "loss.png"), dpi=a.dpi)["path"])
-        for gpath in a.gen:
-            gen = read_generation(gpath)
-            stem = os.path.splitext(os.path.basename(gpath))[0]
-            L, H = a.layer % gen.n_layer, a.head % gen.n_head
-            written.append(plot_prompt_grid(gen, os.path.join(a.out, f"{stem}_prompt_grid.png"), dpi=a.dpi)["path"])
-            for i in range(min(a.gen_tokens, gen.n_generated)):
-                written.append(plot_generation_token(gen, i, L, H, os.path.join(a.out, f"{stem}_tok{i:03d}_L{L}H{H}.png"),
-                                                     dpi=a.dpi)["path"])
-            if gen.n_generated:
-                written.append(plot_generation_tokens(gen, L, H, os.path.join(a.out, f"{stem}_tokens_L{L}H{H}.png"),
-                                                      dpi=a.dpi)["path"])
-    except (OSError, ValueError, KeyError) as e:
+        if a.serve:
+            return ge.serve(a.run, a.gen, a.port, a.max_steps)
+        page = explorer_page(a, ge) if a.html else None  # before any PNG: bad input writes nothing
+        written = draw_pngs(a) if a.out else []
+        if page is not None:
+            ge.write_page(a.html, page)
+            written.append(a.html)
+    except (BadInput, ge.InputError) as e:
         return fail(str(e))
-    if not written:
-        return fail(f"{a.run}: nothing to draw (no attention.h5 records, no metrics.csv, no --gen)")
+    except (OSError, ValueError, KeyError) as e:
+        return fail(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
     for p in written:
         print(p)
     return 0

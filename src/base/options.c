@@ -164,6 +164,12 @@ const Opt *opt_find(const OptTable *t, const char *name) {
     return NULL;
 }
 
+void opt_key(const Opt *o, char *key, size_t n) {
+    snprintf(key, n, "%s", o->name);
+    for (char *p = key; *p; p++)
+        if (*p == '-') *p = '_';
+}
+
 int opt_parse(const OptTable *t, void *obj, int argc, char **argv, unsigned char *given, char *err,
               size_t errsize) {
     for (int i = 0; i < argc; i++)

@@ -63,6 +63,8 @@ typedef struct {
 void opt_defaults(const OptTable *t, void *obj);
 // The row called `name` ('-' or '_' between words), or NULL.
 const Opt *opt_find(const OptTable *t, const char *name);
+// The row's key in config files and attributes: its name with '_' for '-' ("n_layer").
+void opt_key(const Opt *o, char *key, size_t n);
 // Sets one option from text, checking type, range, choices and UTF-8. `where` starts the
 // message ("--lr", "--config 'f' line 3: lr ="). 0, or -1 with one sentence in err.
 int opt_set(const Opt *o, void *obj, const char *val, const char *where, char *err, size_t errsize);

@@ -3,6 +3,7 @@
 // (gradients of activations are not kept for the whole network).
 #include "gpt2.h"
 
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -71,8 +72,8 @@ int gpt2_config_check(const GPTConfig *c, char *err, size_t errsize) {
         snprintf(err, errsize, "vocab size %d must be positive", c->vocab_size);
         return 0;
     }
-    if (c->block_size <= 0) {
-        snprintf(err, errsize, "--block-size %d must be positive", c->block_size);
+    if (c->block_size <= 0 || c->block_size > GPT2_MAX_BLOCK) {
+        snprintf(err, errsize, "--block-size %d must be between 1 and %d", c->block_size, GPT2_MAX_BLOCK);
         return 0;
     }
     if (c->n_layer <= 0 || c->n_layer > GPT2_MAX_LAYERS) {
@@ -96,9 +97,9 @@ int gpt2_config_check(const GPTConfig *c, char *err, size_t errsize) {
         return 0;
     }
     // Sizes are size_t internally but BLAS takes int dimensions.
-    if ((double)c->vocab_size * c->n_embd * 4.0 > 2147483647.0 || (double)c->block_size * c->block_size > 2147483647.0) {
-        snprintf(err, errsize, "model too large: vocab %d x n_embd %d (or block %d squared) overflows BLAS's int sizes",
-                 c->vocab_size, c->n_embd, c->block_size);
+    if ((double)c->vocab_size * c->n_embd * 4.0 > 2147483647.0) {
+        snprintf(err, errsize, "model too large: vocab %d x n_embd %d x 4 overflows BLAS's int sizes", c->vocab_size,
+                 c->n_embd);
         return 0;
     }
     return 1;
@@ -247,6 +248,8 @@ void gpt2_alloc_activations(GPT2 *m, int maxB, int maxT) {
     if (maxB <= 0 || maxT <= 0) gt_fail_usage("batch size %d and sequence length %d must be positive", maxB, maxT);
     if (maxT > m->config.block_size)
         gt_fail_usage("sequence length %d exceeds the model's block size %d", maxT, m->config.block_size);
+    if ((size_t)maxB * maxT > INT_MAX)  // the GEMMs take the B*T rows as an int
+        gt_fail_usage("batch size %d x block size %d is more than %d rows", maxB, maxT, INT_MAX);
     if (m->acts) {
         Priv *q = m->priv;
         free(m->acts);

@@ -32,6 +32,10 @@ typedef struct {
 } BlockTensors;
 
 #define GPT2_MAX_LAYERS 256
+// The longest context: attention's (T, T) GEMMs take BLAS int sizes, so T * T <= INT_MAX.
+#define GPT2_MAX_BLOCK 46340
+_Static_assert((long long)GPT2_MAX_BLOCK * GPT2_MAX_BLOCK <= 2147483647LL &&
+               (GPT2_MAX_BLOCK + 1LL) * (GPT2_MAX_BLOCK + 1LL) > 2147483647LL, "the largest T with T * T in an int");
 typedef struct {
     float *wte;                   // (V, C)
     float *wpe;                   // (maxT, C)

@@ -2,66 +2,69 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "error.h"
-#include "h5util.h"
+#include "gpt2.h"
 #include "options.h"
+#include "utf8.h"
 
-// Rows that go into a checkpoint's /config and come back on --resume.
-#define STORED OPT_TOOL
+// Rows written to a checkpoint's /config and taken back by --resume (the paths are only written).
+#define KEPT (CONFIG_STORED | CONFIG_RESUMED)
 
 #define O(field) offsetof(TrainConfig, field)
-#define INF INFINITY
 static const Opt opts[] = {
-    {"data", OPT_STR, O(data), 0, 0, NULL, NULL, "io", STORED | OPT_REQUIRED, "PATH", "tokens.h5 from gpt-bpe encode, or a UTF-8 text file (tokenized into RUN/)"},
-    {"out", OPT_STR, O(out), 0, 0, NULL, NULL, "io", STORED | OPT_REQUIRED, "PATH", "run directory: checkpoints, metrics.csv, train.log, attention.h5"},
+    {"data", OPT_STR, O(data), 0, 0, NULL, NULL, "io", CONFIG_STORED | OPT_REQUIRED, "PATH", "tokens.h5 from gpt-bpe encode, or a UTF-8 text file (tokenized into RUN/)"},
+    {"out", OPT_STR, O(out), 0, 0, NULL, NULL, "io", CONFIG_STORED | OPT_REQUIRED, "PATH", "run directory: checkpoints, metrics.csv, train.log, attention.h5"},
     {"config", OPT_STR, O(config_file), 0, 0, NULL, NULL, "io", 0, "PATH", "file of `key = value` lines (# comments); flags override it"},
     {"resume", OPT_BOOL, O(resume), 0, 1, NULL, "0", "io", 0, NULL, "continue from RUN/latest (settings not given default to the checkpoint's)"},
 
-    {"n-layer", OPT_INT, O(n_layer), 1, 256, NULL, "5", "model", STORED, NULL, "transformer blocks"},
-    {"n-head", OPT_INT, O(n_head), 1, 1024, NULL, "4", "model", STORED, NULL, "attention heads (must divide n-embd)"},
-    {"n-embd", OPT_INT, O(n_embd), 1, 65536, NULL, "64", "model", STORED, NULL, "embedding width"},
-    {"block-size", OPT_INT, O(block_size), 1, 65536, NULL, "16", "model", STORED, NULL, "context length T"},
-    {"dropout", OPT_REAL, O(dropout), 0, 0.999, NULL, "0.3", "model", STORED, NULL, "dropout probability while training"},
+    {"n-layer", OPT_INT, O(n_layer), 1, 256, NULL, "5", "model", KEPT, NULL, "transformer blocks"},
+    {"n-head", OPT_INT, O(n_head), 1, 1024, NULL, "4", "model", KEPT, NULL, "attention heads (must divide n-embd)"},
+    {"n-embd", OPT_INT, O(n_embd), 1, 65536, NULL, "64", "model", KEPT, NULL, "embedding width"},
+    {"block-size", OPT_INT, O(block_size), 1, GPT2_MAX_BLOCK, NULL, "16", "model", KEPT, NULL, "context length T"},
+    {"dropout", OPT_REAL, O(dropout), 0, 0.999, NULL, "0.3", "model", KEPT, NULL, "dropout probability while training"},
 
-    {"batch-size", OPT_INT, O(batch_size), 1, 1 << 20, NULL, "32", "batch", STORED, NULL, "sequences per rank per micro-batch"},
-    {"grad-accum", OPT_INT, O(grad_accum), 1, 1 << 16, NULL, "1", "batch", STORED, NULL, "micro-batches per optimizer step"},
-    {"steps", OPT_I64, O(steps), 1, 1e15, NULL, "1000", "batch", STORED, NULL, "the step the run ends at (with --resume too)"},
+    {"batch-size", OPT_INT, O(batch_size), 1, 1 << 20, NULL, "32", "batch", KEPT, NULL, "sequences per rank per micro-batch"},
+    {"grad-accum", OPT_INT, O(grad_accum), 1, 1 << 16, NULL, "1", "batch", KEPT, NULL, "micro-batches per optimizer step"},
+    {"steps", OPT_I64, O(steps), 1, 1e15, NULL, "1000", "batch", KEPT, NULL, "the step the run ends at (with --resume too)"},
 
-    {"lr", OPT_REAL, O(lr), 0, 10, NULL, "1e-3", "optim", STORED, NULL, "peak learning rate"},
-    {"min-lr", OPT_REAL, O(min_lr), 0, 10, NULL, "1e-4", "optim", STORED, NULL, "learning rate at the end of the decay"},
-    {"warmup", OPT_INT, O(warmup), 0, INT_MAX, NULL, "100", "optim", STORED, NULL, "linear warmup steps"},
-    {"lr-schedule", OPT_STR, O(lr_schedule), 0, 0, "|cosine|linear|constant|", "cosine", "optim", STORED, "NAME", "decay after warmup: cosine|linear|constant"},
-    {"weight-decay", OPT_REAL, O(weight_decay), 0, 10, NULL, "0.01", "optim", STORED, NULL, "AdamW decoupled weight decay (2-D tensors only)"},
-    {"beta1", OPT_REAL, O(beta1), 0, 0.999999, NULL, "0.9", "optim", STORED, NULL, "AdamW beta1"},
-    {"beta2", OPT_REAL, O(beta2), 0, 0.999999, NULL, "0.99", "optim", STORED, NULL, "AdamW beta2"},
-    {"eps", OPT_REAL, O(eps), 1e-30, 1, NULL, "1e-8", "optim", STORED, NULL, "AdamW epsilon"},
-    {"grad-clip", OPT_REAL, O(grad_clip), 0, 1e30, NULL, "1.0", "optim", STORED, NULL, "clip the global gradient norm to this (0 = off)"},
+    {"lr", OPT_REAL, O(lr), 0, 10, NULL, "1e-3", "optim", KEPT, NULL, "peak learning rate"},
+    {"min-lr", OPT_REAL, O(min_lr), 0, 10, NULL, "1e-4", "optim", KEPT, NULL, "learning rate at the end of the decay"},
+    {"warmup", OPT_INT, O(warmup), 0, INT_MAX, NULL, "100", "optim", KEPT, NULL, "linear warmup steps"},
+    {"lr-schedule", OPT_STR, O(lr_schedule), 0, 0, "|cosine|linear|constant|", "cosine", "optim", KEPT, "NAME", "decay after warmup: cosine|linear|constant"},
+    {"weight-decay", OPT_REAL, O(weight_decay), 0, 10, NULL, "0.01", "optim", KEPT, NULL, "AdamW decoupled weight decay (2-D tensors only)"},
+    {"beta1", OPT_REAL, O(beta1), 0, 0.999999, NULL, "0.9", "optim", KEPT, NULL, "AdamW beta1"},
+    {"beta2", OPT_REAL, O(beta2), 0, 0.999999, NULL, "0.99", "optim", KEPT, NULL, "AdamW beta2"},
+    {"eps", OPT_REAL, O(eps), 1e-30, 1, NULL, "1e-8", "optim", KEPT, NULL, "AdamW epsilon"},
+    {"grad-clip", OPT_REAL, O(grad_clip), 0, 1e30, NULL, "1.0", "optim", KEPT, NULL, "clip the global gradient norm to this (0 = off)"},
 
-    {"seed", OPT_I64, O(seed), 0, 9.2e18, NULL, "1337", "run", STORED, NULL, "seed of weights, data order and dropout"},
-    {"eval-every", OPT_INT, O(eval_every), 0, INT_MAX, NULL, "100", "run", STORED, NULL, "evaluate on /val every N steps and at the end (0 = only at the end)"},
-    {"eval-batches", OPT_INT, O(eval_batches), 0, INT_MAX, NULL, "0", "run", STORED, NULL, "limit eval to K x batch-size x ranks windows (0 = all of /val)"},
-    {"ckpt-every", OPT_INT, O(ckpt_every), 0, INT_MAX, NULL, "500", "run", STORED, NULL, "checkpoint every N steps and at the end (0 = only at the end)"},
-    {"keep-ckpts", OPT_INT, O(keep_ckpts), 1, INT_MAX, NULL, "3", "run", STORED, NULL, "keep the newest N checkpoints"},
-    {"log-every", OPT_INT, O(log_every), 1, INT_MAX, NULL, "10", "run", STORED, NULL, "one log line and metrics.csv row every N steps"},
-    {"threads", OPT_INT, O(threads), 1, 1024, NULL, "1", "run", STORED, NULL, "BLAS/OpenMP threads per rank"},
-    {"check-sync", OPT_BOOL, O(check_sync), 0, 1, NULL, "0", "run", STORED, NULL, "verify every log step that all ranks hold identical weights"},
-    {"skip-bad-steps", OPT_BOOL, O(skip_bad_steps), 0, 1, NULL, "0", "run", STORED, NULL, "skip the update of a bad step (NaN/Inf loss or gradient, or a loss spike) instead of stopping"},
-    {"loss-spike", OPT_REAL, O(loss_spike), 0, 1e6, NULL, "3", "run", STORED, NULL, "a loss above this many times the mean of recent steps (at most ln V) is a bad step (exploding; 0 = off)"},
+    {"seed", OPT_I64, O(seed), 0, 9.2e18, NULL, "1337", "run", KEPT, NULL, "seed of weights, data order and dropout"},
+    {"eval-every", OPT_INT, O(eval_every), 0, INT_MAX, NULL, "100", "run", KEPT, NULL, "evaluate on /val every N steps and at the end (0 = only at the end)"},
+    {"eval-batches", OPT_INT, O(eval_batches), 0, INT_MAX, NULL, "0", "run", KEPT, NULL, "limit eval to K x batch-size x ranks windows (0 = all of /val)"},
+    {"ckpt-every", OPT_INT, O(ckpt_every), 0, INT_MAX, NULL, "500", "run", KEPT, NULL, "checkpoint every N steps and at the end (0 = only at the end)"},
+    {"keep-ckpts", OPT_INT, O(keep_ckpts), 1, INT_MAX, NULL, "3", "run", KEPT, NULL, "keep the newest N checkpoints"},
+    {"log-every", OPT_INT, O(log_every), 1, INT_MAX, NULL, "10", "run", KEPT, NULL, "one log line and metrics.csv row every N steps"},
+    {"threads", OPT_INT, O(threads), 1, 1024, NULL, "1", "run", KEPT, NULL, "BLAS/OpenMP threads per rank"},
+    {"check-sync", OPT_BOOL, O(check_sync), 0, 1, NULL, "0", "run", KEPT, NULL, "verify every log step that all ranks hold identical weights"},
+    {"skip-bad-steps", OPT_BOOL, O(skip_bad_steps), 0, 1, NULL, "0", "run", KEPT, NULL, "skip the update of a bad step (NaN/Inf loss or gradient, or a loss spike) instead of stopping"},
+    {"loss-spike", OPT_REAL, O(loss_spike), 1, 1e6, NULL, "3", "run", KEPT | OPT_MIN_OPEN | OPT_ZERO_OFF, NULL, "a loss above this many times the mean of recent steps (at most ln V) is a bad step (exploding; 0 = off)"},
 
-    {"attn-every", OPT_INT, O(attn_every), 0, INT_MAX, NULL, "0", "attn", STORED, NULL, "record the probe's attention into RUN/attention.h5 every N steps (0 = off)"},
-    {"attn-prompt", OPT_STR, O(attn_prompt), 0, 0, NULL, NULL, "attn", STORED, "TEXT", "probe text (default: the first block-size tokens of /val)"},
-    {"attn-dtype", OPT_STR, O(attn_dtype), 0, 0, "|float32|float16|", "float32", "attn", STORED, "NAME", "float32|float16"},
+    {"attn-every", OPT_INT, O(attn_every), 0, INT_MAX, NULL, "0", "attn", KEPT, NULL, "record the probe's attention into RUN/attention.h5 every N steps (0 = off)"},
+    {"attn-prompt", OPT_STR, O(attn_prompt), 0, 0, NULL, NULL, "attn", KEPT | OPT_TEXT, "TEXT", "probe text (default: the first block-size tokens of /val)"},
+    {"attn-dtype", OPT_STR, O(attn_dtype), 0, 0, "|float32|float16|", "float32", "attn", KEPT, "NAME", "float32|float16"},
 
-    {"vocab-size", OPT_INT, O(vocab_size), 257, 1 << 24, NULL, "2000", "text", STORED, NULL, "tokenizer vocabulary (text --data only)"},
-    {"val-fraction", OPT_REAL, O(val_fraction), 0.0001, 0.9, NULL, "0.1", "text", STORED, NULL, "last fraction of the tokens kept for /val (text --data only)"},
-    {"pattern", OPT_STR, O(pattern), 0, 0, NULL, "llama3", "text", STORED, "NAME", "split regex: llama3|gpt4|gpt2|REGEX (text --data only)"},
+    {"vocab-size", OPT_INT, O(vocab_size), 257, 1 << 24, NULL, "2000", "text", KEPT, NULL, "tokenizer vocabulary (text --data only)"},
+    {"val-fraction", OPT_REAL, O(val_fraction), 0.0001, 0.9, NULL, "0.1", "text", KEPT, NULL, "last fraction of the tokens kept for /val (text --data only)"},
+    {"pattern", OPT_STR, O(pattern), 0, 0, NULL, "llama3", "text", KEPT | OPT_TEXT, "NAME", "split regex: llama3|gpt4|gpt2|REGEX (text --data only)"},
 };
 #define N_OPTS OPT_COUNT(opts)
 _Static_assert(sizeof opts / sizeof opts[0] <= sizeof((TrainConfig *)0)->given, "TrainConfig.given holds every option");
@@ -81,54 +84,154 @@ static const OptTable table = {
 
 #define FIELD(c, o, T) ((T *)((char *)(c) + (o)->off))
 
-static void key_of(const Opt *o, char *key, size_t n) {
-    snprintf(key, n, "%s", o->name);
-    for (char *p = key; *p; p++)
-        if (*p == '-') *p = '_';
+const OptTable *config_table(void) { return &table; }
+
+// A config file is small; this bounds what a wrong path (a log, /dev/zero) can cost.
+#define CONFIG_MAX_BYTES ((size_t)4 << 20)
+
+// The whole file, NUL-terminated, or NULL with the reason in err. Only a regular file is
+// read: a directory would read as empty, a FIFO block until a writer comes, a device never end.
+static char *read_config(const char *path, const char *shown, size_t *len, char *err, size_t errsize) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // O_NONBLOCK: a FIFO must not block the open
+    if (fd < 0) return opt_error(err, errsize, "--config '%s': cannot open: %s", shown, strerror(errno)), NULL;
+    struct stat st;
+    const char *kind = fstat(fd, &st) != 0 ? "unreadable"
+                       : S_ISREG(st.st_mode) ? NULL
+                       : S_ISDIR(st.st_mode) ? "a directory"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISCHR(st.st_mode) ? "a character device"
+                       : S_ISBLK(st.st_mode) ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket" : "not a plain file";
+    if (!kind && (size_t)st.st_size > CONFIG_MAX_BYTES) kind = "larger than 4 MiB";
+    char *buf = kind ? NULL : gt_malloc(CONFIG_MAX_BYTES + 1, "config file");
+    size_t n = 0;
+    while (buf && n <= CONFIG_MAX_BYTES) {  // to the end, or one byte past the bound (a file still growing)
+        ssize_t k = read(fd, buf + n, CONFIG_MAX_BYTES + 1 - n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) kind = strerror(errno);
+        if (k <= 0) break;
+        n += (size_t)k;
+    }
+    close(fd);
+    if (!kind && n > CONFIG_MAX_BYTES) kind = "larger than 4 MiB";
+    if (kind) {
+        free(buf);
+        return opt_error(err, errsize, "--config '%s': %s; --config takes a regular file of `key = value` lines (at most 4 MiB)",
+                         shown, kind), NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
 }
 
-static char *trim(char *s) {
-    while (*s == ' ' || *s == '\t') s++;
-    char *e = s + strlen(s);
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) *--e = '\0';
+static char *skip_blank(char *s) {
+    while (*s == ' ' || *s == '\t' || *s == '\r') s++;
     return s;
 }
 
-static int parse_file(TrainConfig *c, const char *path, char *err, size_t errsize) {
-    FILE *f = fopen(path, "r");
-    if (!f) return opt_error(err, errsize, "--config '%s': cannot open: %s", path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    int lineno = 0, rc = 0;
-    while (rc == 0 && getline(&line, &cap, f) >= 0) {
-        lineno++;
-        char *hash = strchr(line, '#');
-        if (hash) *hash = '\0';
-        char *s = trim(line);
-        if (!*s) continue;
-        char *eq = strchr(s, '=');
-        if (!eq) {
-            rc = opt_error(err, errsize, "--config '%s' line %d: expected `key = value`, got '%s'", path, lineno, s);
-            break;
-        }
-        *eq = '\0';
-        char *key = trim(s), *val = trim(eq + 1);
-        if (strlen(val) >= 2 && (val[0] == '"' || val[0] == '\'') && val[strlen(val) - 1] == val[0]) {
-            val[strlen(val) - 1] = '\0';
-            val++;
-        }
-        const Opt *o = opt_find(&table, key);
-        if (!o || !o->help || !strcmp(o->name, "config")) {
-            rc = opt_error(err, errsize, "--config '%s' line %d: unknown key '%s' (see gpt-train --help)", path, lineno, key);
-            break;
-        }
-        char where[512];
-        snprintf(where, sizeof where, "--config '%s' line %d: %s =", path, lineno, key);
-        rc = opt_set(o, c, val, where, err, errsize);
-        if (rc == 0) c->given[o - opts] = 1;
+static char *trim(char *s) {
+    s = skip_blank(s);
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')) *--e = '\0';
+    return s;
+}
+
+static int hex(char ch) {
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
+// One line of a config file (docs/training.md, config files): blank, a `#` comment, or
+// `key = value` where the value is bare (up to a `#`, blanks around it dropped), "double
+// quoted" (escapes \\ \" \n \t \r \xHH) or 'single quoted' (as written). Sets *key and *val
+// (unquoted in place; *key NULL on a blank line); returns what is wrong, or NULL.
+static const char *split_line(char *s, char **key, char **val) {
+    *key = *val = NULL;
+    s = skip_blank(s);
+    if (!*s || *s == '#') return NULL;
+    size_t k = strcspn(s, "=#");
+    if (s[k] != '=') return "expected `key = value`";
+    s[k] = '\0';
+    *key = trim(s);
+    char *v = skip_blank(s + k + 1);
+    if (*v != '"' && *v != '\'') {
+        v[strcspn(v, "#")] = '\0';
+        *val = trim(v);
+        return NULL;
     }
-    free(line);
-    fclose(f);
+    char q = *v, *o = v, *p = v + 1;  // unquote in place: o never passes p
+    for (; *p && *p != q; p++) {
+        if (q == '\'' || *p != '\\') {
+            *o++ = *p;
+            continue;
+        }
+        switch (*++p) {
+        case '\\': case '"': *o++ = *p; break;
+        case 'n': *o++ = '\n'; break;
+        case 't': *o++ = '\t'; break;
+        case 'r': *o++ = '\r'; break;
+        case 'x':
+            if (hex(p[1]) >= 0 && hex(p[2]) >= 0 && (hex(p[1]) | hex(p[2]))) {
+                *o++ = (char)(hex(p[1]) * 16 + hex(p[2]));
+                p += 2;
+                break;
+            }
+            return "\\x needs two hex digits, not 00 (a value cannot hold a NUL byte)";
+        default: return "unknown escape in a \"quoted\" value (use \\\\, \\\", \\n, \\t, \\r or \\xHH)";
+        }
+    }
+    if (*p != q) return q == '"' ? "a \"quoted\" value without its closing quote" : "a 'quoted' value without its closing quote";
+    *o = '\0';
+    p = skip_blank(p + 1);
+    if (*p && *p != '#') return "text after the closing quote (a comment starts with #)";
+    *val = v;
+    return NULL;
+}
+
+static int parse_file(TrainConfig *c, const char *path, char *err, size_t errsize) {
+    char shown[512];
+    utf8_escape(shown, sizeof shown, path, 0);
+    size_t len;
+    char *text = read_config(path, shown, &len, err, errsize);
+    if (!text) return -1;
+    int first_line[N_OPTS] = {0};  // where each key was set: a key given twice is a mistake
+    char *line = text, *next;
+    if (len >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3)) line += 3;  // a UTF-8 byte order mark (Windows editors)
+    int rc = 0;
+    for (int lineno = 1; rc == 0 && line < text + len; lineno++, line = next) {
+        char *nl = memchr(line, '\n', (size_t)(text + len - line));
+        next = nl ? nl + 1 : text + len;
+        if (nl) *nl = '\0';
+        if (strlen(line) != (size_t)((nl ? nl : text + len) - line)) {
+            rc = opt_error(err, errsize, "--config '%s' line %d: a NUL byte (not a text file?)", shown, lineno);
+            break;
+        }
+        char *key, *val, what[256];
+        utf8_escape(what, sizeof what, line, 0);
+        const char *bad = split_line(line, &key, &val);
+        if (bad) {
+            rc = opt_error(err, errsize, "--config '%s' line %d: %s, got '%s'", shown, lineno, bad, what);
+            break;
+        }
+        if (!key) continue;
+        const Opt *o = opt_find(&table, key);
+        utf8_escape(what, sizeof what, key, 0);
+        if (!o || !o->help || !strcmp(o->name, "config")) {
+            rc = opt_error(err, errsize, "--config '%s' line %d: unknown key '%s' (see gpt-train --help)", shown, lineno, what);
+            break;
+        }
+        int i = (int)(o - opts);
+        if (first_line[i] && o->type != OPT_LIST) {
+            rc = opt_error(err, errsize, "--config '%s' line %d: %s given twice (first on line %d); keep one", shown, lineno,
+                           what, first_line[i]);
+            break;
+        }
+        first_line[i] = lineno;
+        char where[1024];
+        snprintf(where, sizeof where, "--config '%s' line %d: %s =", shown, lineno, what);
+        rc = opt_set(o, c, val, where, err, errsize);
+        c->given[i] = 1;
+    }
+    free(text);
     return rc;
 }
 
@@ -139,10 +242,17 @@ int config_parse(TrainConfig *c, int argc, char **argv, char *err, size_t errsiz
     // The command line twice: first to find --config (the file goes under every flag), then
     // over the file's settings.
     TrainConfig first;
+    unsigned char on_line[N_OPTS] = {0};
     opt_defaults(&table, &first);
-    int rc = opt_parse(&table, &first, argc - 1, argv + 1, NULL, err, errsize);
+    int rc = opt_parse(&table, &first, argc - 1, argv + 1, on_line, err, errsize);
     if (rc == 1) *help = opt_help(&table);
     if (rc == 0 && first.config_file) rc = parse_file(c, first.config_file, err, errsize);
+    for (int i = 0; rc == 0 && i < N_OPTS; i++)  // a repeatable flag replaces the file's list
+        if (opts[i].type == OPT_LIST && on_line[i]) {
+            OptList *l = FIELD(c, &opts[i], OptList);
+            for (int k = 0; k < l->n; k++) free(l->v[k]);
+            l->n = 0;
+        }
     if (rc == 0) rc = opt_parse(&table, c, argc - 1, argv + 1, c->given, err, errsize);
     if (rc == 0) rc = opt_check_required(&table, c, err, errsize);
     opt_free(&table, &first);
@@ -162,81 +272,40 @@ int config_given(const TrainConfig *c, const char *name) {
     return opt_given(&table, c->given, name);
 }
 
+// A string value as a config file line reads it back: bare when that is exact, else quoted.
+static void print_value(FILE *f, const char *key, const char *v) {
+    size_t n = strlen(v);
+    char *q = gt_malloc(4 * n + 1, "config value");
+    utf8_escape(q, 4 * n + 1, v, 1);
+    int bare = n > 0 && !strcmp(q, v) && !strchr(v, '#') && v[0] != '\'' && v[0] != ' ' && v[0] != '\t' &&
+               v[n - 1] != ' ' && v[n - 1] != '\t';
+    fprintf(f, bare ? "%s = %s\n" : "%s = \"%s\"\n", key, q);
+    free(q);
+}
+
 void config_print(const TrainConfig *c, FILE *f) {
     const char *group = "";
     for (int i = 0; i < N_OPTS; i++) {
         const Opt *o = &opts[i];
-        if (!o->help || !(o->flags & STORED)) continue;  // not --config or --resume: reusing the file starts a run
+        if (!o->help || !(o->flags & CONFIG_STORED)) continue;  // not --config or --resume: reusing the file starts a run
         if (strcmp(group, o->group) != 0) {
             group = o->group;
             fprintf(f, "# %s\n", group);
         }
         char key[64];
-        key_of(o, key, sizeof key);
-        char *val = opt_value_text(o, c);
-        if (o->type == OPT_STR && (strchr(val, '#') || strchr(val, ' ') || !*val)) {
-            if (!*FIELD(c, o, char *)) fprintf(f, "# %s = (unset)\n", key);
-            else fprintf(f, "%s = \"%s\"\n", key, val);
+        opt_key(o, key, sizeof key);
+        if (o->type == OPT_LIST) {
+            const OptList *l = FIELD(c, o, const OptList);
+            for (int k = 0; k < l->n; k++) print_value(f, key, l->v[k]);
+            if (!l->n) fprintf(f, "# %s = (none)\n", key);
+        } else if (o->type == OPT_STR) {
+            const char *v = *FIELD(c, o, char *const);
+            if (v) print_value(f, key, v);
+            else fprintf(f, "# %s = (unset)\n", key);
         } else {
-            fprintf(f, "%s = %s\n", key, val);
-        }
-        free(val);
-    }
-}
-
-void config_write_attrs(hid_t loc, const TrainConfig *c) {
-    for (int i = 0; i < N_OPTS; i++) {
-        const Opt *o = &opts[i];
-        if (!(o->flags & STORED)) continue;
-        char key[64];
-        key_of(o, key, sizeof key);
-        switch (o->type) {
-        case OPT_INT:
-        case OPT_BOOL:
-        case OPT_FLAG: h5_attr_write_int(loc, key, *FIELD(c, o, int)); break;
-        case OPT_I64: h5_attr_write_int(loc, key, *FIELD(c, o, long long)); break;
-        case OPT_REAL: h5_attr_write_double(loc, key, *FIELD(c, o, double)); break;
-        case OPT_STR: {
-            const char *s = *FIELD(c, o, char *);
-            h5_attr_write_str(loc, key, s ? s : "");
-            break;
-        }
-        case OPT_LIST: break;
-        }
-    }
-}
-
-void config_fill_from_attrs(TrainConfig *c, hid_t loc) {
-    for (int i = 0; i < N_OPTS; i++) {
-        const Opt *o = &opts[i];
-        if (!(o->flags & STORED) || c->given[i] || !strcmp(o->name, "data") || !strcmp(o->name, "out")) continue;
-        char key[64];
-        key_of(o, key, sizeof key);
-        int64_t iv;
-        double dv;
-        switch (o->type) {
-        case OPT_INT:
-        case OPT_BOOL:
-        case OPT_FLAG:
-            if (h5_attr_read_int(loc, key, &iv)) *FIELD(c, o, int) = (int)iv;
-            break;
-        case OPT_I64:
-            if (h5_attr_read_int(loc, key, &iv)) *FIELD(c, o, long long) = iv;
-            break;
-        case OPT_REAL:
-            if (h5_attr_read_double(loc, key, &dv)) *FIELD(c, o, double) = dv;
-            break;
-        case OPT_STR: {
-            char *s = h5_attr_read_str(loc, key);
-            if (s) {
-                char **p = FIELD(c, o, char *);
-                free(*p);
-                *p = *s ? s : NULL;
-                if (!*s) free(s);
-            }
-            break;
-        }
-        case OPT_LIST: break;
+            char *v = opt_value_text(o, c);
+            fprintf(f, "%s = %s\n", key, v);
+            free(v);
         }
     }
 }

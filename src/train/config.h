@@ -6,8 +6,10 @@
 #ifndef GT_CONFIG_H
 #define GT_CONFIG_H
 
-#include <hdf5.h>
 #include <stddef.h>
+#include <stdio.h>
+
+#include "options.h"
 
 typedef struct {
     // input and output
@@ -55,12 +57,10 @@ int config_given(const TrainConfig *c, const char *name);
 // The effective configuration, grouped, one "key = value" per line (a valid --config file;
 // without `config` and `resume`).
 void config_print(const TrainConfig *c, FILE *f);
-// Every setting as an attribute of `loc` (keys with underscores; strings "" when unset).
-void config_write_attrs(hid_t loc, const TrainConfig *c);
-// Fills the options NOT given on this command line from the attributes of `loc` (a
-// checkpoint's /config), so `--resume` alone continues with the settings of the run.
-// Paths (data, out, config) and resume are never taken from the file.
-void config_fill_from_attrs(TrainConfig *c, hid_t loc);
+// The option table (checkpoint /config I/O walks it: io/config_io.h). Row flags of gpt-train:
+#define CONFIG_STORED OPT_TOOL          // written to a checkpoint's /config
+#define CONFIG_RESUMED (OPT_TOOL << 1)  // and taken back by --resume when not given again
+const OptTable *config_table(void);
 void config_free(TrainConfig *c);
 
 #endif

@@ -174,7 +174,9 @@ int32_t *data_probe_ids(Run *r, int *T_out) {
         size_t n = 0, cap = 0;
         tokenizer_encode(tok, c->attn_prompt, strlen(c->attn_prompt), &u, &n, &cap);
         if (n == 0) {
-            snprintf(r->err, sizeof r->err, "--attn-prompt '%s': the text encodes to no tokens", c->attn_prompt);
+            char shown[256];
+            snprintf(r->err, sizeof r->err, "--attn-prompt '%s': the text encodes to no tokens",
+                     utf8_escape(shown, sizeof shown, c->attn_prompt, 0));
             free(u);
             return NULL;
         }

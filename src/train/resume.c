@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "config_io.h"
 #include "data.h"
 #include "error.h"
 #include "h5util.h"

@@ -161,12 +161,17 @@ def test_generation(gen):
 
 def test_command(run, gen):
     out = os.path.join(TMP, "cmd")
-    p = sh(sys.executable, VIZ, run, "--out", out, "--gen", gen, "--gen-tokens", "3", "--layer", "1", "--head", "2",
+    # gen has 2 heads, the run 3: --head 2 is one error naming the file, not head 0 (it wrapped once)
+    p = subprocess.run([sys.executable, VIZ, run, "--out", out, "--gen", gen, "--head", "2"], capture_output=True,
+                       text=True)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "--head 2" in p.stderr and gen in p.stderr, p.stderr
+    assert not os.path.exists(out) or os.listdir(out) == []
+    p = sh(sys.executable, VIZ, run, "--out", out, "--gen", gen, "--gen-tokens", "3", "--layer", "1", "--head", "1",
            "--dpi", "40")
     files = sorted(os.listdir(out))
-    want = ["attn_L1H2_steps.gif", "attn_L1H2_steps.png", "attn_grid_step00000035.png",
-            "attn_step00000035_L1H2.png", "gen_prompt_grid.png", "gen_tok000_L1H0.png", "gen_tok001_L1H0.png",
-            "gen_tok002_L1H0.png", "gen_tokens_L1H0.png", "loss.png"]  # gen has 2 heads: head 2 -> 0
+    want = ["attn_L1H1_steps.gif", "attn_L1H1_steps.png", "attn_grid_step00000035.png",
+            "attn_step00000035_L1H1.png", "gen_prompt_grid.png", "gen_tok000_L1H1.png", "gen_tok001_L1H1.png",
+            "gen_tok002_L1H1.png", "gen_tokens_L1H1.png", "loss.png"]
     assert files == sorted(want), files
     assert sorted(os.path.basename(x) for x in p.stdout.split()) == sorted(want)
     for f in files:
@@ -178,6 +183,11 @@ def test_command(run, gen):
     assert os.path.exists(os.path.join(out, "attn_step00000010_L1H0.png"))
     p = subprocess.run([sys.executable, VIZ, run, "--out", out, "--step", "11"], capture_output=True, text=True)
     assert p.returncode == 1 and "step 11" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    # out of range: one error line, no wrap-around, no traceback
+    for args, needle in ((["--layer", "7"], "--layer 7"), (["--head", "-4"], "--head -4"),
+                         (["--max-frames", "0"], "--max-frames 0")):
+        p = subprocess.run([sys.executable, VIZ, run, "--out", out, *args], capture_output=True, text=True)
+        assert p.returncode == 1 and p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
     p = subprocess.run([sys.executable, VIZ, os.path.join(TMP, "nope"), "--out", out], capture_output=True, text=True)
     assert p.returncode == 1 and "nope" in p.stderr and "Traceback" not in p.stderr, p.stderr
     with h5py.File(os.path.join(TMP, "other.h5"), "w") as f:
