@@ -147,12 +147,12 @@ static int create_file(AttnWriter *w, const Tokenizer *tok, int every, GtErr *e)
     free(ids);
 
     hsize_t rec[5] = {0, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
-    h5_close(h5_create_extendable_e(f, "step", H5T_STD_I64LE, 1, rec, 256, 0, e), e);
-    h5_close(h5_create_extendable_e(f, "loss", H5T_IEEE_F32LE, 1, rec, 256, 0, e), e);
+    h5_close(h5_create_extendable_e(f, "step", H5T_STD_I64LE, 1, rec, 256, 0, 0, e), e);
+    h5_close(h5_create_extendable_e(f, "loss", H5T_IEEE_F32LE, 1, rec, 256, 0, 0, e), e);
     hid_t ft = -1;
     if (!gt_failed(e) && (ft = w->float16 ? h5_half_type_e(e) : H5Tcopy(H5T_IEEE_F32LE)) < 0)
         h5_err_call(e, "H5Tcopy", __FILE__, __LINE__);
-    hid_t d = h5_create_extendable_e(f, "attention", ft, 5, rec, 1, 1, e);
+    hid_t d = h5_create_extendable_e(f, "attention", ft, 5, rec, 1, 1, 0, e);
     h5_attr_write_str_e(d, "axes", "step,layer,head,query,key", e);
     h5_close(d, e);
     h5_close(ft, e);

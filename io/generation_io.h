@@ -1,8 +1,13 @@
-// generation_io.h - the generation file of `gpt-sample --attn-out` (docs/formats.md,
-// generation file): prompt and generated ids and texts, the prompt's attention (L, H, P, P)
-// and, for each generated token, the attention row (L, H, T) of the query that produced it over its
-// context window, zero-padded to block size T, with the window's start in /context_start.
-// Kept in memory while generating, written atomically (temp name + rename) at the end.
+// generation_io.h - the generation file of `gpt-sample --attn-out` (docs/formats.md): prompt
+// and generated ids and texts, the prompt's attention (L, H, P, P) and, for each generated
+// token, the attention row (L, H, T) of the query that produced it over its context window,
+// zero-padded to block size T, with the window's start in /context_start.
+//
+// Written as generation goes, into "<path>.tmp-<pid>" (memory stays one row), and renamed
+// into place when generation ends: after --max-new-tokens, or earlier on a stop signal or a
+// closed stdout, with what was generated so far (root attrs n_generated and stopped_by say
+// which). So the file appears only complete and valid; a failure removes the temp file.
+// Error handling as in h5util.h.
 #ifndef GT_GENERATION_IO_H
 #define GT_GENERATION_IO_H
 
@@ -26,27 +31,18 @@ typedef struct {
     long long prompt_dropped; // prompt tokens before the context window (prompt > block size)
 } GenMeta;
 
-typedef struct {
-    int L, NH, T;
-    int32_t *ids;          // (P + N)
-    size_t n_ids, cap_ids;
-    int P;                 // prompt tokens kept (those in the first context window)
-    float *prompt_att;     // (L, NH, P, P)
-    float *rows;           // (N, L, NH, T)
-    int64_t *ctx_start;    // (N)
-    size_t N, cap_rows;
-} GenRecord;
+typedef struct GenWriter GenWriter;
 
-void gen_record_init(GenRecord *r, const GPTConfig *c);
-// prompt ids (P <= T) and their attention rows att (L, NH, T, T) as KVCache.att holds them.
-void gen_record_prompt(GenRecord *r, const int32_t *ids, int P, const float *att);
+// Creates the temp file with the metadata and the prompt: ids (P <= T) and their attention
+// rows att (L, NH, T, T) as KVCache.att holds them. NULL with *e set on failure.
+GenWriter *gen_writer_open_e(const char *path, const GPTConfig *c, const Tokenizer *tok, const GenMeta *meta,
+                             const int32_t *ids, int P, const float *att, GtErr *e);
 // One generated token, the attention row (L, NH, T) of the query that produced it and the
 // index in the ids of that query's window start.
-void gen_record_token(GenRecord *r, int32_t id, const float *row, int64_t context_start);
-// Writes the file atomically; the output path was checked up front by the caller. A failure
-// (a full disk) leaves no file: _e records it in *e, the plain form exits.
-int gen_record_save_e(const GenRecord *r, const char *path, const Tokenizer *tok, const GenMeta *meta, GtErr *e);
-void gen_record_save(const GenRecord *r, const char *path, const Tokenizer *tok, const GenMeta *meta);
-void gen_record_free(GenRecord *r);
+int gen_writer_token_e(GenWriter *w, int32_t id, const float *row, int64_t context_start, GtErr *e);
+// Records how generation ended (stopped_by: "" when it ran its course, else e.g. "SIGINT"
+// or "closed stdout"), closes the file and renames it into place. Frees w. When *e already
+// holds a failure (or closing fails), removes the temp file instead.
+int gen_writer_close_e(GenWriter *w, const char *stopped_by, GtErr *e);
 
 #endif

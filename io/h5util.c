@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "files.h"
+#include "signals.h"
 
 void h5_quiet(void) {
     H5dont_atexit();
@@ -127,6 +128,7 @@ hid_t h5_create_tmp_e(const char *path, const char *format, char *tmp, size_t tm
     }
     h5_attr_write_str_e(f, "format", format, e);
     h5_attr_write_int_e(f, "format_version", GT_FORMAT_VERSION, e);
+    signals_test_point("write");
     return f;
 }
 
@@ -575,7 +577,7 @@ void h5_write_dataset(hid_t loc, const char *name, hid_t type, int rank, const h
 }
 
 hid_t h5_create_extendable_e(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *rec, hsize_t chunk0,
-                             int deflate, GtErr *e) {
+                             int deflate, int checksum, GtErr *e) {
     if (gt_failed(e)) return -1;
     hsize_t dims[8] = {0}, maxdims[8] = {H5S_UNLIMITED}, chunk[8] = {chunk0};
     for (int i = 1; i < rank; i++) dims[i] = maxdims[i] = chunk[i] = rec[i];
@@ -584,6 +586,7 @@ hid_t h5_create_extendable_e(hid_t loc, const char *name, hid_t type, int rank, 
     H5_TRY(dcpl = H5Pcreate(H5P_DATASET_CREATE));
     H5_TRY(H5Pset_chunk(dcpl, rank, chunk));
     if (deflate) H5_TRY(H5Pset_deflate(dcpl, 4));
+    if (checksum) H5_TRY(H5Pset_fletcher32(dcpl));
     H5_TRY(d = H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT));
 fail:
     h5_close(dcpl, e);

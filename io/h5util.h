@@ -104,9 +104,9 @@ void *h5_read_dataset_e(hid_t loc, const char *name, hid_t type, int *rank, hsiz
 void *h5_read_dataset(hid_t loc, const char *name, hid_t type, int *rank, hsize_t *dims,
                       const char *path_for_msg);
 // Datasets appended to record by record: shape (0, rec[1], ..., rec[rank-1]), unlimited
-// along dim 0, chunks of chunk0 records (gzip level 4 if deflate).
+// along dim 0, chunks of chunk0 records; gzip level 4 if deflate, Fletcher-32 if checksum.
 hid_t h5_create_extendable_e(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *rec, hsize_t chunk0,
-                             int deflate, GtErr *e);
+                             int deflate, int checksum, GtErr *e);
 // Extends d to n+k records and writes buf (memtype, k records of shape rec[1..]) as records
 // n..n+k-1.
 int h5_append_e(hid_t d, hid_t memtype, int rank, const hsize_t *rec, long long n, long long k, const void *buf,

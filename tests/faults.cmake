@@ -36,11 +36,15 @@ gt_fault_test(faults_fuzz_ci ${CMAKE_SOURCE_DIR}/tests/fuzz/run_fuzz.sh --ci)
 gt_fault_test(faults_sanitize ${GT_FAULTS_DIR}/sanitize.sh --ci)
 # A short 1-rank training under valgrind memcheck: no invalid reads or writes.
 gt_fault_test(faults_valgrind ${GT_FAULTS_DIR}/valgrind.sh)
-# Writing files when writes fail: a full disk (small tmpfs at several sizes), a failing call
-# at every position (tests/faults/failwrite.c, LD_PRELOAD), for gpt-bpe train/encode and
-# gpt-sample --attn-out: exit 2, one message, no output file and no temp file, never a crash;
-# or exit 0 with exactly the right content.
+# Writing files when writes fail: a full disk (small tmpfs at several sizes), the file size
+# limit (RLIMIT_FSIZE), a failing call at every position (tests/faults/failwrite.c,
+# LD_PRELOAD), for gpt-bpe train/encode and gpt-sample --attn-out: exit 2, one message, no
+# output file and no temp file, never a crash; or exit 0 with exactly the right content.
 add_library(gt_failwrite SHARED ${GT_FAULTS_DIR}/failwrite.c)
 target_link_libraries(gt_failwrite PRIVATE dl)
 set_target_properties(gt_failwrite PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
 gt_fault_test(faults_io /usr/bin/python3 ${GT_FAULTS_DIR}/test_io_faults.py)
+# gpt-bpe and gpt-sample given FIFOs, devices, directories and sockets as inputs; SIGINT,
+# SIGTERM and SIGHUP in each phase; stdout to /dev/full and a closed pipe; --force onto an
+# input; messages naming a lock or a file in place of a directory.
+gt_fault_test(faults_tools /usr/bin/python3 ${GT_FAULTS_DIR}/test_tool_faults.py)

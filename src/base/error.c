@@ -48,7 +48,11 @@ void gt_tmpfile_remove_all(void) {
         if (tmp_used[i]) unlink(tmp_paths[i]);
 }
 
+static int failing;
+int gt_failing(void) { return failing; }
+
 _Noreturn static void finish(int status) {
+    failing = 1;
     gt_tmpfile_remove_all();
     fflush(stdout);
     fflush(stderr);

@@ -55,6 +55,10 @@ _Noreturn void gt_err_exit(const GtErr *e);
 // The exiting form of a GtErr function: exits when `call` recorded a failure in *e.
 #define GT_OR_EXIT(e, call) do { (call); if (gt_failed(e)) gt_err_exit(e); } while (0)
 
+// 1 once a fatal error is on its way out (gt_fail, gt_err_exit): exit handlers that check
+// output then add no second message.
+int gt_failing(void);
+
 // Warnings go to stderr on rank 0 only (see gt_set_quiet) and never exit.
 void gt_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // Non-zero rank processes call this so only rank 0 prints warnings.

@@ -5,11 +5,26 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-static volatile sig_atomic_t pending = 0;
+#include "error.h"
+
+static volatile sig_atomic_t pending = 0, deferred = 1;
 static int under_mpirun = 0;
+static const int stop_signals[4] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
+
+// Async-signal-safe: unlink, signal, raise.
+static void die_by(int sig) {
+    gt_tmpfile_remove_all();
+    signal(sig, SIG_DFL);
+    raise(sig);  // delivered when the handler returns (or at once outside one)
+}
 
 static void on_signal(int sig) {
+    if (!deferred) {
+        die_by(sig);
+        return;
+    }
     pending = sig;
     // A signalled mpirun stops draining the ranks' terminal: a rank writing its log line
     // would block forever and be SIGKILLed before it checkpoints. Make further writes fail
@@ -21,24 +36,45 @@ static void on_signal(int sig) {
         }
 }
 
-void signals_install(void) {
+static void install(int defer) {
+    deferred = defer;
     under_mpirun = getenv("OMPI_COMM_WORLD_SIZE") != NULL;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;  // MPI and file calls continue; the loop checks the flag per step
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
     // mpirun, once signalled, stops reading the ranks' output: the terminal hangs up
     // (SIGHUP) and writes to a closed pipe raise SIGPIPE. Neither may kill a rank before
     // it has checkpointed; SIGHUP (a closed terminal, too) is one more request to stop.
-    sigaction(SIGHUP, &sa, NULL);
+    for (int i = 0; i < 4; i++) sigaction(stop_signals[i], &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
+}
+
+void signals_install(void) { install(1); }
+void signals_install_immediate(void) { install(0); }
+
+void signals_defer(int on) {
+    deferred = on;
+    if (!on && pending) signals_exit(pending);
 }
 
 int signals_pending(void) { return pending; }
+
+_Noreturn void signals_exit(int sig) {
+    fflush(stdout);
+    fflush(stderr);
+    die_by(sig);
+    // SIGPIPE and the stop signals all terminate by default; should one be blocked, exit
+    // with the status a shell would show.
+    _exit(128 + sig);
+}
+
+void signals_test_point(const char *phase) {
+    const char *at = getenv("GT_TEST_STOP_AT");
+    if (at && strcmp(at, phase) == 0) raise(SIGSTOP);
+}
 
 const char *signals_name(int sig) {
     switch (sig) {
@@ -46,6 +82,7 @@ const char *signals_name(int sig) {
     case SIGINT: return "SIGINT";
     case SIGUSR1: return "SIGUSR1";
     case SIGHUP: return "SIGHUP";
+    case SIGPIPE: return "SIGPIPE";
     default: return "a signal";
     }
 }

@@ -11,9 +11,11 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "files.h"
 #include "h5util.h"
 #include "options.h"
 #include "sha256.h"
+#include "signals.h"
 #include "tokenizer.h"
 #include "tokens_io.h"
 #include "utf8.h"
@@ -30,13 +32,6 @@ static double now_s(void) {
 
 // ---------------------------------------------------------------------------------------
 // input
-
-static void check_input(const char *path, struct stat *st) {
-    if (!path) gt_fail_usage("--input is required");
-    if (stat(path, st) != 0) gt_fail_usage("--input '%s': %s", path, strerror(errno));
-    if (S_ISDIR(st->st_mode)) gt_fail_usage("--input '%s': is a directory, expected a text file", path);
-    if (access(path, R_OK) != 0) gt_fail_usage("--input '%s': %s", path, strerror(errno));
-}
 
 // Line and column (1-based, in bytes) of byte `offset` of the file: only computed for the message.
 static void line_of(const char *path, size_t offset, size_t *line, size_t *col) {
@@ -71,6 +66,7 @@ static _Noreturn void invalid_utf8(const char *path, size_t offset) {
 typedef struct {
     FILE *f;
     const char *path;
+    size_t left;        // bytes still to read: at most the size the file had when opened
     int replace;
     uint8_t *raw;
     size_t pend;        // bytes of raw[] carried over (an incomplete character, < 4)
@@ -80,10 +76,13 @@ typedef struct {
 } Reader;
 
 static int read_block(Reader *r, char **buf, size_t *len, size_t *cap) {
-    size_t n = fread(r->raw + r->pend, 1, BLOCK, r->f);
+    size_t want = r->left < BLOCK ? r->left : BLOCK;
+    size_t n = want ? fread(r->raw + r->pend, 1, want, r->f) : 0;
     if (ferror(r->f)) gt_fail_usage("--input '%s': read error: %s", r->path, strerror(errno));
-    int eof = n < BLOCK;
+    r->left -= n;
+    int eof = n < want || r->left == 0;
     sha256_update(&r->sha, r->raw + r->pend, n);
+    signals_test_point("read");
     size_t nraw = r->pend + n, used;
     if (*len + 3 * nraw + 1 > *cap) {
         *cap = *len + 3 * nraw + 1;
@@ -108,12 +107,16 @@ static int read_block(Reader *r, char **buf, size_t *len, size_t *cap) {
 }
 
 static Reader *reader_open(const char *path, int replace, size_t *size) {
-    struct stat st;
-    check_input(path, &st);
-    if (S_ISREG(st.st_mode) && st.st_size == 0) gt_fail_usage("--input '%s': file is empty", path);
-    *size = (size_t)st.st_size;
+    GtErr e = GT_ERR_INIT;
+    int64_t bytes = 0;
+    int fd = gt_open_input(path, "--input", &bytes, &e);
+    if (fd < 0) gt_err_exit(&e);
+    if (bytes == 0) gt_fail_usage("--input '%s': file is empty", path);
+    *size = (size_t)bytes;
     Reader *r = gt_calloc(1, sizeof *r, "reader");
-    r->f = gt_fopen(path, "rb", "--input");
+    r->f = fdopen(fd, "rb");
+    if (!r->f) gt_fail(GT_EXIT_RUNTIME, "--input '%s': %s", path, strerror(errno));
+    r->left = (size_t)bytes;
     r->path = path;
     r->replace = replace;
     r->raw = gt_malloc(BLOCK + 8, "input block");
@@ -125,6 +128,12 @@ static void reader_close(Reader *r) {
     fclose(r->f);
     free(r->raw);
     free(r);
+}
+
+// --force replaces the output by renaming over it: were it an input, that input would be gone.
+static void refuse_same_file(const char *out, const char *in, const char *in_flag) {
+    if (gt_same_file(out, in))
+        gt_fail_usage("--out '%s' is the same file as %s '%s'; writing it would destroy the input", out, in_flag, in);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -171,6 +180,7 @@ static int cmd_train(int argc, char **argv) {
         gt_fail_usage("--vocab-size %d: must be at least 256 (the bytes) + %d special token(s)", V, n_special);
     tokenizer_pattern_checked(pattern, "--pattern");
     h5_check_output_path(out, "--out", force);
+    refuse_same_file(out, input, "--input");
 
     size_t size;
     Reader *r = reader_open(input, replace, &size);
@@ -222,6 +232,8 @@ static int cmd_encode(int argc, char **argv) {
     double vf = a.val_fraction;
     int threads = a.threads, replace = a.replace, force = a.force, quiet = a.quiet;
     h5_check_output_path(out, "--out", force);
+    refuse_same_file(out, input, "--input");
+    refuse_same_file(out, vocab, "--vocab");
     Tokenizer tok;
     vocab_load(vocab, &tok, "--vocab");
     tokenizer_set_threads(&tok, threads);
@@ -305,7 +317,8 @@ static const OptTable decode_table = {
     NULL, decode_opts, OPT_COUNT(decode_opts), NULL, 0};
 
 static void write_out(const char *s, size_t n) {
-    if (n && fwrite(s, 1, n, stdout) != n) gt_fail(GT_EXIT_RUNTIME, "writing to stdout failed: %s", strerror(errno));
+    int err = gt_stdout_write(s, n);
+    if (err) gt_stdout_failed(err);
 }
 
 static int same_vocab(const Tokenizer *a, const Tokenizer *b) {
@@ -367,7 +380,8 @@ static int cmd_decode(int argc, char **argv) {
         tokens_info_free(&info);
         tokenizer_free(&ttok);
     }
-    if (fflush(stdout) != 0) gt_fail(GT_EXIT_RUNTIME, "writing to stdout failed: %s", strerror(errno));
+    int err = gt_stdout_flush();
+    if (err) gt_stdout_failed(err);
     tokenizer_free(&tok);
     opt_free(&decode_table, &a);
     return 0;
@@ -383,7 +397,10 @@ static const char MAIN_HELP[] =
 
 int main(int argc, char **argv) {
     gt_set_progname("gpt-bpe");
+    signals_install_immediate();  // a stop signal in any phase removes the temp output
+    gt_stdout_check_at_exit();
     h5_quiet();
+    signals_test_point("start");
     if (getenv("GT_BPE_BLOCK") && atol(getenv("GT_BPE_BLOCK")) > 0) BLOCK = (size_t)atol(getenv("GT_BPE_BLOCK"));
     if (argc < 2) {
         fputs(MAIN_HELP, stderr);

@@ -2,13 +2,15 @@
 //
 // Loads config, weights and /tokenizer from one checkpoint file (or RUN/latest), feeds the
 // prompt through a key/value cache (sampler.h) and prints each token's text as soon as it
-// is drawn, whole UTF-8 characters only. --attn-out keeps every attention row and writes
-// the generation file (generation_io.h) at the end.
+// is drawn, whole UTF-8 characters only. --attn-out writes every attention row to the
+// generation file (generation_io.h) as it goes; the file is renamed into place when
+// generation ends, also early, on a stop signal or when stdout's reader goes away.
 #include <cblas.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +20,13 @@
 #include "attention_io.h"
 #include "checkpoint.h"
 #include "error.h"
+#include "files.h"
 #include "generation_io.h"
 #include "gpt2.h"
 #include "h5util.h"
 #include "options.h"
 #include "sampler.h"
+#include "signals.h"
 #include "tokenizer.h"
 #include "vocab_io.h"
 #include "utf8.h"
@@ -69,8 +73,13 @@ static char *resolve_checkpoint(const char *arg) {
     if (!S_ISDIR(st.st_mode)) return gt_strdup(arg);
     char latest[4200];
     snprintf(latest, sizeof latest, "%s/latest", arg);
-    FILE *f = fopen(latest, "r");
-    if (!f) gt_fail_usage("--checkpoint '%s': a run directory without a 'latest' file (no checkpoint written yet?)", arg);
+    if (stat(latest, &st) != 0)
+        gt_fail_usage("--checkpoint '%s': a run directory without a 'latest' file (no checkpoint written yet?)", arg);
+    GtErr e = GT_ERR_INIT;
+    int64_t size;
+    int fd = gt_open_input(latest, "--checkpoint", &size, &e);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (!f) gt_err_exit(&e);
     char name[4096] = "";
     if (!fgets(name, sizeof name, f)) name[0] = '\0';
     fclose(f);
@@ -84,13 +93,15 @@ static char *resolve_checkpoint(const char *arg) {
 }
 
 // Prints bytes as they come, holding back a UTF-8 character cut between two tokens until it
-// is complete; ill-formed bytes come out as U+FFFD.
+// is complete; ill-formed bytes come out as U+FFFD. Returns 0, or the errno of a failed
+// write to stdout (EPIPE: the reader went away).
 typedef struct {
     uint8_t *buf;
     size_t n, cap;
 } Utf8Stream;
 
-static void stream_put(Utf8Stream *s, const uint8_t *b, size_t len, int final) {
+static int stream_put(Utf8Stream *s, const uint8_t *b, size_t len, int final) {
+    int err = 0;
     if (s->n + len > s->cap) {
         s->cap = 2 * (s->n + len) + 16;
         s->buf = gt_realloc(s->buf, s->cap, "output buffer");
@@ -101,18 +112,18 @@ static void stream_put(Utf8Stream *s, const uint8_t *b, size_t len, int final) {
     while (i < s->n) {
         int r = utf8_char_len(s->buf + i, s->n - i);
         if (r > 0) {
-            fwrite(s->buf + i, 1, (size_t)r, stdout);
+            if (!err) err = gt_stdout_write(s->buf + i, (size_t)r);
             i += (size_t)r;
         } else if (r < 0 && !final) {
             break;  // a character cut short: wait for the next token
         } else {
-            fputs("\xEF\xBF\xBD", stdout);
+            if (!err) err = gt_stdout_write("\xEF\xBF\xBD", 3);
             i += utf8_bad_len(s->buf + i, s->n - i);
         }
     }
     memmove(s->buf, s->buf + i, s->n - i);
     s->n -= i;
-    fflush(stdout);
+    return err ? err : gt_stdout_flush();
 }
 
 // The prompt's ids. Empty: a newline token, else the first special token (said on stderr).
@@ -159,7 +170,10 @@ static double now_s(void) {
 
 int main(int argc, char **argv) {
     gt_set_progname("gpt-sample");
+    signals_install_immediate();  // until generation starts, a stop signal ends the process at once
+    gt_stdout_check_at_exit();
     h5_quiet();
+    signals_test_point("start");
     SampleArgs a;
     opt_parse_or_exit(&sample_table, &a, argc - 1, argv + 1, NULL);
     const char *ckpt_arg = a.checkpoint, *prompt = a.prompt, *attn_out = a.attn_out;
@@ -173,6 +187,9 @@ int main(int argc, char **argv) {
 
     // ---- checkpoint: config, weights, tokenizer ----
     char *ckpt = resolve_checkpoint(ckpt_arg);
+    if (attn_out && gt_same_file(attn_out, ckpt))
+        gt_fail_usage("--attn-out '%s' is the same file as the checkpoint '%s'; writing it would destroy the checkpoint",
+                      attn_out, ckpt);
     hid_t f = ckpt_open(ckpt, "--checkpoint");
     GPTConfig c;
     ckpt_read_model_config(f, &c, ckpt);
@@ -201,25 +218,29 @@ int main(int argc, char **argv) {
 
     // ---- generate ----
     Utf8Stream out = {0};
-    if (plen) stream_put(&out, (const uint8_t *)prompt, plen, 0);
+    int out_err;
+    if (plen) out_err = stream_put(&out, (const uint8_t *)prompt, plen, 0);
     else {
         char *d = tokenizer_decode(&tok, ids, P, NULL);
-        stream_put(&out, (const uint8_t *)d, strlen(d), 0);
+        out_err = stream_put(&out, (const uint8_t *)d, strlen(d), 0);
         free(d);
     }
+    if (out_err) gt_stdout_failed(out_err);
     double t0 = now_s();
     Generator g;
     generator_start(&g, &m, pids, P, attn_out != NULL);
     double t_prompt = now_s() - t0;
     size_t dropped = g.start;  // prompt tokens before the first window: not in the generation file
-    GenRecord rec;
+    GtErr e = GT_ERR_INIT;
+    GenWriter *gw = NULL;
     float *row = NULL;
     if (attn_out) {
-        gen_record_init(&rec, &c);
-        int32_t *kept = gt_malloc((P - dropped) * sizeof(int32_t), "prompt ids");
+        GenMeta meta = {prompt, (float)temperature, (int)top_k, (float)top_p, seed, ckpt, step, (long long)dropped};
+        int32_t *kept = gt_malloc((P - dropped + 1) * sizeof(int32_t), "prompt ids");
         for (size_t i = dropped; i < P; i++) kept[i - dropped] = (int32_t)ids[i];
-        gen_record_prompt(&rec, kept, (int)(P - dropped), g.kv.att);
+        gw = gen_writer_open_e(attn_out, &c, &tok, &meta, kept, (int)(P - dropped), g.kv.att, &e);
         free(kept);
+        if (!gw) gt_err_exit(&e);
         row = gt_malloc((size_t)c.n_layer * c.n_head * c.block_size * sizeof(float), "attention row");
     }
     float *probs = gt_malloc((size_t)c.vocab_size * sizeof(float), "probabilities");
@@ -229,29 +250,34 @@ int main(int argc, char **argv) {
     rng_seed(&rng, seed);
     double t1 = now_s();
     int ends_with_newline = 1;
-    for (long i = 0; i < max_new; i++) {
-        if (attn_out) kv_att_row(&g.kv, g.kv.last_fed - 1, row);
+    // From here a stop signal, or a reader that goes away (`| head`), ends generation after
+    // the current token, and the generation file keeps what was generated.
+    signals_defer(1);
+    long n_new = 0;
+    for (; n_new < max_new && !signals_pending() && !out_err; n_new++) {
+        if (gw) kv_att_row(&g.kv, g.kv.last_fed - 1, row);
         int id = sample_token(g.kv.logits, V, &sp, &rng, probs, order);
-        if (attn_out) gen_record_token(&rec, id, row, (int64_t)(g.start - dropped));
+        if (gw && gen_writer_token_e(gw, id, row, (int64_t)(g.start - dropped), &e)) gt_err_exit(&e);
         size_t tl = 0;
         const uint8_t *tb = tokenizer_token(&tok, (uint32_t)id, &tl);
-        stream_put(&out, tb, tl, 0);
+        out_err = stream_put(&out, tb, tl, 0);
         if (tl > 0) ends_with_newline = tb[tl - 1] == '\n';
-        if (i + 1 < max_new) generator_push(&g, id);
+        if (n_new + 1 < max_new) generator_push(&g, id);
+        if (n_new == 2) signals_test_point("generate");
     }
-    stream_put(&out, (const uint8_t *)"", 0, 1);
+    if (!out_err) out_err = stream_put(&out, (const uint8_t *)"", 0, 1);
+    if (out_err && out_err != EPIPE) gt_stdout_failed(out_err);  // exit 2; the temp file goes
+    int sig = signals_pending();
     double t_gen = now_s() - t1;
+    if (gw && gen_writer_close_e(gw, out_err ? "closed stdout" : sig ? signals_name(sig) : "", &e)) gt_err_exit(&e);
+    if (out_err) signals_exit(SIGPIPE);  // quiet, as a closed pipe ends any tool
     // stdout holds exactly the text; the report starts on its own line on a shared terminal.
     if (!ends_with_newline) fputc('\n', stderr);
+    if (sig) fprintf(stderr, "gpt-sample: stopped by %s after %ld of %ld tokens\n", signals_name(sig), n_new, max_new);
     fprintf(stderr, "gpt-sample: prompt %zu tokens in %.1f ms; %ld new tokens in %.1f ms (%.1f tokens/s); window slid %lld times\n",
-            P, 1e3 * t_prompt, max_new, 1e3 * t_gen, t_gen > 0 ? (double)max_new / t_gen : 0.0, g.slides);
-
-    if (attn_out) {
-        GenMeta meta = {prompt, (float)temperature, (int)top_k, (float)top_p, seed, ckpt, step, (long long)dropped};
-        gen_record_save(&rec, attn_out, &tok, &meta);
-        gen_record_free(&rec);
-        fprintf(stderr, "gpt-sample: wrote %s\n", attn_out);
-    }
+            P, 1e3 * t_prompt, n_new, 1e3 * t_gen, t_gen > 0 ? (double)n_new / t_gen : 0.0, g.slides);
+    if (attn_out) fprintf(stderr, "gpt-sample: wrote %s\n", attn_out);
+    if ((sig = signals_pending())) signals_exit(sig);
     free(row);
     free(probs);
     free(order);

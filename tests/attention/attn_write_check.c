@@ -177,11 +177,12 @@ static int cmd_gen(int argc, char **argv) {
     Generator g;
     generator_start(&g, &m, prompt, (size_t)P, 1);
     size_t dropped = g.start;
-    GenRecord rec;
-    gen_record_init(&rec, &c);
     int32_t kept[64];
     for (int i = (int)dropped; i < P; i++) kept[i - (int)dropped] = prompt[i];
-    gen_record_prompt(&rec, kept, P - (int)dropped, g.kv.att);
+    GenMeta meta = {"Hello", 0.0f, 0, 1.0f, 1337, "none.h5", 42, (long long)dropped};
+    GtErr e = GT_ERR_INIT;
+    GenWriter *gw = gen_writer_open_e(out, &c, &tok, &meta, kept, P - (int)dropped, g.kv.att, &e);
+    if (!gw) gt_err_exit(&e);
     size_t LHT = (size_t)c.n_layer * c.n_head * c.block_size;
     float *row = malloc(LHT * sizeof(float));
     float probs[258];
@@ -190,16 +191,14 @@ static int cmd_gen(int argc, char **argv) {
     for (int i = 0; i < N; i++) {
         kv_att_row(&g.kv, g.kv.last_fed - 1, row);
         int id = sample_token(g.kv.logits, c.vocab_size, &sp, NULL, probs, order);
-        gen_record_token(&rec, id, row, (int64_t)(g.start - dropped));
+        if (gen_writer_token_e(gw, id, row, (int64_t)(g.start - dropped), &e)) gt_err_exit(&e);
         int W = (int)(g.n - g.start);
         gpt2_forward(&m, g.ids + g.start, NULL, 1, W, 0, 0);
         append_raw(raw, m.att, (size_t)c.n_layer * c.n_head * W * W);
         if (i + 1 < N) generator_push(&g, id);
     }
-    GenMeta meta = {"Hello", 0.0f, 0, 1.0f, 1337, "none.h5", 42, (long long)dropped};
-    gen_record_save(&rec, out, &tok, &meta);
+    if (gen_writer_close_e(gw, "", &e)) gt_err_exit(&e);
     printf("slides %lld\n", g.slides);
-    gen_record_free(&rec);
     generator_free(&g);
     free(row);
     gpt2_free(&m);

@@ -209,6 +209,29 @@ def make_tokens(bpe, d, n_bytes, extra_train_args=()):
     return corpus, vocab, tokens
 
 
+def make_checkpoint(train, tokens, run):
+    """A 2-step training of a tiny model into run (a checkpoint for gpt-sample). Exits 1 with
+    the tool's output when gpt-train fails."""
+    r = globals()["run"]([train, "--data", tokens, "--out", run, "--steps", "2", "--n-layer", "2", "--n-head", "2",
+                          "--n-embd", "16", "--block-size", "16", "--batch-size", "2", "--eval-batches", "1"],
+                         timeout=120)
+    if r.rc != 0:
+        print("fixture failed\n" + r.describe())
+        sys.exit(1)
+    return run
+
+
+def run_parts(ck, d, parts):
+    """Runs each (function, args) of a test, printing its time; then removes d and ends the
+    test with the tally (exit 1 when a check failed)."""
+    for part, args in parts:
+        t0 = time.time()
+        part(*args)
+        print("%s: %.1f s" % (part.__name__, time.time() - t0), flush=True)
+    rmtree(d)
+    ck.finish()
+
+
 class Checks:
     """Counts checks; prints each failure in full and ends with 'N passed, N failed'."""
 

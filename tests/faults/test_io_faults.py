@@ -9,6 +9,8 @@ full disk    the output directory on a small tmpfs, at sizes from a few pages to
              the file's size, so the failure lands in each phase HDF5 goes through (its chunk
              writes at a dataset's close, its metadata at the flush, the close itself);
              skipped, saying why, where mounting is not permitted.
+size limit   RLIMIT_FSIZE (ulimit -f) from a fraction of the file's size to past it: a write
+             beyond it fails with EFBIG (SIGXFSZ is ignored) and is reported like a full disk.
 failing call tests/faults/failwrite.c (LD_PRELOAD) fails the k-th write-side system call on
              the temp file (pwrite, write, ftruncate, fsync, close, rename), for every k, with
              ENOSPC or EIO: every phase of writing, also those a tmpfs never reaches.
@@ -19,14 +21,9 @@ dataset, with the same command's output on a healthy disk.
 """
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faultlib as fl  # noqa: E402
-
-MODEL = ["--n-layer", "2", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "2",
-         "--eval-batches", "1"]
-
 
 def h5():
     import h5py
@@ -105,6 +102,26 @@ def full_disk(ck, d, tools):
               "%s: the smallest disks fail, the largest succeeds" % tool.name, " ".join(results))
 
 
+def size_limit(ck, d, tools):
+    for tool in tools:
+        ref_size = os.path.getsize(tool.ref_path)
+        out = os.path.join(d, "limited.h5")
+        results = []
+        for frac in (0.05, 0.3, 0.6, 0.9, 0.99, 1.0, 1.5):
+            limit = max(1, int(ref_size * frac))
+            r = fl.run(["prlimit", "--fsize=%d" % limit, *tool.cmd(out)], timeout=120)
+            rc = judge(ck, tool, r, out, "under a file size limit of %d bytes" % limit)
+            if rc == 2:
+                ck.ok("File too large" in r.err and "ulimit -f" in r.err,
+                      "%s under a %d-byte limit: the message names the file size limit" % (tool.name, limit), r.err[-600:])
+            results.append("%d:%s" % (limit, r.rc))
+            if os.path.exists(out):
+                os.remove(out)
+        print("size limit, %s (file of %d bytes): %s" % (tool.name, ref_size, " ".join(results)), flush=True)
+        ck.ok(results[0].endswith(":2") and results[-1].endswith(":0"),
+              "%s: the smallest limit fails, the largest succeeds" % tool.name, " ".join(results))
+
+
 def failing_call(ck, d, tools, lib):
     """Fails the k-th write-side call on the temp file, for each k (all of them up to 40,
     beyond that the first and last 15 and an even spread)."""
@@ -142,11 +159,7 @@ def main():
     d = fl.tmpdir("gt-io-")
     ck = fl.Checks("test_io_faults")
     corpus, vocab, tokens = fl.make_tokens(bpe, d, 60000)
-    run = os.path.join(d, "run")
-    r = fl.run([train, "--data", tokens, "--out", run, "--steps", "2", *MODEL], timeout=120)
-    if r.rc != 0:
-        print("fixture failed\n" + r.describe())
-        sys.exit(1)
+    run = fl.make_checkpoint(train, tokens, os.path.join(d, "run"))
     tools = [
         Tool("gpt-bpe train", lambda out: [bpe, "train", "--input", corpus, "--out", out, "--vocab-size", "320"]),
         Tool("gpt-bpe encode", lambda out: [bpe, "encode", "--vocab", vocab, "--input", corpus, "--out", out],
@@ -162,17 +175,12 @@ def main():
             print("reference run failed\n" + r.describe())
             sys.exit(1)
         tool.ref = tool.content(tool.ref_path)
-    parts = [(full_disk, (ck, d, tools))]
+    parts = [(full_disk, (ck, d, tools)), (size_limit, (ck, d, tools))]
     if os.path.exists(lib):
         parts.append((failing_call, (ck, d, tools, lib)))
     else:
         print("SKIP failing call: %s is not built" % lib)
-    for part, args in parts:
-        t0 = time.time()
-        part(*args)
-        print("%s: %.1f s" % (part.__name__, time.time() - t0), flush=True)
-    fl.rmtree(d)
-    ck.finish()
+    fl.run_parts(ck, d, parts)
 
 
 if __name__ == "__main__":

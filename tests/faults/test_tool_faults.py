@@ -1,0 +1,292 @@
+#!/usr/bin/python3
+"""test_tool_faults.py - gpt-bpe and gpt-sample meeting what a new user tries: inputs that
+are not files, interrupts, an output nobody can take, the output named as an input, and the
+messages that must name the real problem. The rule each time: one message and exit 1 for bad
+input, exit 2 for a runtime failure, the signal's own status for an interrupt, a quiet end
+for a closed pipe; never a hang, never a temp file left, never an input destroyed.
+
+not a file     --input, --vocab, --tokens, --checkpoint (and RUN/latest) given /dev/zero, a
+               FIFO (with and without a writer), a directory, a socket: exit 1 within seconds,
+               naming the flag and what the path is; nothing read from it.
+signals        SIGINT, SIGTERM, SIGHUP delivered in each phase (GT_TEST_STOP_AT stops the tool
+               at a named point: start-up, reading, writing the output, generating): the tool
+               ends by that signal (status 128+N) with no temp file and no output file; except
+               that gpt-sample, stopped while generating, first completes the --attn-out file
+               with the tokens so far (stopped_by names the signal).
+stdout         > /dev/full: exit 2 naming stdout (also --help and --version), no --attn-out
+               file; | head: a quiet end by SIGPIPE, no message, and gpt-sample's --attn-out
+               file complete up to the last token written (stopped_by "closed stdout").
+same file      --force with --out naming an input (the same path, a symlink, a hard link), or
+               --attn-out naming the checkpoint: exit 1 naming both, the input untouched.
+messages       a file where a directory is needed is named as such; a file another program
+               holds open for writing is said to be locked, not damaged.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faultlib as fl  # noqa: E402
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def one_error(ck, r, what, needles, status=1):
+    errs = r.error_lines()
+    ck.ok(not r.crashed(), what + ": no crash, no hang", r.describe())
+    ck.ok(r.rc == status, what + ": exit status %d" % status, r.describe())
+    ck.ok(len(errs) == 1 and all(n in errs[0] for n in needles),
+          what + ": one message naming %s" % ", ".join(repr(n) for n in needles), r.describe())
+
+
+def not_a_file(ck, d, bpe, corpus, vocab, tokens):
+    fifo = os.path.join(d, "fifo")
+    os.mkfifo(fifo)
+    sock_path = os.path.join(d, "sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(sock_path)
+    kinds = [("/dev/zero", "character device"), (fifo, "FIFO"), (d, "directory"), (sock_path, "socket")]
+    out = os.path.join(d, "never.h5")
+    for path, kind in kinds:
+        cases = [
+            ("train --input", [bpe, "train", "--input", path, "--out", out], "--input"),
+            ("encode --input", [bpe, "encode", "--vocab", vocab, "--input", path, "--out", out], "--input"),
+            ("encode --vocab", [bpe, "encode", "--vocab", path, "--input", corpus, "--out", out], "--vocab"),
+            ("decode --tokens", [bpe, "decode", "--vocab", vocab, "--tokens", path], "--tokens"),
+        ]
+        for name, cmd, flag in cases:
+            r = fl.run(cmd, timeout=20)
+            one_error(ck, r, "gpt-bpe %s %s" % (name, kind), [flag, kind])
+            ck.ok(r.secs < 10 and not os.path.exists(out), "gpt-bpe %s %s: refused at once, no output" % (name, kind),
+                  "%.1f s" % r.secs)
+    # A FIFO with a writer that never stops is refused just the same, before reading anything.
+    writer = subprocess.Popen("exec yes > '%s'" % fifo, shell=True)
+    r = fl.run([bpe, "train", "--input", fifo, "--out", out], timeout=20)
+    writer.kill()
+    writer.wait()
+    one_error(ck, r, "gpt-bpe train --input FIFO with an endless writer", ["--input", "FIFO"])
+    sock.close()
+
+
+def stop_at(cmd, phase, sig, timeout=60):
+    """Runs cmd until it stops itself at `phase` (GT_TEST_STOP_AT), then sends sig and lets it
+    continue. Returns (Popen after exit, whether it reached the phase, files seen at the stop)."""
+    e = fl.env()
+    e["GT_TEST_STOP_AT"] = phase
+    p = subprocess.Popen([str(c) for c in cmd], env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    deadline, reached = time.time() + timeout, False
+    while time.time() < deadline and p.poll() is None:
+        try:
+            with open("/proc/%d/stat" % p.pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    reached = True
+                    break
+        except OSError:
+            break
+        time.sleep(0.01)
+    os.kill(p.pid, sig)
+    os.kill(p.pid, signal.SIGCONT)
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        fl.kill_group(p)
+    return p, reached
+
+
+def signals_each_phase(ck, d, bpe, corpus, vocab):
+    out = os.path.join(d, "sig.h5")
+    tools = [("gpt-bpe train", [bpe, "train", "--input", corpus, "--out", out, "--vocab-size", "300"]),
+             ("gpt-bpe encode", [bpe, "encode", "--vocab", vocab, "--input", corpus, "--out", out])]
+    i = 0
+    for name, cmd in tools:
+        for phase in ("start", "read", "write"):
+            sig = SIGNALS[i % 3]
+            i += 1
+            p, reached = stop_at(cmd, phase, sig)
+            what = "%s: %s in phase '%s'" % (name, signal.Signals(sig).name, phase)
+            left = [n for n in os.listdir(d) if n.startswith("sig.h5")]
+            ck.ok(reached, what + ": the tool reached the phase", "rc %s" % p.returncode)
+            ck.ok(p.returncode == -sig, what + ": ends by that signal (status 128+%d)" % sig,
+                  "rc %s, stderr %s" % (p.returncode, p.stderr.read()[-500:]))
+            ck.ok(not left, what + ": no temp file, no output file", str(left))
+            for n in left:
+                os.remove(os.path.join(d, n))
+
+
+def stdout_faults(ck, d, bpe, corpus, vocab, tokens):
+    full = open("/dev/full", "wb")
+    for name, args in (("decode", ["decode", "--vocab", vocab, "--tokens", tokens]), ("--help", ["--help"]),
+                       ("encode --help", ["encode", "--help"]), ("--version", ["--version"])):
+        p = subprocess.run([bpe, *args], stdout=full, stderr=subprocess.PIPE, env=fl.env(), timeout=60)
+        err = p.stderr.decode(errors="replace")
+        lines = [l for l in err.splitlines() if ": error:" in l]
+        ck.ok(p.returncode == 2 and len(lines) == 1 and "stdout" in lines[0],
+              "gpt-bpe %s > /dev/full: exit 2, one message naming stdout" % name, "rc %s: %s" % (p.returncode, err))
+    full.close()
+    # | head: the reader goes away; the tool ends quietly by SIGPIPE, as any command in a pipe.
+    # The text must outgrow the pipe's buffer (64 KiB), or decode is done before head leaves.
+    big_text, big_tokens = os.path.join(d, "big.txt"), os.path.join(d, "big.h5")
+    with open(corpus, "rb") as f, open(big_text, "wb") as g:
+        g.write(f.read() * 8)
+    r = fl.run([bpe, "encode", "--vocab", vocab, "--input", big_text, "--out", big_tokens], timeout=60)
+    ck.ok(r.rc == 0, "fixture: a text 8 times the corpus encodes", r.describe())
+    p = subprocess.Popen([bpe, "decode", "--vocab", vocab, "--tokens", big_tokens], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=fl.env())
+    p.stdout.read(10)
+    p.stdout.close()
+    err = p.stderr.read().decode(errors="replace")
+    p.wait(timeout=60)
+    ck.ok(p.returncode == -signal.SIGPIPE and not err.strip(),
+          "gpt-bpe decode | head: a quiet end by SIGPIPE", "rc %s, stderr %r" % (p.returncode, err))
+
+
+def same_file(ck, d, bpe, corpus, vocab):
+    text = os.path.join(d, "text.txt")
+    with open(corpus, "rb") as f, open(text, "wb") as g:
+        g.write(f.read())
+    before = fl.sha256(text)
+    link, hard = os.path.join(d, "link.txt"), os.path.join(d, "hard.txt")
+    os.symlink(text, link)
+    os.link(text, hard)
+    vcopy = os.path.join(d, "vcopy.h5")
+    with open(vocab, "rb") as f, open(vcopy, "wb") as g:
+        g.write(f.read())
+    vbefore = fl.sha256(vcopy)
+    cases = [("encode --out = --input", ["encode", "--vocab", vocab, "--input", text, "--out", text], "--input"),
+             ("encode --out = a symlink to --input", ["encode", "--vocab", vocab, "--input", text, "--out", link],
+              "--input"),
+             ("train --out = a hard link to --input", ["train", "--input", text, "--out", hard], "--input"),
+             ("encode --out = --vocab", ["encode", "--vocab", vcopy, "--input", text, "--out", vcopy], "--vocab")]
+    for name, args, flag in cases:
+        r = fl.run([bpe, *args, "--force"], timeout=60)
+        one_error(ck, r, "gpt-bpe %s --force" % name, ["--out", flag, "same file"])
+    ck.ok(fl.sha256(text) == before and fl.sha256(vcopy) == vbefore, "--force onto an input: the inputs are untouched")
+
+
+def messages(ck, d, bpe, corpus, vocab):
+    r = fl.run([bpe, "train", "--input", corpus, "--out", os.path.join(corpus, "x.h5")], timeout=30)
+    one_error(ck, r, "gpt-bpe train --out FILE/x.h5", ["--out", "is a file, not a directory"])
+    # HDF5 locks a file it opens for writing: a second program is told so, not that the file is damaged
+    import h5py
+    locked = os.path.join(d, "locked.h5")
+    with open(vocab, "rb") as f, open(locked, "wb") as g:
+        g.write(f.read())
+    held = threading.Event()
+    done = threading.Event()
+
+    def hold():
+        with h5py.File(locked, "a"):
+            held.set()
+            done.wait(60)
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(30)
+    r = fl.run([bpe, "encode", "--vocab", locked, "--input", corpus, "--out", os.path.join(d, "l.h5")], timeout=30)
+    done.set()
+    t.join()
+    one_error(ck, r, "gpt-bpe encode --vocab FILE held open for writing by h5py", ["--vocab", "lock"])
+    ck.ok("damaged" not in r.err, "a locked file is not called damaged", r.err[-400:])
+
+
+def generation(path):
+    """(n_generated, stopped_by, rows of /attention, len of /token_ids) of a generation file."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        return (int(f.attrs["n_generated"]), f.attrs["stopped_by"], f["attention"].shape[0], f["token_ids"].shape[0],
+                int(f.attrs["n_prompt"]))
+
+
+def sample_faults(ck, d, sample, run):
+    """gpt-sample: not a file, signals in each phase, stdout, --attn-out onto the checkpoint."""
+    out = os.path.join(d, "gen.h5")
+    fifo = os.path.join(d, "fifo2")
+    os.mkfifo(fifo)
+    for path, kind in (("/dev/zero", "character device"), (fifo, "FIFO")):
+        r = fl.run([sample, "--checkpoint", path, "--prompt", "x"], timeout=20)
+        one_error(ck, r, "gpt-sample --checkpoint %s" % kind, ["--checkpoint", kind])
+    fake = os.path.join(d, "fakerun")
+    os.mkdir(fake)
+    os.mkfifo(os.path.join(fake, "latest"))
+    r = fl.run([sample, "--checkpoint", fake, "--prompt", "x"], timeout=20)
+    one_error(ck, r, "gpt-sample --checkpoint RUN whose latest is a FIFO", ["--checkpoint", "FIFO"])
+
+    base = [sample, "--checkpoint", run, "--prompt", "The quick", "--max-new-tokens", "40"]
+    for i, phase in enumerate(("start", "write")):
+        sig = SIGNALS[i]
+        p, reached = stop_at(base + ["--attn-out", out], phase, sig)
+        what = "gpt-sample --attn-out: %s in phase '%s'" % (signal.Signals(sig).name, phase)
+        left = [n for n in os.listdir(d) if n.startswith("gen.h5")]
+        ck.ok(reached and p.returncode == -sig, what + ": ends by that signal", "rc %s" % p.returncode)
+        ck.ok(not left, what + ": no temp file, no output file", str(left))
+    for sig in SIGNALS:
+        p, reached = stop_at(base + ["--attn-out", out], "generate", sig)
+        what = "gpt-sample --attn-out: %s while generating" % signal.Signals(sig).name
+        ck.ok(reached and p.returncode == -sig, what + ": ends by that signal", "rc %s" % p.returncode)
+        ck.ok([n for n in os.listdir(d) if n.startswith("gen.h5")] == ["gen.h5"],
+              what + ": the generation file is in place, no temp file", str(os.listdir(d)))
+        try:
+            n, by, rows, ids, P = generation(out)
+            ok = by == signal.Signals(sig).name and rows == n == 3 and ids == P + n
+            detail = "n_generated %d, stopped_by %r, %d rows, %d ids" % (n, by, rows, ids)
+        except Exception as e:  # noqa: BLE001
+            ok, detail = False, str(e)
+        ck.ok(ok, what + ": it holds the 3 tokens generated so far, stopped_by names the signal", detail)
+        os.remove(out)
+
+    full = open("/dev/full", "wb")
+    p = subprocess.run(base + ["--attn-out", out], stdout=full, stderr=subprocess.PIPE, env=fl.env(), timeout=60)
+    full.close()
+    err = p.stderr.decode(errors="replace")
+    lines = [l for l in err.splitlines() if ": error:" in l]
+    ck.ok(p.returncode == 2 and len(lines) == 1 and "stdout" in lines[0],
+          "gpt-sample > /dev/full: exit 2, one message naming stdout", "rc %s: %s" % (p.returncode, err))
+    ck.ok(not [n for n in os.listdir(d) if n.startswith("gen.h5")], "gpt-sample > /dev/full: no --attn-out file",
+          str(os.listdir(d)))
+    # | head: generation stops at the closed pipe; the file keeps what was printed
+    p = subprocess.Popen([sample, "--checkpoint", run, "--prompt", "The quick", "--max-new-tokens", "100000",
+                          "--attn-out", out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=fl.env())
+    p.stdout.read(40)
+    p.stdout.close()
+    err = p.stderr.read().decode(errors="replace")
+    p.wait(timeout=60)
+    ck.ok(p.returncode == -signal.SIGPIPE and ": error:" not in err,
+          "gpt-sample | head: a quiet end by SIGPIPE", "rc %s, stderr %r" % (p.returncode, err))
+    try:
+        n, by, rows, ids, P = generation(out)
+        ok = by == "closed stdout" and 0 < n < 100000 and rows == n and ids == P + n
+        detail = "n_generated %d, stopped_by %r, %d rows, %d ids" % (n, by, rows, ids)
+    except Exception as e:  # noqa: BLE001
+        ok, detail = False, str(e)
+    ck.ok(ok, "gpt-sample --attn-out | head: the file is complete up to the last token, stopped_by 'closed stdout'",
+          detail)
+    os.remove(out)
+
+    with open(os.path.join(run, "latest")) as f:
+        ckpt = os.path.join(run, f.read().strip())
+    before = fl.sha256(ckpt)
+    r = fl.run(base + ["--attn-out", ckpt, "--force"], timeout=60)
+    one_error(ck, r, "gpt-sample --attn-out = the checkpoint, --force", ["--attn-out", "same file"])
+    ck.ok(fl.sha256(ckpt) == before, "gpt-sample --attn-out = the checkpoint: the checkpoint is untouched")
+
+
+def main():
+    bpe, sample, train = fl.require("gpt-bpe", "gpt-sample", "gpt-train")
+    d = fl.tmpdir("gt-tools-")
+    ck = fl.Checks("test_tool_faults")
+    corpus, vocab, tokens = fl.make_tokens(bpe, d, 60000)
+    run = fl.make_checkpoint(train, tokens, os.path.join(d, "run"))
+    fl.run_parts(ck, d, ((not_a_file, (ck, d, bpe, corpus, vocab, tokens)),
+                         (signals_each_phase, (ck, d, bpe, corpus, vocab)),
+                         (stdout_faults, (ck, d, bpe, corpus, vocab, tokens)),
+                         (same_file, (ck, d, bpe, corpus, vocab)),
+                         (messages, (ck, d, bpe, corpus, vocab)),
+                         (sample_faults, (ck, d, sample, run))))
+
+
+if __name__ == "__main__":
+    main()
