@@ -148,10 +148,12 @@ typedef struct {
 } BpeArgs;
 
 #define B(field) offsetof(BpeArgs, field)
-#define ROW_REPLACE_INVALID \
-    {"replace-invalid", OPT_FLAG, B(replace), 0, 0, NULL, NULL, NULL, 0, NULL, "map invalid UTF-8 to U+FFFD instead of failing"}
-#define ROW_FORCE {"force", OPT_FLAG, B(force), 0, 0, NULL, NULL, NULL, 0, NULL, "overwrite --out if it exists"}
-#define ROW_QUIET {"quiet", OPT_FLAG, B(quiet), 0, 0, NULL, NULL, NULL, 0, NULL, "no statistics on stderr"}
+// The rows train and encode share, after their own.
+#define ROWS_TEXT_TO_FILE(threads_help)                                                                                \
+    {"replace-invalid", OPT_FLAG, B(replace), 0, 0, NULL, NULL, NULL, 0, NULL, "map invalid UTF-8 to U+FFFD instead of failing"}, \
+    {"threads", OPT_INT, B(threads), 1, 1024, NULL, "1", NULL, 0, NULL, threads_help},                                 \
+    {"force", OPT_FLAG, B(force), 0, 0, NULL, NULL, NULL, 0, NULL, "overwrite --out if it exists"},                    \
+    {"quiet", OPT_FLAG, B(quiet), 0, 0, NULL, NULL, NULL, 0, NULL, "no statistics on stderr"}
 #define ROW_VOCAB {"vocab", OPT_STR, B(vocab), 0, 0, NULL, NULL, NULL, OPT_REQUIRED, "FILE", "vocabulary from gpt-bpe train"}
 
 static const Opt train_opts[] = {
@@ -160,22 +162,11 @@ static const Opt train_opts[] = {
     {"vocab-size", OPT_INT, B(vocab_size), 256, INT32_MAX, NULL, "2000", NULL, 0, NULL, "total ids: 256 bytes + merges + specials"},
     {"pattern", OPT_STR, B(pattern), 0, 0, NULL, "llama3", NULL, OPT_TEXT, "P", "split regex: llama3, gpt4, gpt2, or a PCRE2 regex"},
     {"special", OPT_LIST, B(special), 0, 0, NULL, NULL, NULL, OPT_TEXT, "TOKEN", "a special token; its id follows the merges"},
-    ROW_REPLACE_INVALID,
-    {"threads", OPT_INT, B(threads), 1, 1024, NULL, "1", NULL, 0, NULL, "threads for splitting and counting"},
-    ROW_FORCE,
-    ROW_QUIET,
+    ROWS_TEXT_TO_FILE("threads for splitting and counting"),
 };
-static const OptTable train_table = {
-    "gpt-bpe train",
-    "usage: gpt-bpe train --input FILE --out vocab.h5 [options]\n"
-    "Trains a byte-level BPE vocabulary on a UTF-8 text (docs/tokenizer.md, training rule).\n",
-    NULL, train_opts, OPT_COUNT(train_opts), NULL, 0};
-
-static int cmd_train(int argc, char **argv) {
-    BpeArgs a;
-    opt_parse_or_exit(&train_table, &a, argc, argv, NULL);
-    const char *input = a.input, *out = a.out, *pattern = a.pattern;
-    int V = a.vocab_size, n_special = a.special.n, replace = a.replace, force = a.force, quiet = a.quiet;
+static int cmd_train(const BpeArgs *a) {
+    const char *input = a->input, *out = a->out, *pattern = a->pattern;
+    int V = a->vocab_size, n_special = a->special.n, replace = a->replace, force = a->force, quiet = a->quiet;
     if (V < 256 + n_special)
         gt_fail_usage("--vocab-size %d: must be at least 256 (the bytes) + %d special token(s)", V, n_special);
     tokenizer_pattern_checked(pattern, "--pattern");
@@ -194,7 +185,7 @@ static int cmd_train(int argc, char **argv) {
 
     double t0 = now_s();
     Tokenizer tok;
-    tokenizer_train(&tok, text, len, V, pattern, a.special.v, n_special, a.threads, !quiet);
+    tokenizer_train(&tok, text, len, V, pattern, a->special.v, n_special, a->threads, !quiet);
     double t1 = now_s();
     vocab_save(out, &tok, force);
     if (!quiet)
@@ -202,7 +193,6 @@ static int cmd_train(int argc, char **argv) {
                 tok.vocab_size, tok.n_merges, tok.n_special, t1 - t0);
     tokenizer_free(&tok);
     free(text);
-    opt_free(&train_table, &a);
     return 0;
 }
 
@@ -214,23 +204,12 @@ static const Opt encode_opts[] = {
     {"input", OPT_STR, B(input), 0, 0, NULL, NULL, NULL, OPT_REQUIRED, "FILE", "text to encode (UTF-8)"},
     {"out", OPT_STR, B(out), 0, 0, NULL, NULL, NULL, OPT_REQUIRED, "FILE", "tokens to write (HDF5, format gpt-train/tokens)"},
     {"val-fraction", OPT_REAL, B(val_fraction), 0, 1, NULL, "0.1", NULL, OPT_MAX_OPEN, "F", "the last F of the tokens go to /val, in [0, 1)"},
-    ROW_REPLACE_INVALID,
-    {"threads", OPT_INT, B(threads), 1, 1024, NULL, "1", NULL, 0, NULL, "encoding threads (built-in patterns only)"},
-    ROW_FORCE,
-    ROW_QUIET,
+    ROWS_TEXT_TO_FILE("encoding threads (built-in patterns only)"),
 };
-static const OptTable encode_table = {
-    "gpt-bpe encode",
-    "usage: gpt-bpe encode --vocab vocab.h5 --input FILE --out tokens.h5 [options]\n"
-    "Encodes a UTF-8 text with a vocabulary into tokens.h5 (/train and /val), streaming it.\n",
-    NULL, encode_opts, OPT_COUNT(encode_opts), NULL, 0};
-
-static int cmd_encode(int argc, char **argv) {
-    BpeArgs a;
-    opt_parse_or_exit(&encode_table, &a, argc, argv, NULL);
-    const char *vocab = a.vocab, *input = a.input, *out = a.out;
-    double vf = a.val_fraction;
-    int threads = a.threads, replace = a.replace, force = a.force, quiet = a.quiet;
+static int cmd_encode(const BpeArgs *a) {
+    const char *vocab = a->vocab, *input = a->input, *out = a->out;
+    double vf = a->val_fraction;
+    int threads = a->threads, replace = a->replace, force = a->force, quiet = a->quiet;
     h5_check_output_path(out, "--out", force);
     refuse_same_file(out, input, "--input");
     refuse_same_file(out, vocab, "--vocab");
@@ -297,7 +276,6 @@ static int cmd_encode(int argc, char **argv) {
     free(ids16);
     free(buf);
     tokenizer_free(&tok);
-    opt_free(&encode_table, &a);
     return 0;
 }
 
@@ -307,15 +285,9 @@ static int cmd_encode(int argc, char **argv) {
 static const Opt decode_opts[] = {
     ROW_VOCAB,
     {"tokens", OPT_STR, B(tokens), 0, 0, NULL, NULL, NULL, 0, "FILE", "tokens.h5 from gpt-bpe encode (made with the same vocabulary)"},
-    {"split", OPT_STR, B(split), 0, 0, "|train|val|", "train", NULL, 0, "S", "train or val"},
+    {"split", OPT_STR, B(split), 0, 0, "|train|val|", NULL, NULL, 0, "S", "train (default) or val"},
     {"ids", OPT_STR, B(ids), 0, 0, NULL, NULL, NULL, 0, "LIST", "comma-separated token ids"},
 };
-static const OptTable decode_table = {
-    "gpt-bpe decode",
-    "usage: gpt-bpe decode --vocab vocab.h5 (--tokens tokens.h5 [--split train|val] | --ids 1,2,3)\n"
-    "Writes the decoded bytes to stdout.\n",
-    NULL, decode_opts, OPT_COUNT(decode_opts), NULL, 0};
-
 static void write_out(const char *s, size_t n) {
     int err = gt_stdout_write(s, n);
     if (err) gt_stdout_failed(err);
@@ -327,13 +299,11 @@ static int same_vocab(const Tokenizer *a, const Tokenizer *b) {
            memcmp(a->token_bytes, b->token_bytes, (size_t)a->token_offsets[a->vocab_size]) == 0;
 }
 
-static int cmd_decode(int argc, char **argv) {
-    BpeArgs a;
-    unsigned char given[OPT_COUNT(decode_opts)] = {0};
-    opt_parse_or_exit(&decode_table, &a, argc, argv, given);
-    const char *vocab = a.vocab, *tokens = a.tokens, *split = a.split, *ids_s = a.ids;
+static int cmd_decode(const BpeArgs *a) {
+    const char *vocab = a->vocab, *tokens = a->tokens, *split = a->split, *ids_s = a->ids;
     if (!tokens == !ids_s) gt_fail_usage("decode: give exactly one of --tokens or --ids");
-    if (opt_given(&decode_table, given, "split") && !tokens) gt_fail_usage("decode: --split needs --tokens");
+    if (split && !tokens) gt_fail_usage("decode: --split needs --tokens");
+    if (!split) split = "train";
     Tokenizer tok;
     vocab_load(vocab, &tok, "--vocab");
     if (ids_s) {
@@ -383,11 +353,36 @@ static int cmd_decode(int argc, char **argv) {
     int err = gt_stdout_flush();
     if (err) gt_stdout_failed(err);
     tokenizer_free(&tok);
-    opt_free(&decode_table, &a);
     return 0;
 }
 
 // ---------------------------------------------------------------------------------------
+
+// The three commands: each one's option table (its rows are above its function) and function.
+static const struct {
+    const char *name;
+    OptTable table;
+    int (*run)(const BpeArgs *a);
+} commands[] = {
+    {"train",
+     {"gpt-bpe train",
+      "usage: gpt-bpe train --input FILE --out vocab.h5 [options]\n"
+      "Trains a byte-level BPE vocabulary on a UTF-8 text (docs/tokenizer.md, training rule).\n",
+      NULL, train_opts, OPT_COUNT(train_opts), NULL, 0},
+     cmd_train},
+    {"encode",
+     {"gpt-bpe encode",
+      "usage: gpt-bpe encode --vocab vocab.h5 --input FILE --out tokens.h5 [options]\n"
+      "Encodes a UTF-8 text with a vocabulary into tokens.h5 (/train and /val), streaming it.\n",
+      NULL, encode_opts, OPT_COUNT(encode_opts), NULL, 0},
+     cmd_encode},
+    {"decode",
+     {"gpt-bpe decode",
+      "usage: gpt-bpe decode --vocab vocab.h5 (--tokens tokens.h5 [--split train|val] | --ids 1,2,3)\n"
+      "Writes the decoded bytes to stdout.\n",
+      NULL, decode_opts, OPT_COUNT(decode_opts), NULL, 0},
+     cmd_decode},
+};
 
 static const char MAIN_HELP[] =
     "usage: gpt-bpe COMMAND [options]   (gpt-bpe COMMAND --help for its options)\n"
@@ -415,8 +410,13 @@ int main(int argc, char **argv) {
         printf("gpt-bpe %s\n", GT_VERSION);
         return 0;
     }
-    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 2, argv + 2);
-    if (strcmp(cmd, "encode") == 0) return cmd_encode(argc - 2, argv + 2);
-    if (strcmp(cmd, "decode") == 0) return cmd_decode(argc - 2, argv + 2);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(cmd, commands[i].name) == 0) {
+            BpeArgs a;
+            opt_parse_or_exit(&commands[i].table, &a, argc - 2, argv + 2, NULL);
+            int rc = commands[i].run(&a);
+            opt_free(&commands[i].table, &a);
+            return rc;
+        }
     gt_fail_usage("unknown command '%s' (expected train, encode or decode; see gpt-bpe --help)", cmd);
 }
