@@ -448,11 +448,6 @@ void h5_attr_write_double(hid_t loc, const char *name, double v) {
     GT_OR_EXIT(&e, h5_attr_write_double_e(loc, name, v, &e));
 }
 
-void h5_attr_write_str(hid_t loc, const char *name, const char *s) {
-    GtErr e = GT_ERR_INIT;
-    GT_OR_EXIT(&e, h5_attr_write_str_e(loc, name, s, &e));
-}
-
 static hid_t attr_open(hid_t loc, const char *name) {
     if (H5Aexists(loc, name) <= 0) return -1;
     return H5Aopen(loc, name, H5P_DEFAULT);
@@ -719,12 +714,6 @@ static char **read_strings(hid_t loc, const char *name, size_t *n) {
     H5Dclose(d);
     *n = dims[0];
     return out;
-}
-
-void h5_free_strings(char **strs, size_t n) {
-    if (!strs) return;
-    for (size_t i = 0; i < n; i++) free(strs[i]);
-    free(strs);
 }
 
 int h5_copy_group_e(hid_t src_file, const char *name, hid_t dst, GtErr *e) {

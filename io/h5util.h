@@ -83,7 +83,6 @@ int h5_attr_write_double_e(hid_t loc, const char *name, double v, GtErr *e);
 int h5_attr_write_str_e(hid_t loc, const char *name, const char *s, GtErr *e);  // UTF-8 variable length
 void h5_attr_write_int(hid_t loc, const char *name, int64_t v);
 void h5_attr_write_double(hid_t loc, const char *name, double v);
-void h5_attr_write_str(hid_t loc, const char *name, const char *s);
 // Readers return 1 when present and of a compatible type, 0 when missing.
 int h5_attr_read_int(hid_t loc, const char *name, int64_t *v);
 int h5_attr_read_double(hid_t loc, const char *name, double *v);
@@ -122,7 +121,6 @@ int h5_dataset_shape(hid_t loc, const char *name, int *rank, hsize_t *dims);
 // 1-D dataset of UTF-8 variable-length strings.
 int h5_write_strings_e(hid_t loc, const char *name, char *const *strs, size_t n, GtErr *e);
 char **h5_read_strings(hid_t loc, const char *name, size_t *n);  // malloc'd array of malloc'd strings; NULL if unreadable
-void h5_free_strings(char **strs, size_t n);
 
 // Copies group `name` (e.g. "/tokenizer") from src_file to dst (same name), recursively.
 int h5_copy_group_e(hid_t src_file, const char *name, hid_t dst, GtErr *e);

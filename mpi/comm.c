@@ -28,8 +28,6 @@ const Comm *comm_init(int *argc, char ***argv) {
     return &world;
 }
 
-const Comm *comm_world(void) { return &world; }
-
 _Noreturn void comm_exit(int status) {
     fflush(stdout);
     fflush(stderr);
@@ -69,12 +67,6 @@ void comm_agree(const char *err, int status) { agree(err, status, 0, 0); }
 void comm_agree_local(const char *err, int status) { agree(err, status, 1, 0); }
 int comm_agree_stop(const char *err, int status, int sig) { return agree(err, status, 1, sig); }
 
-int comm_all_ok(int ok) {
-    int mine = ok ? 1 : 0, all = 0;
-    MPI_CHECK(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, world.comm));
-    return all;
-}
-
 void comm_bcast(void *buf, size_t bytes) {
     // MPI counts are int: send large buffers in pieces.
     char *p = buf;
@@ -84,15 +76,6 @@ void comm_bcast(void *buf, size_t bytes) {
         p += n;
         bytes -= (size_t)n;
     }
-}
-
-char *comm_bcast_str(char *s) {
-    long long len = world.rank == 0 ? (s ? (long long)strlen(s) : -1) : 0;
-    comm_bcast(&len, sizeof len);
-    if (len < 0) return NULL;
-    char *out = world.rank == 0 ? s : gt_malloc((size_t)len + 1, "string");
-    comm_bcast(out, (size_t)len + 1);
-    return out;
 }
 
 int comm_wait_status(int status_on_rank0) {

@@ -19,7 +19,6 @@ typedef struct {
 // MPI_Init, MPI_ERRORS_RETURN on the communicators, gt_set_abort_on_fail(size > 1),
 // gt_set_quiet(rank != 0). Returns the global communicator description.
 const Comm *comm_init(int *argc, char ***argv);
-const Comm *comm_world(void);
 
 // MPI_Finalize then exit(status), on every rank that calls it (all must).
 _Noreturn void comm_exit(int status);
@@ -34,13 +33,9 @@ void comm_agree_local(const char *err, int status);
 // The agreement at the end of a training step: comm_agree_local, and in the same allreduce
 // the stop signal: returns the largest `sig` over the ranks (0 when none) when all are fine.
 int comm_agree_stop(const char *err, int status, int sig);
-// Collective: 1 when `ok` is non-zero on every rank.
-int comm_all_ok(int ok);
 
 // Broadcast helpers from rank 0 (MPI_CHECKed).
 void comm_bcast(void *buf, size_t bytes);
-// Broadcast a malloc'd string from rank 0: others receive a malloc'd copy (NULL stays NULL).
-char *comm_bcast_str(char *s);
 
 // Rank 0 waits for a long task while the others sleep in a polling loop instead of
 // spinning in MPI_Bcast (which would steal the CPU rank 0 needs): every rank calls it,

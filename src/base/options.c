@@ -206,11 +206,6 @@ int opt_parse(const OptTable *t, void *obj, int argc, char **argv, unsigned char
     return 0;
 }
 
-int opt_given(const OptTable *t, const unsigned char *given, const char *name) {
-    const Opt *o = opt_find(t, name);
-    return o ? given[o - t->rows] : 0;
-}
-
 int opt_check_required(const OptTable *t, const void *obj, char *err, size_t errsize) {
     for (int i = 0; i < t->n_rows; i++) {
         const Opt *o = &t->rows[i];

@@ -73,8 +73,6 @@ int opt_set(const Opt *o, void *obj, const char *val, const char *where, char *e
 // sentence naming the flag in err.
 int opt_parse(const OptTable *t, void *obj, int argc, char **argv, unsigned char *given, char *err,
               size_t errsize);
-// 1 when opt_parse saw the option `name` (given as it filled it).
-int opt_given(const OptTable *t, const unsigned char *given, const char *name);
 // An error naming the first OPT_REQUIRED row left unset: 0, or -1 with the sentence in err.
 int opt_check_required(const OptTable *t, const void *obj, char *err, size_t errsize);
 // opt_defaults, opt_parse and opt_check_required for a main that exits: --help prints opt_help to stdout and exits 0, an error is

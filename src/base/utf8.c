@@ -92,11 +92,6 @@ size_t utf8_replace_invalid(uint8_t *dst, const uint8_t *src, size_t n, int fina
     return o;
 }
 
-size_t utf8_floor_boundary(const uint8_t *s, size_t pos) {
-    while (pos > 0 && (s[pos] & 0xC0) == 0x80) pos--;
-    return pos;
-}
-
 char *utf8_sanitize(const uint8_t *s, size_t len) {
     char *out = gt_malloc(3 * len + 1, "UTF-8 text");  // U+FFFD is 3 bytes per >= 1 input byte
     size_t used, replaced = 0;

@@ -18,8 +18,6 @@ size_t utf8_bad_len(const uint8_t *s, size_t n);
 // when !final, so a stream can be cleaned block by block. Returns bytes written;
 // *replaced is incremented per replacement.
 size_t utf8_replace_invalid(uint8_t *dst, const uint8_t *src, size_t n, int final, size_t *used, size_t *replaced);
-// Start of the character containing s[pos] (pos must be < the length of s).
-size_t utf8_floor_boundary(const uint8_t *s, size_t pos);
 // A malloc'd copy of s[0..len) with each bad sequence as U+FFFD (utf8_replace_invalid, final).
 char *utf8_sanitize(const uint8_t *s, size_t len);
 // A printable copy of the string s into dst[0..cap), for messages and config files: valid

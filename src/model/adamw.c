@@ -141,6 +141,3 @@ int lr_schedule_parse(const char *name, LRSchedule *s) {
     return 1;
 }
 
-const char *lr_schedule_name(LRSchedule s) {
-    return s == LR_COSINE ? "cosine" : s == LR_LINEAR ? "linear" : "constant";
-}

@@ -46,6 +46,5 @@ typedef enum { LR_COSINE, LR_LINEAR, LR_CONSTANT } LRSchedule;
 float lr_at(long long step, long long total_steps, long long warmup, float lr, float min_lr, LRSchedule s);
 // "cosine" | "linear" | "constant" -> schedule; returns 0 on an unknown name.
 int lr_schedule_parse(const char *name, LRSchedule *s);
-const char *lr_schedule_name(LRSchedule s);
 
 #endif

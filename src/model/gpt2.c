@@ -461,12 +461,6 @@ void gpt2_free(GPT2 *m) {
     memset(m, 0, sizeof *m);
 }
 
-const ParamSpec *gpt2_find_spec(const GPT2 *m, const char *name) {
-    for (int i = 0; i < m->n_specs; i++)
-        if (strcmp(m->specs[i].name, name) == 0) return &m->specs[i];
-    return NULL;
-}
-
 double gpt2_flops_per_token(const GPTConfig *c, int T) {
     double C = c->n_embd, L = c->n_layer, V = c->vocab_size;
     // per layer: qkv 3C^2, proj C^2, fc 4C^2, proj 4C^2 multiply-adds; q.k and att.v over

@@ -112,8 +112,6 @@ void gpt2_free(GPT2 *m);
 // model's and the optimizer's big buffers, before first use.
 void gpt2_advise_huge(void *p, size_t bytes);
 
-// Lookup of a spec by nanoGPT name; NULL if absent.
-const ParamSpec *gpt2_find_spec(const GPT2 *m, const char *name);
 // Forward FLOPs per token (matmuls + attention), for GFLOP/s reports; training ~3x.
 double gpt2_flops_per_token(const GPTConfig *c, int T);
 

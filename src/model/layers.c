@@ -367,10 +367,6 @@ GT_HOT static void gelu_backward_chunk(float *dinp, const float *inp, const floa
     for (size_t i = 0; i < n; i++) dinp[i] += gelu_grad(inp[i]) * dout[i];
 }
 
-GT_HOT static void gelu_backward_inplace_chunk(float *d, const float *inp, size_t n) {
-    for (size_t i = 0; i < n; i++) d[i] *= gelu_grad(inp[i]);
-}
-
 // The forward and the derivative share the tanh, the costly part: computed once here, the
 // backward is a multiply. x is read and overwritten element by element (no other alias).
 GT_HOT static void gelu_keep_grad_chunk(float *restrict out, float *restrict x, size_t n) {
@@ -419,15 +415,6 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
         size_t lo, hi;
         thread_range(N, &lo, &hi);
         gelu_backward_chunk(dinp + lo, inp + lo, dout + lo, hi - lo);
-    }
-}
-
-void gelu_backward_inplace(float *d, const float *inp, size_t N) {
-    #pragma omp parallel if (N > PAR_MIN)
-    {
-        size_t lo, hi;
-        thread_range(N, &lo, &hi);
-        gelu_backward_inplace_chunk(d + lo, inp + lo, hi - lo);
     }
 }
 
@@ -482,10 +469,6 @@ void residual_dropout_forward(float *out, const float *a, const float *b, size_t
 // Dropout mask of element (b, h, t, t2): index ((b*NH + h)*T + t)*T + t2 of stream key.
 #define ATT_GEMM_MIN_T 64
 #define ATT_BLOCK 64
-
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
-    attention_forward_dropout(out, att, qkv, B, T, C, NH, 0.0f, 0);
-}
 
 // Causal softmax of row t of scores a (keys 0..t), zeroing keys after t.
 static inline void softmax_row(float *a, int t, int T) {

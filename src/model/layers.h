@@ -34,10 +34,6 @@ void gelu_backward_from_grad(float *d, const float *g, size_t N);
 
 void residual_forward(float *out, const float *a, const float *b, size_t N);
 
-// Causal self-attention over qkv (B,T,3C) -> out (B,T,C); att (B,NH,T,T) holds the softmax
-// probabilities (upper triangle 0). Used by gpt2.c (with dropout handled there) and tests.
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
-
 // ---- additions used by gpt2.c for training (dropout, backward of attention, loss) ----
 
 // Inverted dropout with keep probability 1-p: out = inp * mask / (1-p), mask[i] drawn from
@@ -48,8 +44,9 @@ void dropout_apply(float *out, const float *inp, size_t N, float p, uint64_t key
 // out = a + dropout(b): the residual branches of nanoGPT's blocks. out may alias a.
 void residual_dropout_forward(float *out, const float *a, const float *b, size_t N, float p, uint64_t key);
 
-// attention_forward with dropout p on the probabilities (att keeps them before dropout);
-// the mask of element (b, h, t, t2) is index ((b*NH + h)*T + t)*T + t2 of stream `key`.
+// Causal self-attention over qkv (B,T,3C) -> out (B,T,C); att (B,NH,T,T) holds the softmax
+// probabilities (upper triangle 0) before dropout p, whose mask of element (b, h, t, t2) is
+// index ((b*NH + h)*T + t)*T + t2 of stream `key` (p = 0: no dropout).
 void attention_forward_dropout(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
                                float p, uint64_t key);
 // Accumulates into dqkv (B,T,3C) given dout (B,T,C), the forward's qkv and att, and the
@@ -63,12 +60,10 @@ void crossentropy_forward(float *probs, float *losses, const float *logits, cons
 // (1/N for a mean). Written, not accumulated, so dlogits may alias probs.
 void crossentropy_backward(float *dlogits, const float *probs, const int *targets, float dloss, size_t N, int V);
 
-// Variants that write rather than accumulate, sparing the caller a zeroed scratch buffer:
-// matmul_backward with dinp overwritten (dw, dbias still accumulate); GELU's backward in
-// place: d = gelu'(inp) * d.
+// matmul_backward with dinp written rather than accumulated (dw, dbias still accumulate),
+// sparing the caller a zeroed scratch buffer.
 void matmul_backward_set(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                          const float *w, size_t N, int C, int OC);
-void gelu_backward_inplace(float *d, const float *inp, size_t N);
 // matmul_backward_set for alpha * dout, without a pass over dout (the scale goes into the
 // GEMMs): the tied head's backward takes probs - onehot and the loss scale this way.
 void matmul_backward_set_scaled(float *dinp, float *dw, const float *dout, const float *inp, const float *w,

@@ -268,10 +268,6 @@ int config_check(const TrainConfig *c, char *err, size_t errsize) {
     return 0;
 }
 
-int config_given(const TrainConfig *c, const char *name) {
-    return opt_given(&table, c->given, name);
-}
-
 // A string value as a config file line reads it back: bare when that is exact, else quoted.
 static void print_value(FILE *f, const char *key, const char *v) {
     size_t n = strlen(v);

@@ -51,8 +51,6 @@ typedef struct {
 int config_parse(TrainConfig *c, int argc, char **argv, char *err, size_t errsize, char **help);
 // Range and cross-option checks after parsing (and after a resume filled the rest).
 int config_check(const TrainConfig *c, char *err, size_t errsize);
-// 1 when the option `name` (e.g. "n_layer") was given in the config file or on the command line.
-int config_given(const TrainConfig *c, const char *name);
 
 // The effective configuration, grouped, one "key = value" per line (a valid --config file;
 // without `config` and `resume`).
