@@ -6,3 +6,7 @@ add_executable(bf16_dump ${CMAKE_CURRENT_SOURCE_DIR}/base/bf16_dump.c)
 set_target_properties(bf16_dump PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})
 add_test(NAME bf16_rounding COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/base/test_bf16.py)
 set_tests_properties(bf16_rounding PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 120 SKIP_RETURN_CODE 77 LABELS base)
+# Error messages name source files relative to the repository (-fmacro-prefix-map in
+# CMakeLists.txt): no checkout path in the tools' strings.
+add_test(NAME base_source_paths COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/base/test_source_paths.py)
+set_tests_properties(base_source_paths PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 SKIP_RETURN_CODE 77 LABELS base)

@@ -66,7 +66,7 @@ PKG="$(pkg-config --cflags hdf5 libpcre2-8 openblas ompi-c)"
 LIBS="$(pkg-config --libs hdf5 libpcre2-8 openblas ompi-c) -lm"
 OMP=""
 if echo 'int main(void){return 0;}' | "$CC" -fopenmp -x c - -o "$OUT/probe-omp" 2>/dev/null; then OMP=-fopenmp; fi
-CFLAGS="-std=gnu11 -O1 -g $SAN $OMP $(for d in "$SRC"/src/*/; do printf -- "-I%s " "${d%/}"; done)-I$SRC/io -I$SRC/mpi $PKG -DGT_VERSION=\"fuzz\" -Wno-unused-parameter -Werror=implicit-function-declaration"
+CFLAGS="-std=gnu11 -O1 -g $SAN $OMP $(for d in "$SRC"/src/*/; do printf -- "-I%s " "${d%/}"; done)-I$SRC/io -I$SRC/mpi $PKG -DGT_VERSION=\"fuzz\" -fmacro-prefix-map=$SRC/= -Wno-unused-parameter -Werror=implicit-function-declaration"
 objs=()
 for f in "$SRC"/src/*/*.c "$SRC"/io/*.c "$SRC"/mpi/*.c; do
     [[ -e $f ]] || continue
