@@ -314,10 +314,13 @@ static int cmd_decode(const BpeArgs *a) {
             char *end;
             errno = 0;
             long long v = strtoll(p, &end, 10);
-            if (end == p || errno || (*end && *end != ','))
-                gt_fail_usage("--ids '%s': expected comma-separated integers", ids_s);
-            if (v < 0 || v >= tok.vocab_size)
-                gt_fail_usage("--ids: %lld is not a token id of '%s' (vocab_size %d)", v, vocab, tok.vocab_size);
+            if (end == p || (*end && *end != ',')) {
+                char shown[256];
+                gt_fail_usage("--ids '%s': expected comma-separated integers", utf8_escape(shown, sizeof shown, ids_s, 0));
+            }
+            if (errno == ERANGE || v < 0 || v >= tok.vocab_size)  // an overflow is out of range too
+                gt_fail_usage("--ids: %.*s is not a token id of '%s' (0 to %d)", (int)(end - p), p, vocab,
+                              tok.vocab_size - 1);
             if (n == cap) ids = gt_realloc(ids, (cap *= 2) * sizeof *ids, "ids");
             ids[n++] = (uint32_t)v;
             if (!*end) break;

@@ -95,6 +95,8 @@ BPE = [
     ("decode --ids not numbers", ["decode", "--vocab", "{vocab}", "--ids", "1,two,3"], "--ids"),
     ("decode --ids negative", ["decode", "--vocab", "{vocab}", "--ids", "1,-2"], "--ids"),
     ("decode --ids out of vocabulary", ["decode", "--vocab", "{vocab}", "--ids", "1,99999"], "99999"),
+    ("decode --ids overflowing", ["decode", "--vocab", "{vocab}", "--ids", "1,99999999999999999999999"],
+     "99999999999999999999999 is not a token id"),
     ("decode --ids empty item", ["decode", "--vocab", "{vocab}", "--ids", "1,,2"], "--ids"),
     ("decode neither --ids nor --tokens", ["decode", "--vocab", "{vocab}"], "--ids"),
     ("decode --tokens is vocab.h5", ["decode", "--vocab", "{vocab}", "--tokens", "{vocab}"], "--tokens"),
