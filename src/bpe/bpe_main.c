@@ -319,8 +319,8 @@ static int cmd_decode(const BpeArgs *a) {
                 gt_fail_usage("--ids '%s': expected comma-separated integers", utf8_escape(shown, sizeof shown, ids_s, 0));
             }
             if (errno == ERANGE || v < 0 || v >= tok.vocab_size)  // an overflow is out of range too
-                gt_fail_usage("--ids: %.*s is not a token id of '%s' (0 to %d)", (int)(end - p), p, vocab,
-                              tok.vocab_size - 1);
+                gt_fail_usage("--ids: %.*s is not a token id of '%s' (vocab_size %d)", (int)(end - p), p, vocab,
+                              tok.vocab_size);
             if (n == cap) ids = gt_realloc(ids, (cap *= 2) * sizeof *ids, "ids");
             ids[n++] = (uint32_t)v;
             if (!*end) break;
