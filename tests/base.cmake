@@ -10,3 +10,8 @@ set_tests_properties(bf16_rounding PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEO
 # CMakeLists.txt): no checkout path in the tools' strings.
 add_test(NAME base_source_paths COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/base/test_source_paths.py)
 set_tests_properties(base_source_paths PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 SKIP_RETURN_CODE 77 LABELS base)
+# The option-table mechanism every tool's command line is built on (src/base/options.h).
+add_executable(test_options ${CMAKE_CURRENT_SOURCE_DIR}/base/test_options.c)
+target_link_libraries(test_options PRIVATE gt_base)
+add_test(NAME base_options COMMAND $<TARGET_FILE:test_options>)
+set_tests_properties(base_options PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 60 LABELS base)

@@ -63,12 +63,17 @@ _Noreturn static void finish(int status) {
     exit(status);
 }
 
+// "PROG: KIND: message" on one line.
+static void report(const char *kind, const char *fmt, va_list ap) {
+    fprintf(stderr, "%s: %s: ", progname, kind);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 _Noreturn void gt_fail(int status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: error: ", progname);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    report("error", fmt, ap);
     va_end(ap);
     finish(status);
 }
@@ -139,9 +144,7 @@ void gt_warn(const char *fmt, ...) {
     if (quiet) return;
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: warning: ", progname);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    report("warning", fmt, ap);
     va_end(ap);
 }
 
