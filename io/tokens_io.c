@@ -139,37 +139,54 @@ hid_t tokens_open(const char *path, TokensInfo *info, Tokenizer *tok_or_null, co
     return f;
 }
 
+// "--data 'tokens.h5'" or "'tokens.h5'" for messages.
+static void file_name(char *buf, size_t n, const char *flag, const char *path) {
+    if (flag) snprintf(buf, n, "%s '%.4000s'", flag, path);
+    else snprintf(buf, n, "'%.4000s'", path);
+}
+
+int tokens_read_dataset_e(hid_t dset, const char *split, size_t start, size_t count, int width, void *out,
+                          int vocab_size, const char *flag, const char *path, GtErr *e) {
+    if (gt_failed(e) || count == 0) return gt_failed(e) ? -1 : 0;
+    char name[4200];
+    file_name(name, sizeof name, flag, path);
+    hsize_t off[1] = {start}, cnt[1] = {count};
+    hid_t fs = H5Dget_space(dset), ms = H5Screate_simple(1, cnt, NULL);
+    int ok = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL) >= 0 &&
+             H5Dread(dset, width == 2 ? H5T_NATIVE_UINT16 : H5T_NATIVE_UINT32, ms, fs, H5P_DEFAULT, out) >= 0;
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    if (!ok)
+        return gt_err(e, GT_EXIT_USAGE, "%s: /%s[%zu:%zu] cannot be read (truncated or damaged file?)", name, split,
+                      start, start + count);
+    for (size_t i = 0; i < count; i++) {
+        uint32_t id = width == 2 ? ((const uint16_t *)out)[i] : ((const uint32_t *)out)[i];
+        if (id >= (uint32_t)vocab_size)
+            return gt_err(e, GT_EXIT_USAGE,
+                          "%s: /%s[%zu] = %u is not a valid token id: its /tokenizer has only %d tokens (tokens and "
+                          "vocabulary disagree; encode the text again with this vocabulary)",
+                          name, split, start + i, id, vocab_size);
+    }
+    return 0;
+}
+
 int tokens_read_e(hid_t file, const char *split, size_t start, size_t count, uint32_t *out, int vocab_size,
                   const char *flag, const char *path, GtErr *e) {
     if (gt_failed(e)) return -1;
     char name[4200];
-    if (flag) snprintf(name, sizeof name, "%s '%.4000s'", flag, path);
-    else snprintf(name, sizeof name, "'%.4000s'", path);
-    hid_t d = H5Dopen2(file, split, H5P_DEFAULT), sp = d >= 0 ? H5Dget_space(d) : -1, ms = -1;
+    file_name(name, sizeof name, flag, path);
+    hid_t d = H5Dopen2(file, split, H5P_DEFAULT), sp = d >= 0 ? H5Dget_space(d) : -1;
     hsize_t dims[1];
     if (sp < 0 || H5Sget_simple_extent_ndims(sp) != 1 || H5Sget_simple_extent_dims(sp, dims, NULL) != 1)
         gt_err(e, GT_EXIT_USAGE, "%s: /%s is missing or not one-dimensional", name, split);
     else if (start > dims[0] || count > dims[0] - start)
         gt_err(e, GT_EXIT_USAGE, "%s: reading /%s[%zu:%zu] beyond its %llu tokens", name, split, start, start + count,
                (unsigned long long)dims[0]);
-    else if (count > 0) {
-        hsize_t off[1] = {start}, cnt[1] = {count};
-        if (H5Sselect_hyperslab(sp, H5S_SELECT_SET, off, NULL, cnt, NULL) < 0 || (ms = H5Screate_simple(1, cnt, NULL)) < 0 ||
-            H5Dread(d, H5T_NATIVE_UINT32, ms, sp, H5P_DEFAULT, out) < 0)
-            gt_err(e, GT_EXIT_USAGE, "%s: /%s[%zu:%zu] cannot be read (truncated or damaged file?)", name, split, start,
-                   start + count);
-    }
-    if (ms >= 0) H5Sclose(ms);
+    else
+        tokens_read_dataset_e(d, split, start, count, 4, out, vocab_size, flag, path, e);
     if (sp >= 0) H5Sclose(sp);
     if (d >= 0) H5Dclose(d);
-    if (gt_failed(e)) return -1;
-    for (size_t i = 0; i < count; i++)
-        if (out[i] >= (uint32_t)vocab_size)
-            return gt_err(e, GT_EXIT_USAGE,
-                          "%s: /%s[%zu] = %u is not a valid token id: its /tokenizer has only %d tokens (tokens and "
-                          "vocabulary disagree; encode the text again with this vocabulary)",
-                          name, split, start + i, out[i], vocab_size);
-    return 0;
+    return gt_failed(e) ? -1 : 0;
 }
 
 void tokens_read(hid_t file, const char *split, size_t start, size_t count, uint32_t *out, const char *path) {

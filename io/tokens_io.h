@@ -40,6 +40,10 @@ hid_t tokens_open(const char *path, TokensInfo *info, Tokenizer *tok_or_null, co
 // otherwise. The ranks of a training read their own slices and agree on the result.
 int tokens_read_e(hid_t file, const char *split, size_t start, size_t count, uint32_t *out, int vocab_size,
                   const char *flag, const char *path, GtErr *e);
+// The same from an open /train or /val dataset (split names it), into out as uint16 (width 2)
+// or uint32 (width 4): for readers that keep the file's 16-bit ids.
+int tokens_read_dataset_e(hid_t dset, const char *split, size_t start, size_t count, int width, void *out,
+                          int vocab_size, const char *flag, const char *path, GtErr *e);
 // Same, reading vocab_size from the file's /tokenizer, and exiting on failure.
 void tokens_read(hid_t file, const char *split, size_t start, size_t count, uint32_t *out, const char *path);
 void tokens_info_free(TokensInfo *info);

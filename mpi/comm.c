@@ -29,6 +29,7 @@ const Comm *comm_init(int *argc, char ***argv) {
 }
 
 _Noreturn void comm_exit(int status) {
+    if (status != 0) gt_tmpfile_remove_all();  // also an empty RUN this run created
     fflush(stdout);
     fflush(stderr);
     int inited = 0, finalized = 0;
@@ -65,6 +66,8 @@ static int agree(const char *err, int status, int name_rank, int sig) {
 
 void comm_agree(const char *err, int status) { agree(err, status, 0, 0); }
 void comm_agree_local(const char *err, int status) { agree(err, status, 1, 0); }
+void comm_agree_e(const GtErr *e) { agree(e && gt_failed(e) ? e->msg : NULL, e ? e->status : 0, 0, 0); }
+void comm_agree_local_e(const GtErr *e) { agree(e && gt_failed(e) ? e->msg : NULL, e ? e->status : 0, 1, 0); }
 int comm_agree_stop(const char *err, int status, int sig) { return agree(err, status, 1, sig); }
 
 void comm_bcast(void *buf, size_t bytes) {

@@ -11,6 +11,8 @@
 #include <mpi.h>
 #include <stddef.h>
 
+#include "error.h"
+
 typedef struct {
     MPI_Comm comm;  // a duplicate of MPI_COMM_WORLD with MPI_ERRORS_RETURN
     int rank, size;
@@ -27,9 +29,12 @@ _Noreturn void comm_exit(int status);
 // has a message, the lowest such rank prints "PROG: error: <msg>" and every rank exits with
 // the status of that rank (the others may not know it). Returns normally when all are fine.
 void comm_agree(const char *err, int status);
+// The same for a failure a library call returned (error.h): NULL or a clean GtErr is fine.
+void comm_agree_e(const GtErr *e);
 // Same for checks each rank makes on its own (its file, its node): when only some ranks
 // failed, the message starts with "rank R of N: ".
 void comm_agree_local(const char *err, int status);
+void comm_agree_local_e(const GtErr *e);
 // The agreement at the end of a training step: comm_agree_local, and in the same allreduce
 // the stop signal: returns the largest `sig` over the ranks (0 when none) when all are fine.
 int comm_agree_stop(const char *err, int status, int sig);

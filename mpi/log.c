@@ -1,59 +1,102 @@
 // log.c - see log.h.
 #include "log.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "error.h"
+#include "files.h"
 
 #define CSV_HEADER "step,tokens,train_loss,val_loss,lr,grad_norm,ms_per_step,tokens_per_s"
 
-static FILE *open_csv(const char *path, long long resume_step) {
-    if (resume_step >= 0) {
-        // Keep the rows up to the checkpoint: rows after it come again from the resumed run.
-        FILE *in = fopen(path, "r");
-        if (in) {
-            char tmp[4300];
-            snprintf(tmp, sizeof tmp, "%s.tmp", path);
-            FILE *out = gt_fopen(tmp, "w", "metrics file");
-            char *line = NULL;
-            size_t cap = 0;
-            int first = 1;
-            while (getline(&line, &cap, in) >= 0) {
-                if (first || atoll(line) <= resume_step) fputs(line, out);
-                first = 0;
-            }
-            free(line);
-            fclose(in);
-            if (fclose(out) != 0 || rename(tmp, path) != 0)
-                gt_fail(GT_EXIT_RUNTIME, "cannot rewrite '%s' (disk full?)", path);
-            return gt_fopen(path, "a", "metrics file");
-        }
+// Records the first failed write of `path` (errno as the write left it); returns -1.
+static int failed(Logger *lg, const char *path) {
+    int err = errno ? errno : EIO;
+    if (!gt_failed(&lg->err)) {
+        gt_err(&lg->err, GT_EXIT_RUNTIME, "writing '%s' failed: %s", path, strerror(err));
+        lg->err.errnum = err;
     }
-    FILE *f = gt_fopen(path, "w", "metrics file");
-    fprintf(f, CSV_HEADER "\n");
-    fflush(f);
+    return -1;
+}
+
+// Flushes f and checks that everything written to it since it opened got there.
+static int check(Logger *lg, FILE *f, const char *path) {
+    if (!f || gt_failed(&lg->err)) return -1;
+    errno = 0;
+    if (fflush(f) != 0 || ferror(f)) return failed(lg, path);
+    return 0;
+}
+
+// An existing path must be a regular file: a directory named metrics.csv is bad input, not
+// a full disk.
+static int regular_or_absent(Logger *lg, const char *path, const char *what) {
+    struct stat st;
+    if (stat(path, &st) != 0 || S_ISREG(st.st_mode)) return 0;
+    return gt_err(&lg->err, GT_EXIT_USAGE, "%s '%s': is %s, expected a regular file", what, path,
+                  gt_file_kind(st.st_mode));
+}
+
+static FILE *open_for(Logger *lg, const char *path, const char *mode) {
+    errno = 0;
+    FILE *f = fopen(path, mode);
+    if (!f) failed(lg, path);
     return f;
 }
 
-void log_open(Logger *lg, const char *run_dir, int rank, long long resume_step, long long total_steps) {
+static FILE *open_csv(Logger *lg, const char *path, long long resume_step) {
+    if (regular_or_absent(lg, path, "metrics file")) return NULL;
+    FILE *in = resume_step >= 0 ? fopen(path, "r") : NULL;
+    if (!in) {
+        FILE *f = open_for(lg, path, "w");
+        if (f) fprintf(f, CSV_HEADER "\n");
+        check(lg, f, path);
+        return f;
+    }
+    // Keep the rows up to the checkpoint: rows after it come again from the resumed run.
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    gt_tmpfile_register(tmp);
+    FILE *out = open_for(lg, tmp, "w");
+    char *line = NULL;
+    size_t cap = 0;
+    int first = 1;
+    while (out && getline(&line, &cap, in) >= 0) {
+        if (first || atoll(line) <= resume_step) fputs(line, out);
+        first = 0;
+    }
+    free(line);
+    fclose(in);
+    if (out) {
+        check(lg, out, tmp);
+        errno = 0;
+        if (fclose(out) != 0) failed(lg, tmp);
+    }
+    if (!gt_failed(&lg->err) && rename(tmp, path) != 0) failed(lg, path);
+    if (gt_failed(&lg->err)) remove(tmp);
+    gt_tmpfile_forget(tmp);
+    return gt_failed(&lg->err) ? NULL : open_for(lg, path, "a");
+}
+
+int log_open(Logger *lg, const char *run_dir, int rank, long long resume_step, long long total_steps) {
     memset(lg, 0, sizeof *lg);
     lg->active = rank == 0;
     lg->total_steps = total_steps;
-    if (!lg->active) return;
+    if (!lg->active) return 0;
     // Open MPI gives every rank a pseudo-terminal for stdout even when mpirun's own output
     // goes to a file, so a TTY alone says little: ask for stderr too (a pipe under mpirun),
     // and let GT_PROGRESS=1/0 force the live line on or off.
     const char *p = getenv("GT_PROGRESS");
     lg->tty = p && *p ? atoi(p) != 0 : isatty(STDOUT_FILENO) && isatty(STDERR_FILENO);
-    char path[4200];
-    snprintf(path, sizeof path, "%s/train.log", run_dir);
-    lg->log = gt_fopen(path, "a", "training log");
-    snprintf(path, sizeof path, "%s/metrics.csv", run_dir);
-    lg->csv = open_csv(path, resume_step);
+    snprintf(lg->log_path, sizeof lg->log_path, "%s/train.log", run_dir);
+    snprintf(lg->csv_path, sizeof lg->csv_path, "%s/metrics.csv", run_dir);
+    if (regular_or_absent(lg, lg->log_path, "training log") == 0) lg->log = open_for(lg, lg->log_path, "a");
+    if (!gt_failed(&lg->err)) lg->csv = open_csv(lg, lg->csv_path, resume_step);
+    return gt_failed(&lg->err) ? -1 : 0;
 }
 
 static void clear_progress(Logger *lg) {
@@ -72,12 +115,12 @@ void log_line(Logger *lg, const char *fmt, ...) {
     va_end(ap);
     putchar('\n');
     fflush(stdout);
-    if (lg->log) {
+    if (lg->log && !gt_failed(&lg->err)) {
         va_start(ap, fmt);
         vfprintf(lg->log, fmt, ap);
         va_end(ap);
         fputc('\n', lg->log);
-        fflush(lg->log);
+        check(lg, lg->log, lg->log_path);
     }
 }
 
@@ -113,6 +156,7 @@ void log_metrics(Logger *lg, const MetricsRow *m) {
                                 : " | val loss %.4f | ppl %.3g", m->val_loss, ppl);
     }
     log_line(lg, "%s", line);
+    if (!lg->csv || gt_failed(&lg->err)) return;
     fprintf(lg->csv, "%lld,%lld", m->step, m->tokens);
     cell(lg->csv, "%.6f", m->train_loss);
     cell(lg->csv, "%.6f", m->val_loss);
@@ -121,7 +165,7 @@ void log_metrics(Logger *lg, const MetricsRow *m) {
     cell(lg->csv, "%.3f", m->ms_per_step);
     cell(lg->csv, "%.1f", m->tokens_per_s);
     fputc('\n', lg->csv);
-    fflush(lg->csv);
+    check(lg, lg->csv, lg->csv_path);
 }
 
 void log_progress(Logger *lg, long long step, double loss, double ms_per_step) {
@@ -139,11 +183,18 @@ void log_progress(Logger *lg, long long step, double loss, double ms_per_step) {
     lg->progress_shown = 1;
 }
 
-void log_close(Logger *lg) {
-    if (!lg->active) return;
+int log_close(Logger *lg) {
+    if (!lg->active) return 0;
     clear_progress(lg);
     fflush(stdout);
-    if (lg->log) fclose(lg->log);
-    if (lg->csv) fclose(lg->csv);
+    FILE *files[2] = {lg->log, lg->csv};
+    const char *paths[2] = {lg->log_path, lg->csv_path};
+    for (int i = 0; i < 2; i++) {
+        if (!files[i]) continue;
+        check(lg, files[i], paths[i]);
+        errno = 0;
+        if (fclose(files[i]) != 0) failed(lg, paths[i]);
+    }
     lg->log = lg->csv = NULL;
+    return gt_failed(&lg->err) ? -1 : 0;
 }

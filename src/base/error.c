@@ -43,9 +43,20 @@ void gt_tmpfile_forget(const char *path) {
         if (tmp_used[i] && strcmp(tmp_paths[i], path) == 0) tmp_used[i] = 0;
 }
 
+#define MAX_TMPDIRS 8
+static char dir_paths[MAX_TMPDIRS][TMP_PATH_MAX];
+static volatile sig_atomic_t n_dirs;
+
+void gt_tmpdir_register(const char *path) {
+    if (n_dirs == MAX_TMPDIRS || strlen(path) >= TMP_PATH_MAX) return;
+    memcpy(dir_paths[n_dirs], path, strlen(path) + 1);
+    n_dirs++;
+}
+
 void gt_tmpfile_remove_all(void) {
     for (int i = 0; i < MAX_TMPFILES; i++)
         if (tmp_used[i]) unlink(tmp_paths[i]);
+    for (int i = n_dirs - 1; i >= 0; i--) rmdir(dir_paths[i]);  // fails, harmlessly, unless empty
 }
 
 static int failing;

@@ -73,7 +73,11 @@ void gt_set_abort_on_fail(int enable);
 // half-written file behind. At most 16 at a time.
 void gt_tmpfile_register(const char *path);
 void gt_tmpfile_forget(const char *path);
-// Unlinks every registered file; async-signal-safe (a signal handler calls it).
+// A directory this process created for its outputs (gpt-train's RUN and the parents it
+// made): removed on the same occasions, if still empty, the last registered first.
+void gt_tmpdir_register(const char *path);
+// Unlinks every registered file, then removes the registered directories that are empty;
+// async-signal-safe (a signal handler calls it).
 void gt_tmpfile_remove_all(void);
 
 // malloc/calloc that fail with "needs N bytes (X GiB) for WHAT" rather than crash.

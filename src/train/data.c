@@ -15,41 +15,6 @@
 #include "utf8.h"
 #include "vocab_io.h"
 
-const char *data_precheck_h5(const char *path, const char *format, const char *flag, char *err, size_t n) {
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        snprintf(err, n, "%s '%s': %s", flag, path, strerror(errno));
-        return err;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        snprintf(err, n, "%s '%s': is a directory", flag, path);
-        return err;
-    }
-    if (access(path, R_OK) != 0) {
-        snprintf(err, n, "%s '%s': %s", flag, path, strerror(errno));
-        return err;
-    }
-    if (H5Fis_hdf5(path) <= 0) {
-        snprintf(err, n, "%s '%s': not an HDF5 file (or its header is damaged)", flag, path);
-        return err;
-    }
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) {
-        snprintf(err, n, "%s '%s': cannot be opened as HDF5 (truncated or damaged?)", flag, path);
-        return err;
-    }
-    char *fmt = h5_attr_read_str(f, "format");
-    H5Fclose(f);
-    if (!fmt || strcmp(fmt, format) != 0) {
-        snprintf(err, n, "%s '%s': %s%s%s, expected a '%s' file", flag, path, fmt ? "format is '" : "not a gpt-train file",
-                 fmt ? fmt : "", fmt ? "'" : "", format);
-        free(fmt);
-        return err;
-    }
-    free(fmt);
-    return NULL;
-}
-
 // Does RUN/tokens.h5 come from this text (same sha256) with this tokenizer setting?
 static int tokens_reusable(const char *tokens_path, const char *vocab_path, const char *sha, int vocab_size,
                            const char *pattern) {
@@ -122,13 +87,20 @@ static void tokenize_text(Run *r) {
                 memset(&tok, 0, sizeof tok);
                 tokenizer_train(&tok, text, got, c->vocab_size, pattern, NULL, 0, c->threads, 0);
                 tokenizer_set_threads(&tok, c->threads);
-                vocab_save(vocab_path, &tok, 1);
+                GtErr e = GT_ERR_INIT;
                 uint32_t *ids = NULL;
                 size_t n = 0, cap = 0;
-                tokenizer_encode(&tok, text, got, &ids, &n, &cap);
-                tokens_save(r->tokens_path, &tok, ids, n, c->val_fraction, c->data, bytes, sha, 1);
-                printf("data: %s (%d tokens) and %s (%zu tokens) in %.1f s\n", vocab_path, tok.vocab_size,
-                       r->tokens_path, n, comm_time() - t0);
+                if (vocab_save_e(vocab_path, &tok, 1, &e) == 0) {
+                    tokenizer_encode(&tok, text, got, &ids, &n, &cap);
+                    tokens_save_e(r->tokens_path, &tok, ids, n, c->val_fraction, c->data, bytes, sha, 1, &e);
+                }
+                if (gt_failed(&e)) {  // a full disk: exit 2, on every rank
+                    snprintf(r->err, sizeof r->err, "%s", e.msg);
+                    status = e.status;
+                } else {
+                    printf("data: %s (%d tokens) and %s (%zu tokens) in %.1f s\n", vocab_path, tok.vocab_size,
+                           r->tokens_path, n, comm_time() - t0);
+                }
                 free(ids);
                 tokenizer_free(&tok);
             }
@@ -137,7 +109,7 @@ static void tokenize_text(Run *r) {
         fflush(stdout);
     }
     status = comm_wait_status(status);
-    if (status) comm_agree(r->w->rank == 0 ? r->err : "tokenizing failed on rank 0", GT_EXIT_USAGE);
+    if (status) comm_agree(r->w->rank == 0 ? r->err : "tokenizing failed on rank 0", status);
 }
 
 // Decides tokens.h5 vs text and leaves the tokens file's path in r->tokens_path.
@@ -198,7 +170,12 @@ int32_t *data_probe_ids(Run *r, int *T_out) {
         return NULL;
     }
     uint32_t *u = gt_malloc(n * sizeof *u, "probe");
-    tokens_read(r->tf, "val", 0, n, u, r->tokens_path);
+    GtErr e = GT_ERR_INIT;
+    if (tokens_read_e(r->tf, "val", 0, n, u, r->info.vocab_size, "--data", r->tokens_path, &e)) {
+        snprintf(r->err, sizeof r->err, "%s", e.msg);
+        free(u);
+        return NULL;
+    }
     ids = gt_malloc(n * sizeof *ids, "probe");
     for (size_t i = 0; i < n; i++) ids[i] = (int32_t)u[i];
     free(u);
@@ -211,8 +188,9 @@ int32_t *data_probe_ids(Run *r, int *T_out) {
 void data_open_tokens(Run *r) {
     char buf[PATHLEN];
     const char *path = faults_data_path(&r->faults, r->tokens_path, r->w->rank, buf, sizeof buf);
-    comm_agree_local(data_precheck_h5(path, GT_FORMAT_TOKENS, "--data", r->err, sizeof r->err), GT_EXIT_USAGE);
-    r->tf = tokens_open(path, &r->info, r->w->rank == 0 ? &r->tok : NULL, "--data");
+    GtErr e = GT_ERR_INIT;
+    r->tf = tokens_open_e(path, &r->info, r->w->rank == 0 ? &r->tok : NULL, "--data", &e);
+    comm_agree_local_e(&e);
 }
 
 // Per rank, at most this much of /train and of /val in memory (dataloader.h): enough to hold
@@ -240,14 +218,14 @@ void data_load(Run *r) {
     const char *bad = NULL;
     if (dataloader_init(&r->dl, r->tf, r->tokens_path, r->info.vocab_size, T, B, rank, size, (uint64_t)c->seed,
                         TRAIN_CACHE_BYTES) != 0)
-        bad = r->dl.train.err;
+        bad = r->dl.train.err.msg;
     else if (token_cache_open(&r->val, r->tf, "val", VAL_CACHE_BYTES, r->info.vocab_size, r->tokens_path) != 0)
-        bad = r->val.err;
+        bad = r->val.err.msg;
     if (!bad) {
         size_t n = r->info.n_train, a = n * (size_t)rank / (size_t)size, b = n * (size_t)(rank + 1) / (size_t)size;
-        if (token_cache_check(&r->dl.train, a, b - a) != 0) bad = r->dl.train.err;
+        if (token_cache_check(&r->dl.train, a, b - a) != 0) bad = r->dl.train.err.msg;
         else if (r->ev_count && token_cache_check(&r->val, r->ev_first * (size_t)T, r->ev_count * (size_t)T + 1) != 0)
-            bad = r->val.err;
+            bad = r->val.err.msg;
     }
     comm_agree(bad, GT_EXIT_USAGE);
     r->dl.trace = faults_trace_windows(&r->faults, rank);

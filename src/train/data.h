@@ -15,9 +15,6 @@ void data_prepare(Run *r);
 void data_open_tokens(Run *r);
 // The data loader over /train, this rank's eval windows of /val, and the batch buffers.
 void data_load(Run *r);
-// A cheap look at an HDF5 input before its real reader, so a file one rank cannot see ends
-// the job with one message (comm_agree) instead of an abort. NULL when fine.
-const char *data_precheck_h5(const char *path, const char *format, const char *flag, char *err, size_t n);
 // Rank 0: the probe for attention.h5: --attn-prompt encoded, else the first block_size
 // tokens of /val. NULL with the message in r->err when there is none.
 int32_t *data_probe_ids(Run *r, int *T_out);

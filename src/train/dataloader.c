@@ -6,6 +6,7 @@
 
 #include "error.h"
 #include "rng.h"
+#include "tokens_io.h"
 
 // ---- the token cache ----
 
@@ -24,11 +25,7 @@ int token_cache_open(TokenCache *c, hid_t file, const char *split, size_t max_by
     hsize_t dims[1] = {0};
     int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1 && H5Sget_simple_extent_dims(sp, dims, NULL) == 1;
     if (sp >= 0) H5Sclose(sp);
-    if (!ok) {
-        snprintf(c->err, sizeof c->err, "--data '%.900s': /%s cannot be opened (damaged file?)", path, split);
-        c->status = GT_EXIT_USAGE;
-        return -1;
-    }
+    if (!ok) return gt_err(&c->err, GT_EXIT_USAGE, "--data '%.900s': /%s cannot be opened (damaged file?)", path, split);
     c->n = (size_t)dims[0];
     // One block is one chunk of the dataset, so a miss decodes and checks exactly one chunk.
     c->block = (size_t)1 << 16;
@@ -52,49 +49,18 @@ int token_cache_open(TokenCache *c, hid_t file, const char *split, size_t max_by
     return 0;
 }
 
-// Keeps the first failure: a damaged chunk or a bad id is bad input (exit 1).
-static int cache_fail(TokenCache *c, const char *what) {
-    if (!c->status) {
-        c->status = GT_EXIT_USAGE;
-        snprintf(c->err, sizeof c->err, "--data '%.700s': %s", c->path, what);
-    }
-    return -1;
-}
-
-// The slot holding block b, read from the file on a miss; NULL after a failure.
+// The slot holding block b, read from the file (and its ids checked) on a miss; NULL after a
+// failure, kept in c->err.
 static const void *cache_block(TokenCache *c, size_t b) {
     size_t s = b % c->nslots;
     if (c->slot_block[s] == (int64_t)b) return c->slot[s];
     if (!c->slot[s]) c->slot[s] = gt_malloc(c->block * c->width, "token cache block");
     c->slot_block[s] = -1;
     size_t start = b * c->block, count = c->n - start < c->block ? c->n - start : c->block;
-    hsize_t off[1] = {start}, cnt[1] = {count};
-    hid_t fs = H5Dget_space(c->dset), ms = H5Screate_simple(1, cnt, NULL);
-    int ok = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL) >= 0 &&
-             H5Dread(c->dset, c->width == 2 ? H5T_NATIVE_UINT16 : H5T_NATIVE_UINT32, ms, fs, H5P_DEFAULT, c->slot[s]) >= 0;
-    if (ms >= 0) H5Sclose(ms);
-    if (fs >= 0) H5Sclose(fs);
     c->loads++;
-    char what[300];
-    if (!ok) {
-        snprintf(what, sizeof what, "/%s[%zu:%zu] cannot be read (truncated or damaged file?)", c->split, start,
-                 start + count);
-        cache_fail(c, what);
+    if (tokens_read_dataset_e(c->dset, c->split, start, count, (int)c->width, c->slot[s], c->vocab_size, "--data",
+                              c->path, &c->err))
         return NULL;
-    }
-    const uint16_t *t16 = c->slot[s];
-    const uint32_t *t32 = c->slot[s];
-    for (size_t i = 0; i < count; i++) {
-        uint32_t id = c->width == 2 ? t16[i] : t32[i];
-        if (id >= (uint32_t)c->vocab_size) {
-            snprintf(what, sizeof what,
-                     "/%s[%zu] = %u is not a valid token id: its /tokenizer has only %d tokens (tokens and vocabulary "
-                     "disagree; encode the text again with this vocabulary)",
-                     c->split, start + i, id, c->vocab_size);
-            cache_fail(c, what);
-            return NULL;
-        }
-    }
     c->slot_block[s] = (int64_t)b;
     return c->slot[s];
 }
@@ -102,9 +68,8 @@ static const void *cache_block(TokenCache *c, size_t b) {
 int token_cache_read(TokenCache *c, size_t start, size_t count, uint32_t *out) {
     if (start > c->n || count > c->n - start) {
         memset(out, 0, count * sizeof *out);
-        char what[200];
-        snprintf(what, sizeof what, "/%s[%zu:%zu] is beyond its %zu tokens", c->split, start, start + count, c->n);
-        return cache_fail(c, what);
+        return gt_err(&c->err, GT_EXIT_USAGE, "--data '%.700s': /%s[%zu:%zu] is beyond its %zu tokens", c->path, c->split,
+                      start, start + count, c->n);
     }
     size_t done = 0;
     while (done < count) {

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "error.h"
+
 // A split of tokens.h5 ("train" or "val") read through a cache of whole chunks.
 typedef struct {
     hid_t dset;
@@ -30,18 +32,17 @@ typedef struct {
     size_t width;             // bytes per cached token: 2 when the file holds 16-bit ids, else 4
     int vocab_size;
     const char *path, *split; // for messages (not owned)
-    int status;               // 0, or the exit status of the first failure (1: damaged file, bad id)
-    char err[1024];           // its message
+    GtErr err;                // the first failure (status 1: a damaged chunk, an id outside the vocabulary)
     size_t loads;             // blocks read from the file so far
 } TokenCache;
 
 // Opens /split of the open tokens file for cached reading, holding at most max_bytes of
-// tokens (at least two blocks). -1 with the message in c->err when the dataset is unusable.
+// tokens (at least two blocks). -1 with c->err filled when the dataset is unusable.
 int token_cache_open(TokenCache *c, hid_t file, const char *split, size_t max_bytes, int vocab_size,
                      const char *path);
 // Copies tokens [start, start + count) into out, checking every id against the vocabulary.
 // On a failure (a chunk that cannot be read, an id outside the vocabulary) fills out with
-// zeros, keeps the first message in c->err and returns -1: the caller goes on, and the ranks
+// zeros, keeps the first failure in c->err and returns -1: the caller goes on, and the ranks
 // agree on the failure at the next agreement point instead of one rank leaving alone.
 int token_cache_read(TokenCache *c, size_t start, size_t count, uint32_t *out);
 // Reads the blocks holding tokens [start, start + count) and checks their ids, copying

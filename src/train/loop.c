@@ -177,21 +177,29 @@ static double train_step(Run *r, long long k, float *norm) {
                  st->skipped_steps);
         return loss;
     }
-    if (rank == 0) {
-        fprintf(stderr, "gpt-train: error: step %lld: %s%s; ", k, what, where);
-        if (c->skip_bad_steps)
-            fprintf(stderr, "%lld bad steps in a row: the weights themselves have diverged, skipping cannot help; ",
-                    st->bad_in_row);
-        fprintf(stderr, "stopping without saving. ");
-        if (*r->last_ckpt)
-            fprintf(stderr, "The last good checkpoint is %s (step %lld): resume from it with --resume, "
-                            "perhaps with a lower --lr or --skip-bad-steps.\n",
-                    r->last_ckpt, r->last_ckpt_step);
-        else
-            fprintf(stderr, "No checkpoint was written yet; try a lower --lr.\n");
-    }
+    // Every rank took this branch (the figures are reduced): one message, exit 2 on all.
+    GtErr e = GT_ERR_INIT;
+    gt_err(&e, GT_EXIT_RUNTIME, "step %lld: %s%s; ", k, what, where);
+    if (c->skip_bad_steps)
+        gt_err_append(&e, "%lld bad steps in a row: the weights themselves have diverged, skipping cannot help; ",
+                      st->bad_in_row);
+    gt_err_append(&e, "stopping without saving. ");
+    if (*r->last_ckpt)
+        gt_err_append(&e, "The last good checkpoint is %s (step %lld): resume from it with --resume, perhaps with a "
+                      "lower --lr or --skip-bad-steps.", r->last_ckpt, r->last_ckpt_step);
+    else
+        gt_err_append(&e, "No checkpoint was written yet; try a lower --lr.");
     log_close(&r->lg);
-    comm_exit(GT_EXIT_RUNTIME);
+    comm_agree(rank == 0 ? e.msg : NULL, GT_EXIT_RUNTIME);
+    return loss;  // not reached: comm_agree ends every rank
+}
+
+// This rank's first failure since the last agreement, or NULL.
+static const GtErr *first_failure(const Run *r) {
+    const GtErr *all[4] = {&r->dl.train.err, &r->val.err, &r->attn_err, &r->lg.err};
+    for (int i = 0; i < 4; i++)
+        if (gt_failed(all[i])) return all[i];
+    return NULL;
 }
 
 // The loop: steps, then check-sync, attention probe, eval, log line, checkpoint and the
@@ -215,7 +223,7 @@ void loop_train(Run *r) {
 
         faults_step_end(&r->faults, &r->m, k, rank, size);
         if (c->check_sync && size > 1 && (k % c->log_every == 0 || k == c->steps)) check_sync(r, &r->m, k);
-        if (r->aw && k % c->attn_every == 0) attn_probe_record(r->aw, &r->m, k, (float)loss);
+        if (r->aw && k % c->attn_every == 0) attn_probe_record_e(r->aw, &r->m, k, (float)loss, &r->attn_err);
         double val = NAN;
         if ((c->eval_every > 0 && k % c->eval_every == 0) || k == c->steps) {
             val = evaluate(r);
@@ -231,10 +239,11 @@ void loop_train(Run *r) {
             log_progress(&r->lg, k, loss, ms_sum / ms_n);
         }
 
-        // The end of every step is an agreement point: a stop signal seen by any rank, or a
-        // data read that failed on one, is acted on by all.
-        const TokenCache *bad = r->dl.train.status ? &r->dl.train : r->val.status ? &r->val : NULL;
-        int sig = comm_agree_stop(bad ? bad->err : NULL, bad ? bad->status : 0, signals_pending());
+        // The end of every step is an agreement point: a stop signal seen by any rank, a data
+        // read that failed on one, or a write of rank 0's that failed (attention.h5,
+        // metrics.csv, train.log: a full disk) is acted on by all.
+        const GtErr *bad = first_failure(r);
+        int sig = comm_agree_stop(bad ? bad->msg : NULL, bad ? bad->status : 0, signals_pending());
         if ((c->ckpt_every > 0 && k % c->ckpt_every == 0) || k == c->steps || sig) resume_save_checkpoint(r);
         if (sig) {
             log_line(&r->lg, "stopped by %s after step %lld; checkpoint %s. Resume with:\n  mpirun -np %d%s --resume",

@@ -17,17 +17,22 @@
 #include "h5util.h"
 #include "rng.h"
 
+// Creates path and its missing parents. Those this run creates are registered: an early
+// failure removes them again, while still empty, rather than leave an empty RUN behind.
 static int mkdir_p(const char *path) {
     char buf[PATHLEN];
     snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p) continue;
+        char end = *p;
         *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+        if (mkdir(buf, 0777) == 0) gt_tmpdir_register(buf);
+        else if (errno != EEXIST) return -1;
+        if (!end) break;
         *p = '/';
     }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
     struct stat st;
+    errno = 0;
     return stat(buf, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
 }
 
@@ -65,19 +70,22 @@ void resume_settings(Run *r) {
                      "--resume: no checkpoint in '%s' (no '%s/latest'); run without --resume to start training", c->out,
                      c->out);
             msg = r->err;
-        } else {
-            msg = data_precheck_h5(r->ckpt_path, GT_FORMAT_CHECKPOINT, "--resume: checkpoint", r->err, sizeof r->err);
         }
     }
     comm_agree(msg, GT_EXIT_USAGE);
     comm_bcast(r->ckpt_path, sizeof r->ckpt_path);
+    // Every rank reads the settings; one that cannot see the file names itself.
+    GtErr e = GT_ERR_INIT;
     GPTConfig ck;
-    hid_t cf = ckpt_open(r->ckpt_path, "--resume: checkpoint");
-    ckpt_read_model_config(cf, &ck, r->ckpt_path);
-    hid_t g = h5_group_open(cf, "config", r->ckpt_path);
-    config_fill_from_attrs(c, g);
-    H5Gclose(g);
-    H5Fclose(cf);
+    hid_t cf = ckpt_open_e(r->ckpt_path, "--resume: checkpoint", &e);
+    ckpt_read_model_config_e(cf, &ck, r->ckpt_path, &e);
+    hid_t g = h5_group_open_e(cf, "config", r->ckpt_path, &e);
+    if (g >= 0) {
+        config_fill_from_attrs(c, g);
+        H5Gclose(g);
+    }
+    if (cf >= 0) H5Fclose(cf);
+    comm_agree_local_e(&e);
     msg = NULL;
     const struct { const char *name; int have, want; } shape[] = {
         {"n-layer", ck.n_layer, c->n_layer}, {"n-head", ck.n_head, c->n_head},
@@ -149,14 +157,16 @@ void resume_build_state(Run *r) {
         bcast_floats(r->m.params, r->m.num_params);
         return;
     }
+    GtErr e = GT_ERR_INIT;
     if (rank == 0) {
-        hid_t cf = ckpt_open(r->ckpt_path, "--resume: checkpoint");
-        ckpt_read_tensors(cf, "model", &r->m, r->m.params, r->ckpt_path);
-        ckpt_read_tensors(cf, "optimizer/m", &r->m, r->opt.m, r->ckpt_path);
-        ckpt_read_tensors(cf, "optimizer/v", &r->m, r->opt.v, r->ckpt_path);
-        train_state_read(cf, r->ckpt_path, st);
-        H5Fclose(cf);
+        hid_t cf = ckpt_open_e(r->ckpt_path, "--resume: checkpoint", &e);
+        ckpt_read_tensors_e(cf, "model", &r->m, r->m.params, r->ckpt_path, &e);
+        ckpt_read_tensors_e(cf, "optimizer/m", &r->m, r->opt.m, r->ckpt_path, &e);
+        ckpt_read_tensors_e(cf, "optimizer/v", &r->m, r->opt.v, r->ckpt_path, &e);
+        train_state_read_e(cf, r->ckpt_path, st, &e);
+        if (cf >= 0) H5Fclose(cf);
     }
+    comm_agree_e(&e);
     bcast_state_scalars(st);
     r->old_world = st->world_size;
     r->opt.t = st->adam_t;
@@ -173,9 +183,9 @@ void resume_build_state(Run *r) {
     dataloader_seek(&r->dl, st->data_epoch, pos);
 }
 
-// Rank 0 writes the checkpoint.
+// Rank 0 writes the checkpoint; then all agree on how that went.
 void resume_save_checkpoint(Run *r) {
-    r->last_ckpt_step = r->st.step;
+    GtErr e = GT_ERR_INIT;
     if (r->w->rank == 0) {
         TrainState s = r->st;
         s.world_size = r->w->size;
@@ -185,7 +195,9 @@ void resume_save_checkpoint(Run *r) {
         s.data_windows = (int64_t)r->dl.n_windows;
         s.data_per_rank = 0;
         double t0 = comm_time();
-        train_state_save(r->cfg.out, &r->cfg, &r->m, &r->opt, &s, r->tf, r->cfg.keep_ckpts, r->last_ckpt);
-        log_line(&r->lg, "checkpoint %s (%.2f s)", r->last_ckpt, comm_time() - t0);
+        if (train_state_save_e(r->cfg.out, &r->cfg, &r->m, &r->opt, &s, r->tf, r->cfg.keep_ckpts, r->last_ckpt, &e) == 0)
+            log_line(&r->lg, "checkpoint %s (%.2f s)", r->last_ckpt, comm_time() - t0);
     }
+    comm_agree_e(&e);
+    r->last_ckpt_step = r->st.step;
 }

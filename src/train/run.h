@@ -52,8 +52,9 @@ typedef struct {
     char last_ckpt[PATHLEN];
     long long last_ckpt_step;
     // rank 0's writers
-    Logger lg;
+    Logger lg;                // its own failures in lg.err
     AttnWriter *aw;
+    GtErr attn_err;           // the first failure writing attention.h5
     char resume_cmd[4096];
     Faults faults;
 } Run;

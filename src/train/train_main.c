@@ -29,6 +29,7 @@ static void open_writers(Run *r, int argc, char **argv) {
     const int rank = r->w->rank, size = r->w->size;
     Logger *lg = &r->lg;
     log_open(lg, c->out, rank, c->resume ? r->st.step : -1, c->steps);
+    comm_agree_e(&lg->err);
     if (rank == 0) {
         printf("gpt-train %s: %d rank%s x %d thread%s\n", GT_VERSION, size, size == 1 ? "" : "s", c->threads,
                c->threads == 1 ? "" : "s");
@@ -70,13 +71,15 @@ static void open_writers(Run *r, int argc, char **argv) {
         int Tp = 0;
         if (rank == 0 && !(probe = data_probe_ids(r, &Tp))) msg = r->err;
         comm_agree(msg, GT_EXIT_USAGE);
+        GtErr e = GT_ERR_INIT;
         if (rank == 0) {
             char ap[PATHLEN];
             snprintf(ap, sizeof ap, "%s/attention.h5", c->out);
-            r->aw = attn_writer_open(ap, &r->mc, c->attn_every, probe, Tp, &r->tok, !strcmp(c->attn_dtype, "float16"),
-                                     c->resume ? r->st.step : -1);
+            r->aw = attn_writer_open_e(ap, &r->mc, c->attn_every, probe, Tp, &r->tok, !strcmp(c->attn_dtype, "float16"),
+                                       c->resume ? r->st.step : -1, &e);
         }
         free(probe);
+        comm_agree_e(&e);
     }
     // Buckets of about an eighth of the gradient (64 KiB to 4 MiB): small models still get a
     // few reductions in flight during backward, big ones a bucket per block or two.
@@ -90,9 +93,17 @@ static void open_writers(Run *r, int argc, char **argv) {
                             strpbrk(argv[i], " \t'\"") ? " '%.200s'" : " %.200s", argv[i]);
 }
 
+// Rank 0 closes attention.h5, train.log and metrics.csv (checked: closing writes what was
+// cached); all agree on the outcome.
+static void close_writers(Run *r) {
+    GtErr e = GT_ERR_INIT;
+    attn_writer_close_e(r->aw, &e);
+    r->aw = NULL;
+    if (log_close(&r->lg) != 0 && !gt_failed(&e)) e = r->lg.err;
+    comm_agree_e(&e);
+}
+
 static void run_free(Run *r) {
-    if (r->aw) attn_writer_close(r->aw);
-    log_close(&r->lg);
     reducer_free(&r->red);
     dataloader_free(&r->dl);
     token_cache_close(&r->val);
@@ -153,10 +164,12 @@ int main(int argc, char **argv) {
             printf("gpt-train: checkpoint '%s' is already at step %lld >= --steps %lld; nothing to train "
                    "(raise --steps to continue)\n",
                    r->ckpt_path, r->st.step, c->steps);
+        close_writers(r);
         run_free(r);
         comm_exit(0);
     }
     loop_train(r);
+    close_writers(r);
     run_free(r);
     comm_exit(0);
 }

@@ -18,7 +18,19 @@ failing call tests/faults/failwrite.c (LD_PRELOAD) fails the k-th write-side sys
 Tools: gpt-bpe train (vocab.h5), gpt-bpe encode (tokens.h5), gpt-sample --attn-out (the
 generation file). Exact content: an output written under a fault is compared, dataset by
 dataset, with the same command's output on a healthy disk.
+
+trainer      gpt-train on 2 ranks in text mode (RUN/vocab.h5, tokens.h5, train.log,
+             metrics.csv, attention.h5 every step, checkpoints) with RUN on a tmpfs at sizes
+             that run out in each of them: every rank exits 2 with one message (or the run
+             completes), no temp file is left, and what is in RUN is intact: tokens equal to
+             a healthy run's, RUN/latest naming a readable checkpoint, attention.h5 readable.
+             A RUN that an early error leaves empty is removed; a directory where
+             metrics.csv or train.log belongs is named as such (exit 1), and an attention.h5
+             another program holds open for writing is said to be locked.
 """
+import re
+import subprocess
+import threading
 import os
 import sys
 
@@ -122,6 +134,153 @@ def size_limit(ck, d, tools):
               "%s: the smallest limit fails, the largest succeeds" % tool.name, " ".join(results))
 
 
+TRAIN = ["--steps", "6", "--ckpt-every", "2", "--keep-ckpts", "1", "--attn-every", "1", "--n-layer", "1",
+         "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "2", "--eval-batches", "1",
+         "--log-every", "1", "--vocab-size", "320"]
+
+
+def ckpt_step(path):
+    try:
+        with h5().File(path, "r") as f:
+            for grp in ("model", "optimizer/m", "optimizer/v"):
+                for k in f[grp].keys():
+                    f[grp][k][()]
+            return int(f.attrs["step"])
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def check_run(ck, what, r, run, ref_tokens, named):
+    """The rule for a gpt-train run that met a failing write: exit 2 with one message naming
+    the file (its name goes into `named`), or a complete run; no temp file left; what is in
+    RUN intact. An empty RUN is removed."""
+    errs = r.error_lines()
+    ck.ok(not r.crashed(), what + ": no crash, no hang", r.describe())
+    ck.ok(r.rc in (0, 2), what + ": exit 0, or 2 for the failed write", r.describe())
+    if r.rc == 2:
+        m = re.search(r"(vocab|tokens|attention)\.h5|ckpt-\d{8}\.h5|metrics\.csv|train\.log|latest", errs[0]) \
+            if len(errs) == 1 else None
+        ck.ok(m is not None, what + ": one message, naming the file", r.describe())
+        if m:
+            named.add("ckpt-*.h5" if m.group(0).startswith("ckpt-") else m.group(0))
+    names = sorted(os.listdir(run)) if os.path.isdir(run) else []
+    ck.ok(not [n for n in names if ".tmp" in n], what + ": no temp file left", str(names))
+    if not names:
+        ck.ok(not os.path.exists(run), what + ": a RUN left empty by the failure is removed", str(names))
+    if "tokens.h5" in names:
+        ck.ok(h5_content(os.path.join(run, "tokens.h5")) == ref_tokens,
+              what + ": RUN/tokens.h5 holds exactly the tokens of a healthy run")
+    if "latest" in names:
+        with open(os.path.join(run, "latest")) as f:
+            latest = f.read().strip()
+        ck.ok(ckpt_step(os.path.join(run, latest)) is not None, what + ": RUN/latest names a readable checkpoint",
+              "%s, %s" % (latest, names))
+    if "attention.h5" in names:
+        try:
+            with h5().File(os.path.join(run, "attention.h5"), "r", swmr=True) as f:
+                steps = list(f["step"][()])
+            ok = steps == list(range(1, len(steps) + 1))
+        except Exception as e:  # noqa: BLE001
+            ok, steps = False, str(e)
+        ck.ok(ok, what + ": attention.h5 stays readable, its records in order", str(steps))
+    if r.rc == 0:
+        with open(os.path.join(run, "metrics.csv")) as f:
+            rows = f.read().splitlines()
+        ck.ok(len(rows) == 7 and ckpt_step(os.path.join(run, "ckpt-00000006.h5")) == 6,
+              what + ": exit 0, so every metrics row and the last checkpoint are there", "%s %s" % (rows, names))
+
+
+def trainer_full_disk(ck, d, train, corpus):
+    ref = os.path.join(d, "ref-run")
+    r = fl.run(fl.mpirun(2, train, "--data", corpus, "--out", ref, *TRAIN), timeout=120)
+    if not ck.ok(r.rc == 0, "trainer: the reference run completes", r.describe()):
+        return
+    ref_tokens = h5_content(os.path.join(ref, "tokens.h5"))
+    named = set()
+    # With attention.h5 every step and checkpoints every 2 steps; then without either, so the
+    # small writes of train.log and metrics.csv are the ones that meet the full disk.
+    pairs = dict(zip(TRAIN[::2], TRAIN[1::2]))
+    pairs.pop("--attn-every")
+    pairs["--ckpt-every"] = "100"
+    no_attn = [x for kv in pairs.items() for x in kv]
+    for args, sizes in ((TRAIN, (8, 100, 284, 292, 300, 360, 440, 520, 800)), (no_attn, (276, 280, 284, 288))):
+        results = []
+        for kb in sizes:
+            with fl.Tmpfs(os.path.join(d, "fs"), "%dk" % kb) as fs:
+                if not fs.mounted:
+                    print("SKIP trainer full disk: cannot mount a tmpfs here (%s)" % fs.why)
+                    return
+                run = os.path.join(fs.path, "run")
+                r = fl.run(fl.mpirun(2, train, "--data", corpus, "--out", run, *args), timeout=120)
+                check_run(ck, "gpt-train (2 ranks, text mode) on a %d KiB tmpfs" % kb, r, run, ref_tokens, named)
+                results.append("%dk:%s" % (kb, r.rc))
+        print("trainer full disk: %s" % " ".join(results), flush=True)
+    print("trainer full disk: the failures named %s" % sorted(named), flush=True)
+    ck.ok({"vocab.h5", "tokens.h5", "ckpt-*.h5"} <= named,
+          "trainer: the full disk was met writing vocab.h5, tokens.h5 and a checkpoint", str(sorted(named)))
+
+
+def trainer_failing_call(ck, d, train, corpus, lib):
+    """gpt-train (one process) with each write-side call on its temp files failing in turn:
+    vocab.h5, tokens.h5, attention.h5 and checkpoints, past the free-space checks."""
+    ref_tokens = h5_content(os.path.join(d, "ref-run", "tokens.h5"))
+    run = os.path.join(d, "fw-run")
+    cmd = [train, "--data", corpus, "--out", run, *TRAIN]
+    r = fl.run(cmd, timeout=120, extra_env={"LD_PRELOAD": lib, "GT_FAIL_AT": "0"})
+    # (Open MPI's singleton start runs a helper process too: the largest count is ours)
+    n = max([int(l.split()[1]) for l in r.err.splitlines() if l.startswith("failwrite:")] or [0])
+    if not ck.ok(r.rc == 0 and n > 0, "gpt-train under failwrite: runs, counting its calls", r.describe()):
+        return
+    named, calls = set(), {}
+    for k in sorted(set(list(range(1, 11)) + [1 + i * (n - 1) // 24 for i in range(25)])):
+        subprocess.run(["rm", "-rf", run])
+        errno_ = 28 if k % 2 else 5
+        r = fl.run(cmd, timeout=120, extra_env={"LD_PRELOAD": lib, "GT_FAIL_AT": str(k), "GT_FAIL_ERRNO": str(errno_)})
+        failing = [l for l in r.err.splitlines() if l.startswith("failwrite: failing call")]
+        call = failing[0].split(": ")[-1] if failing else "none"
+        calls[call] = calls.get(call, 0) + 1
+        check_run(ck, "gpt-train with write call %d of %d (%s) failing" % (k, n, call), r, run, ref_tokens, named)
+        ck.ok(r.rc == 2, "gpt-train with write call %d of %d (%s) failing: exit 2" % (k, n, call), r.describe())
+    print("trainer failing call: %d calls, failed: %s; the messages named %s" % (n, calls, sorted(named)), flush=True)
+
+
+def trainer_files(ck, d, train, corpus, tokens):
+    # an early error (here: the data file does not exist) leaves no empty RUN behind
+    run = os.path.join(d, "new", "run")
+    r = fl.run(fl.mpirun(2, train, "--data", os.path.join(d, "missing.txt"), "--out", run, *TRAIN), timeout=60)
+    ck.ok(r.rc == 1 and not os.path.exists(os.path.join(d, "new")),
+          "gpt-train: an early error removes the empty RUN (and the parent) it created", r.describe())
+    # ... but never a RUN that existed before it
+    os.makedirs(run)
+    r = fl.run(fl.mpirun(2, train, "--data", os.path.join(d, "missing.txt"), "--out", run, *TRAIN), timeout=60)
+    ck.ok(r.rc == 1 and os.path.isdir(run), "gpt-train: an early error keeps a RUN it did not create", r.describe())
+    for name in ("metrics.csv", "train.log"):
+        run = os.path.join(d, "dir-" + name)
+        os.makedirs(os.path.join(run, name))
+        r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, *TRAIN), timeout=60)
+        errs = r.error_lines()
+        ck.ok(r.rc == 1 and len(errs) == 1 and name in errs[0] and "is a directory" in errs[0] and "full" not in errs[0],
+              "gpt-train: a directory named RUN/%s is exit 1 saying so, not a full disk" % name, r.describe())
+    # attention.h5 held open for writing by another program: --resume names the lock
+    run = os.path.join(d, "locked")
+    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, *TRAIN), timeout=120)
+    held, done = threading.Event(), threading.Event()
+
+    def hold():
+        with h5().File(os.path.join(run, "attention.h5"), "a"):
+            held.set()
+            done.wait(60)
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(30)
+    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--resume", "--steps", "8"), timeout=60)
+    done.set()
+    t.join()
+    errs = r.error_lines()
+    ck.ok(r.rc == 1 and len(errs) == 1 and "attention.h5" in errs[0] and "lock" in errs[0] and "damaged" not in errs[0],
+          "gpt-train --resume with attention.h5 held open for writing: one message naming the lock", r.describe())
+
+
 def failing_call(ck, d, tools, lib):
     """Fails the k-th write-side call on the temp file, for each k (all of them up to 40,
     beyond that the first and last 15 and an even spread)."""
@@ -175,9 +334,11 @@ def main():
             print("reference run failed\n" + r.describe())
             sys.exit(1)
         tool.ref = tool.content(tool.ref_path)
-    parts = [(full_disk, (ck, d, tools)), (size_limit, (ck, d, tools))]
+    parts = [(full_disk, (ck, d, tools)), (size_limit, (ck, d, tools)), (trainer_full_disk, (ck, d, train, corpus)),
+             (trainer_files, (ck, d, train, corpus, tokens))]
     if os.path.exists(lib):
         parts.append((failing_call, (ck, d, tools, lib)))
+        parts.append((trainer_failing_call, (ck, d, train, corpus, lib)))
     else:
         print("SKIP failing call: %s is not built" % lib)
     fl.run_parts(ck, d, parts)

@@ -89,8 +89,11 @@ def stop_at(cmd, phase, sig, timeout=60):
         except OSError:
             break
         time.sleep(0.01)
-    os.kill(p.pid, sig)
-    os.kill(p.pid, signal.SIGCONT)
+    try:
+        os.kill(p.pid, sig)
+        os.kill(p.pid, signal.SIGCONT)
+    except ProcessLookupError:  # it never stopped: ended before the phase
+        pass
     try:
         p.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
