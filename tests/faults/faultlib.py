@@ -209,6 +209,19 @@ def make_tokens(bpe, d, n_bytes, extra_train_args=()):
     return corpus, vocab, tokens
 
 
+def ckpt_step(path):
+    """The step of a checkpoint whose every tensor reads back (h5py), else None."""
+    try:
+        import h5py
+        with h5py.File(path, "r") as f:
+            for grp in ("model", "optimizer/m", "optimizer/v"):
+                for k in f[grp].keys():
+                    f[grp][k][()]
+            return int(f.attrs["step"])
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def make_checkpoint(train, tokens, run):
     """A 2-step training of a tiny model into run (a checkpoint for gpt-sample). Exits 1 with
     the tool's output when gpt-train fails."""

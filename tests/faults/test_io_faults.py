@@ -139,17 +139,6 @@ TRAIN = ["--steps", "6", "--ckpt-every", "2", "--keep-ckpts", "1", "--attn-every
          "--log-every", "1", "--vocab-size", "320"]
 
 
-def ckpt_step(path):
-    try:
-        with h5().File(path, "r") as f:
-            for grp in ("model", "optimizer/m", "optimizer/v"):
-                for k in f[grp].keys():
-                    f[grp][k][()]
-            return int(f.attrs["step"])
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def check_run(ck, what, r, run, ref_tokens, named):
     """The rule for a gpt-train run that met a failing write: exit 2 with one message naming
     the file (its name goes into `named`), or a complete run; no temp file left; what is in
@@ -173,7 +162,7 @@ def check_run(ck, what, r, run, ref_tokens, named):
     if "latest" in names:
         with open(os.path.join(run, "latest")) as f:
             latest = f.read().strip()
-        ck.ok(ckpt_step(os.path.join(run, latest)) is not None, what + ": RUN/latest names a readable checkpoint",
+        ck.ok(fl.ckpt_step(os.path.join(run, latest)) is not None, what + ": RUN/latest names a readable checkpoint",
               "%s, %s" % (latest, names))
     if "attention.h5" in names:
         try:
@@ -186,7 +175,7 @@ def check_run(ck, what, r, run, ref_tokens, named):
     if r.rc == 0:
         with open(os.path.join(run, "metrics.csv")) as f:
             rows = f.read().splitlines()
-        ck.ok(len(rows) == 7 and ckpt_step(os.path.join(run, "ckpt-00000006.h5")) == 6,
+        ck.ok(len(rows) == 7 and fl.ckpt_step(os.path.join(run, "ckpt-00000006.h5")) == 6,
               what + ": exit 0, so every metrics row and the last checkpoint are there", "%s %s" % (rows, names))
 
 

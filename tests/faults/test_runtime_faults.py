@@ -45,17 +45,6 @@ def h5():
     return h5py
 
 
-def ckpt_ok(path):
-    try:
-        with h5().File(path, "r") as f:
-            for grp in ("model", "optimizer/m", "optimizer/v"):
-                for k in f[grp].keys():
-                    f[grp][k][()]
-            return int(f.attrs["step"])
-    except Exception as e:  # noqa: BLE001
-        return "unreadable: %s" % e
-
-
 def latest_of(run):
     try:
         with open(os.path.join(run, "latest")) as f:
@@ -85,7 +74,7 @@ def full_disk(ck, d, train, tokens):
         names = sorted(os.listdir(run))
         ck.ok(not [n for n in names if ".tmp" in n], what + ": no temporary file left", str(names))
         lt = latest_of(run)
-        ck.ok(lt is not None and ckpt_ok(os.path.join(run, lt)) == int(lt[5:13]),
+        ck.ok(lt is not None and fl.ckpt_step(os.path.join(run, lt)) == int(lt[5:13]),
               what + ": RUN/latest names the previous checkpoint, intact", "latest %s, files %s" % (lt, names))
         if m and lt:
             ck.ok(int(lt[5:13]) == int(m.group(1)) - 1, what + ": the previous checkpoint is the step before",
@@ -166,7 +155,7 @@ def dead_rank(ck, d, train, tokens):
     ck.ok(p.returncode != 0, what + ": mpirun exits non-zero", "rc %s" % p.returncode)
     ck.ok(re.search(r"rank 2\b", out) is not None, what + ": the output names the lost rank 2", out[-1500:])
     lt = latest_of(run)
-    ck.ok(lt is not None and isinstance(ckpt_ok(os.path.join(run, lt)), int),
+    ck.ok(lt is not None and isinstance(fl.ckpt_step(os.path.join(run, lt)), int),
           what + ": the newest checkpoint is intact", "latest %s" % lt)
     print("dead rank: all processes gone %.1f s after the kill" % secs)
 
@@ -195,7 +184,7 @@ def stopped_at_bad_step(ck, d, train, tokens, name, k, steps, env, needle):
     ck.ok(len(errs) == 1 and ("step %d" % k) in msg and needle in msg,
           what + ": one message naming step %d and %s" % (k, needle), r.describe())
     ck.ok("ckpt-%08d.h5" % (k - 1) in msg, what + ": the message names the last good checkpoint", msg)
-    ck.ok(latest_of(run) == "ckpt-%08d.h5" % (k - 1) and ckpt_ok(os.path.join(run, latest_of(run))) == k - 1,
+    ck.ok(latest_of(run) == "ckpt-%08d.h5" % (k - 1) and fl.ckpt_step(os.path.join(run, latest_of(run))) == k - 1,
           what + ": RUN/latest is the intact checkpoint of step %d" % (k - 1), str(os.listdir(run)))
     ck.ok(not [n for n in os.listdir(run) if n.startswith("ckpt-") and int(n[5:13]) >= k],
           what + ": nothing saved from step %d on" % k, str(os.listdir(run)))
@@ -247,7 +236,7 @@ def exploding_loss(ck, d, train, tokens):
           msg)
     # --resume then goes on past the (one-off) spike: the injection is not repeated
     r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--resume"), timeout=120)
-    ck.ok(r.rc == 0 and ckpt_ok(os.path.join(run, "ckpt-00000016.h5")) == 16,
+    ck.ok(r.rc == 0 and fl.ckpt_step(os.path.join(run, "ckpt-00000016.h5")) == 16,
           what + ": --resume from the kept checkpoint finishes", r.describe())
 
     run2 = os.path.join(d, "explode-skip")
