@@ -30,3 +30,7 @@ target_link_libraries(test_gemm_bf16 gt_model)
 add_test(NAME engine_gemm_bf16 COMMAND test_gemm_bf16)
 set_tests_properties(engine_gemm_bf16 PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS engine
                      SKIP_RETURN_CODE 77)
+# --precision bf16 of the whole engine: gradients against fp32 within the derived bound, 1 vs 2
+# threads, 10 AdamW steps against PyTorch's autocast, resume (skips without bf16 instructions)
+add_test(NAME engine_bf16 COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/engine/test_engine_bf16.py)
+set_tests_properties(engine_bf16 PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS engine SKIP_RETURN_CODE 77)

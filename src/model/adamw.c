@@ -31,8 +31,11 @@ void adamw_free(AdamW *o) {
     memset(o, 0, sizeof *o);
 }
 
-GT_HOT static void adamw_chunk(float *p, float *m, float *v, const float *g, float scale, size_t n, float b1, float b2,
-                               float eps, float decay, float step_size, float bc2_sqrt) {
+// p16 (may be NULL): the bf16 copy of the parameters (--precision bf16), refreshed in the
+// same pass from the updated fp32 values.
+static inline __attribute__((always_inline)) void adamw_body(float *p, uint16_t *p16, float *m, float *v, const float *g,
+                                                             float scale, size_t n, float b1, float b2, float eps,
+                                                             float decay, float step_size, float bc2_sqrt) {
     for (size_t i = 0; i < n; i++) {
         float gi = g[i] * scale;  // the clip's scale, here rather than in a pass of its own
         float mi = b1 * m[i] + (1.0f - b1) * gi;
@@ -41,7 +44,18 @@ GT_HOT static void adamw_chunk(float *p, float *m, float *v, const float *g, flo
         v[i] = vi;
         float denom = sqrtf(vi) / bc2_sqrt + eps;
         p[i] = p[i] * decay - step_size * mi / denom;
+        if (p16) p16[i] = bf16_from_f32(p[i]);
     }
+}
+
+GT_HOT static void adamw_chunk(float *p, float *m, float *v, const float *g, float scale, size_t n, float b1, float b2,
+                               float eps, float decay, float step_size, float bc2_sqrt) {
+    adamw_body(p, NULL, m, v, g, scale, n, b1, b2, eps, decay, step_size, bc2_sqrt);
+}
+
+GT_HOT static void adamw_chunk16(float *p, uint16_t *p16, float *m, float *v, const float *g, float scale, size_t n,
+                                 float b1, float b2, float eps, float decay, float step_size, float bc2_sqrt) {
+    adamw_body(p, p16, m, v, g, scale, n, b1, b2, eps, decay, step_size, bc2_sqrt);
 }
 
 void adamw_step(AdamW *o, const GPT2 *model, float *params, const float *grads, const AdamWConfig *c) {
@@ -58,6 +72,7 @@ void adamw_step_scaled(AdamW *o, const GPT2 *model, float *params, const float *
     float step_size = (float)(c->lr / bc1);
     float bc2_sqrt = (float)sqrt(bc2);
     float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+    uint16_t *p16 = params == model->params ? model->params16 : NULL;  // refreshed here, once per step
     // One parallel region for all tensors (nowait: they are independent), not one per tensor;
     // each thread updates its share of each tensor with the vectorized kernel.
     #pragma omp parallel
@@ -70,8 +85,12 @@ void adamw_step_scaled(AdamW *o, const GPT2 *model, float *params, const float *
             size_t lo = id * chunk < sp->numel ? id * chunk : sp->numel;
             size_t hi = lo + chunk < sp->numel ? lo + chunk : sp->numel;
             size_t off = sp->offset + lo;
-            adamw_chunk(params + off, o->m + off, o->v + off, grads + off, scale, hi - lo, b1, b2, eps, decay, step_size,
-                        bc2_sqrt);
+            if (p16)
+                adamw_chunk16(params + off, p16 + off, o->m + off, o->v + off, grads + off, scale, hi - lo, b1, b2, eps,
+                              decay, step_size, bc2_sqrt);
+            else
+                adamw_chunk(params + off, o->m + off, o->v + off, grads + off, scale, hi - lo, b1, b2, eps, decay,
+                            step_size, bc2_sqrt);
         }
     }
 }

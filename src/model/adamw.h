@@ -3,7 +3,8 @@
 // gradient clipping as torch.nn.utils.clip_grad_norm_, and the learning-rate schedule.
 //
 // Order per step for the trainer: forward, backward, [allreduce average], grad_clip,
-// lr_at, adamw_step (with the averaged, clipped grads).
+// lr_at, adamw_step (with the averaged, clipped grads). With --precision bf16 the step also
+// refreshes the model's bf16 copy of the weights (params16) in the same pass.
 #ifndef GT_ADAMW_H
 #define GT_ADAMW_H
 

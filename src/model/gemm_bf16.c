@@ -109,12 +109,12 @@ static dnnl_engine_t engine;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 static void engine_create(void) { DNNL_CHECK(dnnl_engine_create(&engine, dnnl_cpu, 0)); }
 
-// All 4-byte fields, so no padding: keys are hashed and compared as bytes.
+// All 8-byte fields, so no padding: keys are hashed and compared as bytes. sa, sb, sc: the
+// batch strides (batch 1: unused, 0).
 typedef struct {
-    int ta, tb, M, N, K, lda, ldb, ldc, out16, beta1, has_bias;
-    uint32_t alpha_bits;
+    int64_t batch, ta, tb, M, N, K, lda, ldb, ldc, sa, sb, sc, out16, beta1, has_bias, alpha_bits;
 } Key;
-_Static_assert(sizeof(Key) == 12 * 4, "Key has no padding");
+_Static_assert(sizeof(Key) == 16 * 8, "Key has no padding");
 
 typedef struct {
     Key key;
@@ -132,6 +132,8 @@ typedef struct {
     dnnl_stream_t stream;
     void *pad;
     size_t pad_cap;
+    void *tmp;  // a column piece of C (see gemm_any)
+    size_t tmp_cap;
 } Cache;
 static _Thread_local Cache cache;
 
@@ -142,18 +144,23 @@ static uint64_t key_hash(const Key *k) {
     return h;
 }
 
-static void md_2d(dnnl_memory_desc_t *md, int rows, int cols, int trans, int ld, dnnl_data_type_t dt) {
-    dnnl_dims_t dims = {rows, cols};
-    dnnl_dims_t strides = {trans ? 1 : ld, trans ? ld : 1};
-    DNNL_CHECK(dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides));
+// A (rows, cols) matrix, or batch of them `stride` elements apart.
+static void md_mat(dnnl_memory_desc_t *md, int64_t batch, int64_t rows, int64_t cols, int64_t trans, int64_t ld,
+                   int64_t stride, dnnl_data_type_t dt) {
+    dnnl_dims_t dims, strides;
+    int nd = 0;
+    if (batch > 1) dims[nd] = batch, strides[nd++] = stride;
+    dims[nd] = rows, strides[nd++] = trans ? 1 : ld;
+    dims[nd] = cols, strides[nd++] = trans ? ld : 1;
+    DNNL_CHECK(dnnl_memory_desc_init_by_strides(md, nd, dims, dt, strides));
 }
 
 static void entry_make(Entry *e, const Key *k, float alpha) {
     dnnl_memory_desc_t a, b, c, bias;
-    md_2d(&a, k->M, k->K, k->ta, k->lda, dnnl_bf16);
-    md_2d(&b, k->K, k->N, k->tb, k->ldb, dnnl_bf16);
-    md_2d(&c, k->M, k->N, 0, k->ldc, k->out16 ? dnnl_bf16 : dnnl_f32);
-    md_2d(&bias, 1, k->N, 0, k->N, dnnl_f32);
+    md_mat(&a, k->batch, k->M, k->K, k->ta, k->lda, k->sa, dnnl_bf16);
+    md_mat(&b, k->batch, k->K, k->N, k->tb, k->ldb, k->sb, dnnl_bf16);
+    md_mat(&c, k->batch, k->M, k->N, 0, k->ldc, k->sc, k->out16 ? dnnl_bf16 : dnnl_f32);
+    md_mat(&bias, 1, 1, k->N, 0, k->N, 0, dnnl_f32);
     dnnl_matmul_desc_t desc;
     DNNL_CHECK(dnnl_matmul_desc_init(&desc, &a, &b, k->has_bias ? &bias : NULL, &c));
     dnnl_primitive_attr_t attr;
@@ -211,6 +218,17 @@ static Entry *lookup(const Key *k, float alpha) {
 }
 
 // One single-threaded oneDNN matmul on this thread.
+// A growing per-thread buffer of at least `bytes`.
+static void *grow(void **buf, size_t *cap, size_t bytes, const char *what) {
+    if (bytes > *cap) {
+        free(*buf);
+        *buf = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (!*buf) gt_fail(GT_EXIT_RUNTIME, "out of memory for %zu bytes of %s", bytes, what);
+        *cap = bytes;
+    }
+    return *buf;
+}
+
 static void run_one(const Key *k, float alpha, const uint16_t *A, const uint16_t *B, void *C, const float *bias) {
     pthread_once(&engine_once, engine_create);
     // oneDNN sizes a primitive for omp_get_max_threads() when it is made; inside this
@@ -219,12 +237,7 @@ static void run_one(const Key *k, float alpha, const uint16_t *A, const uint16_t
     Cache *c = &cache;
     Entry *e = lookup(k, alpha);
     if (!c->stream) DNNL_CHECK(dnnl_stream_create(&c->stream, engine, dnnl_stream_default_flags));
-    if (e->pad_bytes > c->pad_cap) {
-        free(c->pad);
-        c->pad = aligned_alloc(64, (e->pad_bytes + 63) / 64 * 64);
-        if (!c->pad) gt_fail(GT_EXIT_RUNTIME, "out of memory for %zu bytes of oneDNN scratchpad", e->pad_bytes);
-        c->pad_cap = e->pad_bytes;
-    }
+    grow(&c->pad, &c->pad_cap, e->pad_bytes, "oneDNN scratchpad");
     DNNL_CHECK(dnnl_memory_set_data_handle(e->src, (void *)A));
     DNNL_CHECK(dnnl_memory_set_data_handle(e->wei, (void *)B));
     DNNL_CHECK(dnnl_memory_set_data_handle(e->dst, C));
@@ -242,26 +255,37 @@ static void run_one(const Key *k, float alpha, const uint16_t *A, const uint16_t
     DNNL_CHECK(dnnl_stream_wait(c->stream));
 }
 
-// The pieces of a product: along the longer side of C (so the operand that is not cut,
-// which every piece repacks, is the smaller one), more of them for more work, each at
-// least 64 rows or columns wide and a multiple of 32. A function of the shape alone.
-static int pieces(int M, int N, int K, int *by_cols, int *width) {
-    *by_cols = N > M;
-    int len = *by_cols ? N : M;
-    double work = (double)M * N * K;
+// The pieces of a product, a function of the shape alone. oneDNN's fast kernels (brgemm)
+// take only dense matrices (leading dimension = width), so:
+// - a batch is cut into runs of whole matrices;
+// - a product wider than tall, with op(B) given transposed, into columns of C: each piece
+//   packs its own rows of B, and writes a dense temporary copied into C (gemm_any);
+// - otherwise into rows of C: each piece repacks all of op(B), so there are at most
+//   1 + |A| / |B| pieces (the repacking costs at most one more pass over A): a product
+//   whose B is the larger operand (the tied head's backward) stays one call.
+// More pieces for more work, each at least 64 rows or columns (a multiple of 32) or 1 matrix.
+static int pieces(int batch, int tb, int M, int N, int K, int *by, int *width) {
+    *by = batch > 1 ? 2 : N > M && tb;  // 2: the batch, 1: columns, 0: rows
+    int len = *by == 2 ? batch : *by ? N : M, min = *by == 2 ? 1 : 64;
+    double work = (double)batch * M * N * K;
     int p = work >= 67108864.0 ? 8 : work >= 16777216.0 ? 4 : work >= 4194304.0 ? 2 : 1;
-    while (p > 1 && len / p < 64) p /= 2;
-    *width = ((len + p - 1) / p + 31) / 32 * 32;
+    if (*by == 0 && p > 1 + (double)M / N) p = (int)(1 + (double)M / N);  // |A| / |B| = M / N
+    while (p > 1 && len / p < min) p /= 2;
+    *width = (len + p - 1) / p;
+    if (*by != 2) *width = (*width + 31) / 32 * 32;
+    if (*by == 1 && (size_t)*width * M > 262144) *width = (262144 / M + 31) / 32 * 32;  // temporaries of <= 1 MB
+    if (*width < 32) *width = 32;
     return (len + *width - 1) / *width;
 }
 
-static void gemm_any(int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A, int lda, const uint16_t *B, int ldb,
-                     float beta, void *C, int ldc, int out16, const float *bias) {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0 || (beta != 0.0f && beta != 1.0f) || (bias && alpha != 1.0f) || (out16 && beta != 0.0f))
-        gt_fail(GT_EXIT_RUNTIME, "gemm_bf16: unsupported call (K %d, alpha %g, beta %g, bias %d, bf16 C %d)", K,
-                (double)alpha, (double)beta, bias != NULL, out16);
-    int by_cols, width, np = pieces(M, N, K, &by_cols, &width);
+static void gemm_any(int batch, int ta, int tb, int M, int N, int K, float alpha, const uint16_t *A, int lda, size_t sa,
+                     const uint16_t *B, int ldb, size_t sb, float beta, void *C, int ldc, size_t sc, int out16,
+                     const float *bias) {
+    if (batch <= 0 || M <= 0 || N <= 0) return;
+    if (K <= 0 || (beta != 0.0f && beta != 1.0f) || (bias && (alpha != 1.0f || batch > 1)) || (out16 && beta != 0.0f))
+        gt_fail(GT_EXIT_RUNTIME, "gemm_bf16: unsupported call (K %d, alpha %g, beta %g, bias %d, bf16 C %d, batch %d)", K,
+                (double)alpha, (double)beta, bias != NULL, out16, batch);
+    int by, width, np = pieces(batch, tb, M, N, K, &by, &width);
     size_t esize = out16 ? sizeof(uint16_t) : sizeof(float);
     int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
     if (nt > np) nt = np;
@@ -269,25 +293,48 @@ static void gemm_any(int ta, int tb, int M, int N, int K, float alpha, const uin
     memcpy(&abits, &alpha, sizeof abits);
     #pragma omp parallel for schedule(static) num_threads(nt)
     for (int i = 0; i < np; i++) {
-        int lo = i * width, hi = lo + width < (by_cols ? N : M) ? lo + width : (by_cols ? N : M);
-        Key k = {ta, tb, by_cols ? M : hi - lo, by_cols ? hi - lo : N, K, lda, ldb, ldc, out16, beta != 0.0f,
-                 bias != NULL, abits};
-        if (by_cols) {
-            const uint16_t *b = tb ? B + (size_t)lo * ldb : B + lo;
-            run_one(&k, alpha, A, b, (char *)C + (size_t)lo * esize, bias ? bias + lo : NULL);
-        } else {
+        int len = by == 2 ? batch : by ? N : M;
+        int lo = i * width, n = lo + width < len ? width : len - lo;
+        Key k = {by == 2 ? n : 1, ta, tb, by == 0 ? n : M, by == 1 ? n : N, K, lda, ldb, ldc,
+                 batch > 1 ? (int64_t)sa : 0, batch > 1 ? (int64_t)sb : 0, batch > 1 ? (int64_t)sc : 0, out16,
+                 beta != 0.0f, bias != NULL, abits};
+        if (k.batch == 1) k.sa = k.sb = k.sc = 0;
+        if (by == 2) {
+            run_one(&k, alpha, A + (size_t)lo * sa, B + (size_t)lo * sb, (char *)C + (size_t)lo * sc * esize, NULL);
+        } else if (by == 0) {
             const uint16_t *a = ta ? A + lo : A + (size_t)lo * lda;
             run_one(&k, alpha, a, B, (char *)C + (size_t)lo * ldc * esize, bias);
+        } else {  // columns [lo, lo + n) of C into a dense (M, n) temporary, then into C
+            k.ldc = n;
+            k.beta1 = 0;
+            char *t = grow(&cache.tmp, &cache.tmp_cap, (size_t)M * n * esize, "GEMM column piece");
+            run_one(&k, alpha, A, B + (size_t)lo * ldb, t, bias ? bias + lo : NULL);
+            for (int r = 0; r < M; r++) {
+                char *c = (char *)C + ((size_t)r * ldc + lo) * esize;
+                if (beta == 0.0f) {
+                    memcpy(c, t + (size_t)r * n * esize, (size_t)n * esize);
+                } else {  // the sum oneDNN's post-op would form: alpha AB + C, one rounding
+                    const float *tr = (const float *)t + (size_t)r * n;
+                    for (int j = 0; j < n; j++) ((float *)c)[j] += tr[j];
+                }
+            }
         }
     }
 }
 
-void gemm_bf16(int trans_a, int trans_b, int M, int N, int K, float alpha, const uint16_t *A, int lda, const uint16_t *B,
-               int ldb, float beta, float *C, int ldc, const float *bias) {
-    gemm_any(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 0, bias);
+void gemm_bf16(int trans_a, int trans_b, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+               const uint16_t *B, int ldb, float beta, float *C, int ldc, const float *bias) {
+    gemm_any(1, trans_a, trans_b, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 0, bias);
 }
 
 void gemm_bf16_to16(int trans_a, int trans_b, int M, int N, int K, float alpha, const uint16_t *A, int lda,
                     const uint16_t *B, int ldb, uint16_t *C, int ldc, const float *bias) {
-    gemm_any(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc, 1, bias);
+    gemm_any(1, trans_a, trans_b, M, N, K, alpha, A, lda, 0, B, ldb, 0, 0.0f, C, ldc, 0, 1, bias);
+}
+
+void gemm_bf16_batch(int batch, int trans_a, int trans_b, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                     size_t stride_a, const uint16_t *B, int ldb, size_t stride_b, float beta, void *C, int ldc,
+                     size_t stride_c, int c_bf16) {
+    gemm_any(batch, trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C, ldc, stride_c, c_bf16,
+             NULL);
 }

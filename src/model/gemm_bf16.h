@@ -50,5 +50,11 @@ void gemm_bf16(int trans_a, int trans_b, int M, int N, int K, float alpha, const
 // products whose only use is as the input of another matmul.
 void gemm_bf16_to16(int trans_a, int trans_b, int M, int N, int K, float alpha, const uint16_t *A, int lda,
                     const uint16_t *B, int ldb, uint16_t *C, int ldc, const float *bias);
+// A batch of products: matrix i of A, B and C starts stride_a, stride_b, stride_c elements
+// after matrix i-1; C is fp32, or bf16 when c_bf16 (then beta 0). No bias. The batch is cut
+// into runs of whole products, so again the bits do not depend on the thread count.
+void gemm_bf16_batch(int batch, int trans_a, int trans_b, int M, int N, int K, float alpha, const uint16_t *A, int lda,
+                     size_t stride_a, const uint16_t *B, int ldb, size_t stride_b, float beta, void *C, int ldc,
+                     size_t stride_c, int c_bf16);
 
 #endif

@@ -18,7 +18,8 @@
 #define N_BLOCK_TENSORS 12
 
 // Views into m->acts for the B and T of the current forward: the buffer is sized for
-// (maxB, maxT) but each call packs its tensors densely for its own (B, T).
+// (maxB, maxT) but each call packs its tensors densely for its own (B, T). With bf16 the
+// tensors only matmuls read are bf16 (the *16 views) and their fp32 views are NULL.
 typedef struct {
     float *encoded;    // (B, T, C) embedding sum after dropout: the residual stream entering block 0
     float *ln;         // (B, T, C) LayerNorm output feeding a matmul: one layer's, recomputed
@@ -41,6 +42,12 @@ typedef struct {
     float *logits;     // (B, T, V)
     float *probs;      // (B, T, V)
     float *losses;     // (B, T)
+    uint16_t *ln16;        // (B, T, C) for ln
+    uint16_t *qkv16;       // (L, 3, B, NH, T, hs) for qkv, head-major (attention_heads16)
+    uint16_t *atty16;      // (L, B, T, C) for atty
+    uint16_t *fch_gelu16;  // (L, B, T, 4C) for fch_gelu
+    uint16_t *fch_grad16;  // (L, B, T, 4C) for fch, which in bf16 only ever holds GELU's derivative
+    uint16_t *lnf16;       // (B, T, C) for lnf
 } Acts;
 
 typedef struct {
@@ -58,6 +65,10 @@ typedef struct {
     float *dfch;        // (B, T, 4C)
     float *scratch;     // (B, T, C) branch outputs before dropout (forward), LayerNorm recompute (backward)
     float *ce_saved;    // (B, T) probs at the targets, while backward holds probs - onehot in place
+    uint16_t *d16;          // bf16: (B, T, 4C) the gradient entering a matmul, rounded (and c_attn's output)
+    uint16_t *dlogits16;    // bf16: (V, B, T) probs - onehot, rounded, transposed
+    float *att32;           // bf16: attention16_scratch's floats
+    uint16_t *att16;        // bf16: and its bf16 values
 } Priv;
 
 // Dropout sites: 0 the embedding sum; per layer attention probabilities, attention branch,
@@ -198,6 +209,7 @@ void gpt2_init_weights(GPT2 *m, uint64_t seed) {
         #pragma omp parallel for
         for (size_t j = 0; j < s->numel; j++) w[j] = std * rng_normal_at(key, j);
     }
+    gpt2_params_changed(m);
 }
 
 static size_t acts_size(const GPTConfig *c, size_t B, size_t T) {
@@ -213,32 +225,59 @@ static size_t acts_size(const GPTConfig *c, size_t B, size_t T) {
            + BT * V * 2 + BT;          // logits, probs, losses
 }
 
+// bf16: the floats of acts_size less ln, qkv, atty, fch, fch_gelu, lnf, and those as bf16.
+static size_t acts_size_bf16(const GPTConfig *c, size_t B, size_t T, size_t *n16) {
+    size_t C = c->n_embd, L = c->n_layer, BT = B * T;
+    size_t moved = BT * C + L * BT * 3 * C + L * BT * C + L * BT * 4 * C * 2 + BT * C;
+    *n16 = moved;
+    return acts_size(c, B, T) - moved;
+}
+
+// Bytes of the activation buffer: the floats, then (bf16) the bf16 tensors from a 64-byte boundary.
+static size_t acts_bytes(const GPT2 *m, size_t B, size_t T) {
+    if (m->precision != PRECISION_BF16) return acts_size(&m->config, B, T) * sizeof(float);
+    size_t n16, nf = acts_size_bf16(&m->config, B, T, &n16);
+    return (nf * sizeof(float) + 63) / 64 * 64 + n16 * sizeof(uint16_t);
+}
+
 static void set_act_views(GPT2 *m, int B, int T) {
     Acts *a = &((Priv *)m->priv)->a;
     const GPTConfig *c = &m->config;
     size_t C = c->n_embd, L = c->n_layer, NH = c->n_head, V = c->vocab_size, BT = (size_t)B * T;
+    int f32 = m->precision != PRECISION_BF16;  // 0: the tensors with a bf16 form have no fp32 one
     float *p = m->acts;
 #define TAKE(field, n) do { a->field = p; p += (n); } while (0)
+#define TAKE32(field, n) do { a->field = f32 ? p : NULL; p += f32 ? (n) : 0; } while (0)
     TAKE(encoded, BT * C);
-    TAKE(ln, BT * C);
+    TAKE32(ln, BT * C);
     TAKE(ln1_mean, L * BT);
     TAKE(ln1_rstd, L * BT);
-    TAKE(qkv, L * BT * 3 * C);
-    TAKE(atty, L * BT * C);
+    TAKE32(qkv, L * BT * 3 * C);
+    TAKE32(atty, L * BT * C);
     TAKE(att, L * B * NH * T * T);
     TAKE(residual2, L * BT * C);
     TAKE(ln2_mean, L * BT);
     TAKE(ln2_rstd, L * BT);
-    TAKE(fch, L * BT * 4 * C);
-    TAKE(fch_gelu, L * BT * 4 * C);
+    TAKE32(fch, L * BT * 4 * C);
+    TAKE32(fch_gelu, L * BT * 4 * C);
     TAKE(residual3, L * BT * C);
-    TAKE(lnf, BT * C);
+    TAKE32(lnf, BT * C);
     TAKE(lnf_mean, BT);
     TAKE(lnf_rstd, BT);
     TAKE(logits, BT * V);
     TAKE(probs, BT * V);
     TAKE(losses, BT);
 #undef TAKE
+#undef TAKE32
+    uint16_t *h = f32 ? NULL : (uint16_t *)((char *)m->acts + ((char *)p - (char *)m->acts + 63) / 64 * 64);
+#define TAKE16(field, n) do { a->field = h; h = h ? h + (n) : NULL; } while (0)
+    TAKE16(ln16, BT * C);
+    TAKE16(qkv16, L * BT * 3 * C);
+    TAKE16(atty16, L * BT * C);
+    TAKE16(fch_gelu16, L * BT * 4 * C);
+    TAKE16(fch_grad16, L * BT * 4 * C);
+    TAKE16(lnf16, BT * C);
+#undef TAKE16
     m->att = a->att;
     m->logits = a->logits;
     m->probs = a->probs;
@@ -257,16 +296,21 @@ void gpt2_alloc_activations(GPT2 *m, int maxB, int maxT) {
         free(q->dresidual);
         free(q);
     }
-    size_t C = m->config.n_embd, BT = (size_t)maxB * maxT;
+    size_t C = m->config.n_embd, V = m->config.vocab_size, BT = (size_t)maxB * maxT;
     m->maxB = maxB;
     m->maxT = maxT;
-    m->acts = gt_malloc(acts_size(&m->config, maxB, maxT) * sizeof(float), "activations");
-    gpt2_advise_huge(m->acts, acts_size(&m->config, maxB, maxT) * sizeof(float));
+    m->acts = gt_malloc(acts_bytes(m, maxB, maxT), "activations");
+    gpt2_advise_huge(m->acts, acts_bytes(m, maxB, maxT));
     Priv *q = gt_calloc(1, sizeof(Priv), "model state");
     m->priv = q;
     q->inputs = gt_malloc(2 * BT * sizeof(int), "token buffers");
     q->targets = q->inputs + BT;
-    float *s = gt_malloc((BT * C * 11 + BT) * sizeof(float), "backward scratch");
+    size_t n16 = 0, natt16 = 0, natt = 0;
+    if (m->precision == PRECISION_BF16) {
+        natt = attention16_scratch(maxB, maxT, (int)C, m->config.n_head, &natt16);
+        n16 = BT * 4 * C + BT * V + natt16;  // d16, dlogits16, att16
+    }
+    float *s = gt_malloc((BT * C * 11 + BT + natt) * sizeof(float) + n16 * sizeof(uint16_t), "backward scratch");
     q->dresidual = s;
     q->dbtc = s + BT * C;
     q->dbtc2 = s + 2 * BT * C;
@@ -274,7 +318,97 @@ void gpt2_alloc_activations(GPT2 *m, int maxB, int maxT) {
     q->dqkv = s + 4 * BT * C;
     q->dfch = s + 7 * BT * C;
     q->ce_saved = s + 11 * BT * C;
+    if (n16) {
+        q->att32 = s + 11 * BT * C + BT;
+        q->d16 = (uint16_t *)(q->att32 + natt);
+        q->dlogits16 = q->d16 + BT * 4 * C;
+        q->att16 = q->dlogits16 + BT * V;
+    }
     set_act_views(m, maxB, maxT);
+}
+
+int gpt2_set_precision(GPT2 *m, Precision p, char *err, size_t errsize) {
+    if (p == PRECISION_BF16 && !bf16_supported(err, errsize)) return 0;
+    if (p == m->precision) return 1;
+    m->precision = p;
+    free(m->params16);
+    m->params16 = NULL;
+    if (p == PRECISION_BF16) {
+        m->params16 = gt_malloc(m->num_params * sizeof(uint16_t), "bf16 copy of the parameters");
+        gpt2_advise_huge(m->params16, m->num_params * sizeof(uint16_t));
+        gpt2_params_changed(m);
+    }
+    if (m->acts) gpt2_alloc_activations(m, m->maxB, m->maxT);
+    return 1;
+}
+
+void gpt2_params_changed(GPT2 *m) {
+    if (m->params16) bf16_from_f32_par(m->params16, m->params, m->num_params);
+}
+
+// The bf16 copy of a parameter tensor (its view into params16).
+static const uint16_t *w16(const GPT2 *m, const float *w) { return m->params16 + (w - m->params); }
+
+// The blocks, ln_f and the head in fp32 (cblas_sgemm and gemm_small).
+static void forward_fp32(GPT2 *m, int B, int T, float p, uint64_t dropout_seed, int has_targets) {
+    Priv *q = m->priv;
+    Acts *a = &q->a;
+    int V = m->config.vocab_size, C = m->config.n_embd, NH = m->config.n_head, L = m->config.n_layer;
+    size_t BT = (size_t)B * T;
+    for (int l = 0; l < L; l++) {
+        const BlockTensors *w = &m->p.h[l];
+        const float *x = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BT * C;
+        float *qkv = a->qkv + l * BT * 3 * C, *atty = a->atty + l * BT * C;
+        float *att = a->att + (size_t)l * B * NH * T * T, *res2 = a->residual2 + l * BT * C;
+        float *fch = a->fch + l * BT * 4 * C, *fchg = a->fch_gelu + l * BT * 4 * C;
+        float *res3 = a->residual3 + l * BT * C;
+        layernorm_forward(a->ln, a->ln1_mean + l * BT, a->ln1_rstd + l * BT, x, w->ln_1_w, w->ln_1_b, BT, C);
+        matmul_forward(qkv, a->ln, w->c_attn_w, w->c_attn_b, BT, C, 3 * C);
+        attention_forward_dropout(atty, att, qkv, B, T, C, NH, p, site_key(dropout_seed, l, SITE_ATT));
+        matmul_forward(q->scratch, atty, w->attn_proj_w, w->attn_proj_b, BT, C, C);
+        residual_dropout_forward(res2, x, q->scratch, BT * C, p, site_key(dropout_seed, l, SITE_ATTN_RESID));
+        layernorm_forward(a->ln, a->ln2_mean + l * BT, a->ln2_rstd + l * BT, res2, w->ln_2_w, w->ln_2_b, BT, C);
+        matmul_forward(fch, a->ln, w->c_fc_w, w->c_fc_b, BT, C, 4 * C);
+        if (has_targets) gelu_forward_keep_grad(fchg, fch, BT * 4 * C);
+        else gelu_forward(fchg, fch, BT * 4 * C);
+        matmul_forward(q->scratch, fchg, w->mlp_proj_w, w->mlp_proj_b, BT, 4 * C, C);
+        residual_dropout_forward(res3, res2, q->scratch, BT * C, p, site_key(dropout_seed, l, SITE_MLP_RESID));
+    }
+    layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, a->residual3 + (size_t)(L - 1) * BT * C, m->p.ln_f_w,
+                      m->p.ln_f_b, BT, C);
+    matmul_forward(a->logits, a->lnf, m->p.wte, NULL, BT, C, V);  // tied head
+}
+
+// The same in bf16: matmuls take bf16 operands (the weights from params16) and accumulate in
+// fp32; the tensors only matmuls read (LayerNorm outputs, q/k/v, the attention and GELU
+// outputs) are written as bf16 by the layers that make them.
+static void forward_bf16(GPT2 *m, int B, int T, float p, uint64_t dropout_seed) {
+    Priv *q = m->priv;
+    Acts *a = &q->a;
+    int V = m->config.vocab_size, C = m->config.n_embd, NH = m->config.n_head, L = m->config.n_layer;
+    size_t BT = (size_t)B * T;
+    for (int l = 0; l < L; l++) {
+        const BlockTensors *w = &m->p.h[l];
+        const float *x = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BT * C;
+        uint16_t *qkv = a->qkv16 + l * BT * 3 * C, *atty = a->atty16 + l * BT * C, *fchg = a->fch_gelu16 + l * BT * 4 * C;
+        uint16_t *fchd = a->fch_grad16 + l * BT * 4 * C;
+        float *att = a->att + (size_t)l * B * NH * T * T, *res2 = a->residual2 + l * BT * C;
+        float *res3 = a->residual3 + l * BT * C;
+        layernorm_forward16(a->ln16, a->ln1_mean + l * BT, a->ln1_rstd + l * BT, x, w->ln_1_w, w->ln_1_b, BT, C);
+        matmul_forward_bf16_to16(q->d16, a->ln16, w16(m, w->c_attn_w), w->c_attn_b, BT, C, 3 * C);
+        attention_heads16(qkv, q->d16, B, T, C, NH);
+        attention_forward16(atty, att, qkv, B, T, C, NH, p, site_key(dropout_seed, l, SITE_ATT), q->att16);
+        matmul_forward_bf16(q->scratch, atty, w16(m, w->attn_proj_w), w->attn_proj_b, BT, C, C);
+        residual_dropout_forward(res2, x, q->scratch, BT * C, p, site_key(dropout_seed, l, SITE_ATTN_RESID));
+        layernorm_forward16(a->ln16, a->ln2_mean + l * BT, a->ln2_rstd + l * BT, res2, w->ln_2_w, w->ln_2_b, BT, C);
+        matmul_forward_bf16(q->dfch, a->ln16, w16(m, w->c_fc_w), w->c_fc_b, BT, C, 4 * C);  // one layer's, fp32
+        gelu_forward_keep_grad16(fchg, fchd, q->dfch, BT * 4 * C);
+        matmul_forward_bf16(q->scratch, fchg, w16(m, w->mlp_proj_w), w->mlp_proj_b, BT, 4 * C, C);
+        residual_dropout_forward(res3, res2, q->scratch, BT * C, p, site_key(dropout_seed, l, SITE_MLP_RESID));
+    }
+    layernorm_forward16(a->lnf16, a->lnf_mean, a->lnf_rstd, a->residual3 + (size_t)(L - 1) * BT * C, m->p.ln_f_w,
+                        m->p.ln_f_b, BT, C);
+    matmul_forward_bf16(a->logits, a->lnf16, w16(m, m->p.wte), NULL, BT, C, V);  // tied head
 }
 
 float gpt2_forward(GPT2 *m, const int *inputs, const int *targets, int B, int T, int train,
@@ -284,7 +418,7 @@ float gpt2_forward(GPT2 *m, const int *inputs, const int *targets, int B, int T,
         gt_fail(GT_EXIT_RUNTIME, "forward of (B=%d, T=%d) exceeds the activations' (%d, %d)", B, T, m->maxB, m->maxT);
     Priv *q = m->priv;
     const GPTConfig *c = &m->config;
-    int V = c->vocab_size, C = c->n_embd, NH = c->n_head, L = c->n_layer;
+    int V = c->vocab_size, C = c->n_embd;
     size_t BT = (size_t)B * T;
     for (size_t i = 0; i < BT; i++) {
         if (inputs[i] < 0 || inputs[i] >= V) gt_fail_usage("token id %d at position %zu is outside the vocabulary (0..%d)", inputs[i], i, V - 1);
@@ -306,28 +440,8 @@ float gpt2_forward(GPT2 *m, const int *inputs, const int *targets, int B, int T,
 
     encoder_forward(a->encoded, inputs, m->p.wte, m->p.wpe, B, T, C);
     if (p > 0.0f) dropout_apply(a->encoded, a->encoded, BT * C, p, site_key(dropout_seed, -1, 0));
-    for (int l = 0; l < L; l++) {
-        const BlockTensors *w = &m->p.h[l];
-        const float *x = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BT * C;
-        float *qkv = a->qkv + l * BT * 3 * C, *atty = a->atty + l * BT * C;
-        float *att = a->att + (size_t)l * B * NH * T * T, *res2 = a->residual2 + l * BT * C;
-        float *fch = a->fch + l * BT * 4 * C, *fchg = a->fch_gelu + l * BT * 4 * C;
-        float *res3 = a->residual3 + l * BT * C;
-        layernorm_forward(a->ln, a->ln1_mean + l * BT, a->ln1_rstd + l * BT, x, w->ln_1_w, w->ln_1_b, BT, C);
-        matmul_forward(qkv, a->ln, w->c_attn_w, w->c_attn_b, BT, C, 3 * C);
-        attention_forward_dropout(atty, att, qkv, B, T, C, NH, p, site_key(dropout_seed, l, SITE_ATT));
-        matmul_forward(q->scratch, atty, w->attn_proj_w, w->attn_proj_b, BT, C, C);
-        residual_dropout_forward(res2, x, q->scratch, BT * C, p, site_key(dropout_seed, l, SITE_ATTN_RESID));
-        layernorm_forward(a->ln, a->ln2_mean + l * BT, a->ln2_rstd + l * BT, res2, w->ln_2_w, w->ln_2_b, BT, C);
-        matmul_forward(fch, a->ln, w->c_fc_w, w->c_fc_b, BT, C, 4 * C);
-        if (targets) gelu_forward_keep_grad(fchg, fch, BT * 4 * C);
-        else gelu_forward(fchg, fch, BT * 4 * C);
-        matmul_forward(q->scratch, fchg, w->mlp_proj_w, w->mlp_proj_b, BT, 4 * C, C);
-        residual_dropout_forward(res3, res2, q->scratch, BT * C, p, site_key(dropout_seed, l, SITE_MLP_RESID));
-    }
-    layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, a->residual3 + (size_t)(L - 1) * BT * C, m->p.ln_f_w,
-                      m->p.ln_f_b, BT, C);
-    matmul_forward(a->logits, a->lnf, m->p.wte, NULL, BT, C, V);  // tied head
+    if (m->precision == PRECISION_BF16) forward_bf16(m, B, T, p, dropout_seed);
+    else forward_fp32(m, B, T, p, dropout_seed, targets != NULL);
     if (!targets) {
         m->mean_loss = -1.0f;
         return -1.0f;
@@ -359,9 +473,99 @@ static void progress(const GPT2 *m, int lo, int hi) {
     m->progress(m->progress_ctx, off, end - off);
 }
 
+// The gradient entering a residual branch from dres: dres itself, or through the branch's
+// dropout (same key as the forward) into q->dbtc.
+static const float *branch_grad(Priv *q, const float *dres, size_t n, float p, uint64_t key) {
+    if (p <= 0.0f) return dres;
+    dropout_apply(q->dbtc, dres, n, p, key);
+    return q->dbtc;
+}
+
+// gpt2_backward in bf16: the same passes and GradReadyFn calls, every matmul's gradient
+// operand rounded to bf16 first (by the layer that makes it where it can) and its outputs,
+// the weight gradients included, accumulated in fp32. Bias gradients sum the fp32 gradient.
+static void backward_bf16(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
+    Priv *q = m->priv;
+    const GPTConfig *c = &m->config;
+    int B = m->B, T = m->T, V = c->vocab_size, C = c->n_embd, NH = c->n_head, L = c->n_layer;
+    size_t BT = (size_t)B * T;
+    Acts *a = &q->a;
+    float p = q->p;
+    uint64_t seed = q->dropout_seed;
+    const ParamSpec *sp = m->specs;
+
+    // the head: dlogits = (probs - onehot) * loss_scale / BT, rounded without the scale
+    // (which goes into the GEMMs' alpha), so probs stay as the forward wrote them;
+    // transposed, as both products read it (gemm_bf16's fast kernels want dense operands)
+    crossentropy_dlogits16T(q->dlogits16, a->probs, q->targets, BT, V);  // (V, BT)
+    float *dlnf = q->dbtc, alpha = loss_scale / (float)BT;
+    gemm_bf16(1, 0, (int)BT, C, V, alpha, q->dlogits16, (int)BT, w16(m, m->p.wte), C, 0.0f, dlnf, C, NULL);
+    gemm_bf16(0, 0, V, C, (int)BT, alpha, q->dlogits16, (int)BT, a->lnf16, C, 1.0f, m->g.wte, C, NULL);
+    progress(m, 0, 0);
+    float *dres = q->dresidual;
+    memset(dres, 0, BT * C * sizeof(float));
+    layernorm_backward(dres, m->g.ln_f_w, m->g.ln_f_b, dlnf, a->residual3 + (size_t)(L - 1) * BT * C, m->p.ln_f_w,
+                       a->lnf_mean, a->lnf_rstd, BT, C);
+    const ParamSpec *lnf_spec = &sp[m->n_specs - 2];
+    if (ready) ready(ctx, lnf_spec->offset, 2 * (size_t)C);
+
+    for (int l = L - 1; l >= 0; l--) {
+        const int s0 = 2 + l * N_BLOCK_TENSORS;
+        const BlockTensors *w = &m->p.h[l];
+        BlockTensors *g = &m->g.h[l];
+        const float *x = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BT * C;
+        const uint16_t *qkv = a->qkv16 + l * BT * 3 * C, *atty = a->atty16 + l * BT * C;
+        const uint16_t *fchg = a->fch_gelu16 + l * BT * 4 * C, *fchd = a->fch_grad16 + l * BT * 4 * C;
+        float *att = a->att + (size_t)l * B * NH * T * T, *res2 = a->residual2 + l * BT * C;
+
+        // MLP branch
+        const float *dbranch = branch_grad(q, dres, BT * C, p, site_key(seed, l, SITE_MLP_RESID));
+        bf16_from_f32_par(q->d16, dbranch, BT * C);
+        matmul_backward_bf16(q->dfch, g->mlp_proj_w, g->mlp_proj_b, q->d16, dbranch, fchg, w16(m, w->mlp_proj_w), BT,
+                             4 * C, C);
+        progress(m, s0 + 10, s0 + 12);
+        gelu_backward_from_grad16(q->d16, q->dfch, fchd, BT * 4 * C);
+        float *dln2 = q->dbtc2;
+        layernorm_forward16(a->ln16, NULL, NULL, res2, w->ln_2_w, w->ln_2_b, BT, C);
+        matmul_backward_bf16(dln2, g->c_fc_w, g->c_fc_b, q->d16, q->dfch, a->ln16, w16(m, w->c_fc_w), BT, C, 4 * C);
+        progress(m, s0 + 8, s0 + 10);
+        layernorm_backward(dres, g->ln_2_w, g->ln_2_b, dln2, res2, w->ln_2_w, a->ln2_mean + l * BT,
+                           a->ln2_rstd + l * BT, BT, C);
+        progress(m, s0 + 6, s0 + 8);
+
+        // attention branch
+        dbranch = branch_grad(q, dres, BT * C, p, site_key(seed, l, SITE_ATTN_RESID));
+        bf16_from_f32_par(q->d16, dbranch, BT * C);
+        float *datty = q->dbtc2;
+        matmul_backward_bf16(datty, g->attn_proj_w, g->attn_proj_b, q->d16, dbranch, atty, w16(m, w->attn_proj_w), BT,
+                             C, C);
+        progress(m, s0 + 4, s0 + 6);
+        attention_backward16(q->dqkv, datty, qkv, att, B, T, C, NH, p, site_key(seed, l, SITE_ATT), q->att32, q->att16);
+        progress(m, 0, 0);
+        bf16_from_f32_par(q->d16, q->dqkv, BT * 3 * C);
+        float *dln1 = q->dbtc;
+        layernorm_forward16(a->ln16, NULL, NULL, x, w->ln_1_w, w->ln_1_b, BT, C);
+        matmul_backward_bf16(dln1, g->c_attn_w, g->c_attn_b, q->d16, q->dqkv, a->ln16, w16(m, w->c_attn_w), BT, C,
+                             3 * C);
+        progress(m, s0 + 2, s0 + 4);
+        layernorm_backward(dres, g->ln_1_w, g->ln_1_b, dln1, x, w->ln_1_w, a->ln1_mean + l * BT,
+                           a->ln1_rstd + l * BT, BT, C);
+        const ParamSpec *first = &sp[s0], *last = &sp[s0 + N_BLOCK_TENSORS - 1];
+        if (ready) ready(ctx, first->offset, last->offset + last->numel - first->offset);
+    }
+
+    dropout_apply(dres, dres, BT * C, p, site_key(seed, -1, 0));
+    encoder_backward(m->g.wte, m->g.wpe, dres, q->inputs, B, T, C);
+    if (ready) ready(ctx, 0, sp[1].offset + sp[1].numel);
+}
+
 void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
     Priv *q = m->priv;
     if (!q || !q->has_targets) gt_fail(GT_EXIT_RUNTIME, "gpt2_backward without a forward that had targets");
+    if (m->precision == PRECISION_BF16) {
+        backward_bf16(m, loss_scale, ready, ctx);
+        return;
+    }
     const GPTConfig *c = &m->config;
     int B = m->B, T = m->T, V = c->vocab_size, C = c->n_embd, NH = c->n_head, L = c->n_layer;
     size_t BT = (size_t)B * T;
@@ -403,11 +607,7 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
 
         // MLP branch: dres holds d(residual3); the skip path passes it to residual2 unchanged
         // (without dropout the branch's gradient is dres itself: no copy)
-        const float *dbranch = dres;
-        if (p > 0.0f) {
-            dropout_apply(q->dbtc, dres, BT * C, p, site_key(seed, l, SITE_MLP_RESID));
-            dbranch = q->dbtc;
-        }
+        const float *dbranch = branch_grad(q, dres, BT * C, p, site_key(seed, l, SITE_MLP_RESID));
         matmul_backward_set(q->dfch, g->mlp_proj_w, g->mlp_proj_b, dbranch, fchg, w->mlp_proj_w, BT, 4 * C, C);
         progress(m, s0 + 10, s0 + 12);
         gelu_backward_from_grad(q->dfch, fch, BT * 4 * C);  // fch holds gelu'(c_fc output)
@@ -420,11 +620,7 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
         progress(m, s0 + 6, s0 + 8);
 
         // attention branch: dres now holds d(residual2)
-        dbranch = dres;
-        if (p > 0.0f) {
-            dropout_apply(q->dbtc, dres, BT * C, p, site_key(seed, l, SITE_ATTN_RESID));
-            dbranch = q->dbtc;
-        }
+        dbranch = branch_grad(q, dres, BT * C, p, site_key(seed, l, SITE_ATTN_RESID));
         float *datty = q->dbtc2;
         matmul_backward_set(datty, g->attn_proj_w, g->attn_proj_b, dbranch, atty, w->attn_proj_w, BT, C, C);
         progress(m, s0 + 4, s0 + 6);
@@ -456,6 +652,7 @@ void gpt2_free(GPT2 *m) {
     }
     free(m->acts);
     free(m->params);
+    free(m->params16);
     free(m->grads);
     free(m->specs);
     memset(m, 0, sizeof *m);

@@ -7,11 +7,18 @@
 //             | ln_2 w,b | c_fc w (4C,C), b (4C) | mlp.c_proj w (C,4C), b (C) | h.1 ... | ln_f w,b
 // so each block's gradients are one contiguous range that can be reduced (MPI) as soon as
 // that block's backward is done.
+//
+// Precision (gpt2_set_precision): fp32, or bf16 (docs/engine.md): every matmul on bf16
+// operands with fp32 accumulation, the weights from a bf16 copy of params (params16)
+// refreshed after each AdamW step; everything else, params (the master weights) and grads
+// included, stays fp32, and the tensors only matmuls read are kept as bf16.
 #ifndef GT_GPT2_H
 #define GT_GPT2_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "gemm_bf16.h"
 
 typedef struct {
     int vocab_size;  // V
@@ -67,6 +74,8 @@ typedef struct {
     ParamTensors g;             // views into grads
     ParamSpec *specs;           // nanoGPT-named tensors in buffer order (wte, wpe, blocks, ln_f)
     int n_specs;
+    Precision precision;        // of the matmuls: PRECISION_FP32 unless gpt2_set_precision
+    uint16_t *params16;             // (num_params) with bf16: params rounded, the weights the matmuls read
     // activations, sized once by gpt2_alloc_activations for at most (maxB, maxT)
     int maxB, maxT;
     float *acts;                // one buffer; its views are private to gpt2.c except:
@@ -96,6 +105,14 @@ void gpt2_build(GPT2 *m, const GPTConfig *c);
 // LayerNorm weight 1, bias 0. Deterministic in seed.
 void gpt2_init_weights(GPT2 *m, uint64_t seed);
 void gpt2_alloc_activations(GPT2 *m, int maxB, int maxT);
+// Selects the precision of the matmuls. bf16 allocates params16 and fills it from params
+// (and reallocates the activations, whose layout differs, if there are any). Returns 0,
+// with one sentence in err, when the CPU cannot run bf16 (bf16_supported).
+int gpt2_set_precision(GPT2 *m, Precision p, char *err, size_t errsize);
+// Refreshes params16 from params: call after changing params other than by adamw_step
+// (which refreshes it in its own pass) or gpt2_init_weights, e.g. after loading a
+// checkpoint into a bf16 model. Nothing to do in fp32.
+void gpt2_params_changed(GPT2 *m);
 // inputs, targets: (B, T) token ids. targets may be NULL (no loss). train=1 applies dropout
 // with masks drawn from (dropout_seed, position): the same seed gives the same masks,
 // whatever the thread count. Returns mean cross-entropy (or -1 without targets).

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm_bf16.h"
 #include "error.h"
 #include "gemm_small.h"
 #include "rng.h"
@@ -213,8 +214,10 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *in
 
 // ---- layernorm ----
 
-GT_HOT static void layernorm_rows(float *out, float *mean, float *rstd, const float *inp, const float *w,
-                                  const float *b, size_t n0, size_t n1, int C) {
+// out16 instead of out: the output rounded to bf16 (the input of a bf16 matmul).
+static inline __attribute__((always_inline)) void layernorm_rows_any(float *out, uint16_t *out16, float *mean, float *rstd,
+                                                                     const float *inp, const float *w, const float *b,
+                                                                     size_t n0, size_t n1, int C) {
     for (size_t n = n0; n < n1; n++) {
         const float *x = inp + n * C;
         float m = sum_f(x, C) / C;
@@ -226,11 +229,26 @@ GT_HOT static void layernorm_rows(float *out, float *mean, float *rstd, const fl
         for (; c < C; c++) v += (x[c] - m) * (x[c] - m);
         v /= C;
         float s = 1.0f / sqrtf(v + 1e-5f);
-        float *o = out + n * C;
-        for (c = 0; c < C; c++) o[c] = (x[c] - m) * s * w[c] + b[c];
+        if (out16) {
+            uint16_t *o = out16 + n * C;
+            for (c = 0; c < C; c++) o[c] = bf16_from_f32((x[c] - m) * s * w[c] + b[c]);
+        } else {
+            float *o = out + n * C;
+            for (c = 0; c < C; c++) o[c] = (x[c] - m) * s * w[c] + b[c];
+        }
         if (mean) mean[n] = m;
         if (rstd) rstd[n] = s;
     }
+}
+
+GT_HOT static void layernorm_rows(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                                  const float *b, size_t n0, size_t n1, int C) {
+    layernorm_rows_any(out, NULL, mean, rstd, inp, w, b, n0, n1, C);
+}
+
+GT_HOT static void layernorm_rows16(uint16_t *out, float *mean, float *rstd, const float *inp, const float *w,
+                                    const float *b, size_t n0, size_t n1, int C) {
+    layernorm_rows_any(NULL, out, mean, rstd, inp, w, b, n0, n1, C);
 }
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
@@ -240,6 +258,16 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
         size_t lo, hi;
         thread_range(N, &lo, &hi);
         layernorm_rows(out, mean, rstd, inp, w, b, lo, hi, C);
+    }
+}
+
+void layernorm_forward16(uint16_t *out, float *mean, float *rstd, const float *inp, const float *w, const float *b,
+                         size_t N, int C) {
+    #pragma omp parallel if (N * C > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        layernorm_rows16(out, mean, rstd, inp, w, b, lo, hi, C);
     }
 }
 
@@ -314,6 +342,18 @@ GT_HOT static void add_rows(float *acc, const float *x, size_t n0, size_t n1, in
     }
 }
 
+// dbias (OC) += the column sums of dout (N, OC), through fixed row blocks as in layernorm_backward.
+static void bias_backward(float *dbias, const float *dout, size_t N, int OC) {
+    size_t nblk = (N + ROW_BLK - 1) / ROW_BLK;
+    float *part = gt_calloc(nblk * (size_t)OC, sizeof(float), "bias gradient scratch");
+    #pragma omp parallel for schedule(static) if (N * OC > PAR_MIN)
+    for (size_t k = 0; k < nblk; k++)
+        add_rows(part + k * OC, dout, k * ROW_BLK, (k + 1) * ROW_BLK < N ? (k + 1) * ROW_BLK : N, OC);
+    for (size_t k = 0; k < nblk; k++)
+        for (int o = 0; o < OC; o++) dbias[o] += part[k * OC + o];
+    free(part);
+}
+
 static void matmul_backward_impl(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                                  const float *w, size_t N, int C, int OC, float beta_inp, float alpha) {
     if (N == 0) return;
@@ -321,16 +361,7 @@ static void matmul_backward_impl(float *dinp, float *dw, float *dbias, const flo
         sgemm_split(CblasNoTrans, CblasNoTrans, (int)N, C, OC, alpha, dout, OC, w, C, beta_inp, dinp, C, NULL);
     if (dw)  // (N,OC)^T @ (N,C)
         sgemm_split(CblasTrans, CblasNoTrans, OC, C, (int)N, alpha, dout, OC, inp, C, 1.0f, dw, C, NULL);
-    if (dbias) {  // fixed row blocks, as in layernorm_backward
-        size_t nblk = (N + ROW_BLK - 1) / ROW_BLK;
-        float *part = gt_calloc(nblk * (size_t)OC, sizeof(float), "bias gradient scratch");
-        #pragma omp parallel for schedule(static) if (N * OC > PAR_MIN)
-        for (size_t k = 0; k < nblk; k++)
-            add_rows(part + k * OC, dout, k * ROW_BLK, (k + 1) * ROW_BLK < N ? (k + 1) * ROW_BLK : N, OC);
-        for (size_t k = 0; k < nblk; k++)
-            for (int o = 0; o < OC; o++) dbias[o] += part[k * OC + o];
-        free(part);
-    }
+    if (dbias) bias_backward(dbias, dout, N, OC);
 }
 
 void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
@@ -346,6 +377,24 @@ void matmul_backward_set(float *dinp, float *dw, float *dbias, const float *dout
 void matmul_backward_set_scaled(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                                 size_t N, int C, int OC, float alpha) {
     matmul_backward_impl(dinp, dw, NULL, dout, inp, w, N, C, OC, 0.0f, alpha);
+}
+
+void matmul_forward_bf16(float *out, const uint16_t *inp, const uint16_t *w, const float *bias, size_t N, int C, int OC) {
+    if (N == 0) return;
+    gemm_bf16(0, 1, (int)N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC, bias);
+}
+
+void matmul_forward_bf16_to16(uint16_t *out, const uint16_t *inp, const uint16_t *w, const float *bias, size_t N, int C, int OC) {
+    if (N == 0) return;
+    gemm_bf16_to16(0, 1, (int)N, OC, C, 1.0f, inp, C, w, C, out, OC, bias);
+}
+
+void matmul_backward_bf16(float *dinp, float *dw, float *dbias, const uint16_t *dout16, const float *dout,
+                          const uint16_t *inp, const uint16_t *w, size_t N, int C, int OC) {
+    if (N == 0) return;
+    if (dinp) gemm_bf16(0, 0, (int)N, C, OC, 1.0f, dout16, OC, w, C, 0.0f, dinp, C, NULL);
+    if (dw) gemm_bf16(1, 0, OC, C, (int)N, 1.0f, dout16, OC, inp, C, 1.0f, dw, C, NULL);
+    if (dbias) bias_backward(dbias, dout, N, OC);
 }
 
 // ---- gelu ----
@@ -378,8 +427,46 @@ GT_HOT static void gelu_keep_grad_chunk(float *restrict out, float *restrict x, 
     }
 }
 
+// The same in fp32 with the results stored as bf16: the output for a matmul, the
+// derivative for backward.
+GT_HOT static void gelu_keep_grad_chunk16(uint16_t *restrict out, uint16_t *restrict grad, const float *restrict x,
+                                          size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        float th = tanh_approx(GELU_K * (v + 0.044715f * v * v * v));
+        out[i] = bf16_from_f32(0.5f * v * (1.0f + th));
+        grad[i] = bf16_from_f32(0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * GELU_K *
+                                                         (1.0f + 3.0f * 0.044715f * v * v));
+    }
+}
+
 GT_HOT static void mul_chunk(float *restrict d, const float *restrict g, size_t n) {
     for (size_t i = 0; i < n; i++) d[i] *= g[i];
+}
+
+GT_HOT static void mul_chunk16(uint16_t *restrict d16, float *restrict d, const uint16_t *restrict g, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        d[i] *= f32_from_bf16(g[i]);
+        d16[i] = bf16_from_f32(d[i]);
+    }
+}
+
+void gelu_forward_keep_grad16(uint16_t *out, uint16_t *grad, const float *x, size_t N) {
+    #pragma omp parallel if (N > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        gelu_keep_grad_chunk16(out + lo, grad + lo, x + lo, hi - lo);
+    }
+}
+
+void gelu_backward_from_grad16(uint16_t *d16, float *d, const uint16_t *g, size_t N) {
+    #pragma omp parallel if (N > PAR_MIN)
+    {
+        size_t lo, hi;
+        thread_range(N, &lo, &hi);
+        mul_chunk16(d16 + lo, d + lo, g + lo, hi - lo);
+    }
 }
 
 void gelu_forward_keep_grad(float *out, float *x, size_t N) {
@@ -814,6 +901,110 @@ static void attention_backward_gemm(float *dqkv, const float *dout, const float 
     blas_solo_end(solo);
 }
 
+// ---- attention in bf16 ----
+//
+// Batched matmuls over the B*NH (b, h) slices, on head-major copies: q, k, v of a slice as
+// dense (T, hs) blocks, laid out (3, B, NH, T, hs). The scores are computed for all T x T
+// (the upper triangle is dropped by the causal softmax): on AMX that costs less than the
+// per-block calls it would take to skip it. Softmax, dropout and att stay fp32; the
+// probabilities, dout and the scores' gradient are rounded to bf16 as they enter products.
+
+size_t attention16_scratch(int B, int T, int C, int NH, size_t *n16) {
+    size_t S = (size_t)B * NH * T * T, BTC = (size_t)B * T * C;
+    *n16 = 2 * S + BTC;  // P16, dS16; the output or dout as heads
+    return S + 3 * BTC;  // dP; dq, dk, dv as heads
+}
+
+// Row (b, t) of a (B, T, C) tensor <-> its NH head rows (b, h, t) of hs in (B, NH, T, hs).
+static inline size_t head_row(int b, int t, int h, int T, int NH, int hs) {
+    return (((size_t)b * NH + h) * T + t) * hs;
+}
+
+void attention_heads16(uint16_t *qkvh, const uint16_t *qkv, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    size_t part = (size_t)B * T * C;
+    #pragma omp parallel for collapse(2) schedule(static) if ((size_t)B * T * C * 3 > PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const uint16_t *row = qkv + ((size_t)b * T + t) * 3 * C;
+            for (int w = 0; w < 3; w++)
+                for (int h = 0; h < NH; h++)
+                    memcpy(qkvh + w * part + head_row(b, t, h, T, NH, hs), row + w * C + h * hs, hs * sizeof(uint16_t));
+        }
+}
+
+// Probabilities entering P @ V: row t of slice s of att after dropout (the masks of
+// attention_forward_dropout), rounded, zero past t.
+GT_HOT static void probs16_rows(uint16_t *P16, const float *a, int T, float p, uint64_t key, size_t base) {
+    float dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    for (int t = 0; t < T; t++) {
+        const float *ar = a + (size_t)t * T;
+        uint16_t *pr = P16 + (size_t)t * T;
+        if (p > 0.0f)
+            for (int t2 = 0; t2 <= t; t2++) pr[t2] = bf16_from_f32(ar[t2] * keep_scale(key, base + (size_t)t * T + t2, p, dscale));
+        else
+            for (int t2 = 0; t2 <= t; t2++) pr[t2] = bf16_from_f32(ar[t2]);
+        memset(pr + t + 1, 0, (size_t)(T - t - 1) * sizeof(uint16_t));
+    }
+}
+
+void attention_forward16(uint16_t *out, float *att, const uint16_t *qkvh, int B, int T, int C, int NH, float p,
+                         uint64_t key, uint16_t *scratch16) {
+    int hs = C / NH, NB = B * NH;
+    size_t TT = (size_t)T * T, Th = (size_t)T * hs, part = (size_t)B * T * C;
+    const uint16_t *q = qkvh, *k = qkvh + part, *v = qkvh + 2 * part;
+    uint16_t *P16 = scratch16, *y = scratch16 + 2 * (size_t)NB * TT;
+    gemm_bf16_batch(NB, 0, 1, T, T, hs, 1.0f / sqrtf((float)hs), q, hs, Th, k, hs, Th, 0.0f, att, T, TT, 0);
+    #pragma omp parallel for schedule(static) if ((size_t)NB * TT > PAR_MIN)
+    for (int s = 0; s < NB; s++) {
+        softmax_rows(att + s * TT, NULL, 0, T, T, 0.0f, 0, 0);
+        probs16_rows(P16 + s * TT, att + s * TT, T, p, key, s * TT);
+    }
+    gemm_bf16_batch(NB, 0, 0, T, hs, T, 1.0f, P16, T, TT, v, hs, Th, 0.0f, y, hs, Th, 1);
+    #pragma omp parallel for collapse(2) schedule(static) if (part > PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < NH; h++)
+                memcpy(out + ((size_t)b * T + t) * C + h * hs, y + head_row(b, t, h, T, NH, hs), hs * sizeof(uint16_t));
+}
+
+void attention_backward16(float *dqkv, const float *dout, const uint16_t *qkvh, const float *att, int B, int T, int C,
+                          int NH, float p, uint64_t key, float *scratch, uint16_t *scratch16) {
+    int hs = C / NH, NB = B * NH;
+    size_t TT = (size_t)T * T, Th = (size_t)T * hs, part = (size_t)B * T * C;
+    const uint16_t *q = qkvh, *k = qkvh + part, *v = qkvh + 2 * part;
+    uint16_t *P16 = scratch16, *dS16 = scratch16 + (size_t)NB * TT, *dO = scratch16 + 2 * (size_t)NB * TT;
+    float *dP = scratch, *dh = scratch + (size_t)NB * TT;  // dh: dq, dk, dv as heads
+    float scale = 1.0f / sqrtf((float)hs);
+    #pragma omp parallel for collapse(2) schedule(static) if (part > PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < NH; h++)
+                bf16_from_f32_n(dO + head_row(b, t, h, T, NH, hs), dout + ((size_t)b * T + t) * C + h * hs, hs);
+    #pragma omp parallel for schedule(static) if ((size_t)NB * TT > PAR_MIN)
+    for (int s = 0; s < NB; s++) probs16_rows(P16 + s * TT, att + s * TT, T, p, key, s * TT);
+    // through out = P @ V: dP = dout @ V^T, dV = P^T @ dout
+    gemm_bf16_batch(NB, 0, 1, T, T, hs, 1.0f, dO, hs, Th, v, hs, Th, 0.0f, dP, T, TT, 0);
+    gemm_bf16_batch(NB, 1, 0, T, hs, T, 1.0f, P16, T, TT, dO, hs, Th, 0.0f, dh + 2 * part, hs, Th, 0);
+    // through the softmax (and its dropout) to the scaled scores, rounded
+    #pragma omp parallel for schedule(static) if ((size_t)NB * TT > PAR_MIN)
+    for (int s = 0; s < NB; s++) {
+        softmax_backward_rows(dP + s * TT, att + s * TT, 0, T, T, scale, p, key, s * TT);
+        bf16_from_f32_n(dS16 + s * TT, dP + s * TT, TT);
+    }
+    // dQ = dS @ K, dK = dS^T @ Q
+    gemm_bf16_batch(NB, 0, 0, T, hs, T, 1.0f, dS16, T, TT, k, hs, Th, 0.0f, dh, hs, Th, 0);
+    gemm_bf16_batch(NB, 1, 0, T, hs, T, 1.0f, dS16, T, TT, q, hs, Th, 0.0f, dh + part, hs, Th, 0);
+    #pragma omp parallel for collapse(2) schedule(static) if (3 * part > PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *row = dqkv + ((size_t)b * T + t) * 3 * C;
+            for (int w = 0; w < 3; w++)
+                for (int h = 0; h < NH; h++)
+                    memcpy(row + w * C + h * hs, dh + w * part + head_row(b, t, h, T, NH, hs), hs * sizeof(float));
+        }
+}
+
 void attention_forward_dropout(float *out, float *att, const float *qkv, int B, int T, int C, int NH, float p,
                                uint64_t key) {
     if (T >= ATT_GEMM_MIN_T) attention_forward_gemm(out, att, qkv, B, T, C, NH, p, key);
@@ -880,4 +1071,22 @@ void crossentropy_backward(float *dlogits, const float *probs, const int *target
         thread_range(N, &lo, &hi);
         crossentropy_backward_rows(dlogits, probs, targets, dloss, lo, hi, V);
     }
+}
+
+// Columns [v0, v1) of probs - onehot, transposed: rows v of d16T (V, N), in tiles of 16
+// tokens so the writes are runs rather than single values.
+GT_HOT static void crossentropy_dlogits16T_cols(uint16_t *d16T, const float *probs, const int *targets, size_t N,
+                                                int V, int v0, int v1) {
+    for (size_t n0 = 0; n0 < N; n0 += 16) {
+        size_t n1 = n0 + 16 < N ? n0 + 16 : N;
+        for (int v = v0; v < v1; v++)
+            for (size_t n = n0; n < n1; n++)
+                d16T[(size_t)v * N + n] = bf16_from_f32(probs[n * V + v] - (targets[n] == v ? 1.0f : 0.0f));
+    }
+}
+
+void crossentropy_dlogits16T(uint16_t *d16T, const float *probs, const int *targets, size_t N, int V) {
+    #pragma omp parallel for schedule(static) if (N * V > PAR_MIN)
+    for (int v0 = 0; v0 < V; v0 += 64)
+        crossentropy_dlogits16T_cols(d16T, probs, targets, N, V, v0, v0 + 64 < V ? v0 + 64 : V);
 }

@@ -8,7 +8,8 @@
 //                       [--resume OUT_OF_A_PREVIOUS_TRAIN]
 // TOK holds int32 datasets inputs (B,T) and targets (B,T). OUT (format gpt-train/engine-check)
 // holds logits (B,T,V), loss, grads/<name> for fwdbwd; losses (K), norms (K), model/<name>,
-// optimizer/m|v/<name> and attr optimizer_t for train. Every run also accepts --threads N.
+// optimizer/m|v/<name> and attr optimizer_t for train. Every run also accepts --threads N and
+// --precision fp32|bf16 (bf16: exit 77 with the reason when the CPU cannot).
 #include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
@@ -88,6 +89,13 @@ int main(int argc, char **argv) {
     GPT2 m;
     ckpt_load_model(ckpt, "--ckpt", &m);
     const GPTConfig *c = &m.config;
+    Precision prec;
+    if (!precision_parse(opt(argc, argv, "--precision", "fp32"), &prec)) gt_fail_usage("--precision: fp32 or bf16");
+    char perr[256];
+    if (!gpt2_set_precision(&m, prec, perr, sizeof perr)) {
+        fprintf(stderr, "engine_check: %s\n", perr);
+        return 77;
+    }
     if (strcmp(cmd, "load") == 0) {
         printf("n_layer=%d n_head=%d n_embd=%d block_size=%d vocab_size=%d dropout=%g params=%zu\n", c->n_layer,
                c->n_head, c->n_embd, c->block_size, c->vocab_size, (double)c->dropout, m.num_params);
@@ -133,6 +141,7 @@ int main(int argc, char **argv) {
             if (!h5_attr_read_int(rf, "optimizer_t", &t)) gt_fail_usage("--resume: no optimizer_t");
             o.t = t;
             H5Fclose(rf);
+            gpt2_params_changed(&m);
         }
         float *losses = gt_malloc(sizeof(float) * (steps > 0 ? steps : 1), "losses");
         float *norms = gt_malloc(sizeof(float) * (steps > 0 ? steps : 1), "norms");

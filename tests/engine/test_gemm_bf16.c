@@ -1,9 +1,9 @@
 // test_gemm_bf16.c - the bf16 building blocks of --precision bf16: the threaded conversion
 // against base/bf16.h's (itself tested against PyTorch in tests/base), and gemm_bf16
 // against the double-precision product of the same bf16 inputs, for every transpose pair,
-// alpha/beta/bias form, bf16 output, and ragged shapes on both sides of the piece rule;
-// bit-identical at 1 and 2 threads and from inside a parallel region. Skips (77), saying
-// why, on a CPU without bf16 instructions.
+// alpha/beta/bias form, bf16 output, and ragged shapes on both sides of the piece rule, and
+// gemm_bf16_batch on attention's shapes; bit-identical at 1 and 2 threads and from inside a
+// parallel region. Skips (77), saying why, on a CPU without bf16 instructions.
 //
 // The bound: the inputs are bf16, so each product a*b is exact in fp32 and the only error
 // is the fp32 accumulation: |C - exact| <= gamma_K * sum_k |a_k b_k| with gamma_K =
@@ -127,6 +127,62 @@ static void one(int ta, int tb, int M, int N, int K, float alpha, float beta, in
     free(bias);
 }
 
+// gemm_bf16_batch: NB products (T, hs) x (hs, T) and back, as attention makes them, with
+// gaps between the matrices; each against the exact product, and 1 vs 2 threads.
+static void batch(int NB, int ta, int tb, int M, int N, int K, float alpha, float beta, int out16) {
+    int lda = ta ? M : K, ldb = tb ? K : N, ldc = N;
+    size_t sa = (size_t)M * K + 5, sb = (size_t)K * N + 3, sc = (size_t)M * N + 7;
+    uint16_t *A = rnd16(NB * sa), *B = rnd16(NB * sb);
+    float *C0 = rnd32(NB * sc), *C[2];
+    uint16_t *H[2];
+    for (int r = 0; r < 2; r++) {
+        C[r] = malloc(NB * sc * sizeof(float));
+        memcpy(C[r], C0, NB * sc * sizeof(float));
+        H[r] = calloc(NB * sc, sizeof(uint16_t));
+        omp_set_num_threads(r + 1);
+        gemm_bf16_batch(NB, ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, out16 ? (void *)H[r] : C[r], ldc, sc,
+                        out16);
+    }
+    omp_set_num_threads(1);
+    const double u = ldexp(1.0, -24), gamma = K * u / (1.0 - K * u);
+    int bad = 0;
+    for (int b = 0; b < NB; b++)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double s = 0.0, sabs = 0.0;
+                for (int k = 0; k < K; k++) {
+                    double p = (double)f32_from_bf16(A[b * sa + (ta ? (size_t)k * lda + i : (size_t)i * lda + k)]) *
+                               f32_from_bf16(B[b * sb + (tb ? (size_t)j * ldb + k : (size_t)k * ldb + j)]);
+                    s += p;
+                    sabs += fabs(p);
+                }
+                size_t o = b * sc + (size_t)i * ldc + j;
+                double want = alpha * s + (beta != 0.0f ? C0[o] : 0.0);
+                double got = out16 ? f32_from_bf16(H[0][o]) : C[0][o];
+                double bound = fabs(alpha) * (gamma * sabs + u * fabs(s)) + 2 * u * (fabs(C0[o]) + fabs(want)) + 1e-37;
+                if (out16) bound += ldexp(fabs(want), -8);
+                bad += !(fabs(got - want) <= bound);
+            }
+    // the gaps between the matrices are not written
+    for (int b = 0; b < NB; b++)
+        for (size_t o = b * sc + (size_t)M * N; o < (size_t)(b + 1) * sc; o++)
+            bad += out16 ? H[0][o] != 0 : C[0][o] != C0[o];
+    char what[160];
+    snprintf(what, sizeof what, "gemm_bf16_batch %d x %dx%dx%d ta%d tb%d alpha %g beta %g%s", NB, M, N, K, ta, tb,
+             (double)alpha, (double)beta, out16 ? " bf16 C" : "");
+    check(!bad, what);
+    snprintf(what, sizeof what, "gemm_bf16_batch %d x %dx%dx%d ta%d tb%d: same bits at 1 and 2 threads", NB, M, N, K,
+             ta, tb);
+    check(out16 ? !memcmp(H[0], H[1], NB * sc * sizeof(uint16_t)) : !memcmp(C[0], C[1], NB * sc * sizeof(float)), what);
+    free(A);
+    free(B);
+    free(C0);
+    for (int r = 0; r < 2; r++) {
+        free(C[r]);
+        free(H[r]);
+    }
+}
+
 // The same product at 1 and 2 threads, and as 2 calls from inside a parallel region: the
 // same bits (the piece rule depends on the shape only).
 static void threads_invariant(int ta, int tb, int M, int N, int K, float beta) {
@@ -189,6 +245,12 @@ int main(void) {
                 one(ta, tb, M, N, K, 1.0f, 0.0f, 0, 1);
             }
     printf("worst error / bound over the fp32-output products: %.3f\n", worst_ratio);
+    // attention's shapes: scores (T,hs)x(hs,T), P @ V, and the transposed products of backward
+    batch(12, 0, 1, 40, 40, 16, 0.25f, 0.0f, 0);
+    batch(12, 0, 0, 40, 16, 40, 1.0f, 0.0f, 1);
+    batch(12, 1, 0, 40, 16, 40, 1.0f, 0.0f, 0);
+    batch(7, 0, 0, 33, 24, 33, 1.0f, 1.0f, 0);
+    batch(48, 0, 1, 64, 64, 64, 0.125f, 0.0f, 0);
     // shapes cut into pieces by rows and by columns, with and without accumulation
     threads_invariant(0, 1, 700, 300, 200, 0.0f);
     threads_invariant(0, 0, 96, 1200, 160, 1.0f);
