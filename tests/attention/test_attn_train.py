@@ -4,50 +4,37 @@ with h5py while training runs (SWMR), records equal the PyTorch twin's attention
 final checkpoint, --resume appends without duplicate steps, float16, bad probes, and
 gpt_viz.py draws the run."""
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import h5py
 import matplotlib.image as mpimg
 import numpy as np
 
-BUILD = os.environ.get("GT_BUILD", "build")
-SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "io", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import gpt_attention as ga  # noqa: E402
 
-TRAIN = os.path.join(BUILD, "gpt-train")
-SAMPLE = os.path.join(BUILD, "gpt-sample")
-VIZ = os.path.join(SRC, "io", "python", "gpt_viz.py")
-TMP = tempfile.mkdtemp(prefix="attn_train_")
-DATA = os.path.join(SRC, "..", "shared", "data", "taylorswift.txt")
+TRAIN = os.path.join(tl.BUILD, "gpt-train")
+SAMPLE = os.path.join(tl.BUILD, "gpt-sample")
+VIZ = os.path.join(tl.PYDIR, "gpt_viz.py")
+TMP = tl.tmpdir("attn_train_")
 PROBE = " Hello, this is"
 MODEL = ["--vocab-size", "300", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "24",
          "--batch-size", "8", "--eval-every", "0", "--log-every", "10", "--dropout", "0.1"]
 
 
 def corpus():
-    if os.path.isfile(DATA):
-        return DATA
-    print(f"note: {DATA} absent, training on README.md", file=sys.stderr)
-    return os.path.join(SRC, "README.md")
+    return tl.shared_data("taylorswift.txt", fallback=os.path.join(tl.SRC, "README.md"))
 
 
 def train(run, *args, np_=1, expect=0, popen=False):
     cmd = [TRAIN, "--data", corpus(), "--out", run, *MODEL, *args]
     if np_ > 1:
-        cmd = ["mpirun", "--oversubscribe", "-np", str(np_), *cmd]
+        cmd = tl.mpirun(np_, *cmd)
     if popen:
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    assert p.returncode == expect, f"exit {p.returncode}, expected {expect}\n{p.stderr[-3000:]}"
-    return p
-
-
-def latest(run):
-    return os.path.join(run, open(os.path.join(run, "latest")).read().strip())
+        return tl.spawn(cmd)
+    return tl.run_ok(cmd, expect=expect)
 
 
 def check_probabilities(a):
@@ -86,13 +73,12 @@ def test_train_attention_mpi():
         assert len(row) == 1 and abs(m["train_loss"][row[0]] - loss) < 1e-3, (s, loss)
     # the probe ids are the tokenizer's (gpt-sample encodes the same text the same way)
     gen = os.path.join(TMP, "g.h5")
-    subprocess.run([SAMPLE, "--checkpoint", run, "--prompt", PROBE, "--max-new-tokens", "1", "--attn-out", gen],
-                   check=True, capture_output=True)
+    tl.run_ok([SAMPLE, "--checkpoint", run, "--prompt", PROBE, "--max-new-tokens", "1", "--attn-out", gen])
     g = ga.read_generation(gen)
     assert g.token_ids[: g.n_prompt].tolist() == rec.token_ids.tolist()
     # the last record is the final weights' eval-mode attention: the twin's, and the
     # sampler's prompt attention
-    np.testing.assert_allclose(rec.record(-1), twin_attention(latest(run), rec.token_ids.tolist()), atol=2e-5)
+    np.testing.assert_allclose(rec.record(-1), twin_attention(tl.latest(run), rec.token_ids.tolist()), atol=2e-5)
     np.testing.assert_allclose(rec.record(-1), g.prompt_attention, atol=2e-5)
     return run
 
@@ -118,14 +104,14 @@ def test_crash_after_last_checkpoint(run):
              "f['step'][n] = 70\n"
              "f.flush()\n"
              "os._exit(0)  # dies without closing: the file stays marked open for writing\n")
-    subprocess.run([sys.executable, "-c", crash, path], check=True)
+    tl.run_ok([tl.PYTHON, "-c", crash, path])
     try:
         h5py.File(path, "r").close()
         raise AssertionError("the simulated crash did not leave attention.h5 marked open for writing")
     except OSError:
         pass
     p = train(run, "--steps", "60", "--resume", "--attn-every", "10", "--attn-prompt", PROBE)
-    assert "nothing to train" in p.stdout, p.stdout[-2000:]
+    assert "nothing to train" in p.out, p.out[-2000:]
     with h5py.File(path, "r") as f:  # plain h5py, no swmr=True: the mark is gone
         assert f["step"][()].tolist() == [10, 20, 30, 40, 50, 60], f["step"][()]
         assert f["attention"].shape[0] == 6 and f["loss"].shape[0] == 6
@@ -147,8 +133,8 @@ def test_bad_probe():
                          (["--attn-prompt", ""], "--attn-prompt")):
         run = os.path.join(TMP, "bad")
         p = train(run, "--steps", "5", "--attn-every", "1", *args, expect=1)
-        err = [l for l in p.stderr.strip().split("\n") if "error" in l]
-        assert len(err) == 1 and needle in err[0], p.stderr
+        err = tl.error_lines(p.err, "error")
+        assert len(err) == 1 and needle in err[0], p.err
         assert not os.path.exists(os.path.join(run, "attention.h5"))
 
 
@@ -178,9 +164,7 @@ def test_read_while_training():
 def test_viz(run):
     out = os.path.join(TMP, "figs")
     gen = os.path.join(TMP, "g.h5")
-    p = subprocess.run([sys.executable, VIZ, run, "--out", out, "--gen", gen, "--gen-tokens", "1", "--dpi", "50"],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
+    tl.run_ok([tl.PYTHON, VIZ, run, "--out", out, "--gen", gen, "--gen-tokens", "1", "--dpi", "50"])
     files = sorted(os.listdir(out))
     for f in ("loss.png", "attn_grid_step00000060.png", "attn_step00000060_L1H0.png", "attn_L1H0_steps.png",
               "g_tok000_L1H0.png"):
@@ -191,23 +175,11 @@ def test_viz(run):
 
 
 if __name__ == "__main__":
-    for exe in (TRAIN, SAMPLE):
-        if not os.path.exists(exe):
-            print(f"missing {exe}", file=sys.stderr)
-            sys.exit(1)
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print("SKIP: python3-torch is not installed (the PyTorch twin is the reference)")
-        sys.exit(77)
-    t0 = time.time()
-    run = test_train_attention_mpi()
-    print(f"ok test_train_attention_mpi ({time.time() - t0:.1f}s)")
+    tl.require("gpt-train", "gpt-sample", fail=True)
+    tl.require_module("torch", "python3-torch is not installed: the PyTorch twin is the reference")
+    run = tl.timed(test_train_attention_mpi)
     for t, args in ((test_resume, (run,)), (test_crash_after_last_checkpoint, (run,)),
                     (test_float16_and_default_probe, ()), (test_bad_probe, ()), (test_read_while_training, ()),
                     (test_viz, (run,))):
-        t0 = time.time()
-        t(*args)
-        print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")
-    import shutil
-    shutil.rmtree(TMP, ignore_errors=True)  # kept when a test fails, for a look
+        tl.timed(t, *args)
+    tl.rmtree(TMP)  # kept when a test fails, for a look

@@ -5,38 +5,28 @@ rows sum to 1, upper triangle 0, steps increase, the generation matrix rebuilt f
 equals a full forward of the window, bertviz's structure, PNGs/GIF decode at the
 expected size, and the command writes every figure."""
 import os
-import subprocess
 import sys
-import tempfile
-import time
 
 import h5py
 import matplotlib.image as mpimg
 import numpy as np
 
-BUILD = os.environ.get("GT_BUILD", "build")
-SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "io", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import gpt_attention as ga  # noqa: E402
 import gpt_viz as gv  # noqa: E402
 
-TOOL = os.path.join(BUILD, "attn_write_check")
-VIZ = os.path.join(SRC, "io", "python", "gpt_viz.py")
-TMP = tempfile.mkdtemp(prefix="attn_viz_")
+TOOL = os.path.join(tl.BUILD, "attn_write_check")
+VIZ = os.path.join(tl.PYDIR, "gpt_viz.py")
+TMP = tl.tmpdir("attn_viz_")
 L, H, T, N = 2, 3, 9, 7
-
-
-def sh(*args):
-    p = subprocess.run(list(args), capture_output=True, text=True)
-    assert p.returncode == 0, f"{args}: exit {p.returncode}\n{p.stderr}"
-    return p
 
 
 def fixture_run():
     run = os.path.join(TMP, "run")
     os.makedirs(run, exist_ok=True)
-    sh(TOOL, "write", f"out={run}/attention.h5", f"raw={run}/raw.bin", f"L={L}", f"H={H}", f"T={T}",
-       f"records={N}", "every=5")
+    tl.run_ok([TOOL, "write", f"out={run}/attention.h5", f"raw={run}/raw.bin", f"L={L}", f"H={H}", f"T={T}",
+               f"records={N}", "every=5"])
     with open(os.path.join(run, "metrics.csv"), "w") as f:
         f.write("step,tokens,train_loss,val_loss,lr,grad_norm,ms_per_step,tokens_per_s\n")
         for s in range(1, 36):
@@ -45,7 +35,7 @@ def fixture_run():
     gen = os.path.join(TMP, "gen.h5")
     if os.path.exists(gen):
         os.remove(gen)
-    sh(TOOL, "gen", f"out={gen}", f"raw={TMP}/gen.bin", "P=5", "N=10", "block=8")
+    tl.run_ok([TOOL, "gen", f"out={gen}", f"raw={TMP}/gen.bin", "P=5", "N=10", "block=8"])
     return run, gen
 
 
@@ -162,51 +152,44 @@ def test_generation(gen):
 def test_command(run, gen):
     out = os.path.join(TMP, "cmd")
     # gen has 2 heads, the run 3: --head 2 is one error naming the file, not head 0 (it wrapped once)
-    p = subprocess.run([sys.executable, VIZ, run, "--out", out, "--gen", gen, "--head", "2"], capture_output=True,
-                       text=True)
-    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "--head 2" in p.stderr and gen in p.stderr, p.stderr
+    p = tl.run([tl.PYTHON, VIZ, run, "--out", out, "--gen", gen, "--head", "2"])
+    assert p.rc == 1 and p.err.count("\n") == 1 and "--head 2" in p.err and gen in p.err, p.err
     assert not os.path.exists(out) or os.listdir(out) == []
-    p = sh(sys.executable, VIZ, run, "--out", out, "--gen", gen, "--gen-tokens", "3", "--layer", "1", "--head", "1",
-           "--dpi", "40")
+    p = tl.run_ok([tl.PYTHON, VIZ, run, "--out", out, "--gen", gen, "--gen-tokens", "3", "--layer", "1", "--head", "1",
+                   "--dpi", "40"])
     files = sorted(os.listdir(out))
     want = ["attn_L1H1_steps.gif", "attn_L1H1_steps.png", "attn_grid_step00000035.png",
             "attn_step00000035_L1H1.png", "gen_prompt_grid.png", "gen_tok000_L1H1.png", "gen_tok001_L1H1.png",
             "gen_tok002_L1H1.png", "gen_tokens_L1H1.png", "loss.png"]
     assert files == sorted(want), files
-    assert sorted(os.path.basename(x) for x in p.stdout.split()) == sorted(want)
+    assert sorted(os.path.basename(x) for x in p.out.split()) == sorted(want)
     for f in files:
         if f.endswith(".png"):
             w, h = png_size(os.path.join(out, f))
             assert w > 50 and h > 50, (f, w, h)
     # --step picks a record; an unknown one is one clear error
-    sh(sys.executable, VIZ, os.path.join(run, "attention.h5"), "--out", out, "--step", "10", "--dpi", "30")
+    tl.run_ok([tl.PYTHON, VIZ, os.path.join(run, "attention.h5"), "--out", out, "--step", "10", "--dpi", "30"])
     assert os.path.exists(os.path.join(out, "attn_step00000010_L1H0.png"))
-    p = subprocess.run([sys.executable, VIZ, run, "--out", out, "--step", "11"], capture_output=True, text=True)
-    assert p.returncode == 1 and "step 11" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    p = tl.run([tl.PYTHON, VIZ, run, "--out", out, "--step", "11"])
+    assert p.rc == 1 and "step 11" in p.err and "Traceback" not in p.err, p.err
     # out of range: one error line, no wrap-around, no traceback
     for args, needle in ((["--layer", "7"], "--layer 7"), (["--head", "-4"], "--head -4"),
                          (["--max-frames", "0"], "--max-frames 0")):
-        p = subprocess.run([sys.executable, VIZ, run, "--out", out, *args], capture_output=True, text=True)
-        assert p.returncode == 1 and p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr
-    p = subprocess.run([sys.executable, VIZ, os.path.join(TMP, "nope"), "--out", out], capture_output=True, text=True)
-    assert p.returncode == 1 and "nope" in p.stderr and "Traceback" not in p.stderr, p.stderr
+        p = tl.run([tl.PYTHON, VIZ, run, "--out", out, *args])
+        assert p.rc == 1 and p.err.count("\n") == 1 and needle in p.err, p.err
+    p = tl.run([tl.PYTHON, VIZ, os.path.join(TMP, "nope"), "--out", out])
+    assert p.rc == 1 and "nope" in p.err and "Traceback" not in p.err, p.err
     with h5py.File(os.path.join(TMP, "other.h5"), "w") as f:
         f.attrs["format"] = "gpt-train/tokens"
         f.attrs["format_version"] = 1
-    p = subprocess.run([sys.executable, VIZ, os.path.join(TMP, "other.h5"), "--out", out], capture_output=True,
-                       text=True)
-    assert p.returncode == 1 and "gpt-train/attention" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    p = tl.run([tl.PYTHON, VIZ, os.path.join(TMP, "other.h5"), "--out", out])
+    assert p.rc == 1 and "gpt-train/attention" in p.err and "Traceback" not in p.err, p.err
 
 
 if __name__ == "__main__":
-    if not os.path.exists(TOOL):
-        print(f"missing {TOOL}: build the attn_write_check target", file=sys.stderr)
-        sys.exit(1)
+    tl.require("attn_write_check", fail=True)
     run, gen = fixture_run()
     for t, args in ((test_reader, (run,)), (test_plots, (run,)), (test_generation, (gen,)),
                     (test_command, (run, gen))):
-        t0 = time.time()
-        t(*args)
-        print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")
-    import shutil
-    shutil.rmtree(TMP, ignore_errors=True)  # kept when a test fails, for a look
+        tl.timed(t, *args)
+    tl.rmtree(TMP)  # kept when a test fails, for a look

@@ -3,21 +3,18 @@
 with h5py: the layout of docs/formats.md, float16, resume truncation, a crash mid-run, a SWMR reader
 while records are appended, a real model's probe, UTF-8 token texts, bad probes."""
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import h5py
 import numpy as np
 
-BUILD = os.environ.get("GT_BUILD", "build")
-SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "io", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import gpt_attention as ga  # noqa: E402
 
-TOOL = os.path.join(BUILD, "attn_write_check")
-TMP = tempfile.mkdtemp(prefix="attn_writer_")
+TOOL = os.path.join(tl.BUILD, "attn_write_check")
+TMP = tl.tmpdir("attn_writer_")
 
 # the hand-made vocabulary of attn_write_check: bytes, then "Hé" and a cut 3-byte character
 TOKEN_BYTES = [bytes([i]) for i in range(256)] + [b"H\xc3\xa9", b"\xe2\x82"]
@@ -25,9 +22,7 @@ PROBE = [ord(c) for c in "Hello, w"] + [256, 257, 0xC3] + [ord(c) for c in "! xy
 
 
 def run(*args, expect=0):
-    p = subprocess.run([TOOL, *args], capture_output=True, text=True)
-    assert p.returncode == expect, f"{args}: exit {p.returncode}, expected {expect}\n{p.stderr}"
-    return p
+    return tl.run_ok([TOOL, *args], expect=expect)
 
 
 def raw(path, shape):
@@ -117,9 +112,9 @@ def test_resume():
         assert f["step"][()].tolist() == [110, 120]
     # a different probe length or model on resume: one message naming the file, exit 1
     p = run("write", f"out={h5}", f"raw={bn}", "T=6", "records=1", "first=500", "resume=400", expect=1)
-    assert h5 in p.stderr and "move it away" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert h5 in p.err and "move it away" in p.err and p.err.count("\n") == 1, p.err
     p = run("write", f"out={h5}", f"raw={bn}", "H=2", "records=1", "first=500", "resume=400", expect=1)
-    assert h5 in p.stderr, p.stderr
+    assert h5 in p.err, p.err
     # a fresh run (resume < 0) replaces the file
     run("write", f"out={h5}", f"raw={bn}", "records=2")
     with h5py.File(h5, "r") as f:
@@ -128,8 +123,8 @@ def test_resume():
 
 def test_crash():
     h5, bn = paths("crash")
-    p = subprocess.run([TOOL, "write", f"out={h5}", f"raw={bn}", "records=6", "crash_after=3"], capture_output=True)
-    assert p.returncode == -9, p.returncode  # SIGKILL: no close, no final flush
+    p = tl.run([TOOL, "write", f"out={h5}", f"raw={bn}", "records=6", "crash_after=3"])
+    assert p.rc == -9, p.rc  # SIGKILL: no close, no final flush
     want = raw(bn, (2, 3, 7, 7))
     rec = ga.read_attention(h5)
     assert rec.steps.tolist() == [10, 20, 30], rec.steps
@@ -148,7 +143,7 @@ def test_crashed_mid_append():
     end of allocation first (what `h5clear --increment` does)."""
     import shutil
     h5, bn = paths("crashed")
-    shutil.copy(os.path.join(SRC, "tests", "faults", "found", "attention-crashed-mid-append.h5"), h5)
+    shutil.copy(os.path.join(tl.SRC, "tests", "faults", "found", "attention-crashed-mid-append.h5"), h5)
     try:
         h5py.File(h5, "r").close()
         raise AssertionError("the fixture should be marked open for writing")
@@ -169,8 +164,7 @@ def test_crashed_mid_append():
 
 def test_swmr_reader_while_writing():
     h5, bn = paths("swmr")
-    w = subprocess.Popen([TOOL, "write", f"out={h5}", f"raw={bn}", "T=9", "records=8", "sleep_ms=300"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    w = tl.spawn([TOOL, "write", f"out={h5}", f"raw={bn}", "T=9", "records=8", "sleep_ms=300"])
     seen = []
     deadline = time.time() + 60
     while w.poll() is None and time.time() < deadline:
@@ -194,8 +188,7 @@ def test_swmr_reader_while_writing():
     assert len(ga.read_attention(h5)) == 8
     # h5py's own SWMR mode with refresh() on one open handle
     h5, bn = paths("swmr2")
-    w = subprocess.Popen([TOOL, "write", f"out={h5}", f"raw={bn}", "records=5", "sleep_ms=300"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    w = tl.spawn([TOOL, "write", f"out={h5}", f"raw={bn}", "records=5", "sleep_ms=300"])
     while not os.path.exists(h5):
         time.sleep(0.05)
     time.sleep(0.2)
@@ -259,9 +252,9 @@ def test_model_probe():
 def test_bad_probe():
     h5, bn = paths("bad")
     p = run("write", f"out={h5}", f"raw={bn}", "T=20", "block=16", expect=1)
-    assert "--attn-prompt" in p.stderr and "16" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert "--attn-prompt" in p.err and "16" in p.err and p.err.count("\n") == 1, p.err
     p = run("write", f"out={h5}", f"raw={bn}", "T=0", expect=1)
-    assert "no tokens" in p.stderr, p.stderr
+    assert "no tokens" in p.err, p.err
     assert not os.path.exists(h5)
 
 
@@ -276,7 +269,7 @@ def test_utf8_sanitize():
                            int(rng.choice([0xC3, 0xE2, 0xF0, 0x80, 0x82, 0x9F, 0xBF, 0x41])) for _ in range(n)))
     cases = [c for c in cases if not set(c) & {0, 10, 13}]  # one line per case in text mode
     p = run("utf8", *[c.hex() or "" for c in cases if c])
-    got = p.stdout.split("\n")[:-1]
+    got = p.stdout.decode("utf-8").split("\n")[:-1]  # strict: a raw invalid byte is a failure
     want = [c.decode("utf-8", "replace") for c in cases if c]
     assert len(got) == len(want)
     for c, g, w in zip([c for c in cases if c], got, want):
@@ -284,13 +277,7 @@ def test_utf8_sanitize():
 
 
 if __name__ == "__main__":
-    if not os.path.exists(TOOL):
-        print(f"missing {TOOL}: build the attn_write_check target", file=sys.stderr)
-        sys.exit(1)
-    tests = [v for k, v in list(globals().items()) if k.startswith("test_")]
-    for t in tests:
-        t0 = time.time()
-        t()
-        print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")
-    import shutil
-    shutil.rmtree(TMP, ignore_errors=True)  # kept when a test fails, for a look
+    tl.require("attn_write_check", fail=True)
+    for t in [v for k, v in list(globals().items()) if k.startswith("test_")]:
+        tl.timed(t)
+    tl.rmtree(TMP)  # kept when a test fails, for a look

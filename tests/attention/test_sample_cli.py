@@ -8,47 +8,33 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 
 import h5py
 import numpy as np
 
-BUILD = os.environ.get("GT_BUILD", "build")
-SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "io", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import gpt_attention as ga  # noqa: E402
 import gpt_checkpoint as gc  # noqa: E402
 
-SAMPLE = os.path.join(BUILD, "gpt-sample")
-TRAIN = os.path.join(BUILD, "gpt-train")
-TMP = tempfile.mkdtemp(prefix="sample_cli_")
-DATA = os.path.join(SRC, "..", "shared", "data", "taylorswift.txt")
-
-
-def corpus():
-    """taylorswift.txt when present, else this repository's README (always there)."""
-    if os.path.isfile(DATA):
-        return DATA
-    print(f"note: {DATA} absent, training on README.md", file=sys.stderr)
-    return os.path.join(SRC, "README.md")
+SAMPLE = os.path.join(tl.BUILD, "gpt-sample")
+TRAIN = os.path.join(tl.BUILD, "gpt-train")
+TMP = tl.tmpdir("sample_cli_")
 
 
 def make_run():
     run = os.path.join(TMP, "run")
-    p = subprocess.run([TRAIN, "--data", corpus(), "--out", run, "--vocab-size", "300", "--n-layer", "2",
-                        "--n-head", "2", "--n-embd", "32", "--block-size", "24", "--steps", "80", "--batch-size", "8",
-                        "--dropout", "0", "--eval-every", "0", "--log-every", "40", "--lr", "3e-3", "--warmup", "10"],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
+    # taylorswift.txt when present, else this repository's README (always there)
+    data = tl.shared_data("taylorswift.txt", fallback=os.path.join(tl.SRC, "README.md"))
+    tl.run_ok([TRAIN, "--data", data, "--out", run, "--vocab-size", "300", "--n-layer", "2", "--n-head", "2",
+               "--n-embd", "32", "--block-size", "24", "--steps", "80", "--batch-size", "8", "--dropout", "0",
+               "--eval-every", "0", "--log-every", "40", "--lr", "3e-3", "--warmup", "10"])
     return run
 
 
 def sample(*args, expect=0):
-    p = subprocess.run([SAMPLE, *args], capture_output=True)
-    err = p.stderr.decode("utf-8", "replace")
-    assert p.returncode == expect, f"{args}: exit {p.returncode}, expected {expect}\n{err}"
-    return p.stdout, err
+    p = tl.run_ok([SAMPLE, *args], expect=expect)
+    return p.stdout, p.err
 
 
 def tokenizer_bytes(ckpt):
@@ -87,7 +73,7 @@ def run_copy(run, name):
     out = os.path.join(TMP, name)
     os.makedirs(out, exist_ok=True)
     dst = os.path.join(out, "ckpt-00000080.h5")
-    shutil.copy(latest_of(run), dst)
+    shutil.copy(tl.latest(run), dst)
     with open(os.path.join(out, "latest"), "w") as f:
         f.write("ckpt-00000080.h5\n")
     return out, dst
@@ -112,7 +98,7 @@ def test_greedy_matches_twin(run):
 
 
 def check_greedy(run, min_distinct):
-    ckpt = os.path.join(run, open(os.path.join(run, "latest")).read().strip())
+    ckpt = tl.latest(run)
     gen = os.path.join(run, "greedy.h5")
     out, err = sample("--checkpoint", run, "--prompt", " Hello, this is", "--temperature", "0",
                       "--max-new-tokens", "60", "--attn-out", gen)
@@ -185,7 +171,7 @@ def test_seeds(run):
 
 
 def test_long_prompt(run):
-    ckpt = os.path.join(run, open(os.path.join(run, "latest")).read().strip())
+    ckpt = tl.latest(run)
     prompt = "Are you ready for it? " * 8
     gen = os.path.join(TMP, "long.h5")
     out, err = sample("--checkpoint", run, "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "12",
@@ -206,7 +192,7 @@ def test_empty_prompt(run):
 
 
 def test_bad_input(run):
-    ckpt = os.path.join(run, open(os.path.join(run, "latest")).read().strip())
+    ckpt = tl.latest(run)
     empty_run = os.path.join(TMP, "empty_run")
     os.makedirs(empty_run, exist_ok=True)
     exists = os.path.join(TMP, "exists.h5")
@@ -233,10 +219,10 @@ def test_bad_input(run):
     for args, needle in cases:
         if args[-1] == "café":  # a prompt of invalid UTF-8 bytes (Latin-1 é)
             args = [a.encode("utf-8") for a in args[:-1]] + [b"caf\xe9"]
-        out, err = sample(*args, expect=1)
-        lines = err.strip().split("\n")
-        assert len(lines) == 1 and lines[0].startswith("gpt-sample: error:") and needle in lines[0], (args, err)
-        assert out == b"", (args, out)
+        r = tl.run([SAMPLE, *args])
+        why = tl.refusal(r, needle, prog="gpt-sample")
+        assert not why, (args, why)
+        assert r.stdout == b"", (args, r.stdout)
     assert not os.path.exists(os.path.join(TMP, "no"))
     # a truncated checkpoint: one message, exit 1
     cut = os.path.join(TMP, "cut.h5")
@@ -280,7 +266,7 @@ def test_utf8_stream(run):
     """Characters cut between tokens come out whole, bytes that never form one as U+FFFD,
     exactly as Python decodes the concatenated bytes."""
     brun = byte_model(run)
-    tb = tokenizer_bytes(latest_of(brun))
+    tb = tokenizer_bytes(tl.latest(brun))
     gen = os.path.join(brun, "u.h5")
     out, _ = sample("--checkpoint", brun, "--prompt", "é", "--max-new-tokens", "300", "--attn-out", gen, "--force")
     g = ga.read_generation(gen)
@@ -290,10 +276,6 @@ def test_utf8_stream(run):
     text = out.decode("utf-8")  # strict: only whole characters were printed
     assert text == raw.decode("utf-8", "replace")
     assert text.count("é") > 20 and text.count("\ufffd") > 20, text[:80]
-
-
-def latest_of(run):
-    return os.path.join(run, open(os.path.join(run, "latest")).read().strip())
 
 
 def test_streaming(run):
@@ -325,21 +307,10 @@ def test_attn_out_temp_removed(run):
 
 
 if __name__ == "__main__":
-    for exe in (SAMPLE, TRAIN):
-        if not os.path.exists(exe):
-            print(f"missing {exe}: build gpt-sample and gpt-train", file=sys.stderr)
-            sys.exit(1)
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print("SKIP: python3-torch is not installed (the PyTorch twin is the reference)")
-        sys.exit(77)
-    t0 = time.time()
-    run = make_run()
-    print(f"ok trained the fixture ({time.time() - t0:.1f}s)")
+    tl.require("gpt-sample", "gpt-train", fail=True)
+    tl.require_module("torch", "python3-torch is not installed: the PyTorch twin is the reference")
+    run = tl.timed(make_run)
     for t in (test_greedy_matches_twin, test_seeds, test_long_prompt, test_empty_prompt, test_bad_input,
               test_utf8_stream, test_streaming, test_attn_out_temp_removed):
-        t0 = time.time()
-        t(run)
-        print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")
-    shutil.rmtree(TMP, ignore_errors=True)
+        tl.timed(t, run)
+    tl.rmtree(TMP)

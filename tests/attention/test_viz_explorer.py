@@ -10,42 +10,35 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.request
 
 import h5py
 import numpy as np
 
-BUILD = os.environ.get("GT_BUILD", "build")
-SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "io", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import gpt_attention as ga  # noqa: E402
 import gpt_explorer as ge  # noqa: E402
 
-TOOL = os.path.join(BUILD, "attn_write_check")
-VIZ = os.path.join(SRC, "io", "python", "gpt_viz.py")
-TMP = tempfile.mkdtemp(prefix="viz_explorer_")
+TOOL = os.path.join(tl.BUILD, "attn_write_check")
+VIZ = os.path.join(tl.PYDIR, "gpt_viz.py")
+TMP = tl.tmpdir("viz_explorer_")
 BUDGET_MB = 25
 
 
 def sh(*args, expect=0):
-    p = subprocess.run([str(a) for a in args], capture_output=True, text=True)
-    assert p.returncode == expect, f"{args}: exit {p.returncode}, expected {expect}\n{p.stdout}\n{p.stderr}"
-    return p
+    return tl.run_ok(list(args), expect=expect)
 
 
 def viz(*args, expect=0):
-    return sh(sys.executable, VIZ, *args, expect=expect)
+    return sh(tl.PYTHON, VIZ, *args, expect=expect)
 
 
 def one_error(p, *needles):
     """exit 1 with exactly one line on stderr, `gpt_viz.py: error: ...` holding the needles"""
-    lines = p.stderr.strip().split("\n")
-    assert p.returncode == 1 and len(lines) == 1 and lines[0].startswith("gpt_viz.py: error: "), p.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+    why = tl.refusal(p, *needles, prog="gpt_viz.py")
+    assert not why, why
+    return p.err.strip()
 
 
 def page_data(path):
@@ -112,9 +105,9 @@ def test_page_data():
     run = make_run("run", T=12)
     html = os.path.join(TMP, "run.html")
     p = viz(run, "--html", html, "--max-steps", "4", "--layer", "0", "--head", "-1")
-    assert p.stdout.split() == [html]
-    note = [l for l in p.stderr.split("\n") if l]
-    assert len(note) == 1 and "7 records" in note[0] and "keeps 4" in note[0], p.stderr  # subsampled, and said so
+    assert p.out.split() == [html]
+    note = [l for l in p.err.split("\n") if l]
+    assert len(note) == 1 and "7 records" in note[0] and "keeps 4" in note[0], p.err  # subsampled, and said so
     d, text = page_data(html)
     rec = ga.read_attention(run)
     assert d["records"]["index"] == [0, 2, 4, 6] and d["records"]["step"] == [5, 15, 25, 35]
@@ -148,7 +141,7 @@ def test_budget():
        "records=75", "every=100", "float16=1")
     html = os.path.join(TMP, "budget.html")
     p = viz(run, "--html", html)
-    assert "75 records" in p.stderr and "keeps 60" in p.stderr, p.stderr
+    assert "75 records" in p.err and "keeps 60" in p.err, p.err
     size = os.path.getsize(html)
     print(f"  budget page: {size / 1e6:.2f} MB (12 layers x 12 heads, 64-token probe, 60 records)")
     assert size <= BUDGET_MB * 1e6, size
@@ -208,9 +201,9 @@ def test_crash_left_open():
     refuses it, gpt_viz reads it (swmr=True) and draws the records flushed before the kill."""
     run = os.path.join(TMP, "crash")
     os.makedirs(run)
-    p = subprocess.run([TOOL, "write", f"out={run}/attention.h5", f"raw={run}/raw.bin", "L=2", "H=2", "T=6",
-                        "records=9", "crash_after=4"], capture_output=True)
-    assert p.returncode == -signal.SIGKILL, p.returncode
+    p = tl.run([TOOL, "write", f"out={run}/attention.h5", f"raw={run}/raw.bin", "L=2", "H=2", "T=6",
+                "records=9", "crash_after=4"])
+    assert p.rc == -signal.SIGKILL, p.rc
     try:
         h5py.File(os.path.join(run, "attention.h5"), "r").close()
         raise AssertionError("the kill did not leave attention.h5 marked open")
@@ -244,7 +237,7 @@ def get(url):
 
 
 def start_server(run, *args):
-    p = subprocess.Popen([sys.executable, VIZ, run, "--serve", *args], stdout=subprocess.PIPE,
+    p = subprocess.Popen([tl.PYTHON, VIZ, run, "--serve", *args], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     assert "serving" in line, line + p.stderr.read()
@@ -277,8 +270,8 @@ def test_serve():
         meta = json.loads(get(url + "api/meta")[1])
         assert meta["records"]["step"] == [5, 10, 15, 20, 25], meta["records"]["step"]
         # the port is taken now: a second server says so in one line
-        one_error(subprocess.run([sys.executable, VIZ, run, "--serve", "--port", url.rsplit(":", 1)[1].strip("/")],
-                                 capture_output=True, text=True), "already in use", "--port")
+        one_error(tl.run([tl.PYTHON, VIZ, run, "--serve", "--port", url.rsplit(":", 1)[1].strip("/")]),
+                  "already in use", "--port")
         p.send_signal(signal.SIGINT)  # Ctrl-C
         out, err = p.communicate(timeout=20)
         assert p.returncode == 0 and "stopped" in out and err == "", (p.returncode, out, err)
@@ -313,13 +306,8 @@ def test_port_in_use():
 
 
 if __name__ == "__main__":
-    if not os.path.exists(TOOL):
-        print(f"missing {TOOL}: build the attn_write_check target", file=sys.stderr)
-        sys.exit(1)
+    tl.require("attn_write_check", fail=True)
     for t in (test_quantization, test_select_records, test_page_data, test_budget, test_bad_input,
               test_crash_left_open, test_invalid_utf8, test_serve, test_port_in_use):
-        t0 = time.time()
-        t()
-        print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")
-    import shutil
-    shutil.rmtree(TMP, ignore_errors=True)  # kept when a test fails, for a look
+        tl.timed(t)
+    tl.rmtree(TMP)  # kept when a test fails, for a look

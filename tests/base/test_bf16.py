@@ -3,22 +3,19 @@
 even on edge cases (ties, overflow to Inf, subnormals, NaN) and 200k seeded bit patterns.
 NaN must stay NaN (PyTorch returns one canonical NaN; ours keeps the sign and payload top)."""
 import os
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-BUILD = os.environ.get("GT_BUILD") or os.path.join(os.path.dirname(__file__), "..", "..", "build")
-try:
-    import torch
-except ImportError:
-    print("SKIP: PyTorch (python3-torch) is not installed: nothing to compare bf16 rounding with")
-    sys.exit(77)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
+
+torch = tl.require_module("torch", "python3-torch is not installed: nothing to compare bf16 rounding with")
 
 with tempfile.TemporaryDirectory() as d:
     out = os.path.join(d, "bf16.bin")
-    subprocess.run([os.path.join(BUILD, "bf16_dump"), out], check=True)
+    tl.run_ok([os.path.join(tl.BUILD, "bf16_dump"), out])
     pairs = np.fromfile(out, dtype=np.uint32).reshape(-1, 2)
 x = pairs[:, 0].view(np.float32)
 ours = pairs[:, 1].astype(np.uint16)

@@ -11,38 +11,28 @@ names a source location, the location must be relative.
 """
 import os
 import re
-import subprocess
 import sys
 import tempfile
 
-SRC = os.path.realpath(os.environ.get("GT_SRC") or os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.environ.get("GT_BUILD") or os.path.join(SRC, "build")
-failures = []
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 
-
-def check(cond, what):
-    print(("ok: " if cond else "FAIL: ") + what)
-    if not cond:
-        failures.append(what)
+SRC = os.path.realpath(tl.SRC)
+ck = tl.Checks("test_source_paths", verbose=True)
+check = ck.ok
 
 
 def rodata(path):
     with tempfile.NamedTemporaryFile() as t:
-        r = subprocess.run(["objcopy", "-O", "binary", "--only-section=.rodata", path, t.name],
-                           capture_output=True)
-        if r.returncode != 0:
-            print("SKIP: objcopy cannot read %s: %s" % (path, r.stderr.decode()))
-            sys.exit(77)
+        r = tl.run(["objcopy", "-O", "binary", "--only-section=.rodata", path, t.name])
+        if r.rc != 0:
+            tl.skip("objcopy cannot read %s: %s" % (path, r.err))
         with open(t.name, "rb") as f:
             return f.read()
 
 
 def main():
-    tools = [os.path.join(BUILD, t) for t in ("gpt-bpe", "gpt-train", "gpt-sample")]
-    missing = [t for t in tools if not os.path.exists(t)]
-    if missing:
-        print("SKIP: not built: %s" % ", ".join(missing))
-        sys.exit(77)
+    tools = tl.require("gpt-bpe", "gpt-train", "gpt-sample")
     absolute = (SRC.rstrip("/") + "/").encode()
     for t in tools:
         data = rodata(t)
@@ -56,19 +46,17 @@ def main():
         text = os.path.join(d, "a.txt")
         with open(text, "w") as f:
             f.write("a" * 200000 + "\n")
-        r = subprocess.run([tools[0], "train", "--input", text, "--out", os.path.join(d, "v.h5"), "--vocab-size",
-                            "300", "--pattern", r"(?:(a+)+c)|\n"], capture_output=True, timeout=300)
-        err = r.stderr.decode("utf-8", "replace")
+        r = tl.run([tools[0], "train", "--input", text, "--out", os.path.join(d, "v.h5"), "--vocab-size",
+                    "300", "--pattern", r"(?:(a+)+c)|\n"], timeout=300)
+        err = r.err
         located = re.findall(r"\(at ([^):]+):\d+\)", err)
-        print("gpt-bpe exit %d: %s" % (r.returncode, err.strip()[:300]))
+        print("gpt-bpe exit %s: %s" % (r.rc, err.strip()[:300]))
         if located:
             check(all(not p.startswith("/") and os.path.exists(os.path.join(SRC, p)) for p in located),
                   "the message's location is a path in the repository: %s" % located)
         else:
             print("note: this failure's message names no source location; the strings check above stands")
-    if failures:
-        print("%d failure(s)" % len(failures))
-        sys.exit(1)
+    ck.finish()
 
 
 if __name__ == "__main__":

@@ -17,31 +17,26 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import h5py
 import numpy as np
 
-BUILD = os.environ.get("GT_BUILD", "build")
-SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "io", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import gpt_attention as ga  # noqa: E402
 
-HERE = os.path.join(SRC, "tests", "browser")
-TOOL = os.path.join(BUILD, "attn_write_check")
-TRAIN = os.path.join(BUILD, "gpt-train")
-SAMPLE = os.path.join(BUILD, "gpt-sample")
-VIZ = os.path.join(SRC, "io", "python", "gpt_viz.py")
+HERE = os.path.join(tl.SRC, "tests", "browser")
+TOOL = os.path.join(tl.BUILD, "attn_write_check")
+TRAIN = os.path.join(tl.BUILD, "gpt-train")
+SAMPLE = os.path.join(tl.BUILD, "gpt-sample")
+VIZ = os.path.join(tl.PYDIR, "gpt_viz.py")
 CHROMIUM = os.environ.get("GT_CHROMIUM", "/usr/bin/chromium")
-DATA = os.path.join(SRC, "..", "shared", "data", "taylorswift.txt")
-TMP = tempfile.mkdtemp(prefix="explorer_")
+TMP = tl.tmpdir("explorer_")
 
 
-def sh(*args, **kw):
-    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
-    assert p.returncode == 0, f"{args}: exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
-    return p
+def sh(*args):
+    return tl.run_ok(list(args))
 
 
 def missing():
@@ -152,26 +147,26 @@ def expectations(run, gens, html):
 def test_static():
     run, gens = fixture("run")
     html = os.path.join(TMP, "explorer.html")
-    sh(sys.executable, VIZ, run, "--gen", gens[0], "--gen", gens[1], "--html", html)
+    sh(tl.PYTHON, VIZ, run, "--gen", gens[0], "--gen", gens[1], "--html", html)
     node_check(expectations(run, gens, html), "static")
 
 
 def test_old_files():
     run, gens = fixture("old", with_extras=False)
     html = os.path.join(TMP, "old.html")
-    sh(sys.executable, VIZ, run, "--gen", gens[0], "--html", html)
+    sh(tl.PYTHON, VIZ, run, "--gen", gens[0], "--html", html)
     e = expectations(run, gens[:1], html)
     e["mode"] = "old"
     node_check(e, "old")
 
 
 def corpus():
-    return DATA if os.path.isfile(DATA) else os.path.join(SRC, "README.md")
+    return tl.shared_data("taylorswift.txt", fallback=os.path.join(tl.SRC, "README.md"))
 
 
 def test_live():
     run = os.path.join(TMP, "live")
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env = tl.env({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
     train = subprocess.Popen([TRAIN, "--data", corpus(), "--out", run, "--vocab-size", "300", "--n-layer", "2",
                               "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "4",
                               "--eval-every", "0", "--log-every", "5", "--steps", "100000", "--attn-every", "20",
@@ -183,7 +178,7 @@ def test_live():
         while not os.path.isdir(run) and time.time() < deadline:
             time.sleep(0.05)
         # started before attention.h5 exists: the page waits for it
-        server = subprocess.Popen([sys.executable, VIZ, run, "--serve", "--port", "0"], stdout=subprocess.PIPE,
+        server = subprocess.Popen([tl.PYTHON, VIZ, run, "--serve", "--port", "0"], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
         line = server.stdout.readline()
         assert "serving" in line and "http://127.0.0.1:" in line, line + server.stderr.read()
@@ -215,14 +210,8 @@ def test_live():
 if __name__ == "__main__":
     why = missing()
     if why:
-        print(f"SKIP: {why}")
-        sys.exit(77)
-    for exe in (TOOL, TRAIN, SAMPLE):
-        if not os.path.exists(exe):
-            print(f"missing {exe}: build first", file=sys.stderr)
-            sys.exit(1)
+        tl.skip(why)
+    tl.require("attn_write_check", "gpt-train", "gpt-sample", fail=True)
     for t in (test_static, test_old_files, test_live):
-        t0 = time.time()
-        t()
-        print(f"ok {t.__name__} ({time.time() - t0:.1f}s)")
-    shutil.rmtree(TMP, ignore_errors=True)  # kept when a test fails, for a look
+        tl.timed(t)
+    tl.rmtree(TMP)  # kept when a test fails, for a look

@@ -4,18 +4,17 @@ files, sequences longer than the block size, allocations beyond available memory
 import os
 import resource
 import shutil
-import subprocess
 import sys
-import tempfile
 
 import h5py
 import numpy as np
 
-SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.environ.get("GT_BUILD", os.path.join(SRC, "build"))
-CHECK = os.path.join(BUILD, "engine_check")
-TMP = tempfile.mkdtemp(prefix="engine-bad-")
-FAILED = []
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
+
+CHECK = os.path.join(tl.BUILD, "engine_check")
+TMP = tl.tmpdir("engine-bad-")
+ck = tl.Checks("test_engine_badinput", verbose=True)
 
 
 # An AddressSanitizer build (tests/faults/sanitize.sh --all) reserves terabytes of shadow
@@ -25,32 +24,26 @@ SANITIZED = b"__asan_init" in open(CHECK, "rb").read() if os.path.exists(CHECK) 
 
 
 def run(*args, limit_as=None):
-    env = dict(os.environ)
+    env = {}
     if limit_as and SANITIZED:
-        env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":allocator_may_return_null=1:max_allocation_size_mb=%d" % (
-            limit_as >> 20)
+        env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + \
+            ":allocator_may_return_null=1:max_allocation_size_mb=%d" % (limit_as >> 20)
 
     def pre():
         if limit_as and not SANITIZED:
             resource.setrlimit(resource.RLIMIT_AS, (limit_as, limit_as))
-    return subprocess.run([CHECK, *map(str, args)], capture_output=True, text=True, preexec_fn=pre, env=env)
+    return tl.run([CHECK, *args], extra_env=env, preexec_fn=pre)
 
 
 def expect_fail(name, r, *needles):
     # (a sanitized build's own warnings about the failed allocation are not our output)
-    err = "\n".join(l for l in r.stderr.strip().splitlines() if not (SANITIZED and "WARNING: AddressSanitizer" in l))
-    lines = err.splitlines()
-    ok = (r.returncode == 1 and len(lines) == 1 and lines[0].startswith("engine_check: error: ")
-          and all(n in err for n in needles))
-    print(f"{'ok  ' if ok else 'FAIL'} {name}: exit {r.returncode}: {err}")
-    if not ok:
-        FAILED.append(name)
+    why = tl.refusal(r, *needles, prog="engine_check", ignore="WARNING: AddressSanitizer" if SANITIZED else None)
+    ck.ok(not why, f"{name}: {r.err.strip()}", why)
 
 
 def good_ckpt(name="good.h5", V=300, T=32, L=2, H=4, C=64):
     p = os.path.join(TMP, name)
-    r = run("init", "--out", p, "--vocab", V, "--block", T, "--layers", L, "--heads", H, "--embd", C)
-    assert r.returncode == 0, r.stderr
+    tl.run_ok([CHECK, "init", "--out", p, "--vocab", V, "--block", T, "--layers", L, "--heads", H, "--embd", C])
     return p
 
 
@@ -61,7 +54,7 @@ def copy(src, name):
 
 
 good = good_ckpt()
-assert run("load", "--ckpt", good).returncode == 0
+assert run("load", "--ckpt", good).rc == 0
 
 expect_fail("n_embd not divisible by n_head",
             run("init", "--out", os.path.join(TMP, "x.h5"), "--vocab", 300, "--block", 32, "--layers", 2,
@@ -153,7 +146,6 @@ expect_fail("allocation beyond available memory",
             run("init", "--out", os.path.join(TMP, "huge.h5"), "--vocab", 50257, "--block", 1024, "--layers", 12,
                 "--heads", 32, "--embd", 4096, limit_as=1 << 30), "out of memory", "needs", "GiB")
 
-if FAILED:
-    print(f"{len(FAILED)} check(s) failed: {', '.join(FAILED)}")
-    sys.exit(1)
-print("all bad-input checks passed")
+if not ck.failed:
+    tl.rmtree(TMP)  # kept when a check fails, for a look
+ck.finish()

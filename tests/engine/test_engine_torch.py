@@ -2,30 +2,24 @@
 through the HDF5 checkpoint: logits, loss, attention, every gradient, ten AdamW steps, resume,
 dropout reproducibility. Binaries from $GT_BUILD, sources from $GT_SRC."""
 import os
-import subprocess
 import sys
-import tempfile
 
 import h5py
 import numpy as np
 import torch
 
-SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.environ.get("GT_BUILD", os.path.join(SRC, "build"))
-sys.path.insert(0, os.path.join(SRC, "io", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 from nanogpt_model import GPT, GPTConfig  # noqa: E402
 import gpt_checkpoint  # noqa: E402
 
-CHECK = os.path.join(BUILD, "engine_check")
-TMP = tempfile.mkdtemp(prefix="engine-torch-")
-FAILED = []
+CHECK = os.path.join(tl.BUILD, "engine_check")
+TMP = tl.tmpdir("engine-torch-")
+ck = tl.Checks("test_engine_torch", verbose=True)
 
 
 def run(*args, threads=1):
-    r = subprocess.run([CHECK, *map(str, args), "--threads", str(threads)], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"engine_check {' '.join(map(str, args))} failed ({r.returncode}): {r.stderr}")
-    return r
+    return tl.run_ok([CHECK, *args, "--threads", threads])
 
 
 def rel_err(a, b):
@@ -36,9 +30,7 @@ def rel_err(a, b):
 
 
 def check(name, ok, detail=""):
-    print(f"{'ok  ' if ok else 'FAIL'} {name} {detail}")
-    if not ok:
-        FAILED.append(name)
+    ck.ok(ok, f"{name} {detail}".strip())
 
 
 def write_tokens(path, inputs, targets):
@@ -214,7 +206,6 @@ if __name__ == "__main__":
     test_adamw("odd", V=257, block=16, L=3, H=3, C=30, B=3, T=13)
     test_dropout()
     test_state_dict_helpers()
-    if FAILED:
-        print(f"{len(FAILED)} check(s) failed: {', '.join(FAILED)}")
-        sys.exit(1)
-    print("all engine/PyTorch checks passed")
+    if not ck.failed:
+        tl.rmtree(TMP)  # kept when a check fails, for a look
+    ck.finish()

@@ -5,35 +5,27 @@ user sees: the exit status, the signal (if any), the messages, and the files lef
 A crash is a process killed by a signal or any sanitizer report; the correct answer to
 bad input is exit 1 with one message naming the flag or the file.
 
-Binaries come from $GT_BUILD (default: build/ next to the sources), sources from $GT_SRC.
+The generic helpers (paths, tools, skips, Result, mpirun, Checks, temporary directories) are
+tests/testlib.py's; here are what the fault suite adds: its environment for the tools (sanitizer
+options, Open MPI quiet on an oversubscribed machine) with run() and spawn() in it, and the
+small corpus, vocabulary and tokens every fault test starts from.
 Run a file directly (`/usr/bin/python3 tests/faults/test_x.py`) or through ctest.
 """
 import atexit
 import hashlib
 import os
 import random
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 
-SRC = os.environ.get("GT_SRC") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.environ.get("GT_BUILD") or os.path.join(SRC, "build")
-SKIP = 77  # ctest SKIP_RETURN_CODE
-
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                     "ERROR: UndefinedBehaviorSanitizer", "SUMMARY: AddressSanitizer",
-                     "SUMMARY: UndefinedBehaviorSanitizer")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 
 
-def env():
-    e = dict(os.environ)
-    e.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-    e.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-    e.setdefault("OMP_NUM_THREADS", "1")
-    e.setdefault("OPENBLAS_NUM_THREADS", "1")
+def env(extra=None):
+    """testlib's environment, plus what the fault suite needs under sanitizers."""
+    e = tl.env(extra)
     # Open MPI's own allocations are reported as leaks by LSan; our leaks are checked on
     # gpt-bpe (no MPI) by sanitize.sh, so MPI programs run with leak detection off.
     asan = e.get("ASAN_OPTIONS", "")
@@ -45,127 +37,14 @@ def env():
     return e
 
 
-def tool(name):
-    """Path of a built tool, or None when it is not built (yet)."""
-    p = os.path.join(BUILD, name)
-    return p if os.path.isfile(p) and os.access(p, os.X_OK) else None
-
-
-def require(*names):
-    """Skip the whole test (exit 77) with a reason when a tool is missing."""
-    missing = [n for n in names if not tool(n)]
-    if missing:
-        print("SKIP: not built in %s: %s" % (BUILD, ", ".join(missing)))
-        sys.exit(SKIP)
-    return [tool(n) for n in names]
-
-
-def mpirun(np_, *args):
-    return ["mpirun", "--oversubscribe", "-np", str(np_)] + [str(a) for a in args]
-
-
-class Result:
-    def __init__(self, cmd, rc, out, err, secs, timed_out=False):
-        self.cmd, self.rc, self.out, self.err, self.secs, self.timed_out = cmd, rc, out, err, secs, timed_out
-
-    @property
-    def signal(self):
-        """The signal that killed the process (or, under mpirun, a rank), else None."""
-        if self.rc is not None and self.rc < 0:
-            return -self.rc
-        # mpirun exits 128+sig or reports a rank killed by a signal in its own words
-        if "exited on signal" in self.err and "signal 9" not in self.err:
-            return "rank signal"
-        return None
-
-    @property
-    def sanitizer(self):
-        return any(m in self.err for m in SANITIZER_MARKERS)
-
-    def error_lines(self, marker=": error:"):
-        """The lines of stdout and stderr holding an error message ("gpt-train: error: ...")."""
-        return [l for l in (self.out + self.err).splitlines() if marker in l]
-
-    def crashed(self):
-        return self.timed_out or self.signal is not None or self.sanitizer or (self.rc is not None and self.rc > 128)
-
-    def describe(self):
-        cmd = " ".join(str(c) for c in self.cmd)
-        if len(cmd) > 300:
-            cmd = cmd[:300] + "..."
-        tail = self.err[-1500:]
-        return "cmd: %s\n  rc=%s timed_out=%s secs=%.1f\n  stderr tail:\n%s" % (
-            cmd, self.rc, self.timed_out, self.secs, "\n".join("    " + l for l in tail.splitlines()))
-
-
 def run(cmd, timeout=60, cwd=None, stdin=None, extra_env=None):
-    e = env()
-    if extra_env:
-        e.update(extra_env)
-    t0 = time.time()
-    p = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=e, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-                         start_new_session=True)
-    try:
-        out, err = p.communicate(input=stdin, timeout=timeout)
-        return Result(cmd, p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
-                      time.time() - t0)
-    except subprocess.TimeoutExpired:
-        kill_group(p)
-        out, err = p.communicate()
-        return Result(cmd, None, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
-                      time.time() - t0, timed_out=True)
-
-
-def session_pids(sid):
-    """Pids of the live processes of session sid (mpirun puts each rank in its own process
-    group, so killpg would miss the ranks; the session holds them all)."""
-    pids = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        # fields: state ppid pgrp session ...; zombies are already dead
-        if int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(name))
-    return pids
-
-
-def kill_group(p, sig=signal.SIGKILL, wait=10.0):
-    """Kills a process started by run()/spawn() and everything it started (its whole
-    session: mpirun and every rank), like a node losing power; waits until all are gone."""
-    deadline = time.time() + wait
-    while True:
-        pids = session_pids(p.pid)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        try:
-            p.wait(timeout=0.01)
-        except subprocess.TimeoutExpired:
-            pass
-        if not pids or time.time() > deadline:
-            return
-        time.sleep(0.01)
+    """testlib.run in the fault suite's environment."""
+    return tl.run(cmd, timeout=timeout, cwd=cwd, stdin=stdin, env_=env(extra_env))
 
 
 def spawn(cmd, log_path, extra_env=None):
-    """Starts cmd in its own session with stdout+stderr to log_path; returns the Popen."""
-    e = env()
-    if extra_env:
-        e.update(extra_env)
-    f = open(log_path, "wb")
-    p = subprocess.Popen([str(c) for c in cmd], env=e, stdout=f, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL, start_new_session=True)
-    f.close()
-    return p
+    """testlib.spawn in the fault suite's environment: stdout+stderr to log_path."""
+    return tl.spawn(cmd, log_path, env_=env(extra_env))
 
 
 def sha256(path):
@@ -241,27 +120,8 @@ def run_parts(ck, d, parts):
         t0 = time.time()
         part(*args)
         print("%s: %.1f s" % (part.__name__, time.time() - t0), flush=True)
-    rmtree(d)
+    tl.rmtree(d)
     ck.finish()
-
-
-class Checks:
-    """Counts checks; prints each failure in full and ends with 'N passed, N failed'."""
-
-    def __init__(self, name):
-        self.name, self.passed, self.failed = name, 0, 0
-
-    def ok(self, cond, what, detail=""):
-        if cond:
-            self.passed += 1
-        else:
-            self.failed += 1
-            print("FAIL: %s\n  %s" % (what, detail.replace("\n", "\n  ")), flush=True)
-        return cond
-
-    def finish(self):
-        print("%s: %d passed, %d failed" % (self.name, self.passed, self.failed), flush=True)
-        sys.exit(1 if self.failed else 0)
 
 
 class Tmpfs:
@@ -291,14 +151,3 @@ class Tmpfs:
     def __exit__(self, *a):
         self.unmount()
 
-
-def tmpdir(prefix):
-    base = os.environ.get("GT_FAULT_TMP") or tempfile.gettempdir()
-    return tempfile.mkdtemp(prefix=prefix, dir=base)
-
-
-def rmtree(d):
-    if os.environ.get("GT_KEEP_TMP"):
-        print("kept", d)
-        return
-    shutil.rmtree(d, ignore_errors=True)

@@ -21,11 +21,10 @@ import os
 import shutil
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import faultlib as fl  # noqa: E402
 
-SRC = os.environ.get("GT_SRC", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "io", "python"))
 MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "2",
          "--eval-batches", "1", "--log-every", "1"]
 
@@ -46,16 +45,14 @@ def flip_byte(path, dataset, index):
 
 
 def main():
-    bpe, train, sample = fl.require("gpt-bpe", "gpt-train", "gpt-sample")
+    bpe, train, sample = tl.require("gpt-bpe", "gpt-train", "gpt-sample")
     try:
         import h5py
-        import numpy as np
         import gpt_checkpoint as gc
     except ImportError as e:
-        print("SKIP: %s (python3-h5py, python3-numpy)" % e)
-        sys.exit(77)
-    d = fl.tmpdir("gt-checksum-")
-    ck = fl.Checks("test_checksums")
+        tl.skip("%s (python3-h5py, python3-numpy)" % e)
+    d = tl.tmpdir("gt-checksum-")
+    ck = tl.Checks("test_checksums")
     _, _, tokens = fl.make_tokens(bpe, d, 30000)
     run = os.path.join(d, "run")
     r = fl.run([train, "--data", tokens, "--out", run, "--steps", "3", "--ckpt-every", "1", *MODEL], timeout=120)
@@ -135,7 +132,7 @@ def main():
     p = os.path.join(d, "tokens-flip.h5")
     shutil.copy(tokens, p)
     flip_byte(p, "train", 1001)
-    r = fl.run(fl.mpirun(2, train, "--data", p, "--out", os.path.join(d, "run-flip"), "--steps", "2", *MODEL),
+    r = fl.run(tl.mpirun(2, train, "--data", p, "--out", os.path.join(d, "run-flip"), "--steps", "2", *MODEL),
                timeout=120)
     refused(r, "gpt-train --data (2 ranks): a flipped byte inside /train is exit 1, one message naming the file",
             p, "/train")
@@ -148,7 +145,7 @@ def main():
     flip_byte(p, "tokenizer/merges", 6)
     r = fl.run([bpe, "decode", "--vocab", p, "--ids", "1,2,3"], timeout=60)
     refused(r, "gpt-bpe: a flipped byte inside the merges of vocab.h5 is refused", p)
-    fl.rmtree(d)
+    tl.rmtree(d)
     ck.finish()
 
 

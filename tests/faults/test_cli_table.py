@@ -15,7 +15,8 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import faultlib as fl  # noqa: E402
 
 QUICK = bool(os.environ.get("GT_CLI_QUICK"))
@@ -268,7 +269,7 @@ def check_row(ck, tool_name, label, cmd, expect, fresh_outputs, timeout=60, r=No
     if expect == "USAGE":  # no command at all: the usage text, listing the commands
         ck.ok("usage" in r.err.lower() and "train" in r.err, what + ": prints the usage", r.describe())
         return
-    errors = [l for l in r.err.splitlines() if ": error:" in l]
+    errors = tl.error_lines(r.err)
     ck.ok(len(errors) == 1, what + ": exactly one error message (got %d)" % len(errors), r.describe())
     ck.ok(any(expect in l for l in errors), what + ": the message names '%s'" % expect, r.describe())
     for p in fresh_outputs:
@@ -277,11 +278,11 @@ def check_row(ck, tool_name, label, cmd, expect, fresh_outputs, timeout=60, r=No
 
 
 def main():
-    bpe, = fl.require("gpt-bpe")
-    train = fl.tool("gpt-train")
-    sample = fl.tool("gpt-sample")
-    d = fl.tmpdir("gt-cli-")
-    ck = fl.Checks("test_cli_table")
+    bpe, = tl.require("gpt-bpe")
+    train = tl.tool("gpt-train")
+    sample = tl.tool("gpt-sample")
+    d = tl.tmpdir("gt-cli-")
+    ck = tl.Checks("test_cli_table")
     fx = make_fixtures(d, bpe, train)
     counter = [0]
 
@@ -300,7 +301,7 @@ def main():
             a = fill(args, fx, counter)
             typo = any(w in label for w in ("not a number", "fractional", "is inf", "above range"))
             under_mpi = (i % 8 == 0) if QUICK else not typo
-            cmd = fl.mpirun(2, train, *a) if under_mpi else [train] + a
+            cmd = tl.mpirun(2, train, *a) if under_mpi else [train] + a
             run_dir = os.path.join(fx["dir"], "run-%d" % counter[0]) if "{run}" in args else None
             jobs.append((label, cmd, expect, under_mpi, run_dir))
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -322,7 +323,7 @@ def main():
     else:
         print("note: gpt-sample not built; its rows are not run")
 
-    fl.rmtree(d)
+    tl.rmtree(d)
     ck.finish()
 
 

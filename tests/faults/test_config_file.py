@@ -16,7 +16,8 @@ meets them: each mistake is exit 1 with ONE message naming the file or flag, pri
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import faultlib as fl  # noqa: E402
 
 TINY = ["--steps", "1", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "32",
@@ -50,10 +51,10 @@ def printed_config(out):
 
 
 def main():
-    bpe, train = fl.require("gpt-bpe", "gpt-train")
-    sample = fl.tool("gpt-sample")
-    d = fl.tmpdir("gt-config-")
-    ck = fl.Checks("test_config_file")
+    bpe, train = tl.require("gpt-bpe", "gpt-train")
+    sample = tl.tool("gpt-sample")
+    d = tl.tmpdir("gt-config-")
+    ck = tl.Checks("test_config_file")
     _, vocab, tokens = fl.make_tokens(bpe, d, 30000)
     base = ["--data", tokens, "--out", os.path.join(d, "run")]
 
@@ -150,7 +151,7 @@ def main():
             ck.ok(text2 == printed_config(first.out), "round trip %d: printed again identically" % i,
                   "first:\n%s\nagain:\n%s" % (printed_config(first.out), printed_config(again.out)))
 
-    fl.rmtree(d)
+    tl.rmtree(d)
     ck.finish()
 
 

@@ -21,7 +21,8 @@ import random
 import shutil
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import faultlib as fl  # noqa: E402
 
 TRIALS = int(os.environ.get("GT_FAULT_TRIALS", "24"))
@@ -69,7 +70,7 @@ def mutations(data, rng, n):
 class Suite:
     def __init__(self, d):
         self.d = d
-        self.ck = fl.Checks("test_corrupt_files")
+        self.ck = tl.Checks("test_corrupt_files")
         self.stats = {}
         self.gaps = []
         self.n = 0
@@ -100,7 +101,7 @@ class Suite:
                 good, detail = verify(r)
                 self.ck.ok(good, what + ": loaded, and the result is right", detail + "\n" + r.describe())
             return
-        errors = [l for l in r.err.splitlines() if ": error:" in l]
+        errors = tl.error_lines(r.err)
         if r.rc == 1:
             st["exit1"] += 1
             self.ck.ok(len(errors) == 1, what + ": exactly one error message (got %d)" % len(errors), r.describe())
@@ -127,10 +128,10 @@ class Suite:
 
 
 def main():
-    bpe, = fl.require("gpt-bpe")
-    train = fl.tool("gpt-train")
-    sample = fl.tool("gpt-sample")
-    d = fl.tmpdir("gt-corrupt-")
+    bpe, = tl.require("gpt-bpe")
+    train = tl.tool("gpt-train")
+    sample = tl.tool("gpt-sample")
+    d = tl.tmpdir("gt-corrupt-")
     S = Suite(d)
     rng = random.Random(SEED)
     corpus, vocab, tokens = fl.make_tokens(bpe, d, 20000, ("--special", "<|endoftext|>"))
@@ -240,7 +241,7 @@ def main():
             os.remove(p)
 
     S.report()
-    fl.rmtree(d)
+    tl.rmtree(d)
     S.ck.finish()
 
 

@@ -28,7 +28,8 @@ import shutil
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import faultlib as fl  # noqa: E402
 
 TRIALS = int(os.environ.get("GT_CRASH_TRIALS", "20"))
@@ -114,17 +115,17 @@ def wait_for_moment(p, run, kind, rng, budget):
 
 
 def main():
-    bpe, train = fl.require("gpt-bpe", "gpt-train")
-    sample = fl.tool("gpt-sample")
-    d = fl.tmpdir("gt-crash-")
-    ck = fl.Checks("test_crash_resume")
+    bpe, train = tl.require("gpt-bpe", "gpt-train")
+    sample = tl.tool("gpt-sample")
+    d = tl.tmpdir("gt-crash-")
+    ck = tl.Checks("test_crash_resume")
     rng = random.Random(SEED)
     _, _, tokens = fl.make_tokens(bpe, d, 60000)
 
     # The uninterrupted run everything is compared with.
     ref_run = os.path.join(d, "reference")
     t0 = time.time()
-    r = fl.run(fl.mpirun(NP, train, "--data", tokens, "--out", ref_run, *ARGS), timeout=300)
+    r = fl.run(tl.mpirun(NP, train, "--data", tokens, "--out", ref_run, *ARGS), timeout=300)
     ref_secs = time.time() - t0
     if r.rc != 0:
         print("reference run failed\n" + r.describe())
@@ -145,7 +146,7 @@ def main():
             # A kill between the first checkpoint's rename and the first write of RUN/latest
             # leaves a checkpoint without latest: gpt-train then asks for --resume, as a user would give.
             has_latest = os.path.exists(os.path.join(run, "latest")) or bool(glob.glob(os.path.join(run, "ckpt-*.h5")))
-            cmd = fl.mpirun(NP, train, "--data", tokens, "--out", run, *ARGS) + (["--resume"] if has_latest else [])
+            cmd = tl.mpirun(NP, train, "--data", tokens, "--out", run, *ARGS) + (["--resume"] if has_latest else [])
             log = os.path.join(d, "log-%d-%d.txt" % (trial, k))
             if k == n_kills:  # the last one runs to the end
                 r = fl.run(cmd, timeout=300)
@@ -161,7 +162,7 @@ def main():
             wait_for_moment(p, run, kind, rng, ref_secs)
             if p.poll() is not None:
                 tally["finished_before_kill"] += 1
-            fl.kill_group(p)
+            tl.kill_group(p)
             p.wait()
             tally["kills"] += 1
             if glob.glob(os.path.join(run, "*.tmp*")):
@@ -219,7 +220,7 @@ def main():
           "(killed mid-write): %(tmp_left)d, between a rename and RUN/latest: %(latest_behind)d, run already "
           "over: %(finished_before_kill)d" % tally)
     ck.ok(tally["tmp_left"] > 0 or TRIALS < 6, "some kills landed in the middle of a checkpoint write", str(tally))
-    fl.rmtree(d)
+    tl.rmtree(d)
     ck.finish()
 
 

@@ -34,7 +34,8 @@ import threading
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import faultlib as fl  # noqa: E402
 
 def h5():
@@ -181,7 +182,7 @@ def check_run(ck, what, r, run, ref_tokens, named):
 
 def trainer_full_disk(ck, d, train, corpus):
     ref = os.path.join(d, "ref-run")
-    r = fl.run(fl.mpirun(2, train, "--data", corpus, "--out", ref, *TRAIN), timeout=120)
+    r = fl.run(tl.mpirun(2, train, "--data", corpus, "--out", ref, *TRAIN), timeout=120)
     if not ck.ok(r.rc == 0, "trainer: the reference run completes", r.describe()):
         return
     ref_tokens = h5_content(os.path.join(ref, "tokens.h5"))
@@ -200,7 +201,7 @@ def trainer_full_disk(ck, d, train, corpus):
                     print("SKIP trainer full disk: cannot mount a tmpfs here (%s)" % fs.why)
                     return
                 run = os.path.join(fs.path, "run")
-                r = fl.run(fl.mpirun(2, train, "--data", corpus, "--out", run, *args), timeout=120)
+                r = fl.run(tl.mpirun(2, train, "--data", corpus, "--out", run, *args), timeout=120)
                 check_run(ck, "gpt-train (2 ranks, text mode) on a %d KiB tmpfs" % kb, r, run, ref_tokens, named)
                 results.append("%dk:%s" % (kb, r.rc))
         print("trainer full disk: %s" % " ".join(results), flush=True)
@@ -236,23 +237,23 @@ def trainer_failing_call(ck, d, train, corpus, lib):
 def trainer_files(ck, d, train, corpus, tokens):
     # an early error (here: the data file does not exist) leaves no empty RUN behind
     run = os.path.join(d, "new", "run")
-    r = fl.run(fl.mpirun(2, train, "--data", os.path.join(d, "missing.txt"), "--out", run, *TRAIN), timeout=60)
+    r = fl.run(tl.mpirun(2, train, "--data", os.path.join(d, "missing.txt"), "--out", run, *TRAIN), timeout=60)
     ck.ok(r.rc == 1 and not os.path.exists(os.path.join(d, "new")),
           "gpt-train: an early error removes the empty RUN (and the parent) it created", r.describe())
     # ... but never a RUN that existed before it
     os.makedirs(run)
-    r = fl.run(fl.mpirun(2, train, "--data", os.path.join(d, "missing.txt"), "--out", run, *TRAIN), timeout=60)
+    r = fl.run(tl.mpirun(2, train, "--data", os.path.join(d, "missing.txt"), "--out", run, *TRAIN), timeout=60)
     ck.ok(r.rc == 1 and os.path.isdir(run), "gpt-train: an early error keeps a RUN it did not create", r.describe())
     for name in ("metrics.csv", "train.log"):
         run = os.path.join(d, "dir-" + name)
         os.makedirs(os.path.join(run, name))
-        r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, *TRAIN), timeout=60)
+        r = fl.run(tl.mpirun(2, train, "--data", tokens, "--out", run, *TRAIN), timeout=60)
         errs = r.error_lines()
         ck.ok(r.rc == 1 and len(errs) == 1 and name in errs[0] and "is a directory" in errs[0] and "full" not in errs[0],
               "gpt-train: a directory named RUN/%s is exit 1 saying so, not a full disk" % name, r.describe())
     # attention.h5 held open for writing by another program: --resume names the lock
     run = os.path.join(d, "locked")
-    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, *TRAIN), timeout=120)
+    r = fl.run(tl.mpirun(2, train, "--data", tokens, "--out", run, *TRAIN), timeout=120)
     held, done = threading.Event(), threading.Event()
 
     def hold():
@@ -262,7 +263,7 @@ def trainer_files(ck, d, train, corpus, tokens):
     t = threading.Thread(target=hold)
     t.start()
     held.wait(30)
-    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--resume", "--steps", "8"), timeout=60)
+    r = fl.run(tl.mpirun(2, train, "--data", tokens, "--out", run, "--resume", "--steps", "8"), timeout=60)
     done.set()
     t.join()
     errs = r.error_lines()
@@ -302,10 +303,10 @@ def failing_call(ck, d, tools, lib):
 
 
 def main():
-    bpe, sample, train = fl.require("gpt-bpe", "gpt-sample", "gpt-train")
-    lib = os.path.join(fl.BUILD, "libgt_failwrite.so")
-    d = fl.tmpdir("gt-io-")
-    ck = fl.Checks("test_io_faults")
+    bpe, sample, train = tl.require("gpt-bpe", "gpt-sample", "gpt-train")
+    lib = os.path.join(tl.BUILD, "libgt_failwrite.so")
+    d = tl.tmpdir("gt-io-")
+    ck = tl.Checks("test_io_faults")
     corpus, vocab, tokens = fl.make_tokens(bpe, d, 60000)
     run = fl.make_checkpoint(train, tokens, os.path.join(d, "run"))
     tools = [

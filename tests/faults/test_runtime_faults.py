@@ -24,16 +24,15 @@ exploding   a huge but finite loss: injected at step k (GT_FAULT_EXPLODE_STEP=k 
             the run skips it and finishes. A real divergence (--lr 5, no clipping) is caught the
             same way; with --skip-bad-steps it gives up after 20 bad steps in a row, saying why.
 """
-import math
 import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import faultlib as fl  # noqa: E402
 
 MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "2",
@@ -60,7 +59,7 @@ def full_disk(ck, d, train, tokens):
             print("SKIP full disk: cannot mount a tmpfs here (%s)" % fs.why)
             return
         run = os.path.join(fs.path, "run")
-        r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", "5", "--ckpt-every", "1",
+        r = fl.run(tl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", "5", "--ckpt-every", "1",
                              "--keep-ckpts", "3", *MODEL), timeout=120)
         what = "full disk at a checkpoint"
         ck.ok(not r.crashed(), what + ": no crash, no hang", r.describe())
@@ -82,7 +81,7 @@ def full_disk(ck, d, train, tokens):
         # With space again (a bigger tmpfs holds the same run), --resume finishes the run.
         keep = os.path.join(d, "saved-run")
         shutil.copytree(run, keep)
-    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", keep, "--steps", "5", "--ckpt-every", "1",
+    r = fl.run(tl.mpirun(2, train, "--data", tokens, "--out", keep, "--steps", "5", "--ckpt-every", "1",
                          "--keep-ckpts", "3", "--resume", *MODEL), timeout=120)
     ck.ok(r.rc == 0 and latest_of(keep) == "ckpt-00000005.h5", "full disk: --resume finishes once there is space",
           r.describe())
@@ -92,7 +91,7 @@ def full_disk(ck, d, train, tokens):
         if not fs.mounted:
             return
         run = os.path.join(fs.path, "run")
-        r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", "300", "--ckpt-every", "1000",
+        r = fl.run(tl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", "300", "--ckpt-every", "1000",
                              "--attn-every", "1", "--n-layer", "2", "--n-head", "4", "--n-embd", "16",
                              "--block-size", "32", "--batch-size", "2", "--eval-batches", "1", "--log-every", "50"),
                    timeout=120)
@@ -115,7 +114,7 @@ def full_disk(ck, d, train, tokens):
 
 def rank_pids(sid):
     ranks = {}
-    for pid in fl.session_pids(sid):
+    for pid in tl.session_pids(sid):
         try:
             with open("/proc/%d/environ" % pid, "rb") as f:
                 env = f.read().split(b"\0")
@@ -130,7 +129,7 @@ def rank_pids(sid):
 def dead_rank(ck, d, train, tokens):
     run = os.path.join(d, "dead")
     log = os.path.join(d, "dead.log")
-    p = fl.spawn(fl.mpirun(4, train, "--data", tokens, "--out", run, "--steps", "1000000", "--ckpt-every", "200",
+    p = fl.spawn(tl.mpirun(4, train, "--data", tokens, "--out", run, "--steps", "1000000", "--ckpt-every", "200",
                            *MODEL[:-4], "--log-every", "100"), log)
     what = "dead rank (SIGKILL to rank 2 of 4)"
     deadline = time.time() + 60
@@ -139,17 +138,17 @@ def dead_rank(ck, d, train, tokens):
     ranks = rank_pids(p.pid)
     if not ck.ok(p.poll() is None and len(ranks) == 4, what + ": training running on 4 ranks",
                  "ranks %s, rc %s" % (ranks, p.poll())):
-        fl.kill_group(p)
+        tl.kill_group(p)
         return
     time.sleep(0.3)
     t0 = time.time()
     os.kill(ranks[2], signal.SIGKILL)
-    while time.time() - t0 < 30 and fl.session_pids(p.pid):
+    while time.time() - t0 < 30 and tl.session_pids(p.pid):
         time.sleep(0.05)
     secs = time.time() - t0
-    left = fl.session_pids(p.pid)
+    left = tl.session_pids(p.pid)
     ck.ok(not left, what + ": every process gone within 30 s (took %.1f s)" % secs, "still alive: %s" % left)
-    fl.kill_group(p)
+    tl.kill_group(p)
     with open(log, errors="replace") as f:
         out = f.read()
     ck.ok(p.returncode != 0, what + ": mpirun exits non-zero", "rc %s" % p.returncode)
@@ -160,7 +159,7 @@ def dead_rank(ck, d, train, tokens):
     print("dead rank: all processes gone %.1f s after the kill" % secs)
 
     t0 = time.time()
-    r = fl.run(fl.mpirun(4, train, "--data", tokens, "--out", os.path.join(d, "norank"), "--steps", "5", *MODEL),
+    r = fl.run(tl.mpirun(4, train, "--data", tokens, "--out", os.path.join(d, "norank"), "--steps", "5", *MODEL),
                timeout=30, extra_env={"GT_FAULT_OPEN_RANK": "3"})
     what = "rank 3 cannot open its data file"
     ck.ok(not r.timed_out and time.time() - t0 < 30, what + ": every rank exits within 30 s", r.describe())
@@ -174,7 +173,7 @@ def stopped_at_bad_step(ck, d, train, tokens, name, k, steps, env, needle):
     crash, one message naming step k, `needle` and the last good checkpoint, which stays
     RUN/latest, with nothing saved from step k on. Returns the message."""
     run = os.path.join(d, name)
-    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", str(steps), "--ckpt-every", "1", *MODEL),
+    r = fl.run(tl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", str(steps), "--ckpt-every", "1", *MODEL),
                timeout=120, extra_env=env)
     what = "%s at step %d" % (needle, k)
     ck.ok(not r.crashed(), what + ": no crash, no hang", r.describe())
@@ -199,7 +198,7 @@ def nan_step(ck, d, train, tokens):
 
     # In a block: GT_FAULT_NAN_LAYER=l poisons block l's attention weight gradient.
     run3 = os.path.join(d, "nan-layer")
-    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run3, "--steps", "4", "--ckpt-every", "1",
+    r = fl.run(tl.mpirun(2, train, "--data", tokens, "--out", run3, "--steps", "4", "--ckpt-every", "1",
                          *(MODEL[:1] + ["2"] + MODEL[2:])), timeout=120,
                extra_env={"GT_FAULT_NAN_STEP": "2", "GT_FAULT_NAN_LAYER": "1"})
     errs = r.error_lines()
@@ -208,7 +207,7 @@ def nan_step(ck, d, train, tokens):
           "NaN gradient in block 1 at step 2: the message names the step, the layer and the tensor", r.describe())
 
     run2 = os.path.join(d, "nan-skip")
-    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run2, "--steps", "6", "--ckpt-every", "3",
+    r = fl.run(tl.mpirun(2, train, "--data", tokens, "--out", run2, "--steps", "6", "--ckpt-every", "3",
                          "--skip-bad-steps", *MODEL), timeout=120, extra_env={"GT_FAULT_NAN_STEP": str(k)})
     what = "NaN gradient at step %d with --skip-bad-steps" % k
     ck.ok(r.rc == 0, what + ": the run finishes", r.describe())
@@ -235,12 +234,12 @@ def exploding_loss(ck, d, train, tokens):
     ck.ok("largest gradient: transformer." in msg, what + ": the message names the tensor with the largest gradient",
           msg)
     # --resume then goes on past the (one-off) spike: the injection is not repeated
-    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run, "--resume"), timeout=120)
+    r = fl.run(tl.mpirun(2, train, "--data", tokens, "--out", run, "--resume"), timeout=120)
     ck.ok(r.rc == 0 and fl.ckpt_step(os.path.join(run, "ckpt-00000016.h5")) == 16,
           what + ": --resume from the kept checkpoint finishes", r.describe())
 
     run2 = os.path.join(d, "explode-skip")
-    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run2, "--steps", "16", "--skip-bad-steps", *MODEL),
+    r = fl.run(tl.mpirun(2, train, "--data", tokens, "--out", run2, "--steps", "16", "--skip-bad-steps", *MODEL),
                timeout=120, extra_env={"GT_FAULT_EXPLODE_STEP": str(k)})
     what = "exploding loss at step %d with --skip-bad-steps" % k
     ck.ok(r.rc == 0, what + ": the run finishes", r.describe())
@@ -252,13 +251,13 @@ def exploding_loss(ck, d, train, tokens):
     # A real divergence, no injection: a learning rate far too high and no clipping.
     wild = ["--lr", "5", "--grad-clip", "0", "--warmup", "0", "--lr-schedule", "constant"]
     run3 = os.path.join(d, "diverge")
-    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run3, "--steps", "60", *wild, *MODEL), timeout=120)
+    r = fl.run(tl.mpirun(2, train, "--data", tokens, "--out", run3, "--steps", "60", *wild, *MODEL), timeout=120)
     errs = r.error_lines()
     ck.ok(r.rc == 2 and len(errs) == 1 and "exploding" in errs[0] and "--lr" in errs[0],
           "a real divergence (--lr 5): exit 2, one message saying the loss is exploding and suggesting a lower --lr",
           r.describe())
     run4 = os.path.join(d, "diverge-skip")
-    r = fl.run(fl.mpirun(2, train, "--data", tokens, "--out", run4, "--steps", "60", "--skip-bad-steps", *wild,
+    r = fl.run(tl.mpirun(2, train, "--data", tokens, "--out", run4, "--steps", "60", "--skip-bad-steps", *wild,
                          *MODEL), timeout=120)
     errs = r.error_lines()
     ck.ok(r.rc == 2 and len(errs) == 1 and "21 bad steps in a row" in errs[0],
@@ -267,15 +266,15 @@ def exploding_loss(ck, d, train, tokens):
 
 
 def main():
-    bpe, train = fl.require("gpt-bpe", "gpt-train")
-    d = fl.tmpdir("gt-runtime-")
-    ck = fl.Checks("test_runtime_faults")
+    bpe, train = tl.require("gpt-bpe", "gpt-train")
+    d = tl.tmpdir("gt-runtime-")
+    ck = tl.Checks("test_runtime_faults")
     _, _, tokens = fl.make_tokens(bpe, d, 40000)
     for part in (full_disk, dead_rank, nan_step, exploding_loss):
         t0 = time.time()
         part(ck, d, train, tokens)
         print("%s: %.1f s" % (part.__name__, time.time() - t0), flush=True)
-    fl.rmtree(d)
+    tl.rmtree(d)
     ck.finish()
 
 

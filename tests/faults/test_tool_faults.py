@@ -29,7 +29,8 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import faultlib as fl  # noqa: E402
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -97,7 +98,7 @@ def stop_at(cmd, phase, sig, timeout=60):
     try:
         p.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        fl.kill_group(p)
+        tl.kill_group(p)
     return p, reached
 
 
@@ -278,9 +279,9 @@ def sample_faults(ck, d, sample, run):
 
 
 def main():
-    bpe, sample, train = fl.require("gpt-bpe", "gpt-sample", "gpt-train")
-    d = fl.tmpdir("gt-tools-")
-    ck = fl.Checks("test_tool_faults")
+    bpe, sample, train = tl.require("gpt-bpe", "gpt-sample", "gpt-train")
+    d = tl.tmpdir("gt-tools-")
+    ck = tl.Checks("test_tool_faults")
     corpus, vocab, tokens = fl.make_tokens(bpe, d, 60000)
     run = fl.make_checkpoint(train, tokens, os.path.join(d, "run"))
     fl.run_parts(ck, d, ((not_a_file, (ck, d, bpe, corpus, vocab, tokens)),

@@ -3,8 +3,10 @@
 get right. Deterministic (seeded), repetitive enough that BPE has pairs to merge."""
 import os
 import random
+import sys
 
-SHARED = os.path.join(os.environ.get("GT_SRC", os.path.join(os.path.dirname(__file__), "..", "..")), "..", "shared", "data")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 
 WORDS = {
     "accents": "café naïve résumé façade über Straße Ærø señor años coöperate élève "
@@ -57,10 +59,10 @@ def corpora(small=False):
         ["accents", "cyrillic", "cjk", "emoji", "digits", "spaces", "crlf", "fuzz"])}
     texts["short"] = "Hi there, hi."  # far fewer pairs than any vocabulary needs
     texts["one_char"] = "a"
-    ts = os.path.join(SHARED, "taylorswift.txt")
-    if os.path.exists(ts):
+    ts = tl.shared_data("taylorswift.txt")
+    if ts:
         texts["taylorswift"] = open(ts, encoding="utf-8").read()
-    sh = os.path.join(SHARED, "tinyshakespeare.txt")
-    if os.path.exists(sh):
+    sh = tl.shared_data("tinyshakespeare.txt")
+    if sh:
         texts["shakespeare200k"] = open(sh, encoding="utf-8").read()[:200000]
     return texts

@@ -3,26 +3,21 @@
 says what is wrong, prints no HDF5 error stack, and leaves no output (nor temporary) file."""
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 
 import h5py
 import numpy as np
 
-BUILD = os.environ.get("GT_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
-BPE = os.path.join(BUILD, "gpt-bpe")
-failures = []
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL:", msg, flush=True)
+BPE = os.path.join(tl.BUILD, "gpt-bpe")
+ck = tl.Checks("test_bpe_errors")
+check = ck.ok
 
 
 def run(*args):
-    return subprocess.run([BPE, *args], capture_output=True)
+    return tl.run([BPE, *args])
 
 
 def expect_error(args, needles, out=None, status=1):
@@ -30,9 +25,9 @@ def expect_error(args, needles, out=None, status=1):
     tmpdir = os.path.dirname(out) if out else None
     before = set(os.listdir(tmpdir)) if tmpdir and os.path.isdir(tmpdir) else set()
     r = run(*args)
-    err = r.stderr.decode(errors="replace")
+    err = r.err
     what = " ".join(args)
-    check(r.returncode == status, "%s: exit %d, expected %d (%s)" % (what, r.returncode, status, err.strip()))
+    check(r.rc == status, "%s: exit %s, expected %d (%s)" % (what, r.rc, status, err.strip()))
     lines = [l for l in err.splitlines() if l.strip()]
     check(len([l for l in lines if "error:" in l]) == 1 and len(lines) <= 2,
           "%s: expected one error message, got %r" % (what, err))
@@ -50,7 +45,7 @@ KEEP = set()
 
 
 def main():
-    tmp = tempfile.mkdtemp()
+    tmp = tl.tmpdir("bpe_errors_")
     try:
         T = lambda name: os.path.join(tmp, name)  # noqa: E731
         text = ("The quick brown fox jumps over the lazy dog. " * 50 + "\n") * 20
@@ -112,18 +107,18 @@ def main():
         expect_error(["train", "--input", T("ok.txt"), "--out", T("nodir/v.h5")], ["--out", "does not exist"], T("nodir/v.h5"))
         expect_error(["train", "--input", T("ok.txt"), "--out", T("adir")], ["--out", "is a directory"])
         r = run("train", *ok, "--vocab-size", "300", "--quiet")
-        check(r.returncode == 0 and os.path.exists(out), "train on good input failed: %s" % r.stderr.decode())
+        check(r.rc == 0 and os.path.exists(out), "train on good input failed: %s" % r.err)
         KEEP.add(out)
         mtime = os.path.getmtime(out)
         expect_error(["train", *ok], ["--out", "exists", "--force"], out)
         check(os.path.getmtime(out) == mtime, "an existing --out was touched without --force")
         r = run("train", *ok, "--vocab-size", "300", "--quiet", "--force")
-        check(r.returncode == 0, "--force did not overwrite")
+        check(r.rc == 0, "--force did not overwrite")
         # too little text is a note, not an error
         with open(T("tiny.txt"), "w") as f:
             f.write("abab")
         r = run("train", "--input", T("tiny.txt"), "--out", T("tiny.h5"), "--vocab-size", "5000")
-        check(r.returncode == 0 and b"note:" in r.stderr and b"vocab_size 257" in r.stderr,
+        check(r.rc == 0 and b"note:" in r.stderr and b"vocab_size 257" in r.stderr,
               "short text: expected a note and vocab_size 257, got %r" % r.stderr)
 
         # ---- encode
@@ -204,7 +199,7 @@ def main():
         expect_error(["encode", "--vocab", out, "--input", T("ok.txt")], ["--out", "required"])
         expect_error([*enc, "--pattern", "gpt2"], ["unknown option", "--pattern"], tok)
         r = run(*enc, "--quiet")
-        check(r.returncode == 0, "encode on good input failed: %s" % r.stderr.decode())
+        check(r.rc == 0, "encode on good input failed: %s" % r.err)
         KEEP.add(tok)
         expect_error(enc, ["--out", "exists", "--force"], tok)
 
@@ -227,10 +222,7 @@ def main():
         expect_error(["decode", "--vocab", out, "--tokens", T("tbad.h5")], ["tbad.h5", "/train[7]", "65000"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print("%d failure(s)" % len(failures))
-        sys.exit(1)
-    print("all ok")
+    ck.finish()
 
 
 if __name__ == "__main__":

@@ -6,32 +6,23 @@ import hashlib
 import os
 import random
 import shutil
-import subprocess
 import sys
-import tempfile
 
 import h5py
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import bpe_corpora  # noqa: E402
 import bpe_ref  # noqa: E402
 
-BUILD = os.environ.get("GT_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
-BPE = os.path.join(BUILD, "gpt-bpe")
-failures = []
-
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL:", msg, flush=True)
+BPE = os.path.join(tl.BUILD, "gpt-bpe")
+ck = tl.Checks("test_bpe_misc")
+check = ck.ok
 
 
 def run(*args, env=None):
-    e = dict(os.environ)
-    e.update(env or {})
-    return subprocess.run([BPE, *args], capture_output=True, env=e)
+    return tl.run([BPE, *args], extra_env=env)
 
 
 def ids_of(path):
@@ -40,7 +31,7 @@ def ids_of(path):
 
 
 def main():
-    tmp = tempfile.mkdtemp()
+    tmp = tl.tmpdir("bpe_misc_")
     T = lambda name: os.path.join(tmp, name)  # noqa: E731
     try:
         # ---- usage
@@ -51,8 +42,8 @@ def main():
                            ("decode", ["--vocab", "--tokens", "--split", "--ids"])):
             r = run(cmd, "--help")
             out = r.stdout.decode()
-            check(r.returncode == 0 and all(f in out for f in flags), "%s --help lacks a flag: %s" % (cmd, out))
-        check(run("--help").returncode == 0 and run().returncode == 1, "gpt-bpe --help / no arguments")
+            check(r.rc == 0 and all(f in out for f in flags), "%s --help lacks a flag: %s" % (cmd, out))
+        check(run("--help").rc == 0 and run().rc == 1, "gpt-bpe --help / no arguments")
 
         # ---- corpus and vocabulary
         texts = bpe_corpora.corpora(small=True)
@@ -63,7 +54,7 @@ def main():
         with open(T("c.txt"), "wb") as f:
             f.write(raw)
         r = run("train", "--input", T("c.txt"), "--out", T("v.h5"), "--vocab-size", "800", "--quiet", "--special", "<|eot|>")
-        check(r.returncode == 0, "train: %s" % r.stderr.decode())
+        check(r.rc == 0, "train: %s" % r.err)
         with h5py.File(T("v.h5"), "r") as f:
             merges = [tuple(int(x) for x in m) for m in f["tokenizer/merges"][()]]
 
@@ -77,7 +68,7 @@ def main():
                 r = run("encode", "--vocab", T("v.h5"), "--input", T("s.txt"), "--out", T("s.h5"), "--force", "--quiet", env=env)
                 with h5py.File(T("s.h5"), "r") as f:
                     sha = f["train"].attrs["source_sha256"]
-                check(r.returncode == 0 and sha == hashlib.sha256(data).hexdigest(), "sha256 of %d bytes %s" % (n, env))
+                check(r.rc == 0 and sha == hashlib.sha256(data).hexdigest(), "sha256 of %d bytes %s" % (n, env))
 
         # ---- streaming: 70001-byte blocks give exactly the ids of one block
         r1 = run("encode", "--vocab", T("v.h5"), "--input", T("c.txt"), "--out", T("t1.h5"), "--quiet")
@@ -85,7 +76,7 @@ def main():
                  env={"GT_BPE_BLOCK": "70001"})
         r3 = run("encode", "--vocab", T("v.h5"), "--input", T("c.txt"), "--out", T("t3.h5"), "--quiet", "--threads", "2",
                  env={"GT_BPE_BLOCK": "150001"})
-        check(r1.returncode == r2.returncode == r3.returncode == 0, "encode failed")
+        check(r1.rc == r2.rc == r3.rc == 0, "encode failed")
         a, dt = ids_of(T("t1.h5"))
         check(np.array_equal(a, ids_of(T("t2.h5"))[0]), "streamed encoding differs")
         check(np.array_equal(a, ids_of(T("t3.h5"))[0]), "streamed encoding with 2 threads differs")
@@ -99,8 +90,8 @@ def main():
             f.write(broken)
         r = run("encode", "--vocab", T("v.h5"), "--input", T("broken.txt"), "--out", T("tb.h5"), env={"GT_BPE_BLOCK": "70001"})
         line = broken[:bad_at].count(b"\n") + 1
-        err = r.stderr.decode()
-        check(r.returncode == 1 and "byte offset %d " % bad_at in err and "line %d," % line in err,
+        err = r.err
+        check(r.rc == 1 and "byte offset %d " % bad_at in err and "line %d," % line in err,
               "invalid UTF-8 after several blocks: %r (expected offset %d line %d)" % (err, bad_at, line))
         check(not os.path.exists(T("tb.h5")), "output written despite invalid input")
 
@@ -114,7 +105,7 @@ def main():
         for block in ("7", "16777216"):
             r = run("encode", "--vocab", T("v.h5"), "--input", T("bad.txt"), "--out", T("tr.h5"), "--force", "--quiet",
                     "--replace-invalid", env={"GT_BPE_BLOCK": block})
-            check(r.returncode == 0 and ("replaced %d invalid" % n_repl) in r.stderr.decode(),
+            check(r.rc == 0 and ("replaced %d invalid" % n_repl) in r.err,
                   "--replace-invalid (block %s): %r, expected %d replacements" % (block, r.stderr, n_repl))
             d = run("decode", "--vocab", T("v.h5"), "--tokens", T("tr.h5"), "--split", "train").stdout + \
                 run("decode", "--vocab", T("v.h5"), "--tokens", T("tr.h5"), "--split", "val").stdout
@@ -123,7 +114,7 @@ def main():
                 check(f["train"].attrs["source_sha256"] == hashlib.sha256(bad).hexdigest(),
                       "sha256 is of the input as given")
         r = run("train", "--input", T("bad.txt"), "--out", T("vr.h5"), "--vocab-size", "300", "--replace-invalid")
-        check(r.returncode == 0 and ("replaced %d invalid" % n_repl) in r.stderr.decode(), "train --replace-invalid")
+        check(r.rc == 0 and ("replaced %d invalid" % n_repl) in r.err, "train --replace-invalid")
         with h5py.File(T("vr.h5"), "r") as f:
             m = [tuple(int(x) for x in mm) for mm in f["tokenizer/merges"][()]]
         check(m == bpe_ref.train(fixed, 300), "train --replace-invalid merges differ from the reference")
@@ -132,7 +123,7 @@ def main():
         tb = bpe_ref.token_bytes(merges, ["<|eot|>"])
         ids = [0, 65, 10, 195, 255, 256, 300, len(tb) - 1, 65]
         r = run("decode", "--vocab", T("v.h5"), "--ids", ",".join(map(str, ids)))
-        check(r.returncode == 0 and r.stdout == b"".join(tb[i] for i in ids), "decode --ids")
+        check(r.rc == 0 and r.stdout == b"".join(tb[i] for i in ids), "decode --ids")
 
         # ---- vocabularies above 65536 ids: uint32 token files
         rng = random.Random(11)
@@ -141,22 +132,19 @@ def main():
         with open(T("w.txt"), "w") as f:
             f.write(big)
         r = run("train", "--input", T("w.txt"), "--out", T("vb.h5"), "--vocab-size", "70000", "--quiet")
-        check(r.returncode == 0, "train 70000: %s" % r.stderr.decode())
+        check(r.rc == 0, "train 70000: %s" % r.err)
         with h5py.File(T("vb.h5"), "r") as f:
             V = int(f["tokenizer"].attrs["vocab_size"])
         check(V > 65536, "text too small for a vocabulary above 65536 (got %d)" % V)
         r = run("encode", "--vocab", T("vb.h5"), "--input", T("w.txt"), "--out", T("tw.h5"), "--quiet")
         a, dt = ids_of(T("tw.h5"))
-        check(r.returncode == 0 and dt == np.uint32 and a.max() >= 65536, "uint32 ids for V=%d (%s, max %d)" % (V, dt, a.max()))
+        check(r.rc == 0 and dt == np.uint32 and a.max() >= 65536, "uint32 ids for V=%d (%s, max %d)" % (V, dt, a.max()))
         d = run("decode", "--vocab", T("vb.h5"), "--tokens", T("tw.h5")).stdout + \
             run("decode", "--vocab", T("vb.h5"), "--tokens", T("tw.h5"), "--split", "val").stdout
         check(d == big.encode(), "uint32 round trip")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print("%d failure(s)" % len(failures))
-        sys.exit(1)
-    print("all ok")
+    ck.finish()
 
 
 if __name__ == "__main__":

@@ -8,38 +8,26 @@ and every built-in pattern:
 Usage: test_bpe_ref.py [quick|full]   (quick: smaller texts, fewer pattern combinations)"""
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 
 import h5py
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import bpe_corpora  # noqa: E402
 import bpe_ref  # noqa: E402
 
-BUILD = os.environ.get("GT_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
-BPE = os.path.join(BUILD, "gpt-bpe")
-SPLIT = os.path.join(BUILD, "test_bpe_split")
-failures = []
-
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL:", msg, flush=True)
-
-
-def run(args, env_extra=None, **kw):
-    env = dict(os.environ)
-    env.update(env_extra or {})
-    return subprocess.run(args, capture_output=True, env=env, **kw)
+BPE = os.path.join(tl.BUILD, "gpt-bpe")
+SPLIT = os.path.join(tl.BUILD, "test_bpe_split")
+ck = tl.Checks("test_bpe_ref")
+check = ck.ok
+run = tl.run
 
 
 def c_split(pattern, path, extra=(), env=None):
-    r = run([SPLIT, pattern, path, *extra], env)
-    assert r.returncode == 0, r.stderr.decode()
+    r = tl.run_ok([SPLIT, pattern, path, *extra], extra_env=env)
     out = []
     for line in r.stdout.decode().splitlines():
         kind, v = line.split(" ", 1)
@@ -108,8 +96,8 @@ def one_corpus(name, text, pattern, vocab_size, tmp, specials=(), threads=1):
     sp_flags = [a for s in specials for a in ("--special", s)]
     r = run([BPE, "train", "--input", path, "--out", vocab, "--vocab-size", str(vocab_size), "--pattern", pattern,
              "--threads", str(threads), "--force", "--quiet", *sp_flags])
-    if r.returncode != 0:
-        check(False, "%s: gpt-bpe train failed: %s" % (tag, r.stderr.decode()))
+    if r.rc != 0:
+        check(False, "%s: gpt-bpe train failed: %s" % (tag, r.err))
         return
     ref_merges = bpe_ref.train(text, vocab_size, pattern, specials)
     merges, _ = vocab_merges(vocab)
@@ -119,8 +107,8 @@ def one_corpus(name, text, pattern, vocab_size, tmp, specials=(), threads=1):
     tokens = os.path.join(tmp, "t.h5")
     r = run([BPE, "encode", "--vocab", vocab, "--input", path, "--out", tokens, "--val-fraction", "0.25",
              "--threads", str(threads), "--force", "--quiet"])
-    if r.returncode != 0:
-        check(False, "%s: gpt-bpe encode failed: %s" % (tag, r.stderr.decode()))
+    if r.rc != 0:
+        check(False, "%s: gpt-bpe encode failed: %s" % (tag, r.err))
         return
     ref_ids = bpe_ref.encode(text, ref_merges, pattern, specials)
     with h5py.File(tokens, "r") as f:
@@ -206,10 +194,7 @@ def main():
         for pat in (r"\d+", r"[a-z]*", r"(?<=a)b|\s"):
             one_corpus("custom", texts["fuzz"][:5000], pat, 400, tmp)
         print("ok: custom regexes", flush=True)
-    if failures:
-        print("%d failure(s)" % len(failures))
-        sys.exit(1)
-    print("all ok")
+    ck.finish()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ import glob
 import os
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "faults"))
+import testlib as tl  # noqa: E402
 import faultlib as fl  # noqa: E402
 
 MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--eval-every", "0",
@@ -51,7 +53,7 @@ def metrics(run):
 
 def train(train_bin, np_, tokens, run, *args, trace_to=None, timeout=180):
     env = {"GT_TRACE_WINDOWS": trace_to} if trace_to else None
-    return fl.run(fl.mpirun(np_, train_bin, "--data", tokens, "--out", run, *MODEL, *args), timeout=timeout,
+    return fl.run(tl.mpirun(np_, train_bin, "--data", tokens, "--out", run, *MODEL, *args), timeout=timeout,
                   extra_env=env)
 
 
@@ -147,14 +149,14 @@ def test_legacy(ck, train_bin, d, tokens):
 
 
 def main():
-    bpe, train_bin = fl.require("gpt-bpe", "gpt-train")
+    bpe, train_bin = tl.require("gpt-bpe", "gpt-train")
     parts = sys.argv[1:] or ["ranks", "batch", "legacy"]
-    d = fl.tmpdir("gt-order-")
-    ck = fl.Checks("test_data_order")
+    d = tl.tmpdir("gt-order-")
+    ck = tl.Checks("test_data_order")
     _, _, tokens = fl.make_tokens(bpe, d, 27000)
     for p in parts:
         {"ranks": test_ranks, "batch": test_batch, "legacy": test_legacy}[p](ck, train_bin, d, tokens)
-    fl.rmtree(d)
+    tl.rmtree(d)
     ck.finish()
 
 

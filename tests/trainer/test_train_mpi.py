@@ -23,47 +23,35 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import h5py
 import numpy as np
 
-SRC = os.environ.get("GT_SRC") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.environ.get("GT_BUILD") or os.path.join(SRC, "build")
-TRAIN = os.path.join(BUILD, "gpt-train")
-BPE = os.path.join(BUILD, "gpt-bpe")
-DATA = os.path.join(SRC, "..", "shared", "data", "taylorswift.txt")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1",
-           OPENBLAS_NUM_THREADS="1", GT_PROGRESS="0")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
+
+TRAIN = os.path.join(tl.BUILD, "gpt-train")
+BPE = os.path.join(tl.BUILD, "gpt-bpe")
 # A tiny model so every run takes seconds.
 TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",
         "--warmup", "4", "--lr", "3e-3", "--dropout", "0.1"]
 
-failures = []
-
-
-def check(cond, what, detail=""):
-    print(("ok   " if cond else "FAIL ") + what + ("" if cond or not detail else "\n     " + detail.replace("\n", "\n     ")))
-    if not cond:
-        failures.append(what)
-    return cond
+ck = tl.Checks("test_train_mpi", verbose=True)
+check = ck.ok
 
 
 def mpirun(np_, *args, timeout=120, env=None):
-    cmd = ["mpirun", "--oversubscribe", "-np", str(np_), TRAIN] + [str(a) for a in args]
-    t0 = time.time()
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(ENV, **(env or {})))
-        return p.returncode, p.stdout, p.stderr, time.time() - t0
-    except subprocess.TimeoutExpired as e:
-        return "timeout", e.stdout or "", e.stderr or "", time.time() - t0
+    """gpt-train under mpirun -np NP: (exit status or "timeout", stdout, stderr, seconds)."""
+    r = tl.run(tl.mpirun(np_, TRAIN, *args), timeout=timeout, extra_env=dict(GT_PROGRESS="0", **(env or {})))
+    return ("timeout" if r.timed_out else r.rc), r.out, r.err, r.secs
 
 
 def corpus(path, n_bytes=120_000):
     """The Taylor Swift text when the shared data is there, else seeded English-like text."""
-    if os.path.exists(DATA):
-        with open(DATA, "rb") as f:
+    data_file = tl.shared_data("taylorswift.txt")
+    if data_file:
+        with open(data_file, "rb") as f:
             data = f.read()[:n_bytes]
         data = data.decode("utf-8", "ignore").encode()
     else:
@@ -83,9 +71,8 @@ def corpus(path, n_bytes=120_000):
 def make_tokens(d, vocab=300, n_bytes=120_000):
     txt, voc, tok = os.path.join(d, "corpus.txt"), os.path.join(d, "vocab.h5"), os.path.join(d, "tokens.h5")
     corpus(txt, n_bytes)
-    subprocess.run([BPE, "train", "--input", txt, "--out", voc, "--vocab-size", str(vocab)], check=True,
-                   capture_output=True)
-    subprocess.run([BPE, "encode", "--vocab", voc, "--input", txt, "--out", tok], check=True, capture_output=True)
+    tl.run_ok([BPE, "train", "--input", txt, "--out", voc, "--vocab-size", vocab])
+    tl.run_ok([BPE, "encode", "--vocab", voc, "--input", txt, "--out", tok])
     return tok
 
 
@@ -105,13 +92,11 @@ def same_tensors(a, b, groups=("model", "optimizer/m", "optimizer/v")):
     return True, ""
 
 
-def latest(run):
-    with open(os.path.join(run, "latest")) as f:
-        return os.path.join(run, f.read().strip())
+latest = tl.latest
 
 
 def errors(stderr):
-    return [l for l in stderr.splitlines() if "gpt-train: error" in l]
+    return tl.error_lines(stderr, "gpt-train: error")
 
 
 # ----------------------------------------------------------------------------
@@ -192,10 +177,10 @@ def test_signals(d):
     common = ["--data", tok, "--steps", 100000, "--log-every", 1, *TINY]
     for how in ("SIGTERM to the ranks", "SIGTERM to mpirun", "SIGUSR1 to mpirun"):
         run = os.path.join(d, how.replace(" ", "_"))
-        cmd = ["mpirun", "--oversubscribe", "-np", "2", TRAIN, "--out", run] + [str(a) for a in common]
+        cmd = tl.mpirun(2, TRAIN, "--out", run, *common)
         # mpirun SIGKILLs the ranks 1 s after forwarding SIGTERM unless told to wait (README).
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=dict(ENV, OMPI_MCA_odls_base_sigkill_timeout="10"))
+                             env=tl.env(dict(GT_PROGRESS="0", OMPI_MCA_odls_base_sigkill_timeout="10")))
         t0 = time.time()
         while time.time() - t0 < 60 and not (os.path.exists(os.path.join(run, "metrics.csv"))
                                              and len(open(os.path.join(run, "metrics.csv")).readlines()) > 4):
@@ -243,8 +228,7 @@ def test_badinput(d):
         f.write(bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8)))
     # tokens.h5 whose vocabulary is smaller than its ids (vocab and tokens disagree)
     small_voc = os.path.join(d, "small_vocab.h5")
-    subprocess.run([BPE, "train", "--input", os.path.join(d, "corpus.txt"), "--out", small_voc, "--vocab-size", "260"],
-                   check=True, capture_output=True)
+    tl.run_ok([BPE, "train", "--input", os.path.join(d, "corpus.txt"), "--out", small_voc, "--vocab-size", "260"])
     mixed = os.path.join(d, "mixed.h5")
     shutil.copy(tok, mixed)
     with h5py.File(mixed, "a") as f, h5py.File(small_voc) as s:
@@ -258,8 +242,7 @@ def test_badinput(d):
     tiny_tok = os.path.join(d, "tiny_tokens.h5")
     with open(os.path.join(d, "tiny.txt"), "w") as f:
         f.write("a short text that cannot feed eight ranks. " * 30)
-    subprocess.run([BPE, "encode", "--vocab", voc, "--input", os.path.join(d, "tiny.txt"), "--out", tiny_tok],
-                   check=True, capture_output=True)
+    tl.run_ok([BPE, "encode", "--vocab", voc, "--input", os.path.join(d, "tiny.txt"), "--out", tiny_tok])
     run = lambda name: os.path.join(d, "bad_" + name)  # noqa: E731
     cases = [
         ("missing data file", 2, ["--data", os.path.join(d, "nope.h5"), "--out", run("a")], {}, r"nope\.h5.*No such file"),
@@ -368,19 +351,12 @@ TESTS = {"config": test_config, "ranks": test_ranks, "resume": test_resume, "sig
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(TESTS)
-    for tool in (TRAIN, BPE):
-        if not os.access(tool, os.X_OK):
-            print(f"SKIP: {tool} is not built")
-            sys.exit(77)
+    tl.require("gpt-train", "gpt-bpe")
     for name in names:
-        d = tempfile.mkdtemp(prefix=f"gt_train_{name}_")
+        d = tl.tmpdir(f"gt_train_{name}_")
         t0 = time.time()
         print(f"== {name}")
         TESTS[name](d)
         print(f"   {time.time() - t0:.1f} s")
-        if not os.environ.get("GT_KEEP_TMP"):
-            shutil.rmtree(d, ignore_errors=True)
-    if failures:
-        print(f"{len(failures)} check(s) failed: " + "; ".join(failures))
-        sys.exit(1)
-    print("all checks passed")
+        tl.rmtree(d)
+    ck.finish()

@@ -16,31 +16,20 @@ Skips (77) when ../shared/data/taylorswift.txt or torch is absent.
 import csv
 import math
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
-SRC = os.environ.get("GT_SRC") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.environ.get("GT_BUILD") or os.path.join(SRC, "build")
-DATA = os.path.join(SRC, "..", "shared", "data", "taylorswift.txt")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
+
 STEPS = int(os.environ.get("GT_REF_STEPS", "600"))
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1",
-           OPENBLAS_NUM_THREADS="1", GT_PROGRESS="0")
 REF = dict(block=16, layers=5, heads=4, embd=64, batch=32, dropout=0.3, lr=1e-3, min_lr=1e-4, warmup=100,
            wd=0.01, beta1=0.9, beta2=0.99, eps=1e-8, clip=1.0, seed=1337)
 
-if not os.path.exists(DATA):
-    print(f"SKIP: {DATA} is absent (the reference experiment needs taylorswift.txt)")
-    sys.exit(77)
-try:
-    import h5py
-    import numpy as np
-    import torch
-except ImportError as e:
-    print(f"SKIP: {e}")
-    sys.exit(77)
-sys.path.insert(0, os.path.join(SRC, "io", "python"))
+DATA = tl.shared_data("taylorswift.txt", skip_why="the reference experiment needs taylorswift.txt")
+h5py = tl.require_module("h5py", "python3-h5py")
+np = tl.require_module("numpy", "python3-numpy")
+torch = tl.require_module("torch", "python3-torch: the PyTorch twin is the reference")
 from nanogpt_model import GPT, GPTConfig  # noqa: E402
 from gpt_checkpoint import load_config, load_state_dict  # noqa: E402
 
@@ -101,34 +90,32 @@ def twin(init_ckpt, train, val, steps):
 
 
 def main():
-    d = tempfile.mkdtemp(prefix="gt_train_ref_")
-    bpe, train_bin = os.path.join(BUILD, "gpt-bpe"), os.path.join(BUILD, "gpt-train")
-    for b in (bpe, train_bin):
-        if not os.access(b, os.X_OK):
-            print(f"SKIP: {b} is not built")
-            sys.exit(77)
+    bpe, train_bin = tl.require("gpt-bpe", "gpt-train")
+    d = tl.tmpdir("gt_train_ref_")
+    ck = tl.Checks("test_train_reference")
     voc, tok = os.path.join(d, "vocab.h5"), os.path.join(d, "tokens.h5")
-    subprocess.run([bpe, "train", "--input", DATA, "--out", voc, "--vocab-size", "2000"], check=True, capture_output=True)
-    subprocess.run([bpe, "encode", "--vocab", voc, "--input", DATA, "--out", tok], check=True, capture_output=True)
+    tl.run_ok([bpe, "train", "--input", DATA, "--out", voc, "--vocab-size", "2000"])
+    tl.run_ok([bpe, "encode", "--vocab", voc, "--input", DATA, "--out", tok])
     with h5py.File(tok) as f:
         train, val = f["train"][()].astype(np.int64), f["val"][()].astype(np.int64)
 
-    mpirun = ["mpirun", "--oversubscribe", "-np", "2", train_bin, "--data", tok]
+    mpirun = tl.mpirun(2, train_bin, "--data", tok)
+    quiet = {"GT_PROGRESS": "0"}
     # The common starting point: one step at lr 0 leaves gpt-train's initial weights untouched.
     init = os.path.join(d, "init")
-    subprocess.run(mpirun + ["--out", init, "--steps", "1", "--lr", "0", "--min-lr", "0", "--warmup", "0",
-                             "--batch-size", "16"], check=True, capture_output=True, env=ENV)
+    tl.run_ok(mpirun + ["--out", init, "--steps", "1", "--lr", "0", "--min-lr", "0", "--warmup", "0",
+                        "--batch-size", "16"], extra_env=quiet)
     init_ckpt = os.path.join(init, "ckpt-00000001.h5")
 
     run = os.path.join(d, "run")
     t0 = time.time()
     # Everything else is the default configuration, which is the reference experiment.
-    p = subprocess.run(mpirun + ["--out", run, "--steps", str(STEPS), "--batch-size", "16", "--eval-every", "0",
-                                 "--log-every", "100"], capture_output=True, text=True, env=ENV)
+    p = tl.run(mpirun + ["--out", run, "--steps", STEPS, "--batch-size", "16", "--eval-every", "0",
+                         "--log-every", "100"], timeout=None, extra_env=quiet)
     t_c = time.time() - t0
-    if p.returncode != 0:
-        print(p.stdout[-2000:], p.stderr[-2000:])
-        print("FAIL: gpt-train exited", p.returncode)
+    if p.rc != 0:
+        print(p.out[-2000:], p.err[-2000:])
+        print("FAIL: gpt-train exited", p.rc)
         sys.exit(1)
     # It started from the same weights the twin loads: the lr-0 run used the same seed.
     with open(os.path.join(run, "metrics.csv")) as f:
@@ -146,18 +133,14 @@ def main():
     init_model.load_state_dict(load_state_dict(init_ckpt), strict=True)
     v0 = eval_loss(init_model, val, REF["block"])
 
-    fails = 0
     rel = abs(c_val - t_val) / t_val
-    ok = rel < 0.02 and c_val < v0 - 1.0
-    print(f"{'ok  ' if ok else 'FAIL'} {STEPS} steps: val loss gpt-train (2 ranks x 16) {c_val:.4f} ({t_c:.0f} s) vs PyTorch "
-          f"twin (batch 32) {t_val:.4f} ({t_t:.0f} s): {100 * rel:.2f}% apart (limit 2%); initial val loss {v0:.4f}")
-    fails += not ok
-    ok = abs(c_reported - c_val) < 1e-3 * c_val
-    print(f"{'ok  ' if ok else 'FAIL'} gpt-train's reported val loss {c_reported:.6f} equals PyTorch's eval of its "
-          f"checkpoint {c_val:.6f}")
-    fails += not ok
-    subprocess.run(["rm", "-rf", d])
-    sys.exit(1 if fails else 0)
+    print(f"{STEPS} steps: val loss gpt-train (2 ranks x 16) {c_val:.4f} ({t_c:.0f} s) vs PyTorch twin (batch 32) "
+          f"{t_val:.4f} ({t_t:.0f} s): {100 * rel:.2f}% apart (limit 2%); initial val loss {v0:.4f}")
+    ck.ok(rel < 0.02 and c_val < v0 - 1.0, "gpt-train's val loss within 2% of the PyTorch twin's, and learned")
+    ck.ok(abs(c_reported - c_val) < 1e-3 * c_val,
+          f"gpt-train's reported val loss {c_reported:.6f} equals PyTorch's eval of its checkpoint {c_val:.6f}")
+    tl.rmtree(d)
+    ck.finish()
 
 
 if __name__ == "__main__":
