@@ -21,14 +21,15 @@ about a tenth of it (the residual stream carries most of each gradient past the 
 """
 import math
 import os
-import subprocess
 import sys
 
 import h5py
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import testlib as tl  # noqa: E402
 import test_engine_torch as twin  # noqa: E402  (the fp32 twin's helpers: cases, runs, checks)
 
 U = 2.0 ** -8
@@ -40,13 +41,12 @@ def grad_bound(L):
 
 def skip_without_bf16():
     ckpt, tok, _, _ = twin.make_case("probe", 300, 16, 1, 2, 32, 1, 4, 1)
-    r = subprocess.run([twin.CHECK, "fwdbwd", "--ckpt", ckpt, "--tokens", tok, "--out",
-                        os.path.join(twin.TMP, "probe-out.h5"), "--precision", "bf16"], capture_output=True, text=True)
-    if r.returncode == 77:
-        print(f"SKIP: {r.stderr.strip()}")
-        sys.exit(77)
-    if r.returncode != 0:
-        raise RuntimeError(f"engine_check --precision bf16 failed ({r.returncode}): {r.stderr}")
+    r = tl.run([twin.CHECK, "fwdbwd", "--ckpt", ckpt, "--tokens", tok, "--out",
+                os.path.join(twin.TMP, "probe-out.h5"), "--precision", "bf16"])
+    if r.rc == tl.SKIP:
+        tl.skip(r.err.strip())
+    if r.rc != 0:
+        raise RuntimeError(f"engine_check --precision bf16 failed ({r.rc}): {r.err}")
 
 
 def fwdbwd(tag, ckpt, tok, prec, threads=1, train=True):
@@ -175,7 +175,7 @@ if __name__ == "__main__":
     test_gradients("gemm", V=300, block=160, L=2, H=2, C=32, B=2, T=150, dropout=0.2)
     test_adamw("base", V=300, block=32, L=2, H=4, C=64, B=4, T=32)
     test_adamw("gemm", V=300, block=128, L=2, H=2, C=64, B=2, T=96)
-    if twin.FAILED:
-        print(f"{len(twin.FAILED)} check(s) failed: {', '.join(twin.FAILED)}")
-        sys.exit(1)
-    print("all engine bf16 checks passed")
+    twin.ck.name = "test_engine_bf16"
+    if not twin.ck.failed:
+        tl.rmtree(twin.TMP)  # kept when a check fails, for a look
+    twin.ck.finish()
