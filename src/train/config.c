@@ -78,7 +78,8 @@ static const OptTable table = {
     "usage: mpirun -np N gpt-train --data tokens.h5|FILE.txt --out RUN [--config FILE] [--resume] [options]\n\n"
     "Trains a GPT-2 data-parallel over the MPI ranks; writes RUN/ckpt-%08d.h5, RUN/latest,\n"
     "RUN/metrics.csv, RUN/train.log (and RUN/attention.h5 with --attn-every).\n",
-    "\nA --config file holds the same names without dashes (`n_layer = 6`; `#` comments).\n"
+    "\nA --config file holds the same names without dashes (`n_layer = 6`; `#` comments; \"quoted\" values\n"
+    "with \\\\ \\\" \\n \\t \\r \\xHH escapes; docs/training.md). The configuration printed at start is one.\n"
     "Exit status: 0 done (or stopped by a signal after a checkpoint), 1 bad usage or input, 2 runtime failure.\n",
     opts, N_OPTS, groups, OPT_COUNT(groups)};
 
