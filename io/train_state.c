@@ -65,19 +65,36 @@ static int write_latest(const char *run, const char *name, GtErr *e) {
     return gt_failed(e) ? -1 : 0;
 }
 
-static int is_ckpt_name(const char *s) {
-    if (strncmp(s, "ckpt-", 5) != 0 || strlen(s) != 16 || strcmp(s + 13, ".h5") != 0) return 0;
-    for (int i = 5; i < 13; i++)
-        if (s[i] < '0' || s[i] > '9') return 0;
-    return 1;
+// The step of a checkpoint file name "ckpt-<step>.h5" (the step zero-padded to at least 8
+// digits, so wider past 99,999,999), or -1 for any other name. Checkpoints are ordered by this
+// number everywhere: past 8 digits the names no longer sort as text.
+static long long ckpt_name_step(const char *s) {
+    size_t len = strlen(s), digits = len > 8 ? len - 8 : 0;
+    if (strncmp(s, "ckpt-", 5) != 0 || len < 16 || strcmp(s + len - 3, ".h5") != 0 || digits > 18) return -1;
+    long long step = 0;
+    for (size_t i = 5; i < 5 + digits; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        step = step * 10 + (s[i] - '0');
+    }
+    return step;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+typedef struct {
+    long long step;
+    char *name;
+} CkptName;
 
-static void prune(const char *run, const char *keep_name, int keep) {
+static int by_step(const void *a, const void *b) {
+    long long x = ((const CkptName *)a)->step, y = ((const CkptName *)b)->step;
+    return x < y ? -1 : x > y;
+}
+
+// Removes the checkpoints beyond the newest `keep`, never keep_name nor also_keep (a base
+// name, or NULL), and temporary files of checkpoints whose writer was killed.
+static void prune(const char *run, const char *keep_name, int keep, const char *also_keep) {
     DIR *d = opendir(run);
     if (!d) return;
-    char **names = NULL;
+    CkptName *names = NULL;
     size_t n = 0, cap = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
@@ -88,19 +105,20 @@ static void prune(const char *run, const char *keep_name, int keep) {
             remove(tmp);
             continue;
         }
-        if (!is_ckpt_name(e->d_name)) continue;
+        long long step = ckpt_name_step(e->d_name);
+        if (step < 0) continue;
         if (n == cap) names = gt_realloc(names, (cap = cap ? 2 * cap : 16) * sizeof *names, "checkpoint list");
-        names[n++] = gt_strdup(e->d_name);
+        names[n++] = (CkptName){step, gt_strdup(e->d_name)};
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_str);  // zero-padded steps: name order is step order
+    qsort(names, n, sizeof *names, by_step);
     for (size_t i = 0; i + (size_t)keep < n; i++) {
-        if (strcmp(names[i], keep_name) == 0) continue;
+        if (strcmp(names[i].name, keep_name) == 0 || (also_keep && strcmp(names[i].name, also_keep) == 0)) continue;
         char path[4200];
-        snprintf(path, sizeof path, "%s/%s", run, names[i]);
+        snprintf(path, sizeof path, "%s/%s", run, names[i].name);
         remove(path);
     }
-    for (size_t i = 0; i < n; i++) free(names[i]);
+    for (size_t i = 0; i < n; i++) free(names[i].name);
     free(names);
 }
 
@@ -127,7 +145,8 @@ static int check_space(const char *run, const char *path, const GPT2 *m, GtErr *
 }
 
 int train_state_save_e(const char *run, const TrainConfig *cfg, const GPT2 *m, const AdamW *opt,
-                       const TrainState *st, hid_t tok_file, int keep, char *path_out, GtErr *e) {
+                       const TrainState *st, hid_t tok_file, int keep, const char *also_keep, char *path_out,
+                       GtErr *e) {
     if (gt_failed(e)) return -1;
     char name[32], path[4200], tmp[4300];
     snprintf(name, sizeof name, "ckpt-%08lld.h5", st->step);
@@ -156,22 +175,21 @@ int train_state_save_e(const char *run, const TrainConfig *cfg, const GPT2 *m, c
                       e->errnum == ENOSPC ? "free some space" : "remove the cause");
         return -1;
     }
-    prune(run, name, keep);
+    const char *base = also_keep ? strrchr(also_keep, '/') : NULL;
+    prune(run, name, keep, base ? base + 1 : also_keep);
     if (path_out) snprintf(path_out, 4200, "%s", path);
     return 0;
 }
 
-void train_state_save(const char *run, const TrainConfig *cfg, const GPT2 *m, const AdamW *opt,
-                      const TrainState *st, hid_t tok_file, int keep, char *path_out) {
-    GtErr e = GT_ERR_INIT;
-    GT_OR_EXIT(&e, train_state_save_e(run, cfg, m, opt, st, tok_file, keep, path_out, &e));
+int train_state_set_latest_e(const char *run, const char *path, GtErr *e) {
+    const char *base = strrchr(path, '/');
+    return write_latest(run, base ? base + 1 : path, e);
 }
 
-// Step of a "ckpt-%08d.h5" name (the last path component), or -1.
+// Step of a checkpoint's path (its last component), or -1.
 static long long step_of(const char *path) {
     const char *b = strrchr(path, '/');
-    b = b ? b + 1 : path;
-    return is_ckpt_name(b) ? atoll(b + 5) : -1;
+    return ckpt_name_step(b ? b + 1 : path);
 }
 
 int train_state_latest(const char *run, char *path, size_t n) {
@@ -194,8 +212,8 @@ int train_state_latest(const char *run, char *path, size_t n) {
     DIR *d = opendir(run);
     struct dirent *e;
     while (d && (e = readdir(d)))
-        if (is_ckpt_name(e->d_name) && step_of(e->d_name) > best) {
-            best = step_of(e->d_name);
+        if (ckpt_name_step(e->d_name) > best) {
+            best = ckpt_name_step(e->d_name);
             snprintf(path, n, "%s/%s", run, e->d_name);
         }
     if (d) closedir(d);

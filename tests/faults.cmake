@@ -48,3 +48,8 @@ gt_fault_test(faults_io /usr/bin/python3 ${GT_FAULTS_DIR}/test_io_faults.py)
 # SIGTERM and SIGHUP in each phase; stdout to /dev/full and a closed pipe; --force onto an
 # input; messages naming a lock or a file in place of a directory.
 gt_fault_test(faults_tools /usr/bin/python3 ${GT_FAULTS_DIR}/test_tool_faults.py)
+# gpt-train's classes of issue 15: two runs on one RUN (RUN/lock), RUN removed after an early
+# error, FIFO / device / directory as --data, a resume that would switch vocabularies, the
+# printed resume command run by a shell, steps across 99,999,999 and 10^15, the last good
+# checkpoint of a diverging --skip-bad-steps run (~40 s).
+gt_fault_test(faults_trainer /usr/bin/python3 ${GT_FAULTS_DIR}/test_trainer_faults.py)

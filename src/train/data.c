@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "data.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "files.h"
 #include "h5util.h"
 #include "sha256.h"
 #include "utf8.h"
@@ -42,97 +44,178 @@ static int tokens_reusable(const char *tokens_path, const char *vocab_path, cons
     return ok;
 }
 
-// --data FILE.txt: rank 0 trains the tokenizer and encodes into RUN/vocab.h5, RUN/tokens.h5
-// (or reuses them); the others sleep until it is done.
-static void tokenize_text(Run *r) {
+// SHA-256 of the first `bytes` bytes of fd; -1 with errno when a read fails.
+static int hash_fd(int fd, int64_t bytes, char sha[65]) {
+    enum { CHUNK = 1 << 20 };
+    char *buf = gt_malloc(CHUNK, "hash buffer");
+    Sha256 h;
+    sha256_init(&h);
+    int64_t done = 0;
+    while (done < bytes) {
+        ssize_t got = pread(fd, buf, (size_t)(bytes - done < CHUNK ? bytes - done : CHUNK), done);
+        if (got <= 0) {
+            if (got == 0) errno = EIO;  // the file shrank while being read
+            free(buf);
+            return -1;
+        }
+        sha256_update(&h, buf, (size_t)got);
+        done += got;
+    }
+    free(buf);
+    sha256_final_hex(&h, sha);
+    return 0;
+}
+
+// Files gpt-train writes in RUN (docs/formats.md): its tokenizer and tokens, log, metrics,
+// lock, attention records, checkpoints, and their temporary names.
+static int is_run_file(const char *name) {
+    static const char *own[] = {"vocab.h5", "tokens.h5", "train.log", "metrics.csv", "latest", "lock", "attention.h5"};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (!strcmp(name, own[i])) return 1;
+    return !strncmp(name, "ckpt-", 5) || strstr(name, ".tmp") != NULL;
+}
+
+// The name in RUN of the file open as fd, when it is one that this run writes (read as the
+// text while the run rewrites it); NULL otherwise.
+static const char *name_in_run_dir(const char *run, int fd, char *name, size_t n) {
+    struct stat me, st;
+    DIR *d = fstat(fd, &me) == 0 ? opendir(run) : NULL;
+    const char *found = NULL;
+    struct dirent *de;
+    while (d && !found && (de = readdir(d))) {
+        char p[PATHLEN];
+        snprintf(p, sizeof p, "%.4000s/%.190s", run, de->d_name);
+        if (is_run_file(de->d_name) && stat(p, &st) == 0 && st.st_dev == me.st_dev && st.st_ino == me.st_ino) {
+            snprintf(name, n, "%s", de->d_name);
+            found = name;
+        }
+    }
+    if (d) closedir(d);
+    return found;
+}
+
+// The text's SHA-256 as recorded in a tokens.h5 (/train source_sha256) into sha; -1 with *e.
+static int recorded_sha(const char *tokens_path, char sha[65], GtErr *e) {
+    hid_t f = h5_open_checked_e(tokens_path, GT_FORMAT_TOKENS, "--resume: the run's tokens", e);
+    hid_t d = f >= 0 ? H5Dopen2(f, "train", H5P_DEFAULT) : -1;
+    char *s = d >= 0 ? h5_attr_read_str(d, "source_sha256") : NULL;
+    if (f >= 0 && (!s || strlen(s) != 64))
+        gt_err(e, GT_EXIT_USAGE, "'%s': /train lacks its source_sha256 attribute", tokens_path);
+    else if (s)
+        memcpy(sha, s, 65);
+    free(s);
+    if (d >= 0) H5Dclose(d);
+    h5_close(f, e);
+    return gt_failed(e) ? -1 : 0;
+}
+
+// Trains the tokenizer on the text (fd, `bytes` long, SHA-256 sha) and writes RUN/vocab.h5
+// and RUN/tokens.h5.
+static int tokenize(Run *r, int fd, int64_t bytes, const char *sha, const char *pattern, const char *vocab_path,
+                    GtErr *e) {
+    const TrainConfig *c = &r->cfg;
+    double t0 = comm_time();
+    char *text = gt_malloc((size_t)bytes + 1, "--data text");
+    int64_t got = 0;
+    while (got < bytes) {
+        ssize_t n = pread(fd, text + got, (size_t)(bytes - got), got);
+        if (n <= 0) break;
+        got += n;
+    }
+    size_t bad = 0;
+    if (got != bytes) {
+        gt_err(e, GT_EXIT_USAGE, "--data '%s': cannot read: %s", c->data, got < bytes ? "the file shrank" : strerror(errno));
+    } else if (!utf8_validate(text, (size_t)got, &bad)) {
+        gt_err(e, GT_EXIT_USAGE, "--data '%s': neither a tokens.h5 file nor UTF-8 text (invalid byte at offset %zu)",
+               c->data, bad);
+    } else {
+        text[got] = '\0';
+        printf("data: training a %d-token tokenizer on '%s' (%lld bytes, pattern %s)\n", c->vocab_size, c->data,
+               (long long)bytes, c->pattern);
+        fflush(stdout);
+        Tokenizer tok;
+        memset(&tok, 0, sizeof tok);
+        tokenizer_train(&tok, text, (size_t)got, c->vocab_size, pattern, NULL, 0, c->threads, 0);
+        tokenizer_set_threads(&tok, c->threads);
+        uint32_t *ids = NULL;
+        size_t n = 0, cap = 0;
+        if (vocab_save_e(vocab_path, &tok, 1, e) == 0) {
+            tokenizer_encode(&tok, text, (size_t)got, &ids, &n, &cap);
+            tokens_save_e(r->tokens_path, &tok, ids, n, c->val_fraction, c->data, bytes, sha, 1, e);
+        }
+        if (!gt_failed(e))
+            printf("data: %s (%d tokens) and %s (%zu tokens) in %.1f s\n", vocab_path, tok.vocab_size, r->tokens_path,
+                   n, comm_time() - t0);
+        free(ids);
+        tokenizer_free(&tok);
+    }
+    free(text);
+    return gt_failed(e) ? -1 : 0;
+}
+
+// --data FILE.txt (open as fd on rank 0): rank 0 trains the tokenizer and encodes into
+// RUN/vocab.h5 and RUN/tokens.h5, or reuses them; the others sleep until it is done. A
+// resume never rewrites them: a text that changed since is refused, naming both SHA-256.
+static void tokenize_text(Run *r, int fd, int64_t bytes) {
     const TrainConfig *c = &r->cfg;
     char vocab_path[PATHLEN];
     snprintf(vocab_path, sizeof vocab_path, "%s/vocab.h5", c->out);
     snprintf(r->tokens_path, sizeof r->tokens_path, "%s/tokens.h5", c->out);
-    int status = 0;
+    GtErr e = GT_ERR_INIT;
     if (r->w->rank == 0) {
-        double t0 = comm_time();
-        char sha[65];
-        int64_t bytes = sha256_file(c->data, sha);
+        char sha[65], was[65], name[256];
+        struct stat st;
+        int have_tokens = stat(r->tokens_path, &st) == 0;
         // An unknown name or a bad regex ends the job here, before anyone waits long.
         const char *pattern = tokenizer_pattern_checked(c->pattern, "--pattern");
-        if (bytes < 0) {
-            snprintf(r->err, sizeof r->err, "--data '%s': cannot read: %s", c->data, strerror(errno));
-            status = 1;
-        } else if (bytes == 0) {
-            snprintf(r->err, sizeof r->err, "--data '%s': file is empty", c->data);
-            status = 1;
-        } else if (tokens_reusable(r->tokens_path, vocab_path, sha, c->vocab_size, pattern)) {
+        if (name_in_run_dir(c->out, fd, name, sizeof name))
+            gt_err(&e, GT_EXIT_USAGE,
+                   "--data '%s' is '%s/%s', a file of the run directory that this run writes; give the text from "
+                   "outside '%s'",
+                   c->data, c->out, name, c->out);
+        else if (bytes == 0)
+            gt_err(&e, GT_EXIT_USAGE, "--data '%s': file is empty", c->data);
+        else if (hash_fd(fd, bytes, sha) != 0)
+            gt_err(&e, GT_EXIT_USAGE, "--data '%s': cannot read: %s", c->data, strerror(errno));
+        else if (c->resume && have_tokens) {
+            if (recorded_sha(r->tokens_path, was, &e) == 0 && strcmp(was, sha) != 0)
+                gt_err(&e, GT_EXIT_USAGE,
+                       "--data '%s' has changed since this run tokenized it (SHA-256 %s then, %s now); a resume "
+                       "never tokenizes again, so '%s' and '%s' stay as they are. Resume on the run's own tokens "
+                       "with --data %s, or restore the text, or start a new run on the new text with another --out",
+                       c->data, was, sha, vocab_path, r->tokens_path, r->tokens_path);
+            else if (!gt_failed(&e))
+                printf("data: reusing %s (made from '%s', sha256 %.12s...)\n", r->tokens_path, c->data, sha);
+        } else if (!c->resume && tokens_reusable(r->tokens_path, vocab_path, sha, c->vocab_size, pattern)) {
             printf("data: reusing %s (made from '%s', sha256 %.12s...)\n", r->tokens_path, c->data, sha);
         } else {
-            FILE *f = fopen(c->data, "rb");
-            char *text = f ? gt_malloc((size_t)bytes + 1, "--data text") : NULL;
-            size_t got = f ? fread(text, 1, (size_t)bytes, f) : 0;
-            if (f) fclose(f);
-            size_t bad = 0;
-            if (!f || got != (size_t)bytes) {
-                snprintf(r->err, sizeof r->err, "--data '%s': cannot read: %s", c->data, strerror(errno));
-                status = 1;
-            } else if (!utf8_validate(text, got, &bad)) {
-                snprintf(r->err, sizeof r->err,
-                         "--data '%s': neither a tokens.h5 file nor UTF-8 text (invalid byte at offset %zu)", c->data,
-                         bad);
-                status = 1;
-            } else {
-                text[got] = '\0';
-                printf("data: training a %d-token tokenizer on '%s' (%lld bytes, pattern %s)\n", c->vocab_size,
-                       c->data, (long long)bytes, c->pattern);
-                fflush(stdout);
-                Tokenizer tok;
-                memset(&tok, 0, sizeof tok);
-                tokenizer_train(&tok, text, got, c->vocab_size, pattern, NULL, 0, c->threads, 0);
-                tokenizer_set_threads(&tok, c->threads);
-                GtErr e = GT_ERR_INIT;
-                uint32_t *ids = NULL;
-                size_t n = 0, cap = 0;
-                if (vocab_save_e(vocab_path, &tok, 1, &e) == 0) {
-                    tokenizer_encode(&tok, text, got, &ids, &n, &cap);
-                    tokens_save_e(r->tokens_path, &tok, ids, n, c->val_fraction, c->data, bytes, sha, 1, &e);
-                }
-                if (gt_failed(&e)) {  // a full disk: exit 2, on every rank
-                    snprintf(r->err, sizeof r->err, "%s", e.msg);
-                    status = e.status;
-                } else {
-                    printf("data: %s (%d tokens) and %s (%zu tokens) in %.1f s\n", vocab_path, tok.vocab_size,
-                           r->tokens_path, n, comm_time() - t0);
-                }
-                free(ids);
-                tokenizer_free(&tok);
-            }
-            free(text);
+            if (c->resume)
+                printf("data: %s is missing: tokenizing '%s' again with the run's settings (the result must be the "
+                       "checkpoint's tokenizer)\n",
+                       r->tokens_path, c->data);
+            tokenize(r, fd, bytes, sha, pattern, vocab_path, &e);
         }
         fflush(stdout);
     }
-    status = comm_wait_status(status);
-    if (status) comm_agree(r->w->rank == 0 ? r->err : "tokenizing failed on rank 0", status);
+    int status = comm_wait_status(e.status);
+    if (status) comm_agree(r->w->rank == 0 ? e.msg : NULL, status);
 }
 
-// Decides tokens.h5 vs text and leaves the tokens file's path in r->tokens_path.
+// Decides tokens.h5 vs text and leaves the tokens file's path in r->tokens_path. Only a
+// regular file can be --data: a FIFO, a device or a directory is refused at once.
 void data_prepare(Run *r) {
     const TrainConfig *c = &r->cfg;
     int kind = 0;  // 1 HDF5, 2 text
-    const char *msg = NULL;
-    if (r->w->rank == 0) {
-        struct stat st;
-        if (stat(c->data, &st) != 0) {
-            snprintf(r->err, sizeof r->err, "--data '%s': %s", c->data, strerror(errno));
-            msg = r->err;
-        } else if (S_ISDIR(st.st_mode)) {
-            snprintf(r->err, sizeof r->err, "--data '%s': is a directory, expected tokens.h5 or a text file", c->data);
-            msg = r->err;
-        } else {
-            kind = H5Fis_hdf5(c->data) > 0 ? 1 : 2;
-        }
-    }
-    comm_agree(msg, GT_EXIT_USAGE);
+    int64_t bytes = 0;
+    int fd = -1;
+    GtErr e = GT_ERR_INIT;
+    if (r->w->rank == 0 && (fd = gt_open_input(c->data, "--data", &bytes, &e)) >= 0)
+        kind = H5Fis_hdf5(c->data) > 0 ? 1 : 2;
+    comm_agree(gt_failed(&e) ? e.msg : NULL, GT_EXIT_USAGE);
     comm_bcast(&kind, sizeof kind);
     if (kind == 1) snprintf(r->tokens_path, sizeof r->tokens_path, "%s", c->data);
-    else tokenize_text(r);
+    else tokenize_text(r, fd, bytes);
+    if (fd >= 0) close(fd);
 }
 
 int32_t *data_probe_ids(Run *r, int *T_out) {

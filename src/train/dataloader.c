@@ -155,8 +155,9 @@ int dataloader_check(size_t n_train, int T, int B, int size, const char *path, c
         snprintf(fix, sizeof fix, "use a smaller --batch-size or --block-size, or more text");
     snprintf(err, n,
              "'%.4000s': /train has %zu tokens, %zu training window%s of --block-size %d + 1; one micro-batch over %d "
-             "rank%s of --batch-size %d needs %zu windows; %s",
-             path, n_train, W, W == 1 ? "" : "s", T, size, size == 1 ? "" : "s", B, need, fix);
+             "rank%s of --batch-size %d takes %zu window%s, so /train needs %zu tokens; %s",
+             path, n_train, W, W == 1 ? "" : "s", T, size, size == 1 ? "" : "s", B, need, need == 1 ? "" : "s",
+             need * (size_t)T + 1, fix);
     return -1;
 }
 

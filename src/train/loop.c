@@ -1,6 +1,7 @@
 // loop.c - see loop.h.
 #include "loop.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +113,62 @@ static void recent_loss_add(TrainState *st, double loss) {
     st->recent_n++;
 }
 
+// Rank 0, when a bad step stops the run: the message, naming the checkpoint to resume from.
+// A checkpoint is known to be good once a later good step was computed on its weights
+// (r->good_ckpt); the last one written may not be: the bad step ran on its weights. When
+// --skip-bad-steps gives up, every step of the streak ran on the weights of the last
+// checkpoint, if it is not known good: it is renamed aside (*.diverged) and RUN/latest names
+// the good one, so that --resume does not fail again at once.
+static void stop_message(Run *r, long long k, const char *what, const char *where, GtErr *out) {
+    const TrainConfig *c = &r->cfg;
+    char msg[8192];
+    size_t n = (size_t)snprintf(msg, sizeof msg, "step %lld: %s%s; ", k, what, where);
+    int gave_up = c->skip_bad_steps;
+    if (gave_up)
+        n += (size_t)snprintf(msg + n, sizeof msg - n, "%lld bad steps in a row: the weights themselves have diverged, "
+                              "skipping cannot help; ", r->st.bad_in_row);
+    n += (size_t)snprintf(msg + n, sizeof msg - n, "stopping without saving. ");
+    int proven = *r->last_ckpt && strcmp(r->last_ckpt, r->good_ckpt) != 0;  // not known good
+    if (!*r->last_ckpt) {
+        snprintf(msg + n, sizeof msg - n, "No checkpoint was written yet; try a lower --lr.");
+    } else if (!proven) {
+        snprintf(msg + n, sizeof msg - n, "The last good checkpoint is %s (step %lld): resume from it with --resume, "
+                 "perhaps with a lower --lr%s.", r->last_ckpt, r->last_ckpt_step, gave_up ? "" : " or --skip-bad-steps");
+    } else if (!gave_up) {
+        n += (size_t)snprintf(msg + n, sizeof msg - n, "The last checkpoint is %s (step %lld): resume from it with "
+                              "--resume, perhaps with a lower --lr or --skip-bad-steps", r->last_ckpt, r->last_ckpt_step);
+        if (*r->good_ckpt)
+            snprintf(msg + n, sizeof msg - n, "; this step ran on its weights, so should it fail the same way, move it "
+                     "out of the run directory: %s (step %lld) is the last one whose weights trained well.",
+                     r->good_ckpt, r->good_step);
+        else
+            snprintf(msg + n, sizeof msg - n, ".");
+    } else if (!*r->good_ckpt) {
+        snprintf(msg + n, sizeof msg - n, "The last checkpoint, %s (step %lld), holds the weights every step of this "
+                 "streak failed on, and no earlier one of this run trained well: start again with a lower --lr.",
+                 r->last_ckpt, r->last_ckpt_step);
+    } else {
+        char aside[PATHLEN + 16];
+        snprintf(aside, sizeof aside, "%s.diverged", r->last_ckpt);
+        GtErr e = GT_ERR_INIT;
+        if (rename(r->last_ckpt, aside) != 0)
+            gt_err(&e, GT_EXIT_RUNTIME, "renaming it failed: %s", strerror(errno));
+        else
+            train_state_set_latest_e(r->cfg.out, r->good_ckpt, &e);
+        if (gt_failed(&e))
+            snprintf(msg + n, sizeof msg - n, "The last checkpoint, %s (step %lld), holds the weights every step of "
+                     "this streak failed on (%s): move it out of the run directory, then --resume from %s (step %lld), "
+                     "the last one whose weights trained well, with a lower --lr.", r->last_ckpt, r->last_ckpt_step,
+                     e.msg, r->good_ckpt, r->good_step);
+        else
+            snprintf(msg + n, sizeof msg - n, "The last checkpoint, step %lld, holds the weights every step of this "
+                     "streak failed on: it is now %s, and RUN/latest names %s (step %lld), the last checkpoint before "
+                     "the streak whose weights trained well: resume from it with --resume and a lower --lr.",
+                     r->last_ckpt_step, aside, r->good_ckpt, r->good_step);
+    }
+    gt_err(out, GT_EXIT_RUNTIME, "%s", msg);
+}
+
 // One optimizer step k (1-based): forward/backward per micro-batch, the averaged gradient,
 // clip, AdamW. Returns the training loss averaged over the ranks; *norm the gradient norm.
 // A bad step (NaN/Inf loss or norm, or a finite loss above --loss-spike times the recent
@@ -179,16 +236,7 @@ static double train_step(Run *r, long long k, float *norm) {
     }
     // Every rank took this branch (the figures are reduced): one message, exit 2 on all.
     GtErr e = GT_ERR_INIT;
-    gt_err(&e, GT_EXIT_RUNTIME, "step %lld: %s%s; ", k, what, where);
-    if (c->skip_bad_steps)
-        gt_err_append(&e, "%lld bad steps in a row: the weights themselves have diverged, skipping cannot help; ",
-                      st->bad_in_row);
-    gt_err_append(&e, "stopping without saving. ");
-    if (*r->last_ckpt)
-        gt_err_append(&e, "The last good checkpoint is %s (step %lld): resume from it with --resume, perhaps with a "
-                      "lower --lr or --skip-bad-steps.", r->last_ckpt, r->last_ckpt_step);
-    else
-        gt_err_append(&e, "No checkpoint was written yet; try a lower --lr.");
+    if (rank == 0) stop_message(r, k, what, where, &e);
     log_close(&r->lg);
     comm_agree(rank == 0 ? e.msg : NULL, GT_EXIT_RUNTIME);
     return loss;  // not reached: comm_agree ends every rank
@@ -202,33 +250,47 @@ static const GtErr *first_failure(const Run *r) {
     return NULL;
 }
 
-// The loop: steps, then check-sync, attention probe, eval, log line, checkpoint and the
-// agreed stop on a signal, each when due.
+// The loop: steps, then check-sync, eval, the attention probe and the log line (rank 0),
+// the end-of-step agreement (stop signal, any rank's failure), and the checkpoint, each when
+// due.
+//
+// Inside a streak of skipped bad steps (--skip-bad-steps) no checkpoint is written: its
+// weights are those of the last good step, but the streak may be the start of a divergence
+// that the resumed run would meet again at once. A checkpoint that falls due there, and a stop
+// signal, wait for the first good step after the streak, at most GT_MAX_BAD_IN_ROW steps
+// later (then the run gives up, naming the last checkpoint, written before the streak). The
+// run's final step is the exception: it is saved, streak or not (it holds the last good
+// weights), keeping the checkpoint before it too.
 void loop_train(Run *r) {
     const TrainConfig *c = &r->cfg;
     const int rank = r->w->rank, size = r->w->size;
     TrainState *st = &r->st;
     const long long tokens_per_step = (long long)c->batch_size * c->block_size * c->grad_accum * size;
     double ms_sum = 0;
-    int ms_n = 0;
+    int ms_n = 0, sig = 0, postponed = 0;
     while (st->step < c->steps) {
         long long k = st->step + 1;
         double t0 = comm_time();
         float norm;
         double loss = train_step(r, k, &norm);
         st->step = k;
+        if (st->bad_in_row == 0 && r->last_ckpt_step >= 0 && r->last_ckpt_step < k) {
+            // a good step on the weights of the last checkpoint (no update came in between)
+            snprintf(r->good_ckpt, sizeof r->good_ckpt, "%s", r->last_ckpt);
+            r->good_step = r->last_ckpt_step;
+        }
         st->tokens_seen += tokens_per_step;
         ms_sum += (comm_time() - t0) * 1000.0;
         ms_n++;
 
         faults_step_end(&r->faults, &r->m, k, rank, size);
         if (c->check_sync && size > 1 && (k % c->log_every == 0 || k == c->steps)) check_sync(r, &r->m, k);
-        if (r->aw && k % c->attn_every == 0) attn_probe_record_e(r->aw, &r->m, k, (float)loss, &r->attn_err);
         double val = NAN;
         if ((c->eval_every > 0 && k % c->eval_every == 0) || k == c->steps) {
             val = evaluate(r);
             if (val < st->best_val_loss) st->best_val_loss = val;
         }
+        if (r->aw && k % c->attn_every == 0) attn_probe_record_e(r->aw, &r->m, k, (float)loss, &r->attn_err);
         if (k % c->log_every == 0 || k == c->steps || !isnan(val)) {
             double ms = ms_sum / ms_n;
             MetricsRow row = {k, st->tokens_seen, loss, val, r->ac.lr, norm, ms, tokens_per_step / (ms / 1000.0)};
@@ -243,13 +305,19 @@ void loop_train(Run *r) {
         // read that failed on one, or a write of rank 0's that failed (attention.h5,
         // metrics.csv, train.log: a full disk) is acted on by all.
         const GtErr *bad = first_failure(r);
-        int sig = comm_agree_stop(bad ? bad->msg : NULL, bad ? bad->status : 0, signals_pending());
-        if ((c->ckpt_every > 0 && k % c->ckpt_every == 0) || k == c->steps || sig) resume_save_checkpoint(r);
-        if (sig) {
-            log_line(&r->lg, "stopped by %s after step %lld; checkpoint %s. Resume with:\n  mpirun -np %d%s --resume",
-                     signals_name(sig), k, r->last_ckpt, size, r->resume_cmd);
-            break;
+        sig = comm_agree_stop(bad ? bad->msg : NULL, bad ? bad->status : 0, signals_pending());
+        int due = (c->ckpt_every > 0 && k % c->ckpt_every == 0) || k == c->steps || sig || postponed;
+        if (due && st->bad_in_row > 0 && k < c->steps) {
+            if (!postponed)
+                log_line(&r->lg, "step %lld is inside a streak of %lld skipped step%s: the %s waits for the first good "
+                         "step (the last checkpoint is %s)", k, st->bad_in_row, st->bad_in_row == 1 ? "" : "s",
+                         sig ? "stop" : "checkpoint", *r->last_ckpt ? r->last_ckpt : "not written yet");
+            postponed = 1;
+            continue;
         }
+        postponed = 0;
+        if (due) resume_save_checkpoint(r);
+        if (sig) break;
     }
     if (size > 1)
         log_line(&r->lg,
@@ -257,7 +325,10 @@ void loop_train(Run *r) {
                  "(one blocking allreduce: %.1f ms); %.2f MB sent per rank per step",
                  100.0 * reducer_hidden_share(&r->red), reducer_exposed_ms(&r->red), 1000.0 * r->red.blocking_s,
                  reducer_bytes_sent(&r->red) / 1e6);
-    if (st->step >= c->steps)
+    if (sig)  // last: the command is the end of the output, whatever characters it holds
+        log_line(&r->lg, "stopped by %s after step %lld; checkpoint %s. Resume with:\n %s", signals_name(sig), st->step,
+                 r->last_ckpt, r->resume_cmd);
+    else if (st->step >= c->steps)
         log_line(&r->lg, "done: step %lld, best val loss %.4f, %lld tokens seen%s", st->step, st->best_val_loss,
                  st->tokens_seen, st->skipped_steps ? " (some steps skipped)" : "");
 }

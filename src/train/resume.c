@@ -5,8 +5,10 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,81 +17,151 @@
 #include "data.h"
 #include "error.h"
 #include "h5util.h"
-#include "rng.h"
+#include "vocab_io.h"
+
+// ---- the run directory ----
+
+static char lock_path[PATHLEN];  // rank 0: RUN/lock
+static int made_run;               // rank 0: this run created RUN
 
 // Creates path and its missing parents. Those this run creates are registered: an early
 // failure removes them again, while still empty, rather than leave an empty RUN behind.
 static int mkdir_p(const char *path) {
     char buf[PATHLEN];
     snprintf(buf, sizeof buf, "%s", path);
+    size_t n = strlen(buf);
+    while (n > 1 && buf[n - 1] == '/') buf[--n] = '\0';
     for (char *p = buf + 1;; p++) {
         if (*p != '/' && *p) continue;
         char end = *p;
         *p = '\0';
-        if (mkdir(buf, 0777) == 0) gt_tmpdir_register(buf);
+        made_run = mkdir(buf, 0777) == 0;
+        if (made_run) gt_tmpdir_register(buf);
         else if (errno != EEXIST) return -1;
         if (!end) break;
         *p = '/';
     }
     struct stat st;
-    errno = 0;
-    return stat(buf, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+    if (stat(buf, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
+    errno = ENOTDIR;
+    return -1;
 }
 
-// Rank 0 creates RUN; a run that already holds a checkpoint is only continued with --resume.
+// Once RUN holds this run's files, its lock file stays too (it names the run's PID).
+void resume_dir_in_use(void) {
+    if (made_run) gt_tmpfile_forget(lock_path);
+}
+
+// RUN/lock: rank 0 holds an exclusive flock on it for the whole run. The kernel drops it
+// when the process ends in any way, kill -9 included, so a file left behind never blocks a
+// later run; a second gpt-train on the same RUN is refused, naming the holder. NULL when
+// the lock is ours.
+static const char *lock_run_dir(Run *r) {
+    const char *out = r->cfg.out;
+    snprintf(lock_path, sizeof lock_path, "%s/lock", out);
+    char host[256] = "?";
+    gethostname(host, sizeof host - 1);
+    for (int attempt = 0; attempt < 5; attempt++) {
+        int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            snprintf(r->err, sizeof r->err, "--out '%s': cannot create the lock file '%s': %s", out, lock_path,
+                     strerror(errno));
+            return r->err;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            int err = errno;
+            if (err == EWOULDBLOCK) {
+                char holder[300] = "";
+                ssize_t got = pread(fd, holder, sizeof holder - 1, 0);
+                holder[got > 0 ? got : 0] = '\0';
+                holder[strcspn(holder, "\r\n")] = '\0';
+                close(fd);
+                snprintf(r->err, sizeof r->err,
+                         "--out '%s' is in use by another gpt-train (%s; it holds '%s'); wait for it to end or stop "
+                         "it, or choose another --out",
+                         out, *holder ? holder : "its PID is not recorded", lock_path);
+                return r->err;
+            }
+            if (err == ENOLCK || err == EOPNOTSUPP || err == ENOSYS) {
+                // Some parallel file systems offer no flock (Lustre without -o flock).
+                gt_warn("--out '%s': the file system cannot lock '%s' (%s): nothing stops a second run from "
+                        "using this directory at the same time",
+                        out, lock_path, strerror(err));
+                return NULL;
+            }
+            close(fd);
+            snprintf(r->err, sizeof r->err, "--out '%s': cannot lock '%s': %s", out, lock_path, strerror(err));
+            return r->err;
+        }
+        // A holder that was just ending may have removed the file (a run dropping the
+        // directory it made): the lock counts only on the file that is there now.
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(lock_path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+            char me[320];
+            int n = snprintf(me, sizeof me, "PID %ld on %s\n", (long)getpid(), host);
+            if (ftruncate(fd, 0) != 0 || pwrite(fd, me, (size_t)n, 0) != n)
+                gt_warn("cannot record this run's PID in '%s': %s", lock_path, strerror(errno));
+            (void)fd;  // held (never closed) until the process ends
+            return NULL;
+        }
+        close(fd);
+    }
+    snprintf(r->err, sizeof r->err, "--out '%s': the lock file '%s' keeps changing under this run", out, lock_path);
+    return r->err;
+}
+
+// Rank 0 creates RUN and locks it; a run that already holds a checkpoint is only continued
+// with --resume.
 void resume_prepare_dir(Run *r) {
     const char *msg = NULL;
     if (r->w->rank == 0) {
         char latest[PATHLEN];
         if (mkdir_p(r->cfg.out) != 0) {
             snprintf(r->err, sizeof r->err, "--out '%s': cannot create the run directory: %s", r->cfg.out,
-                     errno ? strerror(errno) : "a file of that name exists");
+                     strerror(errno));
             msg = r->err;
         } else if (access(r->cfg.out, W_OK) != 0) {
             snprintf(r->err, sizeof r->err, "--out '%s': directory is not writable", r->cfg.out);
             msg = r->err;
-        } else if (!r->cfg.resume && train_state_latest(r->cfg.out, latest, sizeof latest)) {
-            snprintf(r->err, sizeof r->err,
-                     "--out '%s' already holds a run (latest checkpoint %s); add --resume to continue it, "
-                     "or choose another --out",
-                     r->cfg.out, latest);
-            msg = r->err;
+        } else if (!(msg = lock_run_dir(r))) {
+            // An early failure removes a RUN this run created: the lock file first.
+            if (made_run) gt_tmpfile_register(lock_path);
+            if (!r->cfg.resume && train_state_latest(r->cfg.out, latest, sizeof latest)) {
+                snprintf(r->err, sizeof r->err,
+                         "--out '%s' already holds a run (latest checkpoint %s); add --resume to continue it, "
+                         "or choose another --out",
+                         r->cfg.out, latest);
+                msg = r->err;
+            }
         }
     }
     comm_agree(msg, GT_EXIT_USAGE);
 }
 
-// --resume: finds RUN/latest, fills in every setting this command line leaves out from its
-// /config, and refuses another model shape or vocabulary.
+// ---- --resume ----
+
 void resume_settings(Run *r) {
     TrainConfig *c = &r->cfg;
-    const char *msg = NULL;
-    if (r->w->rank == 0) {
-        if (!train_state_latest(c->out, r->ckpt_path, sizeof r->ckpt_path)) {
-            snprintf(r->err, sizeof r->err,
-                     "--resume: no checkpoint in '%s' (no '%s/latest'); run without --resume to start training", c->out,
-                     c->out);
-            msg = r->err;
-        }
-    }
-    comm_agree(msg, GT_EXIT_USAGE);
-    comm_bcast(r->ckpt_path, sizeof r->ckpt_path);
-    // Every rank reads the settings; one that cannot see the file names itself.
     GtErr e = GT_ERR_INIT;
+    if (r->w->rank == 0 && !train_state_latest(c->out, r->ckpt_path, sizeof r->ckpt_path))
+        gt_err(&e, GT_EXIT_USAGE,
+               "--resume: no checkpoint in '%s' (no '%s/latest'); run without --resume to start training", c->out,
+               c->out);
+    comm_agree_e(&e);
+    comm_bcast(r->ckpt_path, sizeof r->ckpt_path);
+    // Every rank reads /config (each must see the file: one that cannot names itself).
     GPTConfig ck;
     hid_t cf = ckpt_open_e(r->ckpt_path, "--resume: checkpoint", &e);
     ckpt_read_model_config_e(cf, &ck, r->ckpt_path, &e);
     hid_t g = h5_group_open_e(cf, "config", r->ckpt_path, &e);
-    if (g >= 0) {
-        config_fill_from_attrs(c, g);
-        H5Gclose(g);
-    }
-    if (cf >= 0) H5Fclose(cf);
+    if (!gt_failed(&e)) config_fill_from_attrs(c, g);
+    h5_close(g, &e);
+    h5_close(cf, &e);
     comm_agree_local_e(&e);
-    msg = NULL;
     const struct { const char *name; int have, want; } shape[] = {
         {"n-layer", ck.n_layer, c->n_layer}, {"n-head", ck.n_head, c->n_head},
         {"n-embd", ck.n_embd, c->n_embd},   {"block-size", ck.block_size, c->block_size}};
+    const char *msg = NULL;
     for (int i = 0; i < 4 && !msg; i++)
         if (shape[i].have != shape[i].want) {
             snprintf(r->err, sizeof r->err,
@@ -98,14 +170,60 @@ void resume_settings(Run *r) {
                      r->ckpt_path, shape[i].name, shape[i].have, shape[i].name, shape[i].want);
             msg = r->err;
         }
-    if (!msg && ck.vocab_size != r->info.vocab_size) {
-        snprintf(r->err, sizeof r->err,
-                 "--resume: checkpoint '%.4000s' has vocab_size %d but --data '%.4000s' has a %d-token vocabulary; "
-                 "resume with the tokens the run started with",
-                 r->ckpt_path, ck.vocab_size, r->tokens_path, r->info.vocab_size);
-        msg = r->err;
-    }
     comm_agree(msg, GT_EXIT_USAGE);
+}
+
+// Where two tokenizers differ, in a few words; NULL when they are the same: the same split
+// pattern, merges and special tokens give every token the same id.
+static const char *tokenizer_difference(const Tokenizer *a, const Tokenizer *b, char *buf, size_t n) {
+    if (a->vocab_size != b->vocab_size)
+        snprintf(buf, n, "%d tokens against %d", a->vocab_size, b->vocab_size);
+    else if (strcmp(a->pattern, b->pattern) != 0)
+        snprintf(buf, n, "another split pattern");
+    else if (a->n_merges != b->n_merges || a->n_special != b->n_special)
+        snprintf(buf, n, "%d merges and %d special tokens against %d and %d", a->n_merges, a->n_special, b->n_merges,
+                 b->n_special);
+    else {
+        for (int i = 0; i < a->n_merges; i++)
+            if (a->merges[2 * i] != b->merges[2 * i] || a->merges[2 * i + 1] != b->merges[2 * i + 1]) {
+                snprintf(buf, n, "the same size, but merge %d (token %d) is (%d, %d) against (%d, %d)", i, 256 + i,
+                         a->merges[2 * i], a->merges[2 * i + 1], b->merges[2 * i], b->merges[2 * i + 1]);
+                return buf;
+            }
+        for (int i = 0; i < a->n_special; i++)
+            if (strcmp(a->special[i], b->special[i]) != 0) {
+                snprintf(buf, n, "the same size, but special token %d differs", 256 + a->n_merges + i);
+                return buf;
+            }
+        return NULL;
+    }
+    return buf;
+}
+
+// The whole /tokenizer of the checkpoint against the tokens file's: a tokens.h5 of another
+// vocabulary, even of the same size, would feed ids that mean other tokens.
+void resume_check_tokenizer(Run *r) {
+    GtErr e = GT_ERR_INIT;
+    if (r->w->rank == 0) {
+        Tokenizer ck;
+        memset(&ck, 0, sizeof ck);
+        hid_t cf = ckpt_open_e(r->ckpt_path, "--resume: checkpoint", &e);
+        vocab_read_group_e(cf, &ck, r->ckpt_path, &e);
+        h5_close(cf, &e);
+        char why[256];
+        if (!gt_failed(&e) && tokenizer_difference(&ck, &r->tok, why, sizeof why)) {
+            char run_tokens[PATHLEN];
+            snprintf(run_tokens, sizeof run_tokens, "%s/tokens.h5", r->cfg.out);
+            int have_run_tokens = access(run_tokens, R_OK) == 0 && strcmp(run_tokens, r->tokens_path) != 0;
+            gt_err(&e, GT_EXIT_USAGE,
+                   "--resume: --data '%.2000s' holds another tokenizer than checkpoint '%.2000s' (%s): its ids would "
+                   "mean other tokens; resume with the tokens the run started with%s%.2000s%s",
+                   r->cfg.data, r->ckpt_path, why, have_run_tokens ? " (--data " : "",
+                   have_run_tokens ? run_tokens : "", have_run_tokens ? ")" : "");
+        }
+        if (ck.pattern) tokenizer_free(&ck);
+    }
+    comm_agree_e(&e);
 }
 
 static void bcast_floats(float *p, size_t n) { comm_bcast(p, n * sizeof(float)); }
@@ -157,6 +275,8 @@ void resume_build_state(Run *r) {
         bcast_floats(r->m.params, r->m.num_params);
         return;
     }
+    // Rank 0 reads and checks everything (a damaged tensor is found here); the others wait
+    // for its verdict, then receive the state.
     GtErr e = GT_ERR_INIT;
     if (rank == 0) {
         hid_t cf = ckpt_open_e(r->ckpt_path, "--resume: checkpoint", &e);
@@ -164,7 +284,7 @@ void resume_build_state(Run *r) {
         ckpt_read_tensors_e(cf, "optimizer/m", &r->m, r->opt.m, r->ckpt_path, &e);
         ckpt_read_tensors_e(cf, "optimizer/v", &r->m, r->opt.v, r->ckpt_path, &e);
         train_state_read_e(cf, r->ckpt_path, st, &e);
-        if (cf >= 0) H5Fclose(cf);
+        h5_close(cf, &e);
     }
     comm_agree_e(&e);
     bcast_state_scalars(st);
@@ -183,7 +303,8 @@ void resume_build_state(Run *r) {
     dataloader_seek(&r->dl, st->data_epoch, pos);
 }
 
-// Rank 0 writes the checkpoint; then all agree on how that went.
+// Rank 0 writes the checkpoint; then all agree on how that went (a full disk ends every rank
+// with its one message).
 void resume_save_checkpoint(Run *r) {
     GtErr e = GT_ERR_INIT;
     if (r->w->rank == 0) {
@@ -195,7 +316,9 @@ void resume_save_checkpoint(Run *r) {
         s.data_windows = (int64_t)r->dl.n_windows;
         s.data_per_rank = 0;
         double t0 = comm_time();
-        if (train_state_save_e(r->cfg.out, &r->cfg, &r->m, &r->opt, &s, r->tf, r->cfg.keep_ckpts, r->last_ckpt, &e) == 0)
+        // The last checkpoint known to be good stays, however many come after it.
+        if (train_state_save_e(r->cfg.out, &r->cfg, &r->m, &r->opt, &s, r->tf, r->cfg.keep_ckpts,
+                               *r->good_ckpt ? r->good_ckpt : NULL, r->last_ckpt, &e) == 0)
             log_line(&r->lg, "checkpoint %s (%.2f s)", r->last_ckpt, comm_time() - t0);
     }
     comm_agree_e(&e);

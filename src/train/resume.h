@@ -6,11 +6,19 @@
 
 #include "run.h"
 
-// Rank 0 creates RUN; a run that already holds a checkpoint is only continued with --resume.
+// Rank 0 creates RUN and locks it (RUN/lock: a second gpt-train on it is refused, naming
+// the first); a run that already holds a checkpoint is only continued with --resume.
 void resume_prepare_dir(Run *r);
+// From here on RUN holds this run's files: an early exit no longer removes the directory
+// this run created.
+void resume_dir_in_use(void);
 // --resume: finds RUN/latest, fills in every setting this command line leaves out from its
-// /config, and refuses another model shape or vocabulary.
+// /config (before the data: a text --data is tokenized with the run's settings), and
+// refuses another model shape.
 void resume_settings(Run *r);
+// --resume, once the tokens file is open: refuses one whose /tokenizer is not the
+// checkpoint's (rank 0 compares the pattern, every merge and special token).
+void resume_check_tokenizer(Run *r);
 // Model and optimizer, fresh or from the checkpoint (read by rank 0 and broadcast), and
 // each rank's data cursor.
 void resume_build_state(Run *r);

@@ -49,13 +49,15 @@ typedef struct {
     TrainState st;
     char ckpt_path[PATHLEN];  // resumed from
     int64_t old_world;        // ranks of the checkpoint resumed from
-    char last_ckpt[PATHLEN];
+    char last_ckpt[PATHLEN];  // the last checkpoint written (or resumed from)
     long long last_ckpt_step;
+    char good_ckpt[PATHLEN];  // the last one known good: a later good step ran on its weights ("" none yet)
+    long long good_step;
     // rank 0's writers
     Logger lg;                // its own failures in lg.err
     AttnWriter *aw;
     GtErr attn_err;           // the first failure writing attention.h5
-    char resume_cmd[4096];
+    char *resume_cmd;         // the command that resumes this run, quoted for the shell
     Faults faults;
 } Run;
 

@@ -23,6 +23,44 @@
 #include "run.h"
 #include "signals.h"
 
+// Appends s as one word that a POSIX shell reads back exactly, whatever its bytes: bare when
+// it holds only characters no shell treats specially, else in single quotes, each ' as '\''.
+static void shell_word(char **buf, size_t *len, const char *s) {
+    int bare = *s != '\0';
+    for (const char *p = s; *p; p++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-", *p)) bare = 0;
+    size_t need = *len + 4 * strlen(s) + 4;
+    *buf = gt_realloc(*buf, need, "resume command");
+    char *o = *buf + *len;
+    *o++ = ' ';
+    if (!bare) *o++ = '\'';
+    for (const char *p = s; *p; p++) {
+        if (*p == '\'' && !bare) {
+            memcpy(o, "'\\''", 4);
+            o += 4;
+        } else {
+            *o++ = *p;
+        }
+    }
+    if (!bare) *o++ = '\'';
+    *o = '\0';
+    *len = (size_t)(o - *buf);
+}
+
+// The command that resumes this run, for the message after a stop signal: mpirun with this
+// rank count, then this command line word for word, each word quoted for the shell, plus
+// --resume when it is not in effect already.
+static char *resume_command(int argc, char **argv, int size, int resuming) {
+    char *buf = NULL, np[32];
+    size_t len = 0;
+    snprintf(np, sizeof np, "%d", size);
+    const char *pre[] = {"mpirun", "-np", np};
+    for (int i = 0; i < 3; i++) shell_word(&buf, &len, pre[i]);
+    for (int i = 0; i < argc; i++) shell_word(&buf, &len, argv[i]);
+    if (!resuming) shell_word(&buf, &len, "--resume");
+    return buf;
+}
+
 // Rank 0's log (with the effective configuration), metrics, attention.h5; the reducer.
 static void open_writers(Run *r, int argc, char **argv) {
     const TrainConfig *c = &r->cfg;
@@ -30,6 +68,7 @@ static void open_writers(Run *r, int argc, char **argv) {
     Logger *lg = &r->lg;
     log_open(lg, c->out, rank, c->resume ? r->st.step : -1, c->steps);
     comm_agree_e(&lg->err);
+    resume_dir_in_use();
     if (rank == 0) {
         printf("gpt-train %s: %d rank%s x %d thread%s\n", GT_VERSION, size, size == 1 ? "" : "s", c->threads,
                c->threads == 1 ? "" : "s");
@@ -86,11 +125,7 @@ static void open_writers(Run *r, int argc, char **argv) {
     size_t bucket = r->m.num_params * sizeof(float) / 8;
     bucket = bucket < (64u << 10) ? (64u << 10) : bucket > (4u << 20) ? (4u << 20) : bucket;
     reducer_init(&r->red, r->w->comm, r->m.grads, r->m.num_params, bucket);
-    // The command to resume with, for the message after a signal.
-    for (int i = 0, len = 0; i < argc && len < (int)sizeof r->resume_cmd - 256; i++)
-        if (strcmp(argv[i], "--resume") != 0)
-            len += snprintf(r->resume_cmd + len, sizeof r->resume_cmd - (size_t)len,
-                            strpbrk(argv[i], " \t'\"") ? " '%.200s'" : " %.200s", argv[i]);
+    if (rank == 0) r->resume_cmd = resume_command(argc, argv, size, c->resume);
 }
 
 // Rank 0 closes attention.h5, train.log and metrics.csv (checked: closing writes what was
@@ -104,6 +139,7 @@ static void close_writers(Run *r) {
 }
 
 static void run_free(Run *r) {
+    free(r->resume_cmd);
     reducer_free(&r->red);
     dataloader_free(&r->dl);
     token_cache_close(&r->val);
@@ -139,9 +175,10 @@ int main(int argc, char **argv) {
     faults_init(&r->faults);
 
     resume_prepare_dir(r);
+    if (c->resume) resume_settings(r);  // first: a text --data is tokenized with the run's settings
     data_prepare(r);
     data_open_tokens(r);
-    if (c->resume) resume_settings(r);
+    if (c->resume) resume_check_tokenizer(r);
     int bad_config = config_check(c, r->err, sizeof r->err) != 0;
     if (bad_config && c->resume) {
         // Settings not given on the command line came from the checkpoint: name it too.

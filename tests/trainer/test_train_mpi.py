@@ -124,8 +124,9 @@ def test_ranks(d):
             check("tokenizer" in f and f["config"].attrs["n_layer"] == 2 and f["config"].attrs["batch_size"] == 8,
                   f"np {np_}: /tokenizer copy and /config attrs")
             check(f["model/lm_head.weight"].id == f["model/transformer.wte.weight"].id, f"np {np_}: lm_head is a hard link")
-        check(sorted(os.listdir(run)) == ["ckpt-00000006.h5", "ckpt-00000012.h5", "latest", "metrics.csv", "train.log"],
-              f"np {np_}: run directory holds checkpoints, latest, metrics.csv, train.log", str(os.listdir(run)))
+        check(sorted(os.listdir(run)) == ["ckpt-00000006.h5", "ckpt-00000012.h5", "latest", "lock", "metrics.csv",
+                                          "train.log"],
+              f"np {np_}: run directory holds checkpoints, latest, lock, metrics.csv, train.log", str(os.listdir(run)))
         check(len(errors(err)) == 0 and "check" not in err, f"np {np_}: no errors")
     # --check-sync is not vacuous: one rank's weights nudged after step 3 must be caught.
     run = os.path.join(d, "desync")
@@ -261,7 +262,8 @@ def test_badinput(d):
         ("one rank cannot open its file", 4, ["--data", tok, "--out", run("j")], {"GT_FAULT_OPEN_RANK": "2"},
          r"rank 2 of 4: --data .*No such file"),
         ("shard too small", 8, ["--data", tiny_tok, "--out", run("k"), "--batch-size", "32"], {},
-         r"one micro-batch over 8 ranks of --batch-size 32 needs 256 windows; use at most \d+ rank"),
+         r"one micro-batch over 8 ranks of --batch-size 32 takes 256 windows, so /train needs 4097 tokens; "
+         r"use at most \d+ rank"),
         ("existing run without --resume", 2, ["--data", tok, "--out", good, "--steps", 4], {}, r"already holds a run"),
         ("--attn-prompt longer than the block", 2, ["--data", tok, "--out", run("l"), "--attn-every", "1",
                                                     "--block-size", "4", "--attn-prompt", "a much longer prompt than four tokens"], {},
@@ -317,7 +319,8 @@ def test_text(d):
     with open(txt, "a") as f:
         f.write("\nsome new text changes the sha256.\n")
     rc, out, err, _ = mpirun(2, *args, "--steps", 8, "--resume")
-    check(rc == 0 and "training a 300-token tokenizer" in out, "a changed corpus is tokenized again", out[-800:])
+    check(rc == 1 and "has changed since this run tokenized it" in err and "training a" not in out,
+          "a changed corpus is refused on --resume (the run's tokens are never rewritten)", err[-800:])
 
 
 def test_config(d):

@@ -1,0 +1,336 @@
+#!/usr/bin/python3
+"""test_trainer_faults.py - what a new user's afternoon of unusual input did to gpt-train
+(issue 15), each class provoked with the real tool under mpirun; every run has a timeout, so
+a hang is a failure, not a stuck suite.
+
+    test_trainer_faults.py [lock|newdir|inputs|vocab|resumecmd|bigstep|streak ...]
+
+lock      Two runs on one RUN: the second is refused (exit 1, one line naming the first's PID,
+          read back from RUN/lock), the first's files untouched; under mpirun rank 0 holds the
+          lock and every rank agrees. kill -9 of the holder frees it: --resume then works.
+newdir    An early error (a missing --data) in a RUN this run created removes RUN and the
+          parents it made; a RUN that existed stays; a run that started writing keeps its files.
+inputs    --data as a FIFO (no writer: it would block forever), a character device (/dev/zero:
+          it never ends) and a directory: exit 1 within seconds naming what it is. A text --data
+          that is one of RUN's own files (train.log) is refused.
+vocab     --resume with a tokens.h5 of another vocabulary of the same size is refused, naming
+          the difference. Text mode: a text changed since the run tokenized it is refused on
+          --resume naming both SHA-256, with RUN/vocab.h5 and RUN/tokens.h5 unchanged byte for
+          byte (also with --vocab-size repeated); --data RUN/tokens.h5 resumes.
+resumecmd The "Resume with:" command printed after a stop signal, run as printed by a shell,
+          resumes the same run: --out holds a quote, spaces, $ and a 250-byte name, and an
+          --attn-prompt holds a quote and a newline.
+bigstep   Steps across 99,999,999 -> 100,000,000 (a tiny model resumed from a checkpoint whose
+          step is set): --keep-ckpts 2 keeps the 2 newest by step; --resume takes the newest by
+          step when RUN/latest lags behind; the same at 10^15, the largest --steps.
+streak    A divergence with --skip-bad-steps (--lr warming up to 5, 3 ranks, a checkpoint due
+          every step): no checkpoint is written inside the streak of skipped steps; the one of the
+          step before it, whose weights every step of the streak failed on, is renamed aside; the
+          stop names the last one whose weights trained well, which is RUN/latest, and resuming
+          from it with a sane --lr works.
+sbatch    jobs/train.sbatch gives the ranks OMP_WAIT_POLICY=passive when a node gets more tasks x
+          threads than CPUs, and keeps a policy the user set.
+"""
+import glob
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faultlib as fl  # noqa: E402
+
+MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "2",
+         "--eval-batches", "1", "--log-every", "1", "--dropout", "0.1"]
+
+
+def h5():
+    import h5py
+    return h5py
+
+
+def gt(train, np_, *args, timeout=60, extra_env=None):
+    return fl.run(fl.mpirun(np_, train, *args), timeout=timeout, extra_env=extra_env)
+
+
+def one_error(ck, what, r, rc, *needles):
+    """Exit rc, no crash or hang, exactly one error line holding every needle."""
+    lines = r.error_lines()
+    ok = r.rc == rc and not r.crashed() and len(lines) == 1 and all(n in lines[0] for n in needles)
+    return ck.ok(ok, what, r.describe() + "\n  error lines: %s" % lines)
+
+
+def latest(run):
+    with open(os.path.join(run, "latest")) as f:
+        return f.read().strip()
+
+
+def file_sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def wait_for(cond, secs):
+    t0 = time.time()
+    while time.time() - t0 < secs:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# ---------------------------------------------------------------- lock
+def test_lock(ck, train, d, tokens):
+    run = os.path.join(d, "locked")
+    first = fl.spawn(fl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", "1000000", "--ckpt-every", "5",
+                               *MODEL), os.path.join(d, "first.log"))
+    try:
+        metrics = os.path.join(run, "metrics.csv")
+        if not ck.ok(wait_for(lambda: os.path.exists(metrics) and len(open(metrics).readlines()) > 3, 60),
+                     "lock: the first run trains"):
+            return
+        holder = open(os.path.join(run, "lock")).read()
+        m = re.match(r"PID (\d+) on (\S+)", holder)
+        pid = int(m.group(1)) if m else -1
+        ck.ok(m is not None and open("/proc/%d/comm" % pid).read().strip() == "gpt-train",
+              "lock: RUN/lock names the PID of the first run's rank 0, a live gpt-train", holder)
+        log_before = open(os.path.join(run, "train.log")).read()
+        for extra in ([], ["--resume"]):
+            r = gt(train, 2, "--data", tokens, "--out", run, "--steps", "1000000", *MODEL, *extra, timeout=60)
+            one_error(ck, "lock: a second run %s on the same RUN is refused, naming the first's PID" % (extra or ""),
+                      r, 1, "is in use by another gpt-train", "PID %d" % pid)
+        log_after = open(os.path.join(run, "train.log")).read()
+        ck.ok(log_after.startswith(log_before) and "effective configuration" not in log_after[len(log_before):],
+              "lock: the refused runs wrote nothing into RUN")
+    finally:
+        fl.kill_group(first)  # kill -9 of the whole job: the kernel drops the lock
+    with h5().File(os.path.join(run, latest(run)), "r") as f:
+        step = int(f.attrs["step"])
+    r = gt(train, 2, "--data", tokens, "--out", run, "--resume", "--steps", step + 2, timeout=120)
+    ck.ok(r.rc == 0 and os.path.exists(os.path.join(run, "ckpt-%08d.h5" % (step + 2))),
+          "lock: after kill -9 of the holder, --resume takes the lock and trains", r.describe())
+
+
+# ---------------------------------------------------------------- newdir
+def test_newdir(ck, train, d, tokens):
+    new = os.path.join(d, "made", "by", "this-run")
+    r = gt(train, 2, "--data", os.path.join(d, "missing.h5"), "--out", new, *MODEL)
+    one_error(ck, "newdir: a missing --data is one error", r, 1, "missing.h5")
+    ck.ok(not os.path.exists(os.path.join(d, "made")), "newdir: the RUN it created (and its parents) is removed",
+          str(os.listdir(d)))
+    mine = os.path.join(d, "mine")
+    os.makedirs(mine)
+    r = gt(train, 2, "--data", os.path.join(d, "missing.h5"), "--out", mine, *MODEL)
+    ck.ok(r.rc == 1 and os.path.isdir(mine), "newdir: a RUN that existed before stays", r.describe())
+    # A run that started writing keeps everything (here: stopped by a NaN at step 3).
+    run = os.path.join(d, "made2")
+    r = gt(train, 2, "--data", tokens, "--out", run, "--steps", "5", "--ckpt-every", "1", *MODEL,
+           extra_env={"GT_FAULT_NAN_STEP": "3"})
+    ck.ok(r.rc == 2 and os.path.exists(os.path.join(run, "ckpt-00000002.h5")) and
+          os.path.exists(os.path.join(run, "train.log")), "newdir: a run that failed after it began keeps its files",
+          r.describe())
+
+
+# ---------------------------------------------------------------- inputs
+def test_inputs(ck, train, d, tokens):
+    fifo = os.path.join(d, "fifo")
+    os.mkfifo(fifo)
+    for what, path, kind in (("a FIFO", fifo, "is a FIFO"), ("/dev/zero", "/dev/zero", "is a character device"),
+                             ("a directory", d, "is a directory")):
+        r = gt(train, 2, "--data", path, "--out", os.path.join(d, "in-" + what[-4:]), *MODEL, timeout=30)
+        ok = one_error(ck, "inputs: --data %s: exit 1 naming it" % what, r, 1, "--data '%s'" % path, kind)
+        ck.ok(ok and r.secs < 20, "inputs: ... within seconds (%.1f s)" % r.secs)
+    run = os.path.join(d, "in-run")
+    r = gt(train, 2, "--data", tokens, "--out", run, "--steps", "2", *MODEL)
+    if ck.ok(r.rc == 0, "inputs: a run to resume", r.describe()):
+        log = os.path.join(run, "train.log")
+        r = gt(train, 2, "--data", log, "--out", run, "--resume", "--steps", "4", *MODEL)
+        one_error(ck, "inputs: a text --data that is RUN/train.log is refused", r, 1, "a file of the run directory")
+
+
+# ---------------------------------------------------------------- vocab
+def test_vocab(ck, train, bpe, d, tokens):
+    corpus = os.path.join(d, "corpus.txt")
+    run = os.path.join(d, "v")
+    r = gt(train, 2, "--data", tokens, "--out", run, "--steps", "2", *MODEL)
+    if not ck.ok(r.rc == 0, "vocab: a 2-step run", r.describe()):
+        return
+    # The same text and vocabulary size, another split pattern: other merges, same size.
+    other_vocab, other_tokens = os.path.join(d, "other_vocab.h5"), os.path.join(d, "other_tokens.h5")
+    for cmd in ([bpe, "train", "--input", corpus, "--out", other_vocab, "--vocab-size", "320", "--pattern", "gpt2"],
+                [bpe, "encode", "--vocab", other_vocab, "--input", corpus, "--out", other_tokens]):
+        fl.run(cmd, timeout=120)
+    with h5().File(tokens, "r") as a, h5().File(other_tokens, "r") as b:
+        same_size = a["tokenizer"].attrs["vocab_size"] == b["tokenizer"].attrs["vocab_size"]
+    if ck.ok(same_size, "vocab: fixture: two tokenizers of the same size"):
+        r = gt(train, 2, "--data", other_tokens, "--out", run, "--resume", "--steps", "4", *MODEL)
+        one_error(ck, "vocab: --resume with another vocabulary of the same size is refused", r, 1,
+                  "holds another tokenizer than checkpoint", "other_tokens.h5")
+    # Text mode: the run's own RUN/vocab.h5 and RUN/tokens.h5 are never rewritten by a resume.
+    text = os.path.join(d, "text.txt")
+    shutil.copy(corpus, text)
+    trun = os.path.join(d, "t")
+    args = ["--data", text, "--out", trun, "--vocab-size", "300", *MODEL]
+    r = gt(train, 2, *args, "--steps", "2", timeout=120)
+    if not ck.ok(r.rc == 0, "vocab: a text run", r.describe()):
+        return
+    before = {n: file_sha(os.path.join(trun, n)) for n in ("vocab.h5", "tokens.h5")}
+    old_sha = file_sha(text)
+    with open(text, "a") as f:
+        f.write("One line more.\n")
+    new_sha = file_sha(text)
+    for extra in ([], ["--vocab-size", "280"]):
+        r = gt(train, 2, *args, "--resume", "--steps", "4", *extra, timeout=120)
+        one_error(ck, "vocab: --resume on a changed text %sis refused, naming the old and new SHA-256" %
+                  (" ".join(extra) + " " if extra else ""), r, 1, old_sha, new_sha, "--data %s" %
+                  os.path.join(trun, "tokens.h5"))
+        after = {n: file_sha(os.path.join(trun, n)) for n in ("vocab.h5", "tokens.h5")}
+        ck.ok(after == before, "vocab: ... and RUN/vocab.h5, RUN/tokens.h5 are unchanged byte for byte")
+    r = gt(train, 2, "--data", os.path.join(trun, "tokens.h5"), "--out", trun, "--resume", "--steps", "4", *MODEL)
+    ck.ok(r.rc == 0 and os.path.exists(os.path.join(trun, "ckpt-00000004.h5")),
+          "vocab: --resume --data RUN/tokens.h5 continues on the run's own tokens", r.describe())
+
+
+# ---------------------------------------------------------------- resumecmd
+def test_resumecmd(ck, train, d, tokens):
+    base = os.path.join(d, "it's a \"run\" $HOME")
+    run = os.path.join(base, "r" * 250)
+    os.makedirs(base)
+    prompt = "say 'hi'\nand more"
+    r = gt(train, 2, "--data", tokens, "--out", run, "--steps", "6", "--attn-every", "2", "--attn-prompt", prompt,
+           *MODEL, "--block-size", "16", extra_env={"GT_FAULT_SIGNAL_STEP": "3"})
+    m = re.search(r"Resume with:\n (.*)\Z", r.out, re.S)
+    if not ck.ok(r.rc == 0 and m is not None, "resumecmd: a signal stops the run with a command to resume",
+                 r.describe() + r.out[-600:]):
+        return
+    cmd = m.group(1).rstrip("\n")
+    ck.ok(len(cmd) > 500 and "'\\''" in cmd, "resumecmd: the command keeps every byte (quoted for the shell)", cmd)
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=fl.env(), timeout=120)
+    ok = p.returncode == 0 and "resuming from %s/ckpt-00000003.h5" % run in p.stdout and \
+        os.path.exists(os.path.join(run, "ckpt-00000006.h5"))
+    ck.ok(ok, "resumecmd: running the printed command resumes that run to its end",
+          "rc=%s\n%s\n%s" % (p.returncode, p.stdout[-800:], p.stderr[-800:]))
+    with h5().File(os.path.join(run, "ckpt-00000006.h5"), "r") as f:
+        ck.ok(f["config"].attrs["attn_prompt"] == prompt, "resumecmd: ... with the same --attn-prompt")
+
+
+# ---------------------------------------------------------------- bigstep
+def set_step(path, step):
+    with h5().File(path, "a") as f:
+        f.attrs["step"] = step
+        f["state"].attrs["adam_t"] = step
+
+
+def ckpts(run):
+    return sorted(n for n in os.listdir(run) if n.startswith("ckpt-"))
+
+
+def test_bigstep(ck, train, d, tokens):
+    run = os.path.join(d, "big")
+    common = ["--data", tokens, "--out", run, "--ckpt-every", "1", "--keep-ckpts", "2", "--eval-every", "0", *MODEL]
+    r = gt(train, 1, *common, "--steps", "2")
+    if not ck.ok(r.rc == 0, "bigstep: a 2-step run", r.describe()):
+        return
+    src = os.path.join(d, "two.h5")
+    shutil.copy(os.path.join(run, "ckpt-00000002.h5"), src)
+    for start, end in ((99_999_998, 100_000_003), (999_999_999_999_998, 1_000_000_000_000_000)):
+        for n in ckpts(run):
+            os.remove(os.path.join(run, n))
+        name = "ckpt-%08d.h5" % start
+        shutil.copy(src, os.path.join(run, name))
+        set_step(os.path.join(run, name), start)
+        with open(os.path.join(run, "latest"), "w") as f:
+            f.write(name + "\n")
+        r = gt(train, 1, *common, "--resume", "--steps", end, timeout=120)
+        want = ["ckpt-%08d.h5" % (end - 1), "ckpt-%08d.h5" % end]
+        ck.ok(r.rc == 0 and ckpts(run) == sorted(want) and latest(run) == want[1],
+              "bigstep: %d -> %d with --keep-ckpts 2 keeps the 2 newest by step, RUN/latest the newest" % (start, end),
+              "%s %s\n%s" % (ckpts(run), latest(run) if os.path.exists(os.path.join(run, "latest")) else None,
+                             r.describe()))
+        # RUN/latest one behind (a kill between a checkpoint's rename and the update of latest).
+        with open(os.path.join(run, "latest"), "w") as f:
+            f.write(want[0] + "\n")
+        r = gt(train, 1, *common, "--resume", "--steps", end, timeout=120)
+        ck.ok(r.rc == 0 and "checkpoint '%s' is already at step %d" % (os.path.join(run, want[1]), end) in r.out,
+              "bigstep: --resume takes the newest by step (%s), not RUN/latest's" % want[1], r.describe() + r.out[-400:])
+
+
+# ---------------------------------------------------------------- streak
+def test_streak(ck, train, d, tokens):
+    run = os.path.join(d, "div")
+    # A learning rate warming up to 5: a few good steps, then every step explodes.
+    r = gt(train, 3, "--data", tokens, "--out", run, "--steps", "200", "--lr", "5", "--warmup", "8",
+           "--skip-bad-steps", "--ckpt-every", "1", "--keep-ckpts", "2", *MODEL, timeout=180)
+    lines = r.error_lines()
+    if not ck.ok(r.rc == 2 and len(lines) == 1 and "bad steps in a row" in lines[0],
+                 "streak: a divergence with --skip-bad-steps gives up (exit 2, one message)", r.describe()):
+        return
+    skipped = [int(s) for s in re.findall(r"^step (\d+): .*update skipped", r.out, re.M)]
+    stop = int(re.search(r"error: step (\d+):", lines[0]).group(1))
+    first = stop - 20  # the streak: 20 skipped steps, then the one that gave up
+    ck.ok(skipped[-20:] == list(range(first, stop)), "streak: the last 20 skipped steps are the streak",
+          str(skipped[-25:]))
+    m = re.search(r"RUN/latest names (\S+) \(step (\d+)\)", lines[0])
+    named, step = (m.group(1), int(m.group(2))) if m else (None, -1)
+    ck.ok(m is not None and step < first - 1 and os.path.basename(named) == latest(run),
+          "streak: the stop names a checkpoint from before the streak whose weights trained well (step %d < %d), "
+          "and it is RUN/latest" % (step, first - 1), lines[0])
+    ck.ok(all(int(n[5:13]) < first for n in ckpts(run)), "streak: no checkpoint was written inside the streak",
+          str(ckpts(run)))
+    aside = "ckpt-%08d.h5.diverged" % (first - 1)
+    ck.ok(ckpts(run) == sorted(["ckpt-%08d.h5" % step, aside]),
+          "streak: the checkpoint of the step before the streak, whose weights the streak failed on, is renamed "
+          "aside (%s); the good one is kept" % aside, str(ckpts(run)))
+    with h5().File(os.path.join(run, latest(run)), "r") as f:
+        ck.ok(int(f["state"].attrs["bad_steps_in_row"]) == 0, "streak: its /state shows no bad steps in a row")
+    r = gt(train, 3, "--data", tokens, "--out", run, "--resume", "--lr", "1e-3", "--steps", step + 10, timeout=120)
+    ck.ok(r.rc == 0 and "resuming from %s" % named in r.out and latest(run) == "ckpt-%08d.h5" % (step + 10),
+          "streak: --resume starts from it and, with a sane --lr, does not fail again: it trains to the end",
+          r.describe() + r.out[-500:])
+
+
+# ---------------------------------------------------------------- sbatch
+def test_sbatch(ck, train, d, tokens):
+    """jobs/train.sbatch's wait policy, run outside Slurm with a job's variables and a stand-in
+    for gpt-train that reports what it was given."""
+    stub = os.path.join(d, "fake-gpt-train")
+    with open(stub, "w") as f:
+        f.write("#!/bin/sh\necho \"policy=${OMP_WAIT_POLICY:-unset} args=$*\" >> \"%s\"\n" % os.path.join(d, "seen"))
+    os.chmod(stub, 0o755)
+    script = os.path.join(fl.SRC, "jobs", "train.sbatch")
+    cases = (("4 tasks x --threads 2 on 2 CPUs", {"SLURM_CPUS_ON_NODE": "2"}, "passive"),
+             ("4 tasks x --threads 2 on 8 CPUs", {"SLURM_CPUS_ON_NODE": "8"}, "unset"),
+             ("a policy the user set", {"SLURM_CPUS_ON_NODE": "2", "OMP_WAIT_POLICY": "active"}, "active"))
+    for what, env, want in cases:
+        if os.path.exists(os.path.join(d, "seen")):
+            os.remove(os.path.join(d, "seen"))
+        e = {"SLURM_NTASKS": "4", "SLURM_TASKS_PER_NODE": "4", "SLURM_CPUS_PER_TASK": "1", "LAUNCHER": "mpirun",
+             "GPT_TRAIN_BIN": stub, "RUN": os.path.join(d, "sb-run"), **env}
+        r = fl.run(["bash", script, "--threads", "2"], timeout=60, cwd=d, extra_env=e)
+        seen = open(os.path.join(d, "seen")).read() if os.path.exists(os.path.join(d, "seen")) else ""
+        ck.ok(r.rc == 0 and seen.count("policy=%s " % want) == 4,
+              "sbatch: %s: the ranks get OMP_WAIT_POLICY %s" % (what, want), r.describe() + "\n" + seen)
+
+
+def main():
+    bpe, train = fl.require("gpt-bpe", "gpt-train")
+    parts = sys.argv[1:] or ["lock", "newdir", "inputs", "vocab", "resumecmd", "bigstep", "streak", "sbatch"]
+    d = fl.tmpdir("gt-trainer-faults-")
+    ck = fl.Checks("test_trainer_faults " + " ".join(parts))
+    _, _, tokens = fl.make_tokens(bpe, d, 60000)
+    for p in parts:
+        t0 = time.time()
+        if p == "vocab":
+            test_vocab(ck, train, bpe, d, tokens)
+        else:
+            globals()["test_" + p](ck, train, d, tokens)
+        print("%s: %.1f s" % (p, time.time() - t0), flush=True)
+    fl.rmtree(d)
+    ck.finish()
+
+
+if __name__ == "__main__":
+    main()
