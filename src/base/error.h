@@ -98,9 +98,7 @@ FILE *gt_fopen(const char *path, const char *mode, const char *what);
     do { int gt_mpi_rc_ = (expr); if (gt_mpi_rc_ != 0) gt_mpi_fail(__FILE__, __LINE__, #expr, gt_mpi_rc_); } while (0)
 _Noreturn void gt_mpi_fail(const char *file, int line, const char *call, int rc);
 
-// PCRE2: negative return codes other than "no match" are errors; prints PCRE2's message.
-#define PCRE2_CHECK(rc, hint) \
-    do { if ((rc) < 0 && (rc) != -1 /* PCRE2_ERROR_NOMATCH */) gt_pcre2_fail(__FILE__, __LINE__, (hint), (rc)); } while (0)
+// PCRE2: prints PCRE2's message for rc and fails (exit 2) with the location and the hint.
 _Noreturn void gt_pcre2_fail(const char *file, int line, const char *hint, int rc);
 
 #endif

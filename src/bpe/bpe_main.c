@@ -231,6 +231,7 @@ static int cmd_encode(const BpeArgs *a) {
     size_t n16 = 0, cap16 = 0;
     for (;;) {
         int eof = read_block(r, &buf, &len, &cap);
+        tokenizer_set_input_offset(&tok, r->offset - len);  // buf[0]'s place in the file, for messages
         size_t done = tokenizer_encode_stream(&tok, buf, len, 0, eof, &ids, &n, &idcap);
         if (narrow) {
             if (n16 + n > cap16) {

@@ -156,6 +156,7 @@ struct EncCache {
 };
 
 #define CACHE_FRONT 32768  // 1 MiB
+#define HUGE_WORD ((size_t)1 << 16)   // longer words: bpe_huge (GT_BPE_HUGE=N changes it, for tests)
 #define CACHE_MAX_WORD 128           // longer words are rare: encode them every time (fits uint8)
 #define CACHE_SHORT 16
 #define CACHE_MAX_SLOTS ((size_t)1 << 19)
@@ -233,6 +234,8 @@ void tok_compile(Tokenizer *tok, const char *flag) {
     P->builtin = builtin_kind(tok->pattern);
     if (!cls['a']) init_classes();
     P->fast = getenv("GT_BPE_NO_FAST") ? 0 : P->builtin;  // tests compare against PCRE2 alone
+    const char *huge = getenv("GT_BPE_HUGE");  // tests compare bpe_huge and bpe_long on the same words
+    P->huge_word = huge && atol(huge) > 0 ? (size_t)atol(huge) : HUGE_WORD;
     P->special_len = gt_calloc((size_t)(tok->n_special > 0 ? tok->n_special : 1), sizeof(size_t), "specials");
     for (int i = 0; i < tok->n_special; i++) {
         P->special_len[i] = strlen(tok->special[i]);
@@ -359,6 +362,25 @@ static inline int do_match(const TokPriv *P, Matcher *m, const char *text, size_
     return pcre2_match(P->re, (PCRE2_SPTR)text, end, pos, opts | PCRE2_NO_UTF_CHECK, m->md, NULL);
 }
 
+void tokenizer_set_input_offset(const Tokenizer *tok, size_t offset) {
+    if (tok->priv) ((TokPriv *)tok->priv)->input_offset = offset;
+}
+
+// A resource limit that a pattern's backtracking reached is bad input (exit 1), naming the
+// pattern and where in the input; any other PCRE2 failure is a runtime one (exit 2).
+static _Noreturn void pattern_failed(const Tokenizer *tok, int rc, size_t pos) {
+    if (rc != PCRE2_ERROR_MATCHLIMIT && rc != PCRE2_ERROR_DEPTHLIMIT && rc != PCRE2_ERROR_HEAPLIMIT &&
+        rc != PCRE2_ERROR_JIT_STACKLIMIT)
+        gt_pcre2_fail(__FILE__, __LINE__, "the split pattern failed on this text; try a simpler --pattern", rc);
+    PCRE2_UCHAR msg[256];
+    if (pcre2_get_error_message(rc, msg, sizeof msg) < 0) snprintf((char *)msg, sizeof msg, "PCRE2 error %d", rc);
+    char shown[512];
+    gt_fail_usage("the split pattern '%s' is too costly for PCRE2 at byte offset %zu of the input (%s): it "
+                  "backtracks too much on this text; simplify the pattern",
+                  utf8_escape(shown, sizeof shown, tok->pattern, 0), ((const TokPriv *)tok->priv)->input_offset + pos,
+                  (char *)msg);
+}
+
 size_t tok_walk(const Tokenizer *tok, Matcher *m, const char *text, size_t len, size_t from, size_t to, int final,
                 const Walker *w) {
     const TokPriv *P = tok->priv;
@@ -397,7 +419,7 @@ size_t tok_walk(const Tokenizer *tok, Matcher *m, const char *text, size_t len, 
                 pos = seg_end;
                 break;
             }
-            PCRE2_CHECK(rc, "the split pattern failed on this text; try a simpler --pattern");
+            if (rc < 0) pattern_failed(tok, rc, pos);
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(m->md);
             size_t ms = ov[0], me = ov[1];
             if (sp < 0 && !final && me > safe) goto done;  // might extend or change with more text
@@ -579,6 +601,122 @@ static size_t bpe_long(EncState *e, uint32_t *sym, size_t m) {
     return k;
 }
 
+// A word too long for bpe_long's scratch (36 bytes per byte, so a 100 MB chunk took 3.6 GB):
+// the same merges in the same order (lowest rank first, leftmost first) in about 5 bytes per
+// byte: sym (4), a bitmap of token starts (1/8; sym[i] is valid at a start) and a tree of the
+// lowest pair rank in each 16-byte block (at most 1). Ranks are looked up again rather than
+// stored; a merge recomputes the (at most three) blocks whose pairs it changed.
+#define HUGE_BLOCK 16
+
+typedef struct {
+    const TokPriv *P;
+    uint32_t *sym;
+    uint64_t *start;  // bit i: a token starts at byte i
+    int32_t *tree;    // [leaves, 2 * leaves): block minima; [1, leaves): minima of children
+    size_t m, leaves;
+} Huge;
+
+static inline int is_start(const Huge *h, size_t i) { return (int)(h->start[i >> 6] >> (i & 63) & 1); }
+
+// The first start after i, or m.
+static size_t next_start(const Huge *h, size_t i) {
+    size_t w = ++i >> 6;
+    if (i >= h->m) return h->m;
+    uint64_t bits = h->start[w] & (~0ull << (i & 63));
+    while (!bits) {
+        if (++w << 6 >= h->m) return h->m;
+        bits = h->start[w];
+    }
+    size_t j = (w << 6) + (size_t)__builtin_ctzll(bits);
+    return j < h->m ? j : h->m;
+}
+
+// The last start before i, or SIZE_MAX.
+static size_t prev_start(const Huge *h, size_t i) {
+    if (i == 0) return SIZE_MAX;
+    size_t w = --i >> 6;
+    uint64_t bits = h->start[w] & (~0ull >> (63 - (i & 63)));
+    while (!bits) {
+        if (w == 0) return SIZE_MAX;
+        bits = h->start[--w];
+    }
+    return (w << 6) + 63 - (size_t)__builtin_clzll(bits);
+}
+
+// Rank of the pair starting at start s, or INT32_MAX when it has no right neighbour or no merge.
+static int32_t pair_rank(const Huge *h, size_t s) {
+    size_t t = next_start(h, s);
+    if (t >= h->m) return INT32_MAX;
+    int32_t r = merge_rank(h->P, h->sym[s], h->sym[t]);
+    return r < 0 ? INT32_MAX : r;
+}
+
+static void block_update(Huge *h, size_t b) {
+    int32_t best = INT32_MAX;
+    size_t end = (b + 1) * HUGE_BLOCK < h->m ? (b + 1) * HUGE_BLOCK : h->m;
+    for (size_t s = b * HUGE_BLOCK; s < end; s++)
+        if (is_start(h, s)) {
+            int32_t r = pair_rank(h, s);
+            if (r < best) best = r;
+        }
+    size_t x = h->leaves + b;
+    h->tree[x] = best;
+    for (x /= 2; x >= 1; x /= 2) {
+        int32_t v = h->tree[2 * x] < h->tree[2 * x + 1] ? h->tree[2 * x] : h->tree[2 * x + 1];
+        if (h->tree[x] == v) break;
+        h->tree[x] = v;
+    }
+}
+
+static size_t bpe_huge(EncState *e, uint32_t *sym, size_t m) {
+    Huge h = {e->P, sym, NULL, NULL, m, 1};
+    size_t nb = (m + HUGE_BLOCK - 1) / HUGE_BLOCK;
+    while (h.leaves < nb) h.leaves *= 2;
+    h.start = gt_malloc((m + 63) / 64 * sizeof *h.start, "bpe scratch");
+    h.tree = gt_malloc(2 * h.leaves * sizeof *h.tree, "bpe scratch");
+    memset(h.start, 0xff, (m + 63) / 64 * sizeof *h.start);
+    for (size_t b = 0; b < h.leaves; b++) {
+        int32_t best = INT32_MAX;
+        for (size_t s = b * HUGE_BLOCK; b < nb && s < (b + 1) * HUGE_BLOCK && s + 1 < m; s++) {
+            int32_t r = merge_rank(h.P, sym[s], sym[s + 1]);
+            if (r >= 0 && r < best) best = r;
+        }
+        h.tree[h.leaves + b] = best;
+    }
+    for (size_t x = h.leaves - 1; x >= 1; x--)
+        h.tree[x] = h.tree[2 * x] < h.tree[2 * x + 1] ? h.tree[2 * x] : h.tree[2 * x + 1];
+    while (h.tree[1] != INT32_MAX) {
+        int32_t r = h.tree[1];
+        size_t x = 1;
+        while (x < h.leaves) x = h.tree[2 * x] == r ? 2 * x : 2 * x + 1;  // the leftmost block holding r
+        size_t b = x - h.leaves, s = b * HUGE_BLOCK;
+        while (!is_start(&h, s) || pair_rank(&h, s) != r) s++;
+        size_t t = next_start(&h, s), p = prev_start(&h, s);
+        sym[s] = 256u + (uint32_t)r;
+        h.start[t >> 6] &= ~(1ull << (t & 63));
+        block_update(&h, b);
+        if (t / HUGE_BLOCK != b) block_update(&h, t / HUGE_BLOCK);
+        if (p != SIZE_MAX && p / HUGE_BLOCK != b) block_update(&h, p / HUGE_BLOCK);
+    }
+    size_t k = 0;
+    for (size_t s = 0; s < m; s = next_start(&h, s)) sym[k++] = sym[s];
+    free(h.start);
+    free(h.tree);
+    return k;
+}
+
+// A huge word is merged where its ids go: at the end of e->ids, grown by n ids exactly, so
+// the merge scratch is the output itself plus the bitmap and the tree.
+static void bpe_huge_ids(EncState *e, const uint8_t *s, size_t n) {
+    if (e->n + n > e->cap) {
+        e->cap = e->n + n;
+        e->ids = gt_realloc(e->ids, e->cap * sizeof *e->ids, "token ids");
+    }
+    uint32_t *sym = e->ids + e->n;
+    for (size_t i = 0; i < n; i++) sym[i] = s[i];
+    e->n += e->tok->n_merges ? bpe_huge(e, sym, n) : n;
+}
+
 static size_t bpe_word(EncState *e, const uint8_t *s, size_t n) {
     if (e->sym_cap < n) {
         e->sym = gt_realloc(e->sym, n * sizeof *e->sym, "bpe scratch");
@@ -656,6 +794,10 @@ static void enc_chunk(void *ctx, const uint8_t *s, size_t n) {
     EncState *e = ctx;
     if (n == 1) {
         push1(e, s[0]);
+        return;
+    }
+    if (n > e->P->huge_word) {
+        bpe_huge_ids(e, s, n);
         return;
     }
     if (n > CACHE_MAX_WORD) {

@@ -50,6 +50,10 @@ void tokenizer_free(Tokenizer *tok);
 // only. Encoding in blocks this way gives exactly the ids of encoding the whole text at once.
 size_t tokenizer_encode_stream(const Tokenizer *tok, const char *text, size_t len, size_t start, int final,
                                uint32_t **ids, size_t *n, size_t *cap);
+// Where text[0] of the next encode call sits in the whole input, for the one message of a
+// split pattern that PCRE2 gives up on (its match, depth or heap limit, reached by a custom
+// pattern that backtracks too much): exit 1 naming the pattern and the input's byte offset.
+void tokenizer_set_input_offset(const Tokenizer *tok, size_t offset);
 // Threads used by tokenizer_encode/_stream (default 1). Splits at newlines with built-in
 // patterns only; any other regex encodes on one thread. Not safe to encode with one
 // Tokenizer from several threads at once (it keeps a per-thread word cache).

@@ -29,6 +29,8 @@ typedef struct {
     size_t *special_len;      // (n_special)
     size_t max_special;
     int threads;              // for tokenizer_encode and the streaming encoder
+    size_t input_offset;      // where text[0] of the next call sits in the input (messages only)
+    size_t huge_word;         // longer words are merged in bpe_huge's compact scratch
     Matcher *matchers;        // (threads), created lazily
     EncCache **caches;        // (threads), created lazily; persist across calls
 } TokPriv;

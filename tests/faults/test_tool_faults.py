@@ -19,7 +19,12 @@ stdout         > /dev/full: exit 2 naming stdout (also --help and --version), no
 same file      --force with --out naming an input (the same path, a symlink, a hard link), or
                --attn-out naming the checkpoint: exit 1 naming both, the input untouched.
 messages       a file where a directory is needed is named as such; a file another program
-               holds open for writing is said to be locked, not damaged.
+               holds open for writing is said to be locked, not damaged; a custom pattern that
+               exhausts PCRE2's match limit is bad input (exit 1) naming the pattern and the
+               byte offset in the input, also when encode meets it blocks into the file.
+memory         encoding one chunk of L bytes (a text without whitespace) grows the peak RSS
+               (/usr/bin/time) by at most 9 bytes per byte: 5.2 for the merges (the chunk's ids
+               included), 1 for its text, 2 for its 16-bit ids, with room to spare; it was 17.
 """
 import os
 import signal
@@ -278,6 +283,51 @@ def sample_faults(ck, d, sample, run):
     ck.ok(fl.sha256(ckpt) == before, "gpt-sample --attn-out = the checkpoint: the checkpoint is untouched")
 
 
+def pattern_limit(ck, d, bpe):
+    text = os.path.join(d, "aaa.txt")
+    with open(text, "w") as f:
+        f.write("hello world\n" * 1000 + "a" * 200000 + "\n")
+    pattern = r"(?:(a+)+c)|[a-z]+|\s+|."
+    vocab = os.path.join(d, "pv.h5")
+    r = fl.run([bpe, "train", "--input", os.path.join(d, "corpus.txt"), "--out", vocab, "--vocab-size", "300",
+                "--pattern", pattern], timeout=120)
+    ck.ok(r.rc == 0, "fixture: a vocabulary with a pattern that can backtrack badly", r.describe())
+    for name, cmd, env in (
+            ("train", [bpe, "train", "--input", text, "--out", os.path.join(d, "pv2.h5"), "--vocab-size", "300",
+                       "--pattern", pattern], None),
+            ("encode in 4 KiB blocks", [bpe, "encode", "--vocab", vocab, "--input", text, "--out",
+                                        os.path.join(d, "pe.h5")], {"GT_BPE_BLOCK": "4096"})):
+        r = fl.run(cmd, timeout=300, extra_env=env)
+        one_error(ck, r, "gpt-bpe %s: PCRE2's match limit on a custom pattern" % name,
+                  [pattern, "byte offset 12000", "match limit"])
+
+
+def encode_memory(ck, d, bpe, vocab):
+    """Peak RSS of encoding one chunk of 8 MB and of 24 MB: the difference over 16 MB."""
+    if not os.access("/usr/bin/time", os.X_OK):
+        print("SKIP encode memory: /usr/bin/time is not installed")
+        return
+    import random
+    rnd = random.Random(3)
+    letters = bytes(ord("a") + i % 26 for i in range(256))
+    peaks = {}
+    for mb in (8, 24):
+        text = os.path.join(d, "chunk%d.txt" % mb)
+        with open(text, "wb") as f:
+            f.write(rnd.randbytes(mb * 1000000).translate(letters))
+        r = fl.run(["/usr/bin/time", "-f", "peak %M", bpe, "encode", "--vocab", vocab, "--input", text, "--out",
+                    os.path.join(d, "chunk%d.h5" % mb), "--quiet"], timeout=300)
+        m = [l for l in r.err.splitlines() if l.startswith("peak ")]
+        if not ck.ok(r.rc == 0 and m, "gpt-bpe encode of one %d MB chunk runs" % mb, r.describe()):
+            return
+        peaks[mb] = int(m[-1].split()[1]) * 1024
+        os.remove(text)
+    per_byte = (peaks[24] - peaks[8]) / 16e6
+    print("encode memory: peak %.0f MB for one 8 MB chunk, %.0f MB for 24 MB: %.1f bytes per byte of the chunk"
+          % (peaks[8] / 1e6, peaks[24] / 1e6, per_byte), flush=True)
+    ck.ok(per_byte <= 9.0, "gpt-bpe encode: at most 9 bytes of memory per byte of its longest chunk (%.1f)" % per_byte)
+
+
 def main():
     bpe, sample, train = tl.require("gpt-bpe", "gpt-sample", "gpt-train")
     d = tl.tmpdir("gt-tools-")
@@ -289,7 +339,9 @@ def main():
                          (stdout_faults, (ck, d, bpe, corpus, vocab, tokens)),
                          (same_file, (ck, d, bpe, corpus, vocab)),
                          (messages, (ck, d, bpe, corpus, vocab)),
-                         (sample_faults, (ck, d, sample, run))))
+                         (sample_faults, (ck, d, sample, run)),
+                         (pattern_limit, (ck, d, bpe)),
+                         (encode_memory, (ck, d, bpe, vocab))))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,24 @@ def main():
         check(np.array_equal(a, ids_of(T("t2.h5"))[0]), "streamed encoding differs")
         check(np.array_equal(a, ids_of(T("t3.h5"))[0]), "streamed encoding with 2 threads differs")
         check(list(a) == bpe_ref.encode(text, merges, "llama3", ["<|eot|>"]), "encoding differs from the reference")
+        # ---- words past 64 KiB are merged in a compact scratch (bpe_huge): GT_BPE_HUGE=2 sends
+        # every word there, GT_BPE_HUGE=10^9 none; both must give the reference's ids, also
+        # for words of 70 KB to 300 KB (a letter run built of frequent pairs, CJK, spaces)
+        r = run("encode", "--vocab", T("v.h5"), "--input", T("c.txt"), "--out", T("th.h5"), "--quiet", "--force",
+                env={"GT_BPE_HUGE": "2"})
+        check(r.rc == 0 and np.array_equal(a, ids_of(T("th.h5"))[0]), "bpe_huge on every word differs")
+        rng = random.Random(5)
+        pieces = ["".join(rng.choice(["th", "he", "in", "er", "an", "e", "t"]) for _ in range(40000)),
+                  "\u4f60\u597d\u4e16\u754c" * 20000, " " * 300000, "ok"]
+        with open(T("long.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(pieces))
+        outs = []
+        for huge in ("2", "1000000000"):
+            r = run("encode", "--vocab", T("v.h5"), "--input", T("long.txt"), "--out", T("tl%s.h5" % huge), "--quiet",
+                    env={"GT_BPE_HUGE": huge})
+            outs.append(ids_of(T("tl%s.h5" % huge))[0] if r.rc == 0 else None)
+        check(outs[0] is not None and outs[1] is not None and np.array_equal(outs[0], outs[1]),
+              "words of 70-300 KB: bpe_huge and bpe_long disagree")
         # invalid UTF-8 beyond the first blocks: offset and line still exact
         bad_at = len(raw) - 1000
         while (raw[bad_at] & 0xC0) == 0x80:
