@@ -41,7 +41,8 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import testlib as tl  # noqa: E402
 import faultlib as fl  # noqa: E402
 
 MODEL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "2",
@@ -54,7 +55,7 @@ def h5():
 
 
 def gt(train, np_, *args, timeout=60, extra_env=None):
-    return fl.run(fl.mpirun(np_, train, *args), timeout=timeout, extra_env=extra_env)
+    return fl.run(tl.mpirun(np_, train, *args), timeout=timeout, extra_env=extra_env)
 
 
 def one_error(ck, what, r, rc, *needles):
@@ -85,7 +86,7 @@ def wait_for(cond, secs):
 # ---------------------------------------------------------------- lock
 def test_lock(ck, train, d, tokens):
     run = os.path.join(d, "locked")
-    first = fl.spawn(fl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", "1000000", "--ckpt-every", "5",
+    first = fl.spawn(tl.mpirun(2, train, "--data", tokens, "--out", run, "--steps", "1000000", "--ckpt-every", "5",
                                *MODEL), os.path.join(d, "first.log"))
     try:
         metrics = os.path.join(run, "metrics.csv")
@@ -106,7 +107,7 @@ def test_lock(ck, train, d, tokens):
         ck.ok(log_after.startswith(log_before) and "effective configuration" not in log_after[len(log_before):],
               "lock: the refused runs wrote nothing into RUN")
     finally:
-        fl.kill_group(first)  # kill -9 of the whole job: the kernel drops the lock
+        tl.kill_group(first)  # kill -9 of the whole job: the kernel drops the lock
     with h5().File(os.path.join(run, latest(run)), "r") as f:
         step = int(f.attrs["step"])
     r = gt(train, 2, "--data", tokens, "--out", run, "--resume", "--steps", step + 2, timeout=120)
@@ -300,7 +301,7 @@ def test_sbatch(ck, train, d, tokens):
     with open(stub, "w") as f:
         f.write("#!/bin/sh\necho \"policy=${OMP_WAIT_POLICY:-unset} args=$*\" >> \"%s\"\n" % os.path.join(d, "seen"))
     os.chmod(stub, 0o755)
-    script = os.path.join(fl.SRC, "jobs", "train.sbatch")
+    script = os.path.join(tl.SRC, "jobs", "train.sbatch")
     cases = (("4 tasks x --threads 2 on 2 CPUs", {"SLURM_CPUS_ON_NODE": "2"}, "passive"),
              ("4 tasks x --threads 2 on 8 CPUs", {"SLURM_CPUS_ON_NODE": "8"}, "unset"),
              ("a policy the user set", {"SLURM_CPUS_ON_NODE": "2", "OMP_WAIT_POLICY": "active"}, "active"))
@@ -316,10 +317,10 @@ def test_sbatch(ck, train, d, tokens):
 
 
 def main():
-    bpe, train = fl.require("gpt-bpe", "gpt-train")
+    bpe, train = tl.require("gpt-bpe", "gpt-train")
     parts = sys.argv[1:] or ["lock", "newdir", "inputs", "vocab", "resumecmd", "bigstep", "streak", "sbatch"]
-    d = fl.tmpdir("gt-trainer-faults-")
-    ck = fl.Checks("test_trainer_faults " + " ".join(parts))
+    d = tl.tmpdir("gt-trainer-faults-")
+    ck = tl.Checks("test_trainer_faults " + " ".join(parts))
     _, _, tokens = fl.make_tokens(bpe, d, 60000)
     for p in parts:
         t0 = time.time()
@@ -328,7 +329,7 @@ def main():
         else:
             globals()["test_" + p](ck, train, d, tokens)
         print("%s: %.1f s" % (p, time.time() - t0), flush=True)
-    fl.rmtree(d)
+    tl.rmtree(d)
     ck.finish()
 
 
