@@ -34,3 +34,8 @@ set_tests_properties(engine_gemm_bf16 PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TI
 # threads, 10 AdamW steps against PyTorch's autocast, resume (skips without bf16 instructions)
 add_test(NAME engine_bf16 COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/engine/test_engine_bf16.py)
 set_tests_properties(engine_bf16 PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS engine SKIP_RETURN_CODE 77)
+# nanoGPT interop (io/python/gpt_checkpoint.py): load_into upstream-style models on the mask
+# layouts of torch < 2.0 and >= 2.0; from-nanogpt of a train.py checkpoint, then --resume and
+# gpt-sample; bad input. Skips (77) without torch.
+add_test(NAME engine_nanogpt COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/engine/test_nanogpt_interop.py)
+set_tests_properties(engine_nanogpt PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS engine SKIP_RETURN_CODE 77)

@@ -10,6 +10,12 @@ shapes, so a gpt-train checkpoint loads with strict=True:
 
 The causal mask is a non-persistent buffer, so it is not part of the state_dict (nanoGPT's
 flash-attention path has no buffer either).
+
+It can also be built the way upstream nanoGPT's model.py builds its GPT, for tests of the
+interop helpers (gpt_checkpoint.load_into, from-nanogpt) without a copy of upstream:
+GPT.like_upstream(config) has the exact erf GELU, GPTConfig(bias=False) drops every bias,
+and the causal mask is what upstream registers on each torch: a persistent buffer
+transformer.h.<i>.attn.bias (in the state_dict) before torch 2.0, none from 2.0 on (flash).
 """
 import math
 from dataclasses import dataclass
@@ -27,20 +33,42 @@ class GPTConfig:
     n_head: int = 12
     n_embd: int = 768
     dropout: float = 0.0
+    bias: bool = True  # upstream's switch: False drops every Linear and LayerNorm bias (gpt-train has them)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm (eps 1e-5) whose bias may be absent, as upstream's: same names as nn.LayerNorm."""
+
+    def __init__(self, ndim, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+# Where the causal mask lives: "nonpersistent" (the twin's: a buffer outside the state_dict),
+# "persistent" (upstream on torch < 2.0: the buffer transformer.h.<i>.attn.bias is in the
+# state_dict) or "none" (upstream on torch >= 2.0: no buffer; the mask is made per forward).
+MASKS = ("nonpersistent", "persistent", "none")
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, mask="nonpersistent"):
         super().__init__()
         assert config.n_embd % config.n_head == 0
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        assert mask in MASKS, mask
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
         self.n_embd = config.n_embd
-        mask = torch.tril(torch.ones(config.block_size, config.block_size))
-        self.register_buffer("bias", mask.view(1, 1, config.block_size, config.block_size), persistent=False)
+        if mask != "none":
+            causal = torch.tril(torch.ones(config.block_size, config.block_size))
+            self.register_buffer("bias", causal.view(1, 1, config.block_size, config.block_size),
+                                 persistent=mask == "persistent")
         self.last_att = None  # (B, nh, T, T) softmax before dropout, when keep_att is set
         self.keep_att = False
 
@@ -51,7 +79,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-        att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))
+        causal = self.bias[:, :, :T, :T] if hasattr(self, "bias") else torch.ones(T, T, device=x.device).tril()
+        att = att.masked_fill(causal == 0, float("-inf"))
         att = F.softmax(att, dim=-1)
         if self.keep_att:
             self.last_att = att.detach()
@@ -62,11 +91,11 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, gelu="tanh"):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
-        self.gelu = nn.GELU(approximate="tanh")
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate=gelu)  # "tanh" as the engine and GPT-2; "none" (erf) as upstream
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -74,12 +103,12 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, mask="nonpersistent", gelu="tanh"):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=1e-5)
-        self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5)
-        self.mlp = MLP(config)
+        self.ln_1 = LayerNorm(config.n_embd, config.bias)
+        self.attn = CausalSelfAttention(config, mask)
+        self.ln_2 = LayerNorm(config.n_embd, config.bias)
+        self.mlp = MLP(config, gelu)
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
@@ -88,15 +117,15 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, mask="nonpersistent", gelu="tanh"):
         super().__init__()
         self.config = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, eps=1e-5),
+            h=nn.ModuleList([Block(config, mask, gelu) for _ in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # tied
@@ -148,6 +177,15 @@ class GPT(nn.Module):
             probs = F.softmax(logits, dim=-1)
             idx = torch.cat((idx, torch.multinomial(probs, num_samples=1)), dim=1)
         return idx
+
+    @classmethod
+    def like_upstream(cls, config, flash=None):
+        """A GPT built as upstream nanoGPT's model.py builds it: erf GELU, and the causal mask as
+        upstream registers it, a persistent buffer transformer.h.<i>.attn.bias without flash
+        attention (torch < 2.0), none with it (torch >= 2.0). flash=None: as on this torch."""
+        if flash is None:
+            flash = hasattr(F, "scaled_dot_product_attention")
+        return cls(config, mask="none" if flash else "persistent", gelu="none")
 
     @classmethod
     def from_checkpoint(cls, path, dropout=None):
