@@ -3,27 +3,176 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "bf16.h"
+#include "comm.h"
 #include "error.h"
+#include "watchdog.h"
 
-#define MAX_MPI_COUNT ((size_t)1 << 30)
+// Started ranges are cut to at most this many floats (MPI counts are int).
+#define BUCKET_MAX ((size_t)1 << 26)
+
+static size_t seg_lo(const GradReducer *r, const Bucket *b, int rank) {
+    return b->cnt * (size_t)rank / (size_t)r->size;
+}
+static size_t seg_len(const GradReducer *r, const Bucket *b, int rank) {
+    return seg_lo(r, b, rank + 1) - seg_lo(r, b, rank);
+}
+static size_t wire_size(const GradReducer *r) { return r->wire == WIRE_BF16 ? 2 : 4; }
+static MPI_Datatype wire_type(const GradReducer *r) { return r->wire == WIRE_BF16 ? MPI_UINT16_T : MPI_FLOAT; }
+// The other ranks in rank order: request j talks to peer(j).
+static int peer(const GradReducer *r, int j) { return j < r->rank ? j : j + 1; }
+
+static void *grow(void *p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return p;
+    *cap = need;
+    return gt_realloc(p, need * elem, "gradient exchange buffers");
+}
+
+// Phase 1: segment p of this rank's bucket to rank p; receive the others' shares of ours.
+static void post_contributions(GradReducer *r, Bucket *b) {
+    const int N = r->size, me = r->rank;
+    const size_t w = wire_size(r), mine = seg_len(r, b, me);
+    const float *g = r->grads + b->off;
+    const char *src = (const char *)g;
+    if (r->wire == WIRE_BF16) {
+        b->wire = grow(b->wire, &b->cap_wire, b->cnt, sizeof(uint16_t));
+        bf16_from_f32_n(b->wire, g, b->cnt);  // rounding 1 of 2: what leaves this rank
+        src = (const char *)b->wire;
+    }
+    b->in = grow(b->in, &b->cap_in, (size_t)N * mine, w);
+    for (int j = 0; j < N - 1; j++)
+        MPI_CHECK(MPI_Irecv((char *)b->in + (size_t)peer(r, j) * mine * w, (int)mine, wire_type(r), peer(r, j), b->tag,
+                            r->comm, &b->reqs[j]));
+    for (int j = 0; j < N - 1; j++) {
+        int p = peer(r, j);
+        MPI_CHECK(MPI_Isend(src + seg_lo(r, b, p) * w, (int)seg_len(r, b, p), wire_type(r), p, b->tag, r->comm,
+                            &b->reqs[N - 1 + j]));
+        r->bytes_total += (double)(seg_len(r, b, p) * w);
+    }
+    b->phase = 1;
+    b->left = 2 * (N - 1);
+}
+
+// Phase 1 done: the mean of this rank's segment, summed in rank order in fp32; then phase 2
+// sends it to every rank and receives theirs.
+static void post_means(GradReducer *r, Bucket *b) {
+    const int N = r->size, me = r->rank;
+    const size_t lo = seg_lo(r, b, me), len = seg_len(r, b, me), w = wire_size(r);
+    const float scale = 1.0f / (float)N;
+    float *g = r->grads + b->off + lo;
+    if (r->wire == WIRE_FP32) {
+        float *in = b->in;
+        memcpy(in + (size_t)me * len, g, len * sizeof(float));  // this rank's share in its place
+        memcpy(g, in, len * sizeof(float));
+        for (int k = 1; k < N; k++)
+            for (size_t i = 0; i < len; i++) g[i] += in[(size_t)k * len + i];
+        for (size_t i = 0; i < len; i++) g[i] *= scale;
+    } else {
+        const uint16_t *in = b->in;
+        uint16_t *own = b->wire + lo;  // this rank's share, as rounded for sending
+        for (int k = 0; k < N; k++) {
+            const uint16_t *c = k == me ? own : in + (size_t)k * len;
+            if (k == 0) f32_from_bf16_n(g, c, len);
+            else
+                for (size_t i = 0; i < len; i++) g[i] += f32_from_bf16(c[i]);
+        }
+        for (size_t i = 0; i < len; i++) {
+            own[i] = bf16_from_f32(g[i] * scale);  // rounding 2 of 2: the mean every rank gets
+            g[i] = f32_from_bf16(own[i]);
+        }
+    }
+    char *dst = r->wire == WIRE_BF16 ? (char *)b->wire : (char *)(r->grads + b->off);
+    for (int j = 0; j < N - 1; j++) {
+        int p = peer(r, j);
+        MPI_CHECK(MPI_Irecv(dst + seg_lo(r, b, p) * w, (int)seg_len(r, b, p), wire_type(r), p, b->tag + 1, r->comm,
+                            &b->reqs[j]));
+    }
+    for (int j = 0; j < N - 1; j++) {
+        MPI_CHECK(MPI_Isend(dst + lo * w, (int)len, wire_type(r), peer(r, j), b->tag + 1, r->comm, &b->reqs[N - 1 + j]));
+        r->bytes_total += (double)(len * w);
+    }
+    b->phase = 2;
+    b->left = 2 * (N - 1);
+}
+
+static void unpack_means(GradReducer *r, Bucket *b) {
+    if (r->wire == WIRE_BF16)
+        for (int j = 0; j < r->size - 1; j++) {
+            int p = peer(r, j);
+            size_t lo = seg_lo(r, b, p);
+            f32_from_bf16_n(r->grads + b->off + lo, b->wire + lo, seg_len(r, b, p));
+        }
+    b->phase = 0;
+    r->in_flight--;
+}
+
+// Whom this rank waits for, for the watchdog's message. Only phase 1 depends on a rank
+// alone (its backward reaching the bucket): the ranks whose contributions have not come are
+// the late ones; a missing mean (phase 2) may only mean its owner waits for them. So: the
+// ranks owing a contribution; if none, those owing a mean; if none, those not taking ours.
+static void note_arrivals(GradReducer *r) {
+    const int N = r->size;
+    for (int level = 0; level < 3; level++) {
+        int any = 0;
+        for (int p = 0; p < N; p++) r->arrived[p] = 1;
+        for (int i = 0; i < r->nb; i++) {
+            const Bucket *b = &r->b[i];
+            if (b->phase == 0 || (level < 2 && b->phase != level + 1)) continue;
+            for (int j = 0; j < N - 1; j++)
+                if (b->reqs[level < 2 ? j : N - 1 + j] != MPI_REQUEST_NULL) {
+                    r->arrived[peer(r, j)] = 0;
+                    any = 1;
+                }
+        }
+        if (any) return;
+    }
+}
+
+// Moves every bucket in flight as far as it goes now (under r->mu); notes arrivals.
+static void drive(GradReducer *r) {
+    const int nreq = 2 * (r->size - 1);
+    int moved = 0;
+    for (int i = 0; i < r->nb; i++) {
+        Bucket *b = &r->b[i];
+        while (b->phase != 0) {
+            int got = 0;
+            MPI_CHECK(MPI_Testsome(nreq, b->reqs, &got, r->idx, MPI_STATUSES_IGNORE));
+            if (got == MPI_UNDEFINED || got == 0) break;
+            moved = 1;
+            b->left -= got;
+            if (b->left > 0) break;
+            if (b->phase == 1) post_means(r, b);
+            else unpack_means(r, b);
+        }
+    }
+    note_arrivals(r);
+    if (moved) wd_progress();
+}
 
 static void start(GradReducer *r, size_t off, size_t cnt) {
     while (cnt > 0) {
-        size_t c = cnt > MAX_MPI_COUNT ? MAX_MPI_COUNT : cnt;
-        if (r->nreq == r->capreq) {
-            r->capreq = r->capreq ? 2 * r->capreq : 64;
-            r->reqs = gt_realloc(r->reqs, (size_t)r->capreq * sizeof *r->reqs, "allreduce requests");
-            r->r_off = gt_realloc(r->r_off, (size_t)r->capreq * sizeof *r->r_off, "allreduce requests");
-            r->r_cnt = gt_realloc(r->r_cnt, (size_t)r->capreq * sizeof *r->r_cnt, "allreduce requests");
+        size_t c = cnt > BUCKET_MAX ? BUCKET_MAX : cnt;
+        if (r->nb == r->capb) {
+            int cap = r->capb ? 2 * r->capb : 64;
+            r->b = gt_realloc(r->b, (size_t)cap * sizeof *r->b, "gradient exchange buckets");
+            memset(r->b + r->capb, 0, (size_t)(cap - r->capb) * sizeof *r->b);
+            for (int i = r->capb; i < cap; i++)
+                r->b[i].reqs = gt_malloc(2 * (size_t)r->size * sizeof(MPI_Request), "gradient exchange requests");
+            r->capb = cap;
         }
-        MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, r->grads + off, (int)c, MPI_FLOAT, MPI_SUM, r->comm, &r->reqs[r->nreq]));
-        r->r_off[r->nreq] = off;
-        r->r_cnt[r->nreq] = c;
-        r->nreq++;
+        Bucket *b = &r->b[r->nb];
+        b->off = off;
+        b->cnt = c;
+        b->tag = 2 * (r->nb % 16000);  // MPI guarantees tags up to 32767
+        r->nb++;
+        r->in_flight++;
+        post_contributions(r, b);
         off += c;
         cnt -= c;
     }
+    pthread_cond_signal(&r->cv);
 }
 
 static void flush_pending(GradReducer *r) {
@@ -31,37 +180,92 @@ static void flush_pending(GradReducer *r) {
     r->lo = r->hi = 0;
 }
 
-void reducer_init(GradReducer *r, MPI_Comm comm, float *grads, size_t n, size_t bucket_bytes) {
+static void *progress_thread(void *arg) {
+    GradReducer *r = arg;
+    pthread_mutex_lock(&r->mu);
+    while (!r->quit) {
+        if (r->in_flight == 0 || r->main_driving) {
+            pthread_cond_wait(&r->cv, &r->mu);
+            continue;
+        }
+        drive(r);
+        pthread_mutex_unlock(&r->mu);
+        nanosleep(&(struct timespec){0, r->poll_ns}, NULL);
+        pthread_mutex_lock(&r->mu);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+// Under r->mu, by the main thread: drives everything to completion, giving the CPU away
+// between polls.
+static void drive_all(GradReducer *r) {
+    r->main_driving = 1;
+    double t0 = MPI_Wtime();
+    while (r->in_flight > 0) {
+        drive(r);
+        if (r->in_flight == 0) break;
+        pthread_mutex_unlock(&r->mu);
+        comm_idle(t0);
+        pthread_mutex_lock(&r->mu);
+    }
+    r->main_driving = 0;
+    r->nb = 0;
+}
+
+void reducer_init(GradReducer *r, MPI_Comm comm, float *grads, size_t n, size_t bucket_bytes, WireType wire) {
     memset(r, 0, sizeof *r);
-    r->comm = comm;
-    MPI_CHECK(MPI_Comm_size(comm, &r->size));
+    comm_allgather(NULL, NULL, 0, "start-up");  // a watched barrier: MPI_Comm_dup blocks unwatched
+    MPI_CHECK(MPI_Comm_dup(comm, &r->comm));
+    MPI_CHECK(MPI_Comm_set_errhandler(r->comm, MPI_ERRORS_RETURN));
+    MPI_CHECK(MPI_Comm_size(r->comm, &r->size));
+    MPI_CHECK(MPI_Comm_rank(r->comm, &r->rank));
+    r->wire = wire;
     r->grads = grads;
     r->n = n;
     r->floor = n;
     r->bucket_min = (bucket_bytes ? bucket_bytes : (1u << 20)) / sizeof(float);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
     if (r->size == 1) return;
-    // The cost a blocking reduction of the whole gradient would add to each step: the
+    r->idx = gt_malloc(2 * (size_t)r->size * sizeof(int), "gradient exchange");
+    r->arrived = gt_malloc((size_t)r->size, "gradient exchange");
+    const char *poll = getenv("GT_REDUCE_POLL_US");
+    long us = poll && *poll ? atol(poll) : 500;
+    int level = MPI_THREAD_SINGLE;
+    MPI_CHECK(MPI_Query_thread(&level));
+    if (us > 0 && level == MPI_THREAD_MULTIPLE) {
+        r->poll_ns = (us > 999999 ? 999999 : us) * 1000;
+        r->has_thread = pthread_create(&r->thread, NULL, progress_thread, r) == 0;
+    }
+    // The cost a blocking exchange of the whole gradient would add to each step: the
     // yardstick for how much of it the overlap hides. Best of 3 on a scratch buffer.
-    float *scratch = gt_calloc(n, sizeof(float), "allreduce calibration");
-    float *save = r->grads;
+    float *scratch = gt_calloc(n, sizeof(float), "gradient exchange calibration");
     r->grads = scratch;
     r->blocking_s = 1e30;
+    pthread_mutex_lock(&r->mu);
     for (int rep = 0; rep < 3; rep++) {
-        MPI_CHECK(MPI_Barrier(comm));
+        pthread_mutex_unlock(&r->mu);
+        comm_allgather(NULL, NULL, 0, "the gradient exchange's calibration");
+        pthread_mutex_lock(&r->mu);
         double t0 = MPI_Wtime();
-        start(r, 0, n);
-        MPI_CHECK(MPI_Waitall(r->nreq, r->reqs, MPI_STATUSES_IGNORE));
-        r->nreq = 0;
+        for (size_t off = 0; off < n; off += r->bucket_min) start(r, off, n - off < r->bucket_min ? n - off : r->bucket_min);
+        wd_wait_begin("the gradient exchange's calibration", r->arrived);
+        drive_all(r);
+        wd_wait_end();
         double t = MPI_Wtime() - t0;
         if (t < r->blocking_s) r->blocking_s = t;
     }
-    r->grads = save;
+    r->bytes_total = 0;
+    pthread_mutex_unlock(&r->mu);
+    r->grads = grads;
     free(scratch);
 }
 
 void reducer_ready(void *ctx, size_t offset, size_t count) {
     GradReducer *r = ctx;
     if (r->size == 1) return;
+    pthread_mutex_lock(&r->mu);
     // Only what lies below every range seen this step is new (ranges above the floor that
     // were never reported are reduced by reducer_finish).
     size_t end = offset + count < r->floor ? offset + count : r->floor;
@@ -76,11 +280,8 @@ void reducer_ready(void *ctx, size_t offset, size_t count) {
         }
         if (r->hi - r->lo >= r->bucket_min) flush_pending(r);
     }
-    // Open MPI progresses non-blocking collectives inside MPI calls: nudge the ones in flight.
-    if (r->nreq > 0) {
-        int done;
-        MPI_CHECK(MPI_Testall(r->nreq, r->reqs, &done, MPI_STATUSES_IGNORE));
-    }
+    if (r->in_flight > 0) drive(r);  // between sub-layers: a free poll
+    pthread_mutex_unlock(&r->mu);
 }
 
 static int cmp_size(const void *a, const void *b) {
@@ -90,20 +291,19 @@ static int cmp_size(const void *a, const void *b) {
 
 void reducer_finish(GradReducer *r) {
     if (r->size == 1) return;
+    pthread_mutex_lock(&r->mu);
     double t0 = MPI_Wtime();
-    // Backward is over: what has completed by now was reduced behind it.
-    for (int i = 0; i < r->nreq; i++) {
-        int done = 0;
-        MPI_CHECK(MPI_Test(&r->reqs[i], &done, MPI_STATUS_IGNORE));
-        if (done) r->hidden_floats += r->r_cnt[i];
-    }
+    // Backward is over: what has completed by now was exchanged behind it.
+    drive(r);
+    for (int i = 0; i < r->nb; i++)
+        if (r->b[i].phase == 0) r->hidden_floats += (double)r->b[i].cnt;
     flush_pending(r);
-    // Ranges backward did not report (or no callback at all): reduce them now.
-    int started = r->nreq;
-    size_t *ranges = gt_malloc((size_t)(started + 1) * 2 * sizeof(size_t), "allreduce ranges");
+    // Ranges backward did not report (or no callback at all): exchange them now.
+    int started = r->nb;
+    size_t *ranges = gt_malloc((size_t)(started + 1) * 2 * sizeof(size_t), "gradient exchange ranges");
     for (int i = 0; i < started; i++) {
-        ranges[2 * i] = r->r_off[i];
-        ranges[2 * i + 1] = r->r_cnt[i];
+        ranges[2 * i] = r->b[i].off;
+        ranges[2 * i + 1] = r->b[i].cnt;
     }
     qsort(ranges, (size_t)started, 2 * sizeof(size_t), cmp_size);
     size_t at = 0;
@@ -113,19 +313,31 @@ void reducer_finish(GradReducer *r) {
     }
     if (at < r->n) start(r, at, r->n - at);
     free(ranges);
-    MPI_CHECK(MPI_Waitall(r->nreq, r->reqs, MPI_STATUSES_IGNORE));
-    r->nreq = 0;
+    wd_wait_begin("the gradient exchange", r->arrived);
+    drive_all(r);
+    wd_wait_end();
     r->floor = r->n;
     r->wait_s = MPI_Wtime() - t0;
     r->wait_total_s += r->wait_s;
     r->steps++;
-    float scale = 1.0f / (float)r->size;
-    for (size_t i = 0; i < r->n; i++) r->grads[i] *= scale;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void reducer_exposed(GradReducer *r, double seconds) {
+    if (r->size == 1 || r->steps == 0) return;
+    r->wait_total_s += seconds - r->wait_s;
+    r->wait_s = seconds;
 }
 
 double reducer_hidden_share(const GradReducer *r) {
     if (r->size == 1 || r->steps == 0) return 1.0;
-    return (double)r->hidden_floats / ((double)r->steps * (double)r->n);
+    double h = 1.0 - r->wait_total_s / (double)r->steps / r->blocking_s;
+    return h < 0 ? 0 : h > 1 ? 1 : h;
+}
+
+double reducer_done_share(const GradReducer *r) {
+    if (r->size == 1 || r->steps == 0) return 1.0;
+    return r->hidden_floats / ((double)r->steps * (double)r->n);
 }
 
 double reducer_exposed_ms(const GradReducer *r) {
@@ -133,12 +345,28 @@ double reducer_exposed_ms(const GradReducer *r) {
 }
 
 double reducer_bytes_sent(const GradReducer *r) {
-    return 2.0 * (r->size - 1) / r->size * (double)r->n * sizeof(float);
+    if (r->steps) return r->bytes_total / (double)r->steps;
+    return 2.0 * (r->size - 1) / r->size * (double)r->n * (double)wire_size(r);
 }
 
 void reducer_free(GradReducer *r) {
-    free(r->reqs);
-    free(r->r_off);
-    free(r->r_cnt);
+    if (r->has_thread) {
+        pthread_mutex_lock(&r->mu);
+        r->quit = 1;
+        pthread_cond_signal(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        pthread_join(r->thread, NULL);
+    }
+    for (int i = 0; i < r->capb; i++) {
+        free(r->b[i].reqs);
+        free(r->b[i].in);
+        free(r->b[i].wire);
+    }
+    free(r->b);
+    free(r->idx);
+    free((void *)r->arrived);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    if (r->comm != MPI_COMM_NULL) MPI_Comm_free(&r->comm);
     memset(r, 0, sizeof *r);
 }

@@ -53,3 +53,7 @@ gt_fault_test(faults_tools /usr/bin/python3 ${GT_FAULTS_DIR}/test_tool_faults.py
 # printed resume command run by a shell, steps across 99,999,999 and 10^15, the last good
 # checkpoint of a diverging --skip-bad-steps run (~40 s).
 gt_fault_test(faults_trainer /usr/bin/python3 ${GT_FAULTS_DIR}/test_trainer_faults.py)
+# A stalled rank (SIGSTOP of one of 4 ranks, from inside and from outside; rank 0 stuck in its
+# checkpoint write): --collective-timeout ends the job, exit 2, one line per live rank naming the
+# step, the phase and the missing rank; --resume finishes; the adaptive default's floor.
+gt_fault_test(faults_stall /usr/bin/python3 ${GT_FAULTS_DIR}/test_stall.py)

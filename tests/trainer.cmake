@@ -30,3 +30,8 @@ set_tests_properties(train_reference_vs_pytorch PROPERTIES ENVIRONMENT "${GT_TES
 add_test(NAME train_data_order COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/trainer/test_data_order.py)
 set_tests_properties(train_data_order PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300
                      SKIP_RETURN_CODE 77 LABELS trainer)
+# The stall watchdog (mpi/watchdog.c): the adaptive rule, and the one line and exit 2 of a stall.
+add_executable(test_watchdog ${CMAKE_CURRENT_SOURCE_DIR}/trainer/test_watchdog.c)
+target_link_libraries(test_watchdog PRIVATE gt_mpi gt_base)
+add_test(NAME train_watchdog COMMAND $<TARGET_FILE:test_watchdog>)
+set_tests_properties(train_watchdog PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 60 LABELS trainer)

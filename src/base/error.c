@@ -74,11 +74,15 @@ _Noreturn static void finish(int status) {
     exit(status);
 }
 
-// "PROG: KIND: message" on one line.
+// "PROG: KIND: message" on one line, in one write: ranks failing at the same moment (a
+// stall every live rank detects) then print whole lines through mpirun, not pieces of each.
 static void report(const char *kind, const char *fmt, va_list ap) {
-    fprintf(stderr, "%s: %s: ", progname, kind);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    char line[8192];
+    int n = snprintf(line, sizeof line - 1, "%s: %s: ", progname, kind);
+    if (n < 0 || n >= (int)sizeof line - 1) n = 0;
+    vsnprintf(line + n, sizeof line - 1 - (size_t)n, fmt, ap);
+    strcat(line, "\n");
+    fputs(line, stderr);
 }
 
 _Noreturn void gt_fail(int status, const char *fmt, ...) {

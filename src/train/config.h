@@ -34,6 +34,8 @@ typedef struct {
     int eval_every, eval_batches, ckpt_every, keep_ckpts, log_every, threads;
     int check_sync, skip_bad_steps;
     double loss_spike;  // a finite loss above this many times the recent mean is a bad step (0 = off)
+    char *allreduce_dtype;     // fp32 | bf16: the gradient exchange's wire type
+    char *collective_timeout;  // auto | seconds (0 = off): the stall watchdog (config_timeout)
     // attention probe
     int attn_every;
     char *attn_prompt;  // NULL: the start of /val
@@ -51,6 +53,8 @@ typedef struct {
 int config_parse(TrainConfig *c, int argc, char **argv, char *err, size_t errsize, char **help);
 // Range and cross-option checks after parsing (and after a resume filled the rest).
 int config_check(const TrainConfig *c, char *err, size_t errsize);
+// --collective-timeout in seconds (0 = off), or -1 for "auto" (the adaptive rule, mpi/watchdog.h).
+double config_timeout(const TrainConfig *c);
 
 // The effective configuration, grouped, one "key = value" per line (a valid --config file;
 // without `config` and `resume`).

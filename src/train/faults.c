@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "error.h"
 
@@ -22,6 +23,9 @@ void faults_init(Faults *f) {
     f->desync_step = env_ll("GT_FAULT_DESYNC_STEP");
     f->signal_step = env_ll("GT_FAULT_SIGNAL_STEP");
     f->open_rank = (int)env_ll("GT_FAULT_OPEN_RANK");
+    f->ckpt_hang_step = env_ll("GT_FAULT_CKPT_HANG_STEP");
+    f->stop_step = env_ll("GT_FAULT_STOP_STEP");
+    f->stop_rank = (int)env_ll("GT_FAULT_STOP_RANK");
     const char *t = getenv("GT_TRACE_WINDOWS");
     f->trace = t && *t ? t : NULL;
 }
@@ -61,7 +65,13 @@ void faults_step_gradients(Faults *f, GPT2 *m, long long k, int rank) {
 }
 
 void faults_step_end(const Faults *f, GPT2 *m, long long k, int rank, int size) {
+    if (k == f->stop_step && rank == (f->stop_rank >= 0 ? f->stop_rank : size - 1)) raise(SIGSTOP);
     if (rank != size - 1) return;
     if (k == f->desync_step) m->params[0] += 1e-3f;
     if (k == f->signal_step) raise(SIGUSR1);
+}
+
+void faults_checkpoint_write(const Faults *f, long long k) {
+    if (k != f->ckpt_hang_step) return;
+    for (;;) pause();  // only the watchdog's MPI_Abort ends this
 }

@@ -10,6 +10,10 @@
 //                            when a node does not see the shared filesystem
 //   GT_TRACE_WINDOWS=PREFIX  rank r appends "epoch position window" for every training window it
 //                            takes to PREFIX.rank<r> (the data order tests)
+//   GT_FAULT_CKPT_HANG_STEP=k  rank 0's checkpoint write of step k never returns, as on a hung
+//                            filesystem (the stall watchdog must end the job)
+//   GT_FAULT_STOP_STEP=k     rank GT_FAULT_STOP_RANK (default the last) stops itself with SIGSTOP
+//                            after step k, as a swapped-out node or a hung read would
 #ifndef GT_FAULTS_H
 #define GT_FAULTS_H
 
@@ -19,8 +23,8 @@
 #include "gpt2.h"
 
 typedef struct {
-    long long nan_step, explode_step, desync_step, signal_step;
-    int nan_layer, open_rank;
+    long long nan_step, explode_step, desync_step, signal_step, ckpt_hang_step, stop_step;
+    int nan_layer, open_rank, stop_rank;
     const char *trace;
     float *saved;  // ln_f's weight while an explode step runs
 } Faults;
@@ -39,5 +43,7 @@ int faults_defer_reduction(const Faults *f, long long k);
 void faults_step_gradients(Faults *f, GPT2 *m, long long k, int rank);
 // After step k's update.
 void faults_step_end(const Faults *f, GPT2 *m, long long k, int rank, int size);
+// Inside rank 0's checkpoint write of step k.
+void faults_checkpoint_write(const Faults *f, long long k);
 
 #endif

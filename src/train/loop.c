@@ -11,6 +11,7 @@
 #include "resume.h"
 #include "rng.h"
 #include "signals.h"
+#include "watchdog.h"
 
 static uint64_t dropout_key(uint64_t seed, long long step, int rank, int micro) {
     return rng_site_key(rng_site_key(rng_site_key(seed ^ 0xD809D809ULL, (uint64_t)step), (uint64_t)rank),
@@ -25,9 +26,14 @@ static uint64_t params_checksum(const float *p, size_t n) {
 }
 
 static void check_sync(const Run *r, const GPT2 *m, long long step) {
-    uint64_t h = params_checksum(m->params, m->num_params), lo, hi;
-    MPI_CHECK(MPI_Allreduce(&h, &lo, 1, MPI_UINT64_T, MPI_MIN, r->w->comm));
-    MPI_CHECK(MPI_Allreduce(&h, &hi, 1, MPI_UINT64_T, MPI_MAX, r->w->comm));
+    uint64_t h = params_checksum(m->params, m->num_params), lo = h, hi = h;
+    uint64_t *all = gt_malloc((size_t)r->w->size * sizeof *all, "checksums");
+    comm_allgather(&h, all, sizeof h, "--check-sync");
+    for (int i = 0; i < r->w->size; i++) {
+        if (all[i] < lo) lo = all[i];
+        if (all[i] > hi) hi = all[i];
+    }
+    free(all);
     if (lo != hi) {
         char msg[256];
         snprintf(msg, sizeof msg,
@@ -59,9 +65,8 @@ static double evaluate(Run *r) {
         acc[1] += nb;
     }
     free(win);
-    double tot[2];
-    MPI_CHECK(MPI_Allreduce(acc, tot, 2, MPI_DOUBLE, MPI_SUM, r->w->comm));
-    return tot[0] / tot[1];
+    comm_sum(acc, 2, "eval");
+    return acc[0] / acc[1];
 }
 
 // Where a bad step went wrong, for its message: the first tensor (nanoGPT name, with its
@@ -191,12 +196,24 @@ static double train_step(Run *r, long long k, float *norm) {
         int last = micro == A - 1 && size > 1 && !faults_defer_reduction(&r->faults, k);
         m->progress = last ? reducer_ready : NULL;
         m->progress_ctx = &r->red;
+        double tb = comm_time();
         gpt2_backward(m, 1.0f / (float)A, last ? reducer_ready : NULL, &r->red);
+        if (micro == A - 1) r->backward_s += comm_time() - tb;
         m->progress = NULL;
     }
     faults_step_gradients(&r->faults, m, k, rank);
     reducer_finish(&r->red);
-    if (size > 1) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, r->w->comm));
+    // The mean loss, and the exposed exchange: the shortest wait, that of the rank that
+    // finished backward last (the others' waits include waiting for it).
+    double mine[2] = {loss, r->red.wait_s}, *all = r->agree;
+    comm_allgather(mine, all, sizeof mine, "the loss average");
+    loss = all[0];
+    double exposed = all[1];
+    for (int i = 1; i < size; i++) {
+        loss += all[2 * i];
+        if (all[2 * i + 1] < exposed) exposed = all[2 * i + 1];
+    }
+    reducer_exposed(&r->red, exposed);
     loss /= size;
     *norm = grad_global_norm(m->grads, m->num_params);
     float clip = grad_clip_coef(*norm, (float)c->grad_clip);  // applied inside AdamW's pass
@@ -268,8 +285,10 @@ void loop_train(Run *r) {
     const long long tokens_per_step = (long long)c->batch_size * c->block_size * c->grad_accum * size;
     double ms_sum = 0;
     int ms_n = 0, sig = 0, postponed = 0;
+    const long long first_step = st->step;
     while (st->step < c->steps) {
         long long k = st->step + 1;
+        wd_step(k);
         double t0 = comm_time();
         float norm;
         double loss = train_step(r, k, &norm);
@@ -282,6 +301,7 @@ void loop_train(Run *r) {
         st->tokens_seen += tokens_per_step;
         ms_sum += (comm_time() - t0) * 1000.0;
         ms_n++;
+        wd_step_time(comm_time() - t0);
 
         faults_step_end(&r->faults, &r->m, k, rank, size);
         if (c->check_sync && size > 1 && (k % c->log_every == 0 || k == c->steps)) check_sync(r, &r->m, k);
@@ -319,12 +339,22 @@ void loop_train(Run *r) {
         if (due) resume_save_checkpoint(r);
         if (sig) break;
     }
-    if (size > 1)
+    long long steps = st->step - first_step;
+    if (size > 1 && steps > 0)
         log_line(&r->lg,
-                 "allreduce: %.1f%% of the gradient reduced behind backward; %.1f ms/step waited after it "
-                 "(one blocking allreduce: %.1f ms); %.2f MB sent per rank per step",
-                 100.0 * reducer_hidden_share(&r->red), reducer_exposed_ms(&r->red), 1000.0 * r->red.blocking_s,
-                 reducer_bytes_sent(&r->red) / 1e6);
+                 "allreduce (%s): %.2f MB sent per rank per step; one blocking exchange %.1f ms; backward %.1f ms/step, "
+                 "exposed after it %.1f ms/step: %.1f%% of the blocking exchange hidden; %.1f%% of the gradient done "
+                 "when backward ended",
+                 c->allreduce_dtype, reducer_bytes_sent(&r->red) / 1e6, 1000.0 * r->red.blocking_s,
+                 1000.0 * r->backward_s / (double)steps, reducer_exposed_ms(&r->red),
+                 100.0 * reducer_hidden_share(&r->red), 100.0 * reducer_done_share(&r->red));
+    if (size > 1) {
+        double t = wd_timeout();
+        char rule[96];
+        if (config_timeout(c) < 0) snprintf(rule, sizeof rule, "auto: %.0f s", t);
+        else snprintf(rule, sizeof rule, "%s", t > 0 ? "as given" : "off");
+        log_line(&r->lg, "stall watchdog: --collective-timeout %s (%s)", c->collective_timeout, rule);
+    }
     if (sig)  // last: the command is the end of the output, whatever characters it holds
         log_line(&r->lg, "stopped by %s after step %lld; checkpoint %s. Resume with:\n %s", signals_name(sig), st->step,
                  r->last_ckpt, r->resume_cmd);

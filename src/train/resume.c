@@ -18,6 +18,7 @@
 #include "error.h"
 #include "h5util.h"
 #include "vocab_io.h"
+#include "watchdog.h"
 
 // ---- the run directory ----
 
@@ -226,6 +227,24 @@ void resume_check_tokenizer(Run *r) {
     comm_agree_e(&e);
 }
 
+// The watchdog's note: where a stopped run continues from. While rank 0 writes a checkpoint
+// the other ranks cannot know whether the write will finish (it may be what hangs): they
+// name both.
+static void note_checkpoint(const Run *r) {
+    char note[256], last[64] = "none yet";
+    if (r->known_ckpt_step >= 0) snprintf(last, sizeof last, "step %lld", r->known_ckpt_step);
+    if (r->pending_ckpt_step >= 0)
+        snprintf(note, sizeof note,
+                 "RUN/latest names the last complete checkpoint: %s, or step %lld if rank 0 finished writing it; "
+                 "continue with --resume",
+                 last, r->pending_ckpt_step);
+    else if (r->known_ckpt_step >= 0)
+        snprintf(note, sizeof note, "RUN/latest names the last complete checkpoint, %s; continue with --resume", last);
+    else
+        snprintf(note, sizeof note, "no checkpoint was written yet");
+    wd_set_note(note);
+}
+
 static void bcast_floats(float *p, size_t n) { comm_bcast(p, n * sizeof(float)); }
 
 // A checkpoint's /state, which every rank needs: broadcast from rank 0 as one struct.
@@ -270,6 +289,8 @@ void resume_build_state(Run *r) {
     st->best_val_loss = INFINITY;
     r->old_world = size;
     r->last_ckpt_step = -1;
+    r->known_ckpt_step = r->pending_ckpt_step = -1;
+    r->agree = gt_calloc((size_t)size * 2, sizeof(double), "loss agreement");
     if (!c->resume) {
         if (rank == 0) gpt2_init_weights(&r->m, (uint64_t)c->seed);
         bcast_floats(r->m.params, r->m.num_params);
@@ -295,6 +316,8 @@ void resume_build_state(Run *r) {
     bcast_floats(r->opt.v, r->m.num_params);
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", r->ckpt_path);
     r->last_ckpt_step = st->step;
+    r->known_ckpt_step = st->step;
+    note_checkpoint(r);
     // The cursor is global, so any rank count continues exactly; only a /train of another
     // length (or an older checkpoint's per-rank cursors) maps it to the same fraction.
     int64_t pos = st->data_pos;
@@ -307,6 +330,10 @@ void resume_build_state(Run *r) {
 // with its one message).
 void resume_save_checkpoint(Run *r) {
     GtErr e = GT_ERR_INIT;
+    if (r->w->rank != 0) {
+        r->pending_ckpt_step = r->st.step;
+        note_checkpoint(r);
+    }
     if (r->w->rank == 0) {
         TrainState s = r->st;
         s.world_size = r->w->size;
@@ -316,11 +343,17 @@ void resume_save_checkpoint(Run *r) {
         s.data_windows = (int64_t)r->dl.n_windows;
         s.data_per_rank = 0;
         double t0 = comm_time();
+        wd_local_begin("the checkpoint write");
+        faults_checkpoint_write(&r->faults, r->st.step);
         // The last checkpoint known to be good stays, however many come after it.
         if (train_state_save_e(r->cfg.out, &r->cfg, &r->m, &r->opt, &s, r->tf, r->cfg.keep_ckpts,
                                *r->good_ckpt ? r->good_ckpt : NULL, r->last_ckpt, &e) == 0)
             log_line(&r->lg, "checkpoint %s (%.2f s)", r->last_ckpt, comm_time() - t0);
+        wd_local_end();
     }
-    comm_agree_e(&e);
+    comm_agree_e_in(&e, "the checkpoint agreement");
     r->last_ckpt_step = r->st.step;
+    r->known_ckpt_step = r->st.step;
+    r->pending_ckpt_step = -1;
+    note_checkpoint(r);
 }

@@ -22,7 +22,7 @@ void resume_check_tokenizer(Run *r);
 // Model and optimizer, fresh or from the checkpoint (read by rank 0 and broadcast), and
 // each rank's data cursor.
 void resume_build_state(Run *r);
-// Collective: rank 0 gathers every rank's data cursor and writes the checkpoint.
+// Rank 0 writes the checkpoint (watched by the stall watchdog as "the checkpoint write").
 void resume_save_checkpoint(Run *r);
 
 #endif

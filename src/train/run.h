@@ -46,6 +46,7 @@ typedef struct {
     AdamWConfig ac;
     LRSchedule sched;
     GradReducer red;
+    double backward_s;        // time in the last micro-batch's backward, summed over steps
     TrainState st;
     char ckpt_path[PATHLEN];  // resumed from
     int64_t old_world;        // ranks of the checkpoint resumed from
@@ -53,6 +54,9 @@ typedef struct {
     long long last_ckpt_step;
     char good_ckpt[PATHLEN];  // the last one known good: a later good step ran on its weights ("" none yet)
     long long good_step;
+    long long known_ckpt_step;    // the last checkpoint this rank knows complete (-1: none)
+    long long pending_ckpt_step;  // ranks other than 0: being written by rank 0 unless it hangs (-1: none)
+    double *agree;            // (size, 2) each rank's loss and exchange wait, gathered every step
     // rank 0's writers
     Logger lg;                // its own failures in lg.err
     AttnWriter *aw;

@@ -22,6 +22,7 @@
 #include "resume.h"
 #include "run.h"
 #include "signals.h"
+#include "watchdog.h"
 
 // Appends s as one word that a POSIX shell reads back exactly, whatever its bytes: bare when
 // it holds only characters no shell treats specially, else in single quotes, each ' as '\''.
@@ -124,7 +125,8 @@ static void open_writers(Run *r, int argc, char **argv) {
     // few reductions in flight during backward, big ones a bucket per block or two.
     size_t bucket = r->m.num_params * sizeof(float) / 8;
     bucket = bucket < (64u << 10) ? (64u << 10) : bucket > (4u << 20) ? (4u << 20) : bucket;
-    reducer_init(&r->red, r->w->comm, r->m.grads, r->m.num_params, bucket);
+    reducer_init(&r->red, r->w->comm, r->m.grads, r->m.num_params, bucket,
+                 !strcmp(c->allreduce_dtype, "bf16") ? WIRE_BF16 : WIRE_FP32);
     if (rank == 0) r->resume_cmd = resume_command(argc, argv, size, c->resume);
 }
 
@@ -147,6 +149,7 @@ static void run_free(Run *r) {
     gpt2_free(&r->m);
     free(r->inputs);
     free(r->targets);
+    free(r->agree);
     H5Fclose(r->tf);
     tokens_info_free(&r->info);
     if (r->w->rank == 0) tokenizer_free(&r->tok);
@@ -188,6 +191,7 @@ int main(int argc, char **argv) {
                  why, r->ckpt_path);
     }
     comm_agree(bad_config ? r->err : NULL, GT_EXIT_USAGE);
+    wd_configure(config_timeout(c));
     r->mc = (GPTConfig){r->info.vocab_size, c->block_size, c->n_layer, c->n_head, c->n_embd, (float)c->dropout};
     comm_agree(gpt2_config_check(&r->mc, r->err, sizeof r->err) ? NULL : r->err, GT_EXIT_USAGE);
     data_load(r);
