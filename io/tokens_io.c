@@ -3,6 +3,7 @@
 #include "tokens_io.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,7 +14,7 @@
 #define TOKENS_CHUNK ((hsize_t)1 << 16)
 
 static int write_split(hid_t f, const char *name, const void *ids, hid_t mtype, size_t n, hid_t ftype,
-                       const char *source, int64_t source_bytes, const char *sha, GtErr *e) {
+                       const TokensProvenance *p, GtErr *e) {
     if (gt_failed(e)) return -1;
     hsize_t dims[1] = {n}, maxdims[1] = {H5S_UNLIMITED}, chunk[1] = {TOKENS_CHUNK};
     hid_t sp = -1, dcpl = -1, d = -1;
@@ -26,9 +27,9 @@ static int write_split(hid_t f, const char *name, const void *ids, hid_t mtype, 
     H5_TRY(d = H5Dcreate2(f, name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT));
     // HDF5 narrows uint32 -> uint16 on the way out, a strip at a time (no full copy).
     if (n > 0) H5_TRY(H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids));
-    h5_attr_write_str_e(d, "source", source, e);
-    h5_attr_write_int_e(d, "source_bytes", source_bytes, e);
-    h5_attr_write_str_e(d, "source_sha256", sha, e);
+    h5_attr_write_str_e(d, "source", p->source, e);
+    h5_attr_write_int_e(d, "source_bytes", p->source_bytes, e);
+    h5_attr_write_str_e(d, "source_sha256", p->source_sha256, e);
 fail:
     // Closing writes the chunks HDF5 still caches: on a full disk this is where it fails.
     h5_close(d, e);
@@ -37,25 +38,68 @@ fail:
     return gt_failed(e) ? -1 : 0;
 }
 
-static int save(const char *path, const Tokenizer *tok, const void *ids, size_t id_bytes, size_t n,
-                double val_fraction, const char *source, int64_t source_bytes, const char *source_sha256, int force,
-                GtErr *e) {
+// /sources: one row per source (docs/formats.md, tokens.h5).
+static int write_sources(hid_t f, const TokensProvenance *p, size_t n_train, size_t n_val, GtErr *e) {
+    TokensSource one = {(char *)p->source, p->source_bytes, "", (int64_t)n_train, (int64_t)n_val};
+    const TokensSource *s = p->sources;
+    size_t n = (size_t)p->n_sources;
+    if (!s) {
+        snprintf(one.sha256, sizeof one.sha256, "%s", p->source_sha256);
+        s = &one;
+        n = 1;
+    }
+    char **paths = gt_malloc((n ? n : 1) * sizeof *paths, "sources"), **shas = gt_malloc((n ? n : 1) * sizeof *shas, "sources");
+    int64_t *cols = gt_malloc(3 * (n ? n : 1) * sizeof *cols, "sources");
+    for (size_t i = 0; i < n; i++) {
+        paths[i] = s[i].path;
+        shas[i] = (char *)s[i].sha256;
+        cols[i] = s[i].bytes;
+        cols[n + i] = s[i].train_tokens;
+        cols[2 * n + i] = s[i].val_tokens;
+    }
+    hid_t g = h5_group_create_e(f, "sources", e);
+    hsize_t dims[1] = {n};
+    h5_write_strings_e(g, "path", paths, n, e);
+    h5_write_dataset_e(g, "bytes", H5T_NATIVE_INT64, 1, dims, cols, 0, 0, e);
+    h5_write_strings_e(g, "sha256", shas, n, e);
+    h5_write_dataset_e(g, "train_tokens", H5T_NATIVE_INT64, 1, dims, cols + n, 0, 0, e);
+    h5_write_dataset_e(g, "val_tokens", H5T_NATIVE_INT64, 1, dims, cols + 2 * n, 0, 0, e);
+    h5_attr_write_str_e(g, "doc_separator", p->doc_separator ? p->doc_separator : "", e);
+    h5_attr_write_str_e(g, "val_split", p->val_split ? p->val_split : "tokens", e);
+    h5_close(g, e);
+    free(paths);
+    free(shas);
+    free(cols);
+    return gt_failed(e) ? -1 : 0;
+}
+
+int tokens_write_e(const char *path, const Tokenizer *tok, const void *ids, int width, size_t n, size_t n_val,
+                   const TokensProvenance *p, int force, GtErr *e) {
     if (gt_failed(e)) return -1;
-    if (!(val_fraction >= 0.0 && val_fraction < 1.0))
-        return gt_err(e, GT_EXIT_USAGE, "--val-fraction %g: must be in [0, 1)", val_fraction);
-    size_t n_val = (size_t)llround((double)n * val_fraction);
-    if (n_val > n) n_val = n;
+    if (n_val > n) return gt_err(e, GT_EXIT_RUNTIME, "tokens_write: /val of %zu ids out of %zu", n_val, n);
+    if (width == 2 && tok->vocab_size > 65536)
+        return gt_err(e, GT_EXIT_RUNTIME, "tokens_write: 16-bit ids with a vocabulary of %d ids", tok->vocab_size);
     size_t n_train = n - n_val;
     char tmp[4200];
     h5_check_output_path_e(path, "--out", force, e);
     hid_t f = h5_create_tmp_e(path, GT_FORMAT_TOKENS, tmp, sizeof tmp, e);
     vocab_write_group_e(f, tok, e);
     hid_t ftype = tok->vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_U32LE;
-    hid_t mtype = id_bytes == 2 ? H5T_NATIVE_UINT16 : H5T_NATIVE_UINT32;
-    write_split(f, "train", ids, mtype, n_train, ftype, source, source_bytes, source_sha256, e);
-    write_split(f, "val", (const char *)ids + n_train * id_bytes, mtype, n_val, ftype, source, source_bytes,
-                source_sha256, e);
+    hid_t mtype = width == 2 ? H5T_NATIVE_UINT16 : H5T_NATIVE_UINT32;
+    write_split(f, "train", ids, mtype, n_train, ftype, p, e);
+    write_split(f, "val", (const char *)ids + n_train * (size_t)width, mtype, n_val, ftype, p, e);
+    write_sources(f, p, n_train, n_val, e);
     return h5_commit_e(f, tmp, path, e);
+}
+
+static int save(const char *path, const Tokenizer *tok, const void *ids, int width, size_t n, double val_fraction,
+                const char *source, int64_t source_bytes, const char *source_sha256, int force, GtErr *e) {
+    if (gt_failed(e)) return -1;
+    if (!(val_fraction >= 0.0 && val_fraction < 1.0))
+        return gt_err(e, GT_EXIT_USAGE, "--val-fraction %g: must be in [0, 1)", val_fraction);
+    size_t n_val = (size_t)llround((double)n * val_fraction);
+    TokensProvenance p = {source, source_bytes, source_sha256, NULL, 0, NULL, "tokens"};
+    return tokens_write_e(path, tok, ids, width, n, n_val > n ? n : n_val, &p, force, e);
 }
 
 int tokens_save_e(const char *path, const Tokenizer *tok, const uint32_t *ids, size_t n, double val_fraction,
@@ -71,8 +115,6 @@ void tokens_save(const char *path, const Tokenizer *tok, const uint32_t *ids, si
 
 int tokens_save_u16_e(const char *path, const Tokenizer *tok, const uint16_t *ids, size_t n, double val_fraction,
                       const char *source, int64_t source_bytes, const char *source_sha256, int force, GtErr *e) {
-    if (tok->vocab_size > 65536)
-        return gt_err(e, GT_EXIT_RUNTIME, "tokens_save_u16 with a vocabulary of %d ids", tok->vocab_size);
     return save(path, tok, ids, 2, n, val_fraction, source, source_bytes, source_sha256, force, e);
 }
 
@@ -97,6 +139,55 @@ static long long split_length(hid_t f, const char *name, const char *path, GtErr
     return (long long)dims[0];
 }
 
+// /sources, or for a file written before it, one source made of /train's attributes.
+static int read_sources(hid_t f, const char *path, TokensInfo *info, GtErr *e) {
+    if (gt_failed(e)) return -1;
+    if (!h5_exists(f, "sources")) {
+        info->n_sources = 1;
+        info->sources = gt_calloc(1, sizeof *info->sources, "sources");
+        info->sources[0] = (TokensSource){gt_strdup(info->source), info->source_bytes, "", (int64_t)info->n_train,
+                                          (int64_t)info->n_val};
+        memcpy(info->sources[0].sha256, info->source_sha256, 65);
+        info->doc_separator = gt_strdup("");
+        info->val_split = gt_strdup("tokens");
+        return 0;
+    }
+    hid_t g = h5_group_open_e(f, "sources", path, e);
+    if (g < 0) return -1;
+    size_t np = 0, ns = 0;
+    char **paths = h5_read_strings(g, "path", &np), **shas = h5_read_strings(g, "sha256", &ns);
+    const char *cols[3] = {"bytes", "train_tokens", "val_tokens"};
+    int64_t *v[3] = {NULL, NULL, NULL};
+    int ok = paths && shas && np == ns;
+    for (int k = 0; k < 3 && ok; k++) {
+        int rank;
+        hsize_t dims[8];
+        ok = h5_dataset_shape(g, cols[k], &rank, dims) && rank == 1 && dims[0] == np &&
+             (v[k] = h5_read_dataset_e(g, cols[k], H5T_NATIVE_INT64, &rank, dims, path, e)) != NULL;
+    }
+    info->doc_separator = h5_attr_read_str(g, "doc_separator");
+    info->val_split = h5_attr_read_str(g, "val_split");
+    if (!ok || !info->doc_separator || !info->val_split) {
+        gt_err(e, GT_EXIT_USAGE, "'%s': /sources is damaged (path, bytes, sha256, train_tokens and val_tokens must be "
+               "1-D datasets of one length; doc_separator and val_split string attributes)", path);
+    } else {
+        info->n_sources = (int)np;
+        info->sources = gt_calloc(np ? np : 1, sizeof *info->sources, "sources");
+        for (size_t i = 0; i < np; i++) {
+            info->sources[i] = (TokensSource){paths[i], v[0][i], "", v[1][i], v[2][i]};
+            snprintf(info->sources[i].sha256, sizeof info->sources[i].sha256, "%s", shas[i]);
+            paths[i] = NULL;
+        }
+    }
+    for (size_t i = 0; paths && i < np; i++) free(paths[i]);
+    for (size_t i = 0; shas && i < ns; i++) free(shas[i]);
+    free(paths);
+    free(shas);
+    for (int k = 0; k < 3; k++) free(v[k]);
+    H5Gclose(g);
+    return gt_failed(e) ? -1 : 0;
+}
+
 // The checks of tokens_open_e on the open file.
 static int read_info(hid_t f, const char *path, TokensInfo *info, Tokenizer *tok_or_null, GtErr *e) {
     Tokenizer t, *tok = tok_or_null ? tok_or_null : &t;
@@ -116,7 +207,7 @@ static int read_info(hid_t f, const char *path, TokensInfo *info, Tokenizer *tok
         memcpy(info->source_sha256, sha, 65);
     free(sha);
     if (d >= 0) H5Dclose(d);
-    return gt_failed(e) ? -1 : 0;
+    return read_sources(f, path, info, e);
 }
 
 hid_t tokens_open_e(const char *path, TokensInfo *info, Tokenizer *tok_or_null, const char *flag_for_msg, GtErr *e) {
@@ -201,5 +292,12 @@ void tokens_read(hid_t file, const char *split, size_t start, size_t count, uint
 
 void tokens_info_free(TokensInfo *info) {
     free(info->source);
+    for (int i = 0; i < info->n_sources; i++) free(info->sources[i].path);
+    free(info->sources);
+    free(info->doc_separator);
+    free(info->val_split);
     info->source = NULL;
+    info->sources = NULL;
+    info->n_sources = 0;
+    info->doc_separator = info->val_split = NULL;
 }

@@ -13,15 +13,42 @@
 
 #define GT_FORMAT_TOKENS "gpt-train/tokens"
 
+// One source of the text (docs/formats.md, tokens.h5: /sources): a file, or "-" for stdin.
+typedef struct {
+    char *path;              // as found: an input as given, or a file below a directory input
+    int64_t bytes;           // its size as read
+    char sha256[65];         // of its bytes as read (64 lower-case hex digits)
+    int64_t train_tokens, val_tokens;  // its tokens in /train and /val (separators not counted)
+} TokensSource;
+
+// Where the ids came from: the aggregate attributes of /train and /val, and /sources.
+typedef struct {
+    const char *source;         // the inputs as given, joined by ", "
+    int64_t source_bytes;       // all sources' bytes
+    const char *source_sha256;  // of all bytes read, in order (one source: its own SHA-256)
+    const TokensSource *sources;  // every source, in reading order (NULL: one, the aggregate)
+    int n_sources;
+    const char *doc_separator;  // the special token between documents, or NULL
+    const char *val_split;      // "tokens" or "docs"
+} TokensProvenance;
+
 typedef struct {
     char *source;            // attrs of /train
     int64_t source_bytes;
     char source_sha256[65];
     size_t n_train, n_val;   // lengths of /train and /val
     int vocab_size;
+    TokensSource *sources;   // /sources; a file from before it: one, from the attributes
+    int n_sources;
+    char *doc_separator;     // "" when none (or an older file)
+    char *val_split;         // "tokens" or "docs" ("tokens" for an older file)
 } TokensInfo;
 
-// Writes tokens.h5 atomically: the last val_fraction of ids is /val.
+// Writes tokens.h5 atomically from ids (width 2: uint16, 4: uint32): the first n - n_val
+// are /train, the last n_val /val.
+int tokens_write_e(const char *path, const Tokenizer *tok, const void *ids, int width, size_t n, size_t n_val,
+                   const TokensProvenance *p, int force, GtErr *e);
+// The same with the last round(n * val_fraction) ids (halves up) as /val and one source.
 int tokens_save_e(const char *path, const Tokenizer *tok, const uint32_t *ids, size_t n, double val_fraction,
                   const char *source, int64_t source_bytes, const char *source_sha256, int force, GtErr *e);
 void tokens_save(const char *path, const Tokenizer *tok, const uint32_t *ids, size_t n, double val_fraction,

@@ -12,6 +12,7 @@
 #include "utf8.h"
 
 int vocab_write_group_e(hid_t file, const Tokenizer *tok, GtErr *e) {
+    if (gt_failed(e)) return -1;
     hid_t g = h5_group_create_e(file, "tokenizer", e);
     h5_attr_write_str_e(g, "pattern", tok->pattern, e);
     h5_attr_write_int_e(g, "vocab_size", tok->vocab_size, e);

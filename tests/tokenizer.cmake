@@ -17,3 +17,7 @@ else()
 endif()
 add_test(NAME bpe_library COMMAND test_bpe_lib ${GT_BPE_TEXT} ${CMAKE_CURRENT_BINARY_DIR})
 set_tests_properties(bpe_library PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS tokenizer)
+# A corpus of many files: directories, stdin, --doc-separator, --val-split docs, /sources, and
+# their bad inputs (~5 s).
+add_test(NAME bpe_corpus COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer/test_bpe_corpus.py)
+set_tests_properties(bpe_corpus PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300 LABELS tokenizer)

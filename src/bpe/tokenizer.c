@@ -962,6 +962,12 @@ void tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, uint32
     tokenizer_encode_stream(tok, text, len, 0, 1, ids, n, cap);
 }
 
+int tokenizer_special_id(const Tokenizer *tok, const char *s) {
+    for (int i = 0; i < tok->n_special; i++)
+        if (!strcmp(tok->special[i], s)) return 256 + tok->n_merges + i;
+    return -1;
+}
+
 const uint8_t *tokenizer_token(const Tokenizer *tok, uint32_t id, size_t *len) {
     if (id >= (uint32_t)tok->vocab_size) return NULL;
     *len = (size_t)(tok->token_offsets[id + 1] - tok->token_offsets[id]);

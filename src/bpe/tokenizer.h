@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "error.h"
+
 typedef struct {
     char *pattern;            // the split regex itself (names like "llama3" resolved)
     int vocab_size;           // 256 + n_merges + n_special
@@ -29,6 +31,20 @@ const char *tokenizer_pattern_checked(const char *name_or_regex, const char *fla
 // Fails (exit 1, naming `flag_for_msg`) on an invalid regex, showing PCRE2's message and offset.
 void tokenizer_train(Tokenizer *tok, const char *text, size_t len, int vocab_size, const char *pattern,
                      char *const *special, int n_special, int threads, int verbose);
+// The same on a text that arrives block by block (a corpus of many files, docs/tokenizer.md):
+// memory grows with the distinct chunks, not with the text. bpe_counts_new checks the
+// pattern (exit 1 naming --pattern when invalid) and the special tokens (bad input in *e).
+typedef struct BpeCounts BpeCounts;
+BpeCounts *bpe_counts_new(const char *pattern, char *const *special, int n_special, int threads, GtErr *e);
+// Counts the chunks of text[0..len) (valid UTF-8) and returns how far it got: unless final,
+// the undecided tail (where more text could change a chunk) is left, to come again at the
+// front of the next call, as with tokenizer_encode_stream. final ends a document: no chunk
+// spans two documents. offset: where text[0] is in the whole input (for messages, as
+// tokenizer_set_input_offset).
+size_t bpe_counts_add(BpeCounts *c, const char *text, size_t len, size_t offset, int final);
+// The merges by the training rule, into tok (prepared); frees c, also on failure.
+int bpe_counts_train(BpeCounts *c, Tokenizer *tok, int vocab_size, int verbose, GtErr *e);
+void bpe_counts_free(BpeCounts *c);
 // Must be called after filling the public fields by hand or from a file: compiles the
 // regex and builds lookup tables.
 void tokenizer_prepare(Tokenizer *tok);
@@ -37,6 +53,8 @@ void tokenizer_prepare(Tokenizer *tok);
 // Special token strings in the text map to their ids. Bytes that are not valid UTF-8 are
 // encoded as their byte tokens (so decode gives them back); they cut the text like a special.
 void tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, uint32_t **ids, size_t *n, size_t *cap);
+// The id of the special token s, or -1 when it is not one.
+int tokenizer_special_id(const Tokenizer *tok, const char *s);
 // Bytes of one token (not NUL-terminated); NULL for an invalid id.
 const uint8_t *tokenizer_token(const Tokenizer *tok, uint32_t id, size_t *len);
 // Decodes ids into a malloc'd, NUL-terminated byte string (may be invalid UTF-8 if ids

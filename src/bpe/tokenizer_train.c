@@ -227,59 +227,111 @@ const char *tokenizer_pattern_checked(const char *name_or_regex, const char *fla
     return re;
 }
 
-static void count_words(Tokenizer *tok, const char *text, size_t len, int threads, WordMap *out) {
+// ---------------------------------------------------------------------------------------
+// counting, block by block
+
+struct BpeCounts {
+    Tokenizer tok;     // the pattern and the special tokens, compiled; no merges yet
+    int threads;
+    WordMap maps[64];  // one per thread, merged at the end
+    size_t bytes;      // text counted so far
+    double t0;         // when counting began
+};
+
+BpeCounts *bpe_counts_new(const char *pattern, char *const *special, int n_special, int threads, GtErr *e) {
+    if (gt_failed(e)) return NULL;
+    const char *re = tokenizer_pattern_checked(pattern, "--pattern");
+    size_t bad;
+    for (int i = 0; i < n_special; i++) {
+        const char *s = special[i];
+        if (!s[0]) return gt_err(e, GT_EXIT_USAGE, "--special: empty special token"), NULL;
+        if (strlen(s) > TOK_MAX_SPECIAL)
+            return gt_err(e, GT_EXIT_USAGE, "--special: token %d is longer than %d bytes", i + 1, TOK_MAX_SPECIAL), NULL;
+        if (!utf8_validate(s, strlen(s), &bad)) return gt_err(e, GT_EXIT_USAGE, "--special: token %d is not valid UTF-8", i + 1), NULL;
+        for (int j = 0; j < i; j++)
+            if (strcmp(s, special[j]) == 0) return gt_err(e, GT_EXIT_USAGE, "--special '%s': given twice", s), NULL;
+    }
+    BpeCounts *c = gt_calloc(1, sizeof *c, "counts");
+    c->t0 = now_s();
+    Tokenizer *tok = &c->tok;
+    tok->pattern = gt_strdup(re);
+    tok->n_special = n_special;
+    tok->special = gt_calloc((size_t)(n_special > 0 ? n_special : 1), sizeof(char *), "special tokens");
+    for (int i = 0; i < n_special; i++) tok->special[i] = gt_strdup(special[i]);
+    tok_compile(tok, "--pattern");
+    c->threads = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+    tokenizer_set_threads(tok, c->threads);
+    for (int t = 0; t < c->threads; t++) wm_init(&c->maps[t]);
+    return c;
+}
+
+// As tokenizer_encode_stream walks a block (tokenizer.c, encode_valid): cut at chunk
+// boundaries into one part per thread, each counted into its own map.
+size_t bpe_counts_add(BpeCounts *c, const char *text, size_t len, size_t offset, int final) {
+    Tokenizer *tok = &c->tok;
+    tokenizer_set_input_offset(tok, offset);
     TokPriv *P = tok->priv;
-    size_t points[65];
-    int k = tok_split_points(tok, text, 0, len, points, threads > 64 ? 64 : threads);
-    WordMap maps[64];
+    size_t limit = final ? len : (len > TOK_MARGIN ? len - TOK_MARGIN : 0), points[65], stop[64];
+    int k = tok_split_points(tok, text, 0, limit, points, c->threads);
+    for (int t = 0; t < k; t++) tok_matcher(tok, t);
+#pragma omp parallel for num_threads(k) schedule(static, 1) if (k > 1)
     for (int t = 0; t < k; t++) {
-        wm_init(&maps[t]);
-        tok_matcher(tok, t);
+        Walker w = {count_chunk, count_special, &c->maps[t]};
+        int last = t == k - 1;
+        stop[t] = tok_walk(tok, &P->matchers[t], text, len, points[t], last ? len : points[t + 1], last ? final : 1, &w);
     }
-#pragma omp parallel for num_threads(k) schedule(static, 1)
-    for (int t = 0; t < k; t++) {
-        Walker w = {count_chunk, count_special, &maps[t]};
-        tok_walk(tok, &P->matchers[t], text, len, points[t], points[t + 1], 1, &w);
-    }
-    for (int t = 1; t < k; t++) {
-        for (size_t i = 0; i <= maps[t].mask; i++) {
-            WordEntry *e = &maps[t].slot[i];
-            if (e->h) wm_add(&maps[0], maps[t].bytes + e->off, e->len, e->count);
-        }
-        wm_free(&maps[t]);
-    }
-    *out = maps[0];
+    c->bytes += stop[k - 1];
+    return stop[k - 1];
+}
+
+void bpe_counts_free(BpeCounts *c) {
+    if (!c) return;
+    for (int t = 0; t < c->threads; t++) wm_free(&c->maps[t]);
+    tokenizer_free(&c->tok);
+    free(c);
 }
 
 void tokenizer_train(Tokenizer *tok, const char *text, size_t len, int vocab_size, const char *pattern,
                      char *const *special, int n_special, int threads, int verbose) {
-    double t0 = now_s();
-    memset(tok, 0, sizeof *tok);
-    const char *re = tokenizer_pattern_checked(pattern, "--pattern");
-    if (vocab_size < 256 + n_special)
-        gt_fail_usage("--vocab-size %d: must be at least 256 (the bytes) + %d special token(s)", vocab_size, n_special);
+    GtErr e = GT_ERR_INIT;
     size_t bad;
     if (!utf8_validate(text, len, &bad)) gt_fail_usage("training text is not valid UTF-8 (byte offset %zu)", bad);
-    tok->pattern = gt_strdup(re);
-    tok->n_special = n_special;
-    tok->special = gt_calloc((size_t)(n_special > 0 ? n_special : 1), sizeof(char *), "special tokens");
-    for (int i = 0; i < n_special; i++) {
-        if (!special[i][0]) gt_fail_usage("--special: empty special token");
-        if (strlen(special[i]) > TOK_MAX_SPECIAL)
-            gt_fail_usage("--special: token %d is longer than %d bytes", i + 1, TOK_MAX_SPECIAL);
-        if (!utf8_validate(special[i], strlen(special[i]), &bad))
-            gt_fail_usage("--special: token %d is not valid UTF-8", i + 1);
-        for (int j = 0; j < i; j++)
-            if (strcmp(special[i], special[j]) == 0) gt_fail_usage("--special '%s': given twice", special[i]);
-        tok->special[i] = gt_strdup(special[i]);
-    }
-    tok_compile(tok, "--pattern");
-    tokenizer_set_threads(tok, threads);
+    BpeCounts *c = bpe_counts_new(pattern, special, n_special, threads, &e);
+    if (c) bpe_counts_add(c, text, len, 0, 1);
+    GT_OR_EXIT(&e, bpe_counts_train(c, tok, vocab_size, verbose, &e));
+}
 
-    // 1. unique words with counts
-    WordMap wm;
-    count_words(tok, text, len, threads, &wm);
+int bpe_counts_train(BpeCounts *counts, Tokenizer *tok, int vocab_size, int verbose, GtErr *e) {
+    memset(tok, 0, sizeof *tok);
+    if (gt_failed(e)) return bpe_counts_free(counts), -1;
+    double t0 = counts->t0;
+    int n_special = counts->tok.n_special, threads = counts->threads;
+    if (vocab_size < 256 + n_special) {
+        gt_err(e, GT_EXIT_USAGE, "--vocab-size %d: must be at least 256 (the bytes) + %d special token(s)", vocab_size,
+               n_special);
+        return bpe_counts_free(counts), -1;
+    }
+    // The pattern and the special tokens move into the result (tokenizer_prepare at the
+    // end compiles them again, with the merges).
+    *tok = counts->tok;
+
+    // 1. unique words with counts: the threads' maps merged into the first
+    WordMap wm = counts->maps[0];
+    for (int t = 1; t < threads; t++) {
+        for (size_t i = 0; i <= counts->maps[t].mask; i++) {
+            WordEntry *en = &counts->maps[t].slot[i];
+            if (en->h) wm_add(&wm, counts->maps[t].bytes + en->off, en->len, en->count);
+        }
+        wm_free(&counts->maps[t]);
+    }
+    size_t len = counts->bytes;
+    free(counts);
     size_t nw = wm.used;
+    if (nw > INT32_MAX) {
+        wm_free(&wm);
+        tokenizer_free(tok);
+        return gt_err(e, GT_EXIT_USAGE, "the training text has too many distinct chunks (%zu; at most %d)", nw, INT32_MAX);
+    }
     int64_t *wcount = gt_malloc(nw * sizeof *wcount, "words");
     size_t *woff = gt_malloc(nw * sizeof *woff, "words");
     size_t *wlen = gt_malloc(nw * sizeof *wlen, "words");
@@ -287,18 +339,17 @@ void tokenizer_train(Tokenizer *tok, const char *text, size_t len, int vocab_siz
     int32_t *sym = gt_malloc((wm.nb ? wm.nb : 1) * sizeof *sym, "word symbols");
     size_t w = 0, o = 0;
     for (size_t i = 0; i <= wm.mask; i++) {
-        WordEntry *e = &wm.slot[i];
-        if (!e->h) continue;
-        wcount[w] = e->count;
+        WordEntry *en = &wm.slot[i];
+        if (!en->h) continue;
+        wcount[w] = en->count;
         woff[w] = o;
-        wlen[w] = e->len;
+        wlen[w] = en->len;
         wstamp[w] = -1;
-        for (size_t j = 0; j < e->len; j++) sym[o + j] = wm.bytes[e->off + j];
-        o += e->len;
+        for (size_t j = 0; j < en->len; j++) sym[o + j] = wm.bytes[en->off + j];
+        o += en->len;
         w++;
     }
     wm_free(&wm);
-    if (nw > INT32_MAX) gt_fail_usage("training text has too many distinct chunks (%zu)", nw);
 
     // 2. pair counts and the pair -> words index
     PairTable pt = {0};
@@ -454,4 +505,5 @@ void tokenizer_train(Tokenizer *tok, const char *text, size_t len, int vocab_siz
     free(wstamp);
     tokenizer_prepare(tok);
     tokenizer_set_threads(tok, threads);
+    return 0;
 }
