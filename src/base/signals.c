@@ -13,8 +13,25 @@ static volatile sig_atomic_t pending = 0, deferred = 1;
 static int under_mpirun = 0;
 static const int stop_signals[4] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
 
-// Async-signal-safe: unlink, signal, raise.
+static char note[600];
+static volatile sig_atomic_t note_len;
+
+void signals_note(const char *text) {
+    note_len = 0;
+    if (!text) return;
+    size_t n = strlen(text);
+    if (n > sizeof note - 2) n = sizeof note - 2;
+    memcpy(note, text, n);
+    note[n] = '\n';
+    note_len = (sig_atomic_t)(n + 1);
+}
+
+// Async-signal-safe: write, unlink, signal, raise.
 static void die_by(int sig) {
+    if (note_len) {
+        ssize_t w = write(STDERR_FILENO, note, (size_t)note_len);
+        (void)w;
+    }
     gt_tmpfile_remove_all();
     signal(sig, SIG_DFL);
     raise(sig);  // delivered when the handler returns (or at once outside one)

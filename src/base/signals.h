@@ -17,6 +17,9 @@ void signals_install_immediate(void);  // at once
 // Switches between the two. A signal recorded while deferred takes effect at once when
 // deferring is switched off.
 void signals_defer(int on);
+// A line the handler writes to stderr when a signal ends the process at once (one saying
+// what state that leaves, e.g. "nothing was trained yet"); NULL for none. Copied.
+void signals_note(const char *text);
 // The last stop signal received by this process, or 0.
 int signals_pending(void);
 const char *signals_name(int sig);

@@ -13,6 +13,7 @@
 #include "error.h"
 #include "files.h"
 #include "h5util.h"
+#include "resume.h"
 #include "sha256.h"
 #include "utf8.h"
 #include "vocab_io.h"
@@ -130,6 +131,7 @@ static int tokenize(Run *r, int fd, int64_t bytes, const char *sha, const char *
                c->data, bad);
     } else {
         text[got] = '\0';
+        startup_phase(r, "tokenizing the text", "tokenize");
         printf("data: training a %d-token tokenizer on '%s' (%lld bytes, pattern %s)\n", c->vocab_size, c->data,
                (long long)bytes, c->pattern);
         fflush(stdout);

@@ -17,6 +17,7 @@
 #include "data.h"
 #include "error.h"
 #include "h5util.h"
+#include "signals.h"
 #include "vocab_io.h"
 #include "watchdog.h"
 
@@ -137,6 +138,16 @@ void resume_prepare_dir(Run *r) {
         }
     }
     comm_agree(msg, GT_EXIT_USAGE);
+}
+
+void startup_phase(const Run *r, const char *what, const char *point) {
+    if (r->w->rank != 0) return;
+    char note[512];
+    snprintf(note, sizeof note, "%s: stopped by a signal while %s; %s", gt_progname(), what,
+             r->cfg.resume ? "the run is as it was: run the same command to resume it"
+                           : "nothing was trained: run the same command to start again");
+    signals_note(note);
+    if (point) signals_test_point(point);
 }
 
 // ---- --resume ----

@@ -12,6 +12,10 @@ void resume_prepare_dir(Run *r);
 // From here on RUN holds this run's files: an early exit no longer removes the directory
 // this run created.
 void resume_dir_in_use(void);
+// Start-up, before training: a stop signal ends the process at once (nothing to save yet).
+// Rank 0 names the phase for the line the signal handler prints, and stops at the test point
+// `point` (GT_TEST_STOP_AT, signals.h) when it is set.
+void startup_phase(const Run *r, const char *what, const char *point);
 // --resume: finds RUN/latest, fills in every setting this command line leaves out from its
 // /config (before the data: a text --data is tokenized with the run's settings), and
 // refuses another model shape.

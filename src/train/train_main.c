@@ -161,6 +161,10 @@ int main(int argc, char **argv) {
     static Run run;  // large (paths, messages): not on the stack
     Run *r = &run;
     r->w = comm_init(&argc, &argv);
+    // Until training begins a stop signal ends the process at once: there is nothing to save
+    // yet, and it may come while a rank waits in a long phase (tokenizing a large text,
+    // reading the data, a collective). Temp files and a RUN this run made are removed.
+    signals_install_immediate();
     h5_quiet();
     TrainConfig *c = &r->cfg;
     char *help = NULL;
@@ -174,10 +178,11 @@ int main(int argc, char **argv) {
     openblas_set_num_threads(c->threads);
     omp_set_num_threads(c->threads);
     comm_warn_oversubscribed(c->threads);
-    signals_install();
     faults_init(&r->faults);
+    startup_phase(r, "starting", NULL);
 
     resume_prepare_dir(r);
+    startup_phase(r, "starting", "start");
     if (c->resume) resume_settings(r);  // first: a text --data is tokenized with the run's settings
     data_prepare(r);
     data_open_tokens(r);
@@ -194,8 +199,13 @@ int main(int argc, char **argv) {
     wd_configure(config_timeout(c));
     r->mc = (GPTConfig){r->info.vocab_size, c->block_size, c->n_layer, c->n_head, c->n_embd, (float)c->dropout};
     comm_agree(gpt2_config_check(&r->mc, r->err, sizeof r->err) ? NULL : r->err, GT_EXIT_USAGE);
+    startup_phase(r, "reading and checking the data", "load");
     data_load(r);
+    startup_phase(r, c->resume ? "reading the checkpoint" : "starting", NULL);
     resume_build_state(r);
+    // From here on a stop signal is honoured at the end of a step, after a checkpoint.
+    signals_note(NULL);
+    signals_defer(1);
     // Opened even when there is nothing left to train: a run killed after its last checkpoint
     // left attention.h5 marked open for writing (plain h5py refuses it) and maybe with records
     // past that checkpoint; reopening for --resume repairs both, as it does for any resume.

@@ -28,6 +28,13 @@ streak    A divergence with --skip-bad-steps (--lr warming up to 5, 3 ranks, a c
           step before it, whose weights every step of the streak failed on, is renamed aside; the
           stop names the last one whose weights trained well, which is RUN/latest, and resuming
           from it with a sane --lr works.
+signals   SIGINT, SIGTERM, SIGHUP in each phase, on 2 ranks (GT_TEST_STOP_AT stops rank 0 at the
+          point, the test sends the signal to a rank and lets it go on): while starting (RUN just
+          created and locked), tokenizing a text, waiting for rank 0 (rank 1 signalled), writing
+          RUN/vocab.h5, reading the data: the job ends by the signal at once, rank 0 says what
+          it was doing, no temp file and no RUN it created is left; on --resume the checkpoints
+          are untouched. While a checkpoint is written (training): it completes, the run stops
+          after the next step with a checkpoint, exit 0, and resumes.
 sbatch    jobs/train.sbatch gives the ranks OMP_WAIT_POLICY=passive when a node gets more tasks x
           threads than CPUs, and keeps a policy the user set.
 """
@@ -293,6 +300,106 @@ def test_streak(ck, train, d, tokens):
           r.describe() + r.out[-500:])
 
 
+# ---------------------------------------------------------------- signals
+def rank_pids(sid):
+    """{rank: pid} of the gpt-train processes of session sid, and the set of stopped ones."""
+    ranks, stopped = {}, set()
+    for pid in tl.session_pids(sid):
+        try:
+            with open("/proc/%d/comm" % pid) as f:
+                if f.read().strip() != "gpt-train":
+                    continue
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+            with open("/proc/%d/stat" % pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        ranks[int(env.get(b"OMPI_COMM_WORLD_RANK", b"-1"))] = pid
+        if state == "T":
+            stopped.add(pid)
+    return ranks, stopped
+
+
+def signal_in_phase(cmd, phase, rank, sig, timeout=60):
+    """Runs cmd (mpirun) until rank 0 stops itself at `phase` (GT_TEST_STOP_AT), sends sig to
+    `rank`, lets every stopped process go on, and waits for the job: (Result, reached)."""
+    p = subprocess.Popen([str(c) for c in cmd], env=fl.env({"GT_TEST_STOP_AT": phase}), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, start_new_session=True)
+    t0, reached = time.time(), False
+    while time.time() - t0 < timeout and p.poll() is None and not reached:
+        ranks, stopped = rank_pids(p.pid)
+        reached = bool(stopped) and rank in ranks
+        time.sleep(0.02)
+    if reached:
+        os.kill(ranks[rank], sig)
+    # Let every stopped process go on, also those that reach the point again (a later
+    # checkpoint), until the job ends.
+    while time.time() - t0 < timeout and p.poll() is None:
+        for pid in rank_pids(p.pid)[1]:
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(0.02)
+    try:
+        out, err = p.communicate(timeout=5)
+        rc, timed_out = p.returncode, False
+    except subprocess.TimeoutExpired:
+        tl.kill_group(p)
+        out, err = p.communicate()
+        rc, timed_out = None, True
+    return tl.Result(cmd, rc, out, err, time.time() - t0, timed_out), reached
+
+
+def test_signals(ck, train, d, tokens):
+    corpus = os.path.join(d, "corpus.txt")
+    cases = (  # phase, data, ranks' signal target, signal, what
+        ("start", tokens, 0, signal.SIGINT, "starting (RUN just created and locked)"),
+        ("tokenize", corpus, 0, signal.SIGTERM, "tokenizing a text"),
+        ("tokenize", corpus, 1, signal.SIGHUP, "waiting for rank 0 to tokenize"),
+        ("write", corpus, 0, signal.SIGTERM, "writing RUN/vocab.h5"),
+        ("load", tokens, 0, signal.SIGINT, "reading and checking the data"))
+    for i, (phase, data, rank, sig, what) in enumerate(cases):
+        what = "signals: %s to rank %d while %s" % (signal.Signals(sig).name, rank, what)
+        parent = os.path.join(d, "sig%d" % i)
+        cmd = tl.mpirun(2, train, "--data", data, "--out", os.path.join(parent, "new"), "--steps", "3",
+                        "--vocab-size", "300", *MODEL)
+        r, reached = signal_in_phase(cmd, phase, rank, sig)
+        if not ck.ok(reached, what + ": the phase was reached", r.describe()):
+            continue
+        ck.ok(not r.timed_out and r.rc == 128 + sig and r.secs < 30,
+              what + ": the job ends by that signal at once (%.1f s)" % r.secs, r.describe())
+        ck.ok(rank != 0 or "stopped by a signal while" in r.err, what + ": rank 0 says what it was doing", r.err[-600:])
+        left = [os.path.relpath(os.path.join(w, f), parent) for w, _, fs in os.walk(parent) for f in fs]
+        if rank == 0:
+            ck.ok(not os.path.exists(parent), what + ": no temp file, and the RUN it created (and its parent) is gone",
+                  str(left))
+        else:  # rank 0 may finish its tokens before mpirun ends it: complete files, never a part of one
+            ck.ok(set(left) <= {"new/vocab.h5", "new/tokens.h5"}, what + ": no temp file; what RUN holds is complete",
+                  str(left))
+            for f in left:
+                with h5().File(os.path.join(parent, f), "r") as h:
+                    ck.ok(h.attrs["format"].startswith("gpt-train/"), what + ": %s is complete" % f)
+    # --resume: the run is as it was, and resumes.
+    run = os.path.join(d, "sig-resume")
+    r = gt(train, 2, "--data", tokens, "--out", run, "--steps", "2", "--ckpt-every", "1", *MODEL)
+    if not ck.ok(r.rc == 0, "signals: a run to resume", r.describe()):
+        return
+    before = {n: file_sha(os.path.join(run, n)) for n in os.listdir(run) if n.startswith("ckpt-") or n == "latest"}
+    cmd = tl.mpirun(2, train, "--data", tokens, "--out", run, "--resume", "--steps", "4")
+    r, reached = signal_in_phase(cmd, "load", 0, signal.SIGTERM)
+    after = {n: file_sha(os.path.join(run, n)) for n in os.listdir(run) if n.startswith("ckpt-") or n == "latest"}
+    ck.ok(reached and r.rc == 128 + signal.SIGTERM and after == before and not glob.glob(os.path.join(run, "*tmp*")),
+          "signals: SIGTERM while a --resume reads its data: it ends, the checkpoints are untouched", r.describe())
+    # Checkpointing (training: deferred): the checkpoint being written completes, the run stops after
+    # the next step with one more, exit 0, and resumes.
+    r, reached = signal_in_phase(cmd, "write", 0, signal.SIGTERM)
+    ck.ok(reached and r.rc == 0 and "stopped by SIGTERM after step 4" in r.out and latest(run) == "ckpt-00000004.h5"
+          and not glob.glob(os.path.join(run, "*tmp*")),
+          "signals: SIGTERM while a checkpoint is written: it completes, the run stops at the end of the next step "
+          "with one more (exit 0)", r.describe() + r.out[-500:])
+    r = gt(train, 2, "--data", tokens, "--out", run, "--resume", "--steps", "5", *MODEL)
+    ck.ok(r.rc == 0 and latest(run) == "ckpt-00000005.h5", "signals: ... and the run resumes", r.describe())
+
+
 # ---------------------------------------------------------------- sbatch
 def test_sbatch(ck, train, d, tokens):
     """jobs/train.sbatch's wait policy, run outside Slurm with a job's variables and a stand-in
@@ -318,7 +425,8 @@ def test_sbatch(ck, train, d, tokens):
 
 def main():
     bpe, train = tl.require("gpt-bpe", "gpt-train")
-    parts = sys.argv[1:] or ["lock", "newdir", "inputs", "vocab", "resumecmd", "bigstep", "streak", "sbatch"]
+    parts = sys.argv[1:] or ["lock", "newdir", "inputs", "vocab", "resumecmd", "bigstep", "streak", "signals",
+                             "sbatch"]
     d = tl.tmpdir("gt-trainer-faults-")
     ck = tl.Checks("test_trainer_faults " + " ".join(parts))
     _, _, tokens = fl.make_tokens(bpe, d, 60000)
