@@ -6,20 +6,26 @@
 // N is the unlimited dimension.
 //
 // Crash safety: the empty file is made under a temp name, switched to SWMR writing, then
-// renamed into place (so no reader can hold it before the writer). Each record writes
+// renamed into place (so no reader can hold it before the writer). A resume does the same with
+// a copy of the old file: readers attached to it (h5py swmr=True, or one that reopens it on
+// every poll) keep the old inode and never stand in the writer's way. Each record writes
 // /attention, then /loss, then /step (the last one is the "commit"), each flushed; readers
 // take N = the shortest of the three.
+#define _GNU_SOURCE  // copy_file_range
 #include "attention_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "error.h"
+#include "files.h"
 #include "h5util.h"
 #include "utf8.h"
 
@@ -28,6 +34,8 @@ struct AttnWriter {
     hid_t file;
     hid_t d_step, d_loss, d_att;
     int L, NH, T, float16;
+    int dtype_required;   // resuming: a file of the other dtype is refused (ATTN_DTYPE_REQUIRED)
+    int adopt;            // trimming only: shape, probe and every are the file's own
     int *probe;           // (T) ids as gpt2_forward takes them
     long long n;          // records in the file
     long long last_step;  // -1 when empty
@@ -126,6 +134,23 @@ fail:
     return -1;
 }
 
+// Publishes the file written under tmp (open for SWMR writing already, so a reader polling for
+// it can never open it first and take the lock that would keep this writer out): fsync, then
+// rename over w->path.
+static int publish(AttnWriter *w, const char *tmp, GtErr *e) {
+    int fd = open(tmp, O_RDONLY), err = 0;
+    if (fd < 0 || fsync(fd) != 0) err = errno;
+    if (fd >= 0) close(fd);
+    if (!err && rename(tmp, w->path) != 0) err = errno;
+    if (err) {
+        gt_err(e, GT_EXIT_RUNTIME, "writing '%s' failed: %s", w->path, strerror(err));
+        e->errnum = err;
+        remove(tmp);
+    }
+    gt_tmpfile_forget(tmp);
+    return gt_failed(e) ? -1 : 0;
+}
+
 static int create_file(AttnWriter *w, const Tokenizer *tok, int every, GtErr *e) {
     char tmp[4200];
     hid_t f = h5_create_tmp_e(w->path, GT_FORMAT_ATTENTION, tmp, sizeof tmp, e);
@@ -165,19 +190,7 @@ static int create_file(AttnWriter *w, const Tokenizer *tok, int every, GtErr *e)
         w->d_step = w->d_loss = w->d_att = w->file = -1;
         return h5_commit_e(f, tmp, w->path, e);  // removes the temp file, names the reason
     }
-    // Published only now, already open for SWMR writing: a reader polling for the file can
-    // never open it first and take the lock that would keep this writer out.
-    int fd = open(tmp, O_RDONLY), err = 0;
-    if (fd < 0 || fsync(fd) != 0) err = errno;
-    if (fd >= 0) close(fd);
-    if (!err && rename(tmp, w->path) != 0) err = errno;
-    if (err) {
-        gt_err(e, GT_EXIT_RUNTIME, "writing '%s' failed: %s", w->path, strerror(err));
-        e->errnum = err;
-        remove(tmp);
-    }
-    gt_tmpfile_forget(tmp);
-    return gt_failed(e) ? -1 : 0;
+    return publish(w, tmp, e);
 }
 
 // Length of dim 0, or -1 when the dataset's metadata cannot be read (a damaged file).
@@ -225,6 +238,21 @@ static int resume_body(AttnWriter *w, hid_t f, int crashed, long long resume_ste
     h5_attr_read_int(f, "n_head", &NH);
     int rank = 0;
     hsize_t dims[8];
+    if (w->adopt) {  // trimming only: the file is checked against itself
+        int64_t ev = 0;
+        if (h5_dataset_shape(f, "attention", &rank, dims) && rank == 5 && L > 0 && NH > 0 && dims[3] > 0 &&
+            dims[3] < (1u << 16) && h5_dataset_shape(f, "probe/token_ids", &rank, dims + 5) && rank == 1 &&
+            dims[5] == dims[3]) {
+            w->L = (int)L, w->NH = (int)NH, w->T = (int)dims[3];
+            hsize_t pd[8];
+            int32_t *ids = h5_read_dataset_e(f, "probe/token_ids", H5T_NATIVE_INT32, &rank, pd, w->path, e);
+            if (!ids) return -1;
+            w->probe = gt_malloc((size_t)w->T * sizeof(int), "probe");
+            for (int t = 0; t < w->T; t++) w->probe[t] = ids[t];
+            free(ids);
+        }
+        every = h5_attr_read_int(f, "every", &ev) && ev > 0 && ev <= INT_MAX ? (int)ev : 0;
+    }
     if (L != w->L || NH != w->NH || !h5_dataset_shape(f, "attention", &rank, dims) || rank != 5 ||
         dims[1] != (hsize_t)w->L || dims[2] != (hsize_t)w->NH || dims[3] != (hsize_t)w->T)
         return gt_err(e, GT_EXIT_USAGE, "'%s': was written for another model or probe length (n_layer %lld, n_head "
@@ -298,7 +326,14 @@ static int resume_body(AttnWriter *w, hid_t f, int crashed, long long resume_ste
     h5_set_length_e(da, 5, rec, keep, e);
     // the dtype is the file's: a resumed run keeps what it started with
     if (!gt_failed(e)) H5_TRY(tp = H5Dget_type(da));
-    if (tp >= 0) w->float16 = H5Tget_size(tp) == 2;
+    if (tp >= 0) {
+        int file16 = H5Tget_size(tp) == 2;
+        if (w->dtype_required && file16 != w->float16)
+            gt_err(e, GT_EXIT_USAGE, "--attn-dtype %s: '%s' holds %s records, and a resumed run keeps the dtype it "
+                   "started with; drop the flag, or move the file away to start a new one in %s", w->float16 ?
+                   "float16" : "float32", w->path, file16 ? "float16" : "float32", w->float16 ? "float16" : "float32");
+        w->float16 = file16;
+    }
     w->n = keep;
 fail:
 done:
@@ -307,13 +342,80 @@ done:
     h5_close(ds, e);
     h5_close(dl, e);
     h5_close(da, e);
-    h5_attr_write_int_e(f, "every", every, e);  // before SWMR writing, which allows no new attributes
+    if (every > 0) h5_attr_write_int_e(f, "every", every, e);  // before SWMR writing: it allows no new attributes
     return gt_failed(e) ? -1 : 0;
 }
 
-// Checks that an existing file matches this run, then drops records with step > resume_step.
+// Copies w->path to tmp (registered as a temp file) with plain reads, which no HDF5 lock
+// stops: readers attached to the file cannot keep a resume out. A program that holds it open
+// for writing (HDF5's exclusive lock: another writer, h5py in mode "a") is named instead,
+// since its file may change under the copy.
+static int copy_for_resume(const AttnWriter *w, char *tmp, size_t tmpsize, GtErr *e) {
+    int src = open(w->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK), dst = -1, err = 0;
+    struct stat st;
+    if (src < 0 || fstat(src, &st) != 0) {
+        gt_err(e, GT_EXIT_USAGE, "attention file '%s': %s", w->path, strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        gt_err(e, GT_EXIT_USAGE, "attention file '%s': is %s, expected an HDF5 file", w->path, gt_file_kind(st.st_mode));
+        goto done;
+    }
+    if (flock(src, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+        gt_err(e, GT_EXIT_USAGE, "attention file '%s': is open for writing in another program (its HDF5 file lock is "
+               "held); close that program, or wait for it to finish, then resume", w->path);
+        goto done;
+    }
+    flock(src, LOCK_UN);
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s", w->path);
+    char *slash = strrchr(dir, '/');
+    if (slash) slash[1] = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    struct statvfs vfs;
+    long long need = (long long)st.st_size + (1 << 20);
+    if (statvfs(dir, &vfs) == 0 && (long long)vfs.f_bavail * (long long)vfs.f_frsize < need) {
+        gt_err(e, GT_EXIT_RUNTIME, "no space left to rewrite '%s' for the resume: about %lld bytes needed, %lld "
+               "available; free some space, or move it away to resume without it", w->path, need,
+               (long long)vfs.f_bavail * (long long)vfs.f_frsize);
+        e->errnum = ENOSPC;
+        goto done;
+    }
+    snprintf(tmp, tmpsize, "%s.tmp-%ld", w->path, (long)getpid());
+    gt_tmpfile_register(tmp);
+    dst = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (dst < 0) err = errno;
+    for (off_t done = 0; !err && done < st.st_size;) {
+        ssize_t n = copy_file_range(src, &done, dst, NULL, (size_t)(st.st_size - done), 0);
+        if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
+            char buf[1 << 16];  // a file system that cannot copy in the kernel
+            n = pread(src, buf, sizeof buf, done);
+            if (n > 0 && write(dst, buf, (size_t)n) != n) n = -1;
+            if (n > 0) done += n;
+        }
+        if (n < 0) err = errno;
+        else if (n == 0) err = EIO;  // the file shrank under the copy
+    }
+    if (!err && fsync(dst) != 0) err = errno;
+    if (dst >= 0 && close(dst) != 0 && !err) err = errno;
+    dst = -1;
+    if (err) {
+        gt_err(e, GT_EXIT_RUNTIME, "rewriting '%s' for the resume failed: %s", w->path, strerror(err));
+        e->errnum = err;
+        remove(tmp);
+        gt_tmpfile_forget(tmp);
+    }
+done:
+    if (src >= 0) close(src);
+    return gt_failed(e) ? -1 : 0;
+}
+
+// Checks that an existing file matches this run and drops records with step > resume_step,
+// in a copy that replaces the file once it is open for SWMR writing (see the top).
 static int open_for_resume(AttnWriter *w, long long resume_step, int every, GtErr *e) {
+    char tmp[4300] = "";
     hid_t fapl = -1, f = -1;
+    if (copy_for_resume(w, tmp, sizeof tmp, e) != 0) return -1;
     H5_TRY(fapl = H5Pcreate(H5P_FILE_ACCESS));
     H5_TRY(H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST));  // for SWMR writing
     // A writer that crashed left the file marked "open for SWMR writing": clear the mark (what
@@ -324,15 +426,12 @@ static int open_for_resume(AttnWriter *w, long long resume_step, int every, GtEr
     // growing sleeps (meant for readers racing a writer). This process is the only writer, so a
     // bad checksum means a damaged file: fail at once instead of hanging for minutes.
     H5_TRY(H5Pset_metadata_read_attempts(fapl, 1));
-    int crashed = h5_left_open_by_writer(w->path);
-    f = H5Fis_hdf5(w->path) > 0 ? H5Fopen(w->path, H5F_ACC_RDWR, fapl) : -1;
-    if (f < 0) {
-        char why[4600];
-        h5_open_failure(w->path, 1, why, sizeof why);
-        // the checked open names what is wrong when the file is not ours or not HDF5
-        hid_t g = h5_open_rw_checked_e(w->path, GT_FORMAT_ATTENTION, "attention file", 0, e);
-        if (g >= 0) H5Fclose(g);
-        gt_err(e, GT_EXIT_USAGE, "attention file '%s': cannot open it for appending: %s", w->path, why);
+    int crashed = h5_left_open_by_writer(tmp);
+    int is_h5 = H5Fis_hdf5(tmp) > 0;
+    f = is_h5 ? H5Fopen(tmp, H5F_ACC_RDWR, fapl) : -1;
+    if (f < 0) {  // no lock can be the cause: the copy is this process's alone
+        gt_err(e, GT_EXIT_USAGE, "attention file '%s': %s; move it away to resume without it", w->path,
+               is_h5 ? "cannot be opened as HDF5 (truncated or damaged?)" : "not an HDF5 file (or its header is damaged)");
         goto fail;
     }
     h5_close(fapl, e);
@@ -347,18 +446,15 @@ static int open_for_resume(AttnWriter *w, long long resume_step, int every, GtEr
     // fail at once instead of hanging for minutes.
     H5_TRY(fapl = H5Pcreate(H5P_FILE_ACCESS));
     H5_TRY(H5Pset_metadata_read_attempts(fapl, 1));
-    w->file = H5Fopen(w->path, H5F_ACC_RDWR | H5F_ACC_SWMR_WRITE, fapl);
-    if (w->file < 0) {
-        char why[4600];
-        h5_open_failure(w->path, 1, why, sizeof why);
-        gt_err(e, GT_EXIT_USAGE, "attention file '%s': cannot open it for appending: %s", w->path, why);
-        goto fail;
-    }
+    H5_TRY(w->file = H5Fopen(tmp, H5F_ACC_RDWR | H5F_ACC_SWMR_WRITE, fapl));
     if (open_datasets(w, e) == 0) H5_TRY(H5Fflush(w->file, H5F_SCOPE_LOCAL));
 fail:
     h5_close(fapl, e);
     h5_close(f, e);
-    return gt_failed(e) ? -1 : 0;
+    if (!gt_failed(e)) return publish(w, tmp, e);
+    remove(tmp);
+    gt_tmpfile_forget(tmp);
+    return -1;
 }
 
 AttnWriter *attn_writer_open_e(const char *path, const GPTConfig *c, int every, const int32_t *probe_ids, int T,
@@ -385,7 +481,8 @@ AttnWriter *attn_writer_open_e(const char *path, const GPTConfig *c, int every, 
     AttnWriter *w = gt_calloc(1, sizeof *w, "attention writer");
     w->path = gt_strdup(path);
     w->file = w->d_step = w->d_loss = w->d_att = -1;
-    w->L = c->n_layer, w->NH = c->n_head, w->T = T, w->float16 = float16;
+    w->L = c->n_layer, w->NH = c->n_head, w->T = T, w->float16 = float16 & 1;
+    w->dtype_required = (float16 & ATTN_DTYPE_REQUIRED) != 0;
     w->last_step = -1;
     w->probe = gt_malloc((size_t)T * sizeof(int), "probe");
     for (int t = 0; t < T; t++) w->probe[t] = probe_ids[t];
@@ -486,6 +583,22 @@ void attn_probe_record(AttnWriter *w, GPT2 *m, long long step, float loss) {
 }
 
 long long attn_writer_count(const AttnWriter *w) { return w->n; }
+
+int attn_writer_float16(const AttnWriter *w) { return w->float16; }
+
+int attn_trim_e(const char *path, long long resume_step, GtErr *e) {
+    struct stat st;
+    if (gt_failed(e) || stat(path, &st) != 0) return gt_failed(e) ? -1 : 0;
+    AttnWriter *w = gt_calloc(1, sizeof *w, "attention writer");
+    w->path = gt_strdup(path);
+    w->file = w->d_step = w->d_loss = w->d_att = -1;
+    w->adopt = 1;
+    w->last_step = -1;
+    open_for_resume(w, resume_step, 0, e);
+    GtErr close_err = GT_ERR_INIT;
+    attn_writer_close_e(w, gt_failed(e) ? &close_err : e);
+    return gt_failed(e) ? -1 : 0;
+}
 
 int attn_writer_close_e(AttnWriter *w, GtErr *e) {
     if (!w) return gt_failed(e) ? -1 : 0;

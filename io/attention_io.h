@@ -20,9 +20,15 @@
 typedef struct AttnWriter AttnWriter;
 
 // resume_step < 0: a new file (an existing one is replaced). Otherwise the existing file is
-// opened for append and records with step > resume_step are dropped, so a resumed run never
-// duplicates steps; a missing file is created. Bad input (probe empty or longer than the
-// block size, an existing file of another shape or probe) exits 1 naming the file.
+// taken over for appending and records with step > resume_step are dropped, so a resumed run
+// never duplicates steps; a missing file is created. Taking over works on a copy that is
+// renamed over the file once it is open for SWMR writing: readers attached to the old file
+// (h5py swmr=True, or one that reopens it on every poll) keep the old inode and stop nothing;
+// a program holding it open for writing is named. float16: the dtype of a new file; a resumed
+// file keeps its own (attn_writer_float16), unless ATTN_DTYPE_REQUIRED is or'ed in: then a
+// file of the other dtype is bad input. Bad input (probe empty or longer than the block size,
+// an existing file of another shape or probe) exits 1 naming the file.
+#define ATTN_DTYPE_REQUIRED 2
 AttnWriter *attn_writer_open_e(const char *path, const GPTConfig *c, int every, const int32_t *probe_ids, int T,
                                const Tokenizer *tok, int float16, long long resume_step, GtErr *e);
 AttnWriter *attn_writer_open(const char *path, const GPTConfig *c, int every, const int32_t *probe_ids, int T,
@@ -38,6 +44,12 @@ int attn_append_e(AttnWriter *w, long long step, float loss, const float *att, G
 void attn_append(AttnWriter *w, long long step, float loss, const float *att);
 // Records in the file (after the resume truncation, plus those appended since).
 long long attn_writer_count(const AttnWriter *w);
+// 1 when the file holds float16 records.
+int attn_writer_float16(const AttnWriter *w);
+// A resume that records no attention (--attn-every 0): drops the records of an existing file
+// at `path` with step > resume_step, the same way (a copy renamed over it), checking the file
+// only against itself. A missing file is fine.
+int attn_trim_e(const char *path, long long resume_step, GtErr *e);
 // Closes (checked) and frees. A writer still open at exit is closed then, so a process that
 // stops on an error elsewhere leaves a file that any reader opens.
 int attn_writer_close_e(AttnWriter *w, GtErr *e);

@@ -322,3 +322,9 @@ void config_print(const TrainConfig *c, FILE *f) {
 }
 
 void config_free(TrainConfig *c) { opt_free(&table, c); }
+
+int config_given(const TrainConfig *c, const char *name) {
+    const OptTable *t = config_table();
+    const Opt *o = opt_find(t, name);
+    return o ? c->given[o - t->rows] : 0;
+}

@@ -55,6 +55,9 @@ int config_parse(TrainConfig *c, int argc, char **argv, char *err, size_t errsiz
 int config_check(const TrainConfig *c, char *err, size_t errsize);
 // --collective-timeout in seconds (0 = off), or -1 for "auto" (the adaptive rule, mpi/watchdog.h).
 double config_timeout(const TrainConfig *c);
+// 1 when the option `name` ("attn-dtype") was given by a flag or the config file, not taken
+// from a default or a checkpoint.
+int config_given(const TrainConfig *c, const char *name);
 
 // The effective configuration, grouped, one "key = value" per line (a valid --config file;
 // without `config` and `resume`).

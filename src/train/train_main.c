@@ -62,6 +62,38 @@ static char *resume_command(int argc, char **argv, int size, int resuming) {
     return buf;
 }
 
+// Rank 0's RUN/attention.h5: created, or taken over on --resume (records past the checkpoint
+// dropped; a resume with --attn-every 0 drops them too). A resumed file keeps its dtype:
+// --attn-dtype given for another is refused, and when not given /config follows the file.
+static void open_attention(Run *r) {
+    TrainConfig *c = &r->cfg;
+    const int rank = r->w->rank;
+    char ap[PATHLEN];
+    snprintf(ap, sizeof ap, "%s/attention.h5", c->out);
+    GtErr e = GT_ERR_INIT;
+    if (c->attn_every <= 0) {
+        if (c->resume && rank == 0) attn_trim_e(ap, r->st.step, &e);
+        comm_agree_e(&e);
+        return;
+    }
+    const char *msg = NULL;
+    int32_t *probe = NULL;
+    int Tp = 0;
+    if (rank == 0 && !(probe = data_probe_ids(r, &Tp))) msg = r->err;
+    comm_agree(msg, GT_EXIT_USAGE);
+    if (rank == 0) {
+        int dtype = (strcmp(c->attn_dtype, "float16") == 0) | (config_given(c, "attn-dtype") ? ATTN_DTYPE_REQUIRED : 0);
+        r->aw = attn_writer_open_e(ap, &r->mc, c->attn_every, probe, Tp, &r->tok, dtype, c->resume ? r->st.step : -1,
+                                   &e);
+        if (r->aw) {
+            free(c->attn_dtype);
+            c->attn_dtype = gt_strdup(attn_writer_float16(r->aw) ? "float16" : "float32");
+        }
+    }
+    free(probe);
+    comm_agree_e(&e);
+}
+
 // Rank 0's log (with the effective configuration), metrics, attention.h5; the reducer.
 static void open_writers(Run *r, int argc, char **argv) {
     const TrainConfig *c = &r->cfg;
@@ -70,6 +102,7 @@ static void open_writers(Run *r, int argc, char **argv) {
     log_open(lg, c->out, rank, c->resume ? r->st.step : -1, c->steps);
     comm_agree_e(&lg->err);
     resume_dir_in_use();
+    open_attention(r);
     if (rank == 0) {
         printf("gpt-train %s: %d rank%s x %d thread%s\n", GT_VERSION, size, size == 1 ? "" : "s", c->threads,
                c->threads == 1 ? "" : "s");
@@ -104,22 +137,6 @@ static void open_writers(Run *r, int argc, char **argv) {
             log_line(lg, "note: the checkpoint was written by %lld ranks, this run has %d: the data order is global, "
                          "so training continues with the windows the old run would have taken next",
                      (long long)r->old_world, size);
-    }
-    if (c->attn_every > 0) {
-        const char *msg = NULL;
-        int32_t *probe = NULL;
-        int Tp = 0;
-        if (rank == 0 && !(probe = data_probe_ids(r, &Tp))) msg = r->err;
-        comm_agree(msg, GT_EXIT_USAGE);
-        GtErr e = GT_ERR_INIT;
-        if (rank == 0) {
-            char ap[PATHLEN];
-            snprintf(ap, sizeof ap, "%s/attention.h5", c->out);
-            r->aw = attn_writer_open_e(ap, &r->mc, c->attn_every, probe, Tp, &r->tok, !strcmp(c->attn_dtype, "float16"),
-                                       c->resume ? r->st.step : -1, &e);
-        }
-        free(probe);
-        comm_agree_e(&e);
     }
     // Buckets of about an eighth of the gradient (64 KiB to 4 MiB): small models still get a
     // few reductions in flight during backward, big ones a bucket per block or two.

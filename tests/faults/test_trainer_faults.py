@@ -35,6 +35,11 @@ signals   SIGINT, SIGTERM, SIGHUP in each phase, on 2 ranks (GT_TEST_STOP_AT sto
           it was doing, no temp file and no RUN it created is left; on --resume the checkpoints
           are untouched. While a checkpoint is written (training): it completes, the run stops
           after the next step with a checkpoint, exit 0, and resumes.
+reader    --resume of a run killed after attention records past its checkpoint, while h5py readers
+          hold attention.h5 (one opened with swmr=True and kept open, one reopening it every
+          20 ms): it works, the readers go on, the records past the checkpoint are dropped.
+          --attn-every 0 on such a resume drops them too. --attn-dtype float32 on the resume of
+          a float16 run is refused (the file untouched); without the flag /config says float16.
 sbatch    jobs/train.sbatch gives the ranks OMP_WAIT_POLICY=passive when a node gets more tasks x
           threads than CPUs, and keeps a policy the user set.
 """
@@ -400,6 +405,91 @@ def test_signals(ck, train, d, tokens):
     ck.ok(r.rc == 0 and latest(run) == "ckpt-00000005.h5", "signals: ... and the run resumes", r.describe())
 
 
+# ---------------------------------------------------------------- reader
+READER = r"""
+import sys, time, h5py
+path, mode = sys.argv[1], sys.argv[2]
+if mode == "hold":      # opened once, as docs/attention.md shows, and kept open
+    f = h5py.File(path, "r", libver="latest", swmr=True)
+    print("open", flush=True)
+    time.sleep(120)
+else:                   # reopened on every poll, 50 times a second
+    print("open", flush=True)
+    while True:
+        try:
+            with h5py.File(path, "r", libver="latest", swmr=True) as f:
+                f["step"].refresh()
+        except Exception:
+            pass
+        time.sleep(0.02)
+"""
+
+
+def crashed_run(train, d, name, tokens, *extra):
+    """A run with an attention record every step and checkpoints at 4 and 8, then made to look
+    killed after step 8 but before its checkpoint: RUN/latest names step 4, records 5-8 stay."""
+    run = os.path.join(d, name)
+    r = gt(train, 2, "--data", tokens, "--out", run, "--steps", "8", "--ckpt-every", "4", "--attn-every", "1", *MODEL,
+           *extra)
+    if r.rc != 0:
+        return None, r
+    os.remove(os.path.join(run, "ckpt-00000008.h5"))
+    with open(os.path.join(run, "latest"), "w") as f:
+        f.write("ckpt-00000004.h5\n")
+    return run, r
+
+
+def attn_steps(path):
+    with h5().File(path, "r", libver="latest", swmr=True) as f:
+        return [int(x) for x in f["step"][()]], f["attention"].dtype.itemsize
+
+
+def test_reader(ck, train, d, tokens):
+    run, r = crashed_run(train, d, "read", tokens)
+    if not ck.ok(run is not None, "reader: a run with attention records", r.describe()):
+        return
+    path = os.path.join(run, "attention.h5")
+    readers = []
+    for mode in ("hold", "poll"):
+        p = subprocess.Popen([sys.executable, "-c", READER, path, mode], stdout=subprocess.PIPE, text=True)
+        readers.append(p)
+        ck.ok(p.stdout.readline().strip() == "open", "reader: an h5py reader (%s) has attention.h5 open" % mode)
+    try:
+        r = gt(train, 2, "--data", tokens, "--out", run, "--resume", "--steps", "10", timeout=120)
+        ok = ck.ok(r.rc == 0, "reader: --resume works while h5py readers hold attention.h5 (swmr=True, and one "
+                   "reopening it every 20 ms)", r.describe())
+        if ok:
+            steps, _ = attn_steps(path)
+            ck.ok(steps == list(range(1, 11)), "reader: ... records 5-8 of the crashed run were dropped, 5-10 "
+                  "written once", str(steps))
+        ck.ok(all(p.poll() is None for p in readers), "reader: the readers are unharmed (still running)")
+    finally:
+        for p in readers:
+            p.kill()
+            p.wait()
+    # --attn-every 0 on the resume of such a run: the records past the checkpoint go too.
+    run, r = crashed_run(train, d, "read0", tokens)
+    if ck.ok(run is not None, "reader: another crashed run", r.describe()):
+        r = gt(train, 2, "--data", tokens, "--out", run, "--resume", "--steps", "6", "--attn-every", "0", timeout=120)
+        steps = attn_steps(os.path.join(run, "attention.h5"))[0] if r.rc == 0 else None
+        ck.ok(r.rc == 0 and steps == [1, 2, 3, 4], "reader: --resume --attn-every 0 drops the records past the "
+              "checkpoint anyway", "%s\n%s" % (steps, r.describe()))
+    # --attn-dtype on the resume of a float16 run: refused when it asks for the other dtype;
+    # without it the file's dtype stays, and /config says so.
+    run, r = crashed_run(train, d, "read16", tokens, "--attn-dtype", "float16")
+    if ck.ok(run is not None, "reader: a float16 run", r.describe()):
+        before = file_sha(os.path.join(run, "attention.h5"))
+        r = gt(train, 2, "--data", tokens, "--out", run, "--resume", "--steps", "6", "--attn-dtype", "float32")
+        one_error(ck, "reader: --attn-dtype float32 on the resume of a float16 run is refused", r, 1,
+                  "--attn-dtype float32", "float16 records")
+        ck.ok(file_sha(os.path.join(run, "attention.h5")) == before, "reader: ... and attention.h5 is untouched")
+        r = gt(train, 2, "--data", tokens, "--out", run, "--resume", "--steps", "6")
+        with h5().File(os.path.join(run, "ckpt-00000006.h5"), "r") as f:
+            dtype = f["config"].attrs["attn_dtype"]
+        ck.ok(r.rc == 0 and dtype == "float16" and attn_steps(os.path.join(run, "attention.h5"))[1] == 2,
+              "reader: without the flag the run goes on in float16, and /config records float16", r.describe())
+
+
 # ---------------------------------------------------------------- sbatch
 def test_sbatch(ck, train, d, tokens):
     """jobs/train.sbatch's wait policy, run outside Slurm with a job's variables and a stand-in
@@ -426,7 +516,7 @@ def test_sbatch(ck, train, d, tokens):
 def main():
     bpe, train = tl.require("gpt-bpe", "gpt-train")
     parts = sys.argv[1:] or ["lock", "newdir", "inputs", "vocab", "resumecmd", "bigstep", "streak", "signals",
-                             "sbatch"]
+                             "reader", "sbatch"]
     d = tl.tmpdir("gt-trainer-faults-")
     ck = tl.Checks("test_trainer_faults " + " ".join(parts))
     _, _, tokens = fl.make_tokens(bpe, d, 60000)
