@@ -285,10 +285,10 @@ class Checks:
         sys.exit(1 if self.failed else 0)
 
 
-def timed(fn, *args):
+def timed(fn, *args, **kw):
     """Runs one test function (assert style), prints 'ok NAME (secs)', returns its result."""
     t0 = time.time()
-    out = fn(*args)
+    out = fn(*args, **kw)
     print("ok %s (%.1fs)" % (fn.__name__, time.time() - t0), flush=True)
     return out
 

@@ -11,7 +11,7 @@ load them into nanoGPT, and turn nanoGPT checkpoints into them.
     gc.load_into(model, "RUN/ckpt-00001000.h5")               # any nanoGPT-style GPT, any torch
 
     gpt_checkpoint.py from-nanogpt ckpt.pt OUT.h5 --vocab vocab.h5     # nanoGPT -> gpt-train
-    gpt_checkpoint.py from-nanogpt ckpt.pt --run RUN --vocab vocab.h5  # ... as a run to --resume
+    gpt_checkpoint.py from-nanogpt ckpt.pt --run RUN --vocab vocab.h5 [--data tokens.h5]  # a run to --resume
 
 Every tensor carries an attribute "checksum" (uint64, 2): the sum of its 32-bit words and
 the sum of (i+1) * word i, both modulo 2^64. gpt-train and gpt-sample refuse a tensor that
@@ -150,7 +150,8 @@ def load_into(model, path):
     extra = [k for k in sd if k not in own]
     unexpected = [k for k in extra if not (k.endswith(".bias") and not torch.any(sd[k]))]
     if unexpected:
-        hint = " (a model with bias=False takes only all-zero biases)" if all(k.endswith(".bias") for k in unexpected) else ""
+        biases = all(k.endswith(".bias") for k in unexpected)
+        hint = " (a model with bias=False takes only all-zero biases)" if biases else ""
         raise MismatchError(f"{path}: the checkpoint has tensors the model lacks: {_names(unexpected)}{hint}")
     shapes = [f"{k} {tuple(sd[k].shape)} in the checkpoint, {tuple(own[k].shape)} in the model"
               for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
@@ -165,9 +166,9 @@ def load_into(model, path):
 PROG = "gpt_checkpoint.py"
 COMPILE_PREFIX = "_orig_mod."  # torch.compile's wrapper: nanoGPT's train.py saves keys with it
 PAD = 64  # nanoGPT pads vocab_size to a multiple of 64 (50257 -> 50304)
-RNG_DOC = ("counter-based (src/rng.h): weights from seed; dropout of (step, rank, micro-step) from "
-           "mix(seed, step, rank, micro); data order of (rank, epoch) from mix(seed, rank, epoch); so seed, "
-           "step and the data cursors are the complete RNG state")
+RNG_DOC = ("counter-based (src/model/rng.h): weights from seed; dropout of (step, rank, micro-step) from "
+           "mix(seed, step, rank, micro); the data order of epoch e is a permutation keyed by mix(seed, e); "
+           "so seed, step and the data cursor are the complete RNG state")
 # nanoGPT train.py setting (the checkpoint's "config" dict) -> (gpt-train /config key, type, range);
 # the ranges are src/train/config.c's. A value outside is left to gpt-train's default.
 NANOGPT_SETTINGS = {
@@ -367,6 +368,35 @@ def _vocab(path, model_vocab):
     return V
 
 
+def _tokenizer_key(f):
+    """What decides every token's id: the vocabulary size, split pattern, merges, special tokens."""
+    g = f["tokenizer"]
+    sp = g["special_tokens"][()].tolist() if "special_tokens" in g else []
+    return (int(g.attrs.get("vocab_size", -1)), str(g.attrs.get("pattern", "")), g["merges"][()].tobytes(),
+            [x.decode() if isinstance(x, bytes) else x for x in sp])
+
+
+def _data_windows(data, vocab, block_size):
+    """Training windows of tokens.h5 (its /train over block_size) after checking that it was
+    encoded with the vocabulary; 1 without --data (the cursor is at 0 either way)."""
+    if not data:
+        return 1
+    try:
+        f = h5py.File(data, "r")
+    except (OSError, ValueError) as e:
+        raise ConvertError(f"--data '{data}': cannot open as HDF5 ({e})")
+    with f, h5py.File(vocab, "r") as v:
+        fmt = f.attrs.get("format")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        if fmt != "gpt-train/tokens" or "train" not in f or "tokenizer" not in f:
+            raise ConvertError(f"--data '{data}': format is {fmt!r}, expected 'gpt-train/tokens' "
+                               "(gpt-bpe encode --out)")
+        if _tokenizer_key(f) != _tokenizer_key(v):
+            raise ConvertError(f"--data '{data}' was encoded with another vocabulary than --vocab '{vocab}': "
+                               f"encode the text with --vocab {vocab}")
+        return max(1, (f["train"].shape[0] - 1) // block_size)
+
+
 def _write_h5(out, vocab, cfg, state, tensors, m, v):
     """A checkpoint as io/train_state.c writes one (docs/formats.md, checkpoints)."""
     import datetime
@@ -397,8 +427,9 @@ def _write_h5(out, vocab, cfg, state, tensors, m, v):
             g.attrs["recent_loss_steps"] = np.int64(0)
             g.attrs["bad_steps_in_row"] = np.int64(0)
             g.attrs["rng"] = RNG_DOC
-            for k in ("cursor_epoch", "cursor_pos", "cursor_windows"):  # one rank at the start of its data
-                g[k] = np.zeros(state["world_size"], np.int64)
+            g.attrs["data_epoch"] = np.int64(0)  # nanoGPT keeps no cursor: the start of gpt-train's order
+            g.attrs["data_pos"] = np.int64(0)
+            g.attrs["data_windows"] = np.int64(state["data_windows"])
             voc.copy("tokenizer", f)
         os.replace(tmp, out)
     except BaseException:
@@ -426,10 +457,12 @@ def _check_output(out, run, force):
         raise ConvertError(f"'{target}': the directory '{parent}' does not exist")
 
 
-def from_nanogpt(ckpt, out=None, vocab=None, run=None, force=False, notes=None):
+def from_nanogpt(ckpt, out=None, vocab=None, run=None, force=False, notes=None, data=None):
     """Writes a gpt-train checkpoint (out, a file; or run, a run directory with RUN/latest) from
     a nanoGPT train.py checkpoint and a gpt-train vocabulary; returns the checkpoint's path.
-    Raises ConvertError with one message on bad input. notes(text) hears what was adapted."""
+    data (optional): the tokens.h5 the run will continue on, checked against the vocabulary,
+    for the data cursor's window count. Raises ConvertError with one message on bad input.
+    notes(text) hears what was adapted."""
     notes = notes or (lambda text: None)
     if (out is None) == (run is None):
         raise ConvertError("give exactly one of OUT.h5 and --run RUN")
@@ -439,6 +472,7 @@ def from_nanogpt(ckpt, out=None, vocab=None, run=None, force=False, notes=None):
     ck = _read_nanogpt(ckpt)
     args = ck["model_args"]
     V = _vocab(vocab, args["vocab_size"])
+    windows = _data_windows(data, vocab, int(args["block_size"]))
     tensors, names = _model_tensors(ckpt, ck)
     shapes = {k: a.shape for k, a in tensors.items()}
     m, v, adam_t, groups = _moments(ckpt, ck, names, shapes)
@@ -478,18 +512,29 @@ def from_nanogpt(ckpt, out=None, vocab=None, run=None, force=False, notes=None):
     step = int(_number(ck.get("iter_num", 0), f"'{ckpt}': iter_num"))
     best = _number(ck.get("best_val_loss", float("inf")), f"'{ckpt}': best_val_loss")
     tokens = step * cfg.get("batch_size", 0) * cfg.get("grad_accum", 1) * cfg["block_size"]
-    state = {"step": step, "tokens_seen": tokens, "world_size": 1, "adam_t": adam_t, "best_val_loss": float(best)}
+    state = {"step": step, "tokens_seen": tokens, "world_size": 1, "adam_t": adam_t, "best_val_loss": float(best),
+             "data_windows": windows}
     if adam_t == 0 and step > 0:
         notes("no AdamW state in the checkpoint: the moments start at 0 (as a fresh optimizer)")
-    if run is not None:
-        os.makedirs(run, exist_ok=True)
-        out = os.path.join(run, f"ckpt-{step:08d}.h5")
-    _write_h5(out, vocab, cfg, state, tensors, m, v)
-    if run is not None:  # RUN/latest last: it only ever names a complete file
-        tmp = os.path.join(run, "latest.tmp")
+    if run is None:
+        _write_h5(out, vocab, cfg, state, tensors, m, v)
+        return out
+    created = not os.path.isdir(run)
+    os.makedirs(run, exist_ok=True)
+    out = os.path.join(run, f"ckpt-{step:08d}.h5")
+    try:
+        _write_h5(out, vocab, cfg, state, tensors, m, v)
+        tmp = os.path.join(run, "latest.tmp")  # RUN/latest last: it only ever names a complete file
         with open(tmp, "w") as fh:
             fh.write(os.path.basename(out) + "\n")
         os.replace(tmp, os.path.join(run, "latest"))
+    except BaseException:
+        for leftover in (out, os.path.join(run, "latest.tmp")):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+        if created and not os.listdir(run):
+            os.rmdir(run)
+        raise
     return out
 
 
@@ -512,6 +557,8 @@ def main(argv=None):
     c.add_argument("--run", help="write RUN/ckpt-<iter_num>.h5 and RUN/latest instead, to continue with "
                                  "gpt-train --out RUN --resume (RUN must not hold a run yet)")
     c.add_argument("--vocab", required=True, help="vocab.h5 of gpt-bpe train: its /tokenizer goes into the checkpoint")
+    c.add_argument("--data", help="the tokens.h5 the run continues on (optional): checked against --vocab, and "
+                                  "the data cursor counts its windows")
     c.add_argument("--force", action="store_true", help="replace an existing OUT.h5")
     sub.required = True
     a = ap.parse_args(argv)
@@ -520,7 +567,7 @@ def main(argv=None):
         print(f"{PROG}: note: {text}", file=sys.stderr)
 
     try:
-        path = from_nanogpt(a.ckpt, out=a.out, vocab=a.vocab, run=a.run, force=a.force, notes=note)
+        path = from_nanogpt(a.ckpt, out=a.out, vocab=a.vocab, run=a.run, force=a.force, notes=note, data=a.data)
     except ConvertError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
@@ -529,8 +576,10 @@ def main(argv=None):
         return 2
     print(f"wrote {path}")
     if a.run:
-        print(f"continue with: mpirun -np N gpt-train --data tokens.h5 --out {a.run} --resume --steps STEPS\n"
-              f"  (tokens.h5: gpt-bpe encode --vocab {a.vocab} ...; sample with: gpt-sample --checkpoint {a.run})")
+        tokens = a.data or "tokens.h5"
+        print(f"continue with: mpirun -np N gpt-train --data {tokens} --out {a.run} --resume --steps STEPS\n"
+              + ("" if a.data else f"  (tokens.h5: gpt-bpe encode --vocab {a.vocab} ...)\n")
+              + f"sample with: gpt-sample --checkpoint {a.run}")
     return 0
 
 

@@ -190,10 +190,10 @@ def convert(*args):
     return tl.run([tl.PYTHON, CONVERT, "from-nanogpt", *args])
 
 
-def test_convert(tag, pt, model, opt, val_loss, vocab, out=None, run=None):
+def test_convert(tag, pt, model, opt, val_loss, vocab, out=None, run=None, tokens=None, train=None):
     flash = not any(k.endswith(".attn.bias") for k in model.state_dict())
     bias = model.config.bias
-    r = convert(pt, *([out] if out else ["--run", run]), "--vocab", vocab)
+    r = convert(pt, *([out] if out else ["--run", run]), "--vocab", vocab, *(["--data", tokens] if tokens else []))
     if not ck.ok(r.rc == 0, f"{tag}: from-nanogpt converts", r.describe()):
         return None
     if run:
@@ -206,8 +206,12 @@ def test_convert(tag, pt, model, opt, val_loss, vocab, out=None, run=None):
     with h5py.File(out, "r") as f, h5py.File(vocab, "r") as v:
         a, s, c = dict(f.attrs), dict(f["state"].attrs), dict(f["config"].attrs)
         ck.ok(a["format"] == "gpt-train/checkpoint" and a["step"] == ITERS and a["world_size"] == 1
-              and s["adam_t"] == ITERS and s["best_val_loss"] == val_loss and f["state/cursor_pos"].shape == (1,),
+              and s["adam_t"] == ITERS and s["best_val_loss"] == val_loss,
               f"{tag}: root attrs and /state (step = adam_t = iter_num, best_val_loss, one rank)", f"{a} {s}")
+        windows = (len(train) - 1) // T if tokens else 1
+        ck.ok((s["data_epoch"], s["data_pos"], s["data_windows"]) == (0, 0, windows),
+              f"{tag}: the data cursor at the start of epoch 0 of {windows} windows"
+              + (" (--data's /train)" if tokens else ""), str(s))
         ck.ok(c["lr"] == 3e-3 and c["steps"] == ITERS + 50 and c["batch_size"] == B and c["beta2"] == 0.95
               and c["weight_decay"] == 0.1 and c["lr_schedule"] == "constant" and c["eval_every"] == 1000,
               f"{tag}: train.py's settings in /config", str(c))
@@ -291,8 +295,10 @@ def test_resume(run, tokens, nano_loss):
         rows = list(csv.DictReader(f))
     steps = [int(x["step"]) for x in rows]
     first = float(rows[0]["train_loss"]) if rows else float("nan")
-    ck.ok(steps[:4] == list(range(ITERS + 1, ITERS + 5)) and os.path.exists(os.path.join(run, f"ckpt-{ITERS + 4:08d}.h5")),
+    last = os.path.join(run, f"ckpt-{ITERS + 4:08d}.h5")
+    ck.ok(steps[:4] == list(range(ITERS + 1, ITERS + 5)) and os.path.exists(last),
           "--resume: steps iter_num+1 .. on, and a checkpoint at the end", str(steps))
+    ck.ok("training windows" not in r.out, "--resume: the cursor's window count is --data's (no note)", r.out[-1500:])
     ck.ok(abs(first - nano_loss) < 0.35 and first < math.log(V) - 0.5,
           f"--resume: the first step's loss {first:.3f} is nanoGPT's ({nano_loss:.3f}), not a fresh model's "
           f"({math.log(V):.2f})")
@@ -326,9 +332,10 @@ def test_bad_input(pt, vocab, tokens, run):
         def __reduce__(self):
             return (open, (path("pwned"), "w"))
 
-    small_vocab = path("vocab280.h5")
+    small_vocab, small_tokens = path("vocab280.h5"), path("tokens280.h5")
     text = os.path.join(tl.SRC, "README.md")
     tl.run_ok([BPE, "train", "--input", text, "--out", small_vocab, "--vocab-size", 280])
+    tl.run_ok([BPE, "encode", "--vocab", small_vocab, "--input", text, "--out", small_tokens])
     txt = path("notes.txt")
     with open(txt, "w") as f:
         f.write("not a checkpoint\n")
@@ -351,6 +358,9 @@ def test_bad_input(pt, vocab, tokens, run):
         ("vocab_size no padding of the vocabulary's", [saved("pad.pt", pad_odd), nothing, "--vocab", vocab],
          ["384", "300", "padded"]),
         ("--vocab is tokens.h5", [pt, nothing, "--vocab", tokens], ["tokens.h5", "gpt-train/vocab"]),
+        ("--data of another vocabulary", [pt, nothing, "--vocab", vocab, "--data", small_tokens],
+         ["tokens280.h5", "another vocabulary", "vocab.h5"]),
+        ("--data is vocab.h5", [pt, nothing, "--vocab", vocab, "--data", vocab], ["--data", "gpt-train/tokens"]),
         ("--vocab missing", [pt, nothing], ["--vocab"]),
         ("OUT exists", [pt, exists, "--vocab", vocab], ["exists.h5", "--force"]),
         ("neither OUT nor --run", [pt, "--vocab", vocab], ["OUT.h5", "--run"]),
@@ -381,13 +391,15 @@ if __name__ == "__main__":
     tl.timed(test_load_into, tokens, vocab)
     # torch < 2.0 layout (masks in the state_dict), biases, the exact vocabulary: to a file
     pt_a, model_a, opt_a, _, val_a = nanogpt_checkpoint("a", train, val, V, bias=True, flash=False, seed=1)
-    out_a = tl.timed(test_convert, "with biases, masks saved", pt_a, model_a, opt_a, val_a, vocab, path("a.h5"))
+    out_a = tl.timed(test_convert, "with biases, masks saved", pt_a, model_a, opt_a, val_a, vocab, path("a.h5"),
+                     train=train)
     if out_a:
         test_sample("with biases, masks saved", out_a, out_a)
     # torch >= 2.0 layout, bias=False, vocab padded to 320: into a run directory, resumed
     pt_b, model_b, opt_b, loss_b, val_b = nanogpt_checkpoint("b", train, val, 320, bias=False, flash=True, seed=2)
     run_b = path("run-b")
-    out_b = tl.timed(test_convert, "bias=False, padded vocab", pt_b, model_b, opt_b, val_b, vocab, None, run_b)
+    out_b = tl.timed(test_convert, "bias=False, padded vocab", pt_b, model_b, opt_b, val_b, vocab, None, run_b, tokens,
+                     train)
     if out_b:
         tl.timed(test_resume, run_b, tokens, loss_b)
         test_sample("bias=False, padded vocab, resumed", tl.latest(run_b), run_b)
