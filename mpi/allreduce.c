@@ -12,6 +12,8 @@
 
 // Started ranges are cut to at most this many floats (MPI counts are int).
 #define BUCKET_MAX ((size_t)1 << 26)
+// Buckets use tags below 32000 (MPI guarantees tags up to 32767); the token sets this one.
+#define TAG_TOKENS 32001
 
 static size_t seg_lo(const GradReducer *r, const Bucket *b, int rank) {
     return b->cnt * (size_t)rank / (size_t)r->size;
@@ -34,7 +36,7 @@ static void *grow(void *p, size_t *cap, size_t need, size_t elem) {
 static void post_contributions(GradReducer *r, Bucket *b) {
     const int N = r->size, me = r->rank;
     const size_t w = wire_size(r), mine = seg_len(r, b, me);
-    const float *g = r->grads + b->off;
+    const float *g = b->base + b->off;
     const char *src = (const char *)g;
     if (r->wire == WIRE_BF16) {
         b->wire = grow(b->wire, &b->cap_wire, b->cnt, sizeof(uint16_t));
@@ -61,7 +63,7 @@ static void post_means(GradReducer *r, Bucket *b) {
     const int N = r->size, me = r->rank;
     const size_t lo = seg_lo(r, b, me), len = seg_len(r, b, me), w = wire_size(r);
     const float scale = 1.0f / (float)N;
-    float *g = r->grads + b->off + lo;
+    float *g = b->base + b->off + lo;
     if (r->wire == WIRE_FP32) {
         float *in = b->in;
         memcpy(in + (size_t)me * len, g, len * sizeof(float));  // this rank's share in its place
@@ -83,7 +85,7 @@ static void post_means(GradReducer *r, Bucket *b) {
             g[i] = f32_from_bf16(own[i]);
         }
     }
-    char *dst = r->wire == WIRE_BF16 ? (char *)b->wire : (char *)(r->grads + b->off);
+    char *dst = r->wire == WIRE_BF16 ? (char *)b->wire : (char *)(b->base + b->off);
     for (int j = 0; j < N - 1; j++) {
         int p = peer(r, j);
         MPI_CHECK(MPI_Irecv(dst + seg_lo(r, b, p) * w, (int)seg_len(r, b, p), wire_type(r), p, b->tag + 1, r->comm,
@@ -102,16 +104,17 @@ static void unpack_means(GradReducer *r, Bucket *b) {
         for (int j = 0; j < r->size - 1; j++) {
             int p = peer(r, j);
             size_t lo = seg_lo(r, b, p);
-            f32_from_bf16_n(r->grads + b->off + lo, b->wire + lo, seg_len(r, b, p));
+            f32_from_bf16_n(b->base + b->off + lo, b->wire + lo, seg_len(r, b, p));
         }
     b->phase = 0;
     r->in_flight--;
 }
 
-// Whom this rank waits for, for the watchdog's message. Only phase 1 depends on a rank
-// alone (its backward reaching the bucket): the ranks whose contributions have not come are
-// the late ones; a missing mean (phase 2) may only mean its owner waits for them. So: the
-// ranks owing a contribution; if none, those owing a mean; if none, those not taking ours.
+// Whom this rank waits for, for the watchdog's message. Only phase 1 (and the token sets)
+// depend on a rank alone (its backward reaching the bucket): the ranks whose contributions
+// have not come are the late ones; a missing mean (phase 2) may only mean its owner waits for
+// them. So: the ranks owing a contribution; if none, those owing a mean; if none, those not
+// taking ours.
 static void note_arrivals(GradReducer *r) {
     const int N = r->size;
     for (int level = 0; level < 3; level++) {
@@ -126,6 +129,12 @@ static void note_arrivals(GradReducer *r) {
                     any = 1;
                 }
         }
+        if (level == 0 && r->tokens_left > 0)
+            for (int j = 0; j < N - 1; j++)
+                if (r->treq[j] != MPI_REQUEST_NULL) {
+                    r->arrived[peer(r, j)] = 0;
+                    any = 1;
+                }
         if (any) return;
     }
 }
@@ -147,11 +156,20 @@ static void drive(GradReducer *r) {
             else unpack_means(r, b);
         }
     }
+    if (r->tokens_left > 0) {
+        int got = 0;
+        MPI_CHECK(MPI_Testsome(nreq, r->treq, &got, r->idx, MPI_STATUSES_IGNORE));
+        if (got != MPI_UNDEFINED && got > 0) {
+            moved = 1;
+            r->tokens_left -= got;
+            if (r->tokens_left == 0) r->in_flight--;
+        }
+    }
     note_arrivals(r);
     if (moved) wd_progress();
 }
 
-static void start(GradReducer *r, size_t off, size_t cnt) {
+static void start(GradReducer *r, float *base, size_t off, size_t cnt) {
     while (cnt > 0) {
         size_t c = cnt > BUCKET_MAX ? BUCKET_MAX : cnt;
         if (r->nb == r->capb) {
@@ -163,9 +181,10 @@ static void start(GradReducer *r, size_t off, size_t cnt) {
             r->capb = cap;
         }
         Bucket *b = &r->b[r->nb];
+        b->base = base;
         b->off = off;
         b->cnt = c;
-        b->tag = 2 * (r->nb % 16000);  // MPI guarantees tags up to 32767
+        b->tag = 2 * (r->nb % 16000);
         r->nb++;
         r->in_flight++;
         post_contributions(r, b);
@@ -176,8 +195,50 @@ static void start(GradReducer *r, size_t off, size_t cnt) {
 }
 
 static void flush_pending(GradReducer *r) {
-    if (r->hi > r->lo) start(r, r->lo, r->hi - r->lo);
+    if (r->hi > r->lo) start(r, r->grads, r->lo, r->hi - r->lo);
     r->lo = r->hi = 0;
+}
+
+// Adds [lo, hi) to the ranges reported this step (sorted, merged).
+static void mark_seen(GradReducer *r, size_t lo, size_t hi) {
+    if (r->nseen == r->capseen) {
+        r->capseen = r->capseen ? 2 * r->capseen : 32;
+        r->seen = gt_realloc(r->seen, 2 * (size_t)r->capseen * sizeof(size_t), "gradient exchange ranges");
+    }
+    int i = 0;
+    while (i < r->nseen && r->seen[2 * i] < lo) i++;
+    memmove(r->seen + 2 * i + 2, r->seen + 2 * i, 2 * (size_t)(r->nseen - i) * sizeof(size_t));
+    r->seen[2 * i] = lo;
+    r->seen[2 * i + 1] = hi;
+    r->nseen++;
+    int k = 0;  // merge touching neighbours
+    for (int j = 1; j < r->nseen; j++) {
+        if (r->seen[2 * j] <= r->seen[2 * k + 1]) {
+            if (r->seen[2 * j + 1] > r->seen[2 * k + 1]) r->seen[2 * k + 1] = r->seen[2 * j + 1];
+        } else {
+            k++;
+            r->seen[2 * k] = r->seen[2 * j];
+            r->seen[2 * k + 1] = r->seen[2 * j + 1];
+        }
+    }
+    r->nseen = k + 1;
+}
+
+// The highest part of [lo, hi) not reported yet, into *plo, *phi; 0 when there is none.
+static int highest_unseen(const GradReducer *r, size_t lo, size_t hi, size_t *plo, size_t *phi) {
+    for (int i = r->nseen - 1; i >= 0 && hi > lo; i--) {
+        size_t a = r->seen[2 * i], b = r->seen[2 * i + 1];
+        if (a >= hi) continue;
+        if (b < hi) break;  // [b, hi) is free
+        hi = a;             // [a, hi) is covered
+    }
+    if (hi <= lo) return 0;
+    size_t from = lo;
+    for (int i = 0; i < r->nseen; i++)  // the free stretch ends at hi: where does it begin?
+        if (r->seen[2 * i + 1] <= hi && r->seen[2 * i + 1] > from) from = r->seen[2 * i + 1];
+    *plo = from;
+    *phi = hi;
+    return 1;
 }
 
 static void *progress_thread(void *arg) {
@@ -197,19 +258,24 @@ static void *progress_thread(void *arg) {
     return NULL;
 }
 
-// Under r->mu, by the main thread: drives everything to completion, giving the CPU away
-// between polls.
-static void drive_all(GradReducer *r) {
+// Under r->mu, by the main thread: drives the exchanges until *left (a count drive() lowers)
+// is 0, giving the CPU away between polls.
+static void drive_until_done(GradReducer *r, const int *left) {
     r->main_driving = 1;
     double t0 = MPI_Wtime();
-    while (r->in_flight > 0) {
+    while (*left > 0) {
         drive(r);
-        if (r->in_flight == 0) break;
+        if (*left <= 0) break;
         pthread_mutex_unlock(&r->mu);
         comm_idle(t0);
         pthread_mutex_lock(&r->mu);
     }
     r->main_driving = 0;
+}
+
+// Everything to completion; the step's buckets are done with.
+static void drive_all(GradReducer *r) {
+    drive_until_done(r, &r->in_flight);
     r->nb = 0;
 }
 
@@ -223,7 +289,7 @@ void reducer_init(GradReducer *r, MPI_Comm comm, float *grads, size_t n, size_t 
     r->wire = wire;
     r->grads = grads;
     r->n = n;
-    r->floor = n;
+    r->tokens_left = -1;
     r->bucket_min = (bucket_bytes ? bucket_bytes : (1u << 20)) / sizeof(float);
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
@@ -241,7 +307,6 @@ void reducer_init(GradReducer *r, MPI_Comm comm, float *grads, size_t n, size_t 
     // The cost a blocking exchange of the whole gradient would add to each step: the
     // yardstick for how much of it the overlap hides. Best of 3 on a scratch buffer.
     float *scratch = gt_calloc(n, sizeof(float), "gradient exchange calibration");
-    r->grads = scratch;
     r->blocking_s = 1e30;
     pthread_mutex_lock(&r->mu);
     for (int rep = 0; rep < 3; rep++) {
@@ -249,7 +314,8 @@ void reducer_init(GradReducer *r, MPI_Comm comm, float *grads, size_t n, size_t 
         comm_allgather(NULL, NULL, 0, "the gradient exchange's calibration");
         pthread_mutex_lock(&r->mu);
         double t0 = MPI_Wtime();
-        for (size_t off = 0; off < n; off += r->bucket_min) start(r, off, n - off < r->bucket_min ? n - off : r->bucket_min);
+        for (size_t off = 0; off < n; off += r->bucket_min)
+            start(r, scratch, off, n - off < r->bucket_min ? n - off : r->bucket_min);
         wd_wait_begin("the gradient exchange's calibration", r->arrived);
         drive_all(r);
         wd_wait_end();
@@ -258,25 +324,54 @@ void reducer_init(GradReducer *r, MPI_Comm comm, float *grads, size_t n, size_t 
     }
     r->bytes_total = 0;
     pthread_mutex_unlock(&r->mu);
-    r->grads = grads;
     free(scratch);
+}
+
+void reducer_embeddings(GradReducer *r, size_t wte_off, int vocab, int n_embd) {
+    if (r->size == 1) return;
+    r->wte_off = wte_off;
+    r->vocab = vocab;
+    r->n_embd = n_embd;
+    r->split = 1;
+    r->emb = gt_calloc((size_t)vocab * (size_t)n_embd, sizeof(float), "token embeddings' gradient");
+    r->tokens = gt_calloc((size_t)r->size, ((size_t)vocab + 7) / 8, "token sets");
+    r->treq = gt_malloc(2 * (size_t)r->size * sizeof(MPI_Request), "token sets");
+    r->rows = gt_malloc((size_t)vocab * sizeof(int), "token sets");
+}
+
+float *reducer_tokens(GradReducer *r, const int *ids, size_t n) {
+    if (r->size == 1 || !r->emb || !r->split) return NULL;
+    const int N = r->size;
+    const size_t vb = ((size_t)r->vocab + 7) / 8;
+    pthread_mutex_lock(&r->mu);
+    unsigned char *mine = r->tokens + (size_t)r->rank * vb;
+    memset(mine, 0, vb);
+    for (size_t i = 0; i < n; i++) mine[ids[i] >> 3] |= (unsigned char)(1u << (ids[i] & 7));
+    for (int j = 0; j < N - 1; j++)
+        MPI_CHECK(MPI_Irecv(r->tokens + (size_t)peer(r, j) * vb, (int)vb, MPI_BYTE, peer(r, j), TAG_TOKENS, r->comm,
+                            &r->treq[j]));
+    for (int j = 0; j < N - 1; j++)
+        MPI_CHECK(MPI_Isend(mine, (int)vb, MPI_BYTE, peer(r, j), TAG_TOKENS, r->comm, &r->treq[N - 1 + j]));
+    r->bytes_total += (double)((size_t)(N - 1) * vb);
+    r->tokens_left = 2 * (N - 1);
+    r->in_flight++;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    return r->emb;
 }
 
 void reducer_ready(void *ctx, size_t offset, size_t count) {
     GradReducer *r = ctx;
     if (r->size == 1) return;
     pthread_mutex_lock(&r->mu);
-    // Only what lies below every range seen this step is new (ranges above the floor that
-    // were never reported are reduced by reducer_finish).
-    size_t end = offset + count < r->floor ? offset + count : r->floor;
-    if (end > offset) {
-        r->floor = offset;
-        count = end - offset;
-        if (r->hi > r->lo && offset + count == r->lo) r->lo = offset;  // backward walks down
+    size_t lo, hi;
+    while (highest_unseen(r, offset, offset + count, &lo, &hi)) {
+        mark_seen(r, lo, hi);
+        if (r->hi > r->lo && hi == r->lo) r->lo = lo;  // backward walks down
         else {
             flush_pending(r);
-            r->lo = offset;
-            r->hi = offset + count;
+            r->lo = lo;
+            r->hi = hi;
         }
         if (r->hi - r->lo >= r->bucket_min) flush_pending(r);
     }
@@ -284,39 +379,62 @@ void reducer_ready(void *ctx, size_t offset, size_t count) {
     pthread_mutex_unlock(&r->mu);
 }
 
-static int cmp_size(const void *a, const void *b) {
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    return x < y ? -1 : x > y;
+// The embeddings' token share, after backward: the union of the ranks' token sets (ascending
+// ids, the same on every rank), this rank's rows of it packed, and their exchange started.
+static void start_token_rows(GradReducer *r) {
+    const int N = r->size, C = r->n_embd;
+    const size_t vb = ((size_t)r->vocab + 7) / 8;
+    drive_until_done(r, &r->tokens_left);
+    size_t nrows = 0;
+    for (int v = 0; v < r->vocab; v++)
+        for (int k = 0; k < N; k++)
+            if (r->tokens[(size_t)k * vb + ((size_t)v >> 3)] & (1u << (v & 7))) {
+                r->rows[nrows++] = v;
+                break;
+            }
+    r->packed = grow(r->packed, &r->cap_rows, nrows * (size_t)C, sizeof(float));
+    for (size_t j = 0; j < nrows; j++)
+        memcpy(r->packed + j * (size_t)C, r->emb + (size_t)r->rows[j] * (size_t)C, (size_t)C * sizeof(float));
+    r->rows_total += (double)nrows;
+    r->nrows = nrows;
+    r->split = 2 * nrows <= (size_t)r->vocab;
+    if (nrows) start(r, r->packed, 0, nrows * (size_t)C);
+}
+
+// Their mean added to wte's, and the scratch's rows zeroed for the next step.
+static void add_token_rows(GradReducer *r) {
+    const size_t C = (size_t)r->n_embd;
+    for (size_t j = 0; j < r->nrows; j++) {
+        float *g = r->grads + r->wte_off + (size_t)r->rows[j] * C, *e = r->emb + (size_t)r->rows[j] * C;
+        const float *mean = r->packed + j * C;
+        for (size_t c = 0; c < C; c++) g[c] += mean[c];
+        memset(e, 0, C * sizeof(float));
+    }
+    r->tokens_left = -1;
 }
 
 void reducer_finish(GradReducer *r) {
     if (r->size == 1) return;
     pthread_mutex_lock(&r->mu);
     double t0 = MPI_Wtime();
+    wd_wait_begin("the gradient exchange", r->arrived);
     // Backward is over: what has completed by now was exchanged behind it.
     drive(r);
     for (int i = 0; i < r->nb; i++)
-        if (r->b[i].phase == 0) r->hidden_floats += (double)r->b[i].cnt;
+        if (r->b[i].phase == 0 && r->b[i].base == r->grads) r->hidden_floats += (double)r->b[i].cnt;
     flush_pending(r);
     // Ranges backward did not report (or no callback at all): exchange them now.
-    int started = r->nb;
-    size_t *ranges = gt_malloc((size_t)(started + 1) * 2 * sizeof(size_t), "gradient exchange ranges");
-    for (int i = 0; i < started; i++) {
-        ranges[2 * i] = r->b[i].off;
-        ranges[2 * i + 1] = r->b[i].cnt;
+    size_t lo, hi;
+    while (highest_unseen(r, 0, r->n, &lo, &hi)) {
+        mark_seen(r, lo, hi);
+        start(r, r->grads, lo, hi - lo);
     }
-    qsort(ranges, (size_t)started, 2 * sizeof(size_t), cmp_size);
-    size_t at = 0;
-    for (int i = 0; i < started; i++) {
-        if (ranges[2 * i] > at) start(r, at, ranges[2 * i] - at);
-        if (ranges[2 * i] + ranges[2 * i + 1] > at) at = ranges[2 * i] + ranges[2 * i + 1];
-    }
-    if (at < r->n) start(r, at, r->n - at);
-    free(ranges);
-    wd_wait_begin("the gradient exchange", r->arrived);
+    int rows = r->tokens_left >= 0;
+    if (rows) start_token_rows(r);
     drive_all(r);
+    if (rows) add_token_rows(r);
     wd_wait_end();
-    r->floor = r->n;
+    r->nseen = 0;
     r->wait_s = MPI_Wtime() - t0;
     r->wait_total_s += r->wait_s;
     r->steps++;
@@ -363,8 +481,14 @@ void reducer_free(GradReducer *r) {
         free(r->b[i].wire);
     }
     free(r->b);
+    free(r->seen);
     free(r->idx);
     free((void *)r->arrived);
+    free(r->emb);
+    free(r->tokens);
+    free(r->treq);
+    free(r->rows);
+    free(r->packed);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     if (r->comm != MPI_COMM_NULL) MPI_Comm_free(&r->comm);

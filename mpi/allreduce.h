@@ -1,5 +1,5 @@
 // allreduce.h - gradient averaging over the ranks, overlapped with backward
-// (docs/scaling.md, "The gradient exchange").
+// (docs/training.md, what a step does; docs/scaling.md).
 //
 // gpt2_backward reports ranges of final gradients (ln_f, blocks L-1..0, embeddings);
 // reducer_ready() merges adjacent ranges and starts a bucket's exchange as soon as it holds
@@ -19,6 +19,14 @@
 // (the share it keeps for its own segment too), and the owner's fp32 mean is rounded to bf16
 // before it is sent back (the owner keeps the rounded value too). The sum is fp32.
 //
+// The embeddings (reducer_embeddings): wte's gradient has two shares, the tied head's, final
+// at the start of backward, and the token embeddings', made at its very end. With the split,
+// backward adds the second into a scratch (V, C) instead (GPT2.emb_grad) and reports wte
+// first, so its exchange travels behind backward instead of after it; at the end only the
+// rows of tokens some rank's batch used (the union of the ranks' token sets, exchanged
+// while backward runs) are exchanged as one more bucket, and their mean is added to wte's:
+// wte's gradient is then mean(head shares) + mean(token shares), each summed in rank order.
+//
 // Open MPI's TCP transport moves bytes only inside MPI calls, so a progress thread polls
 // the exchanges in flight every GT_REDUCE_POLL_US microseconds (default 500; 0: no thread,
 // backward's callbacks poll instead) while the GEMMs run, and does phase 1's sums.
@@ -33,7 +41,8 @@
 typedef enum { WIRE_FP32, WIRE_BF16 } WireType;
 
 typedef struct {
-    size_t off, cnt;          // the bucket: floats of grads
+    float *base;              // grads, or the packed rows of the embeddings' token share
+    size_t off, cnt;          // the bucket: floats of base
     int phase;                // 1: contributions on their way, 2: means on their way, 0: done
     int left;                 // requests of the phase not complete yet
     int tag;                  // phase 1's; phase 2 uses tag + 1
@@ -51,11 +60,24 @@ typedef struct {
     size_t n;                 // floats in grads
     size_t bucket_min;        // floats per bucket before it is started
     size_t lo, hi;            // reported range not started yet
-    size_t floor;             // lowest offset reported this step: what lies above is started or pending
+    size_t *seen;             // (2 nseen) ranges of grads reported this step, sorted, merged
+    int nseen, capseen;
     Bucket *b;                // this step's buckets in start order
     int nb, capb, in_flight;
     int *idx;                 // (2 N) MPI_Testsome's output
     volatile unsigned char *arrived;  // (N) for the watchdog: 0 for the ranks this one waits for
+    // the embeddings' split (reducer_embeddings)
+    size_t wte_off;           // wte's offset in grads
+    int vocab, n_embd;
+    float *emb;               // (V, C) the token embeddings' share of this step, zero elsewhere
+    unsigned char *tokens;    // (N, V/8 rounded up) each rank's token set as a bitmap
+    MPI_Request *treq;        // 2 (N-1) the token sets' exchange
+    int tokens_left;          // its requests not complete (-1: not started this step)
+    int *rows;                // the union's token ids, ascending
+    size_t nrows;
+    float *packed;            // (nrows, C) this rank's token share of those rows, then their mean
+    size_t cap_rows;
+    int split;                // the split pays (the last union held at most half the vocabulary)
     // the progress thread
     pthread_t thread;
     pthread_mutex_t mu;
@@ -68,15 +90,25 @@ typedef struct {
     double wait_total_s;      // sum over steps (of the exposed wait, see reducer_exposed)
     double hidden_floats;     // gradient floats whose exchange was complete when backward ended
     double bytes_total;       // bytes this rank sent, over all steps
+    double rows_total;        // embedding rows exchanged after backward, over all steps
     long long steps;
 } GradReducer;
 
 // bucket_bytes: 0 means 1 MiB. Calibrates the blocking cost. Collective over comm, which
 // must be comm_world()'s (a watched barrier on it comes first).
 void reducer_init(GradReducer *r, MPI_Comm comm, float *grads, size_t n, size_t bucket_bytes, WireType wire);
+// Makes the embeddings' split possible, for a model whose wte, (vocab, n_embd), starts at
+// wte_off in grads (a no-op for one rank).
+void reducer_embeddings(GradReducer *r, size_t wte_off, int vocab, int n_embd);
+// Before the backward that reduces: the scratch to give it as GPT2.emb_grad, with this
+// micro-batch's n input ids; or NULL (then backward keeps wte whole) for one rank, without
+// reducer_embeddings, or while the split does not pay: when the last step's union of tokens
+// covered more than half the vocabulary, rows would cost more than they hide. Every rank
+// sees the same union, so all decide alike.
+float *reducer_tokens(GradReducer *r, const int *ids, size_t n);
 // A GradReadyFn for gpt2_backward (ctx = the GradReducer), also fit for GPT2.progress:
-// ranges come back to front and only the part below all earlier ones counts, so a block
-// reported again whole after its sub-layers is not reduced twice.
+// only the parts of a range not reported before in this step are new, so a block reported
+// again whole after its sub-layers is not reduced twice.
 void reducer_ready(void *ctx, size_t offset, size_t count);
 // Starts what is left, waits for every bucket (watched: "the gradient exchange"); grads
 // then hold the mean over the ranks.
@@ -88,12 +120,12 @@ void reducer_exposed(GradReducer *r, double seconds);
 // Share of one blocking exchange's time that the overlap hid, over all steps so far:
 // 1 - (mean exposed wait) / blocking_s, within [0, 1] (1 for a single rank).
 double reducer_hidden_share(const GradReducer *r);
-// Share of the gradient whose exchange was complete when backward ended (the embeddings'
-// bucket starts last and never is, as in DDP).
+// Share of the gradient whose exchange was complete when backward ended.
 double reducer_done_share(const GradReducer *r);
 // Mean exposed wait per step: the communication backward did not hide. Compare with blocking_s.
 double reducer_exposed_ms(const GradReducer *r);
-// Bytes this rank sent per step (measured: 2 (N-1)/N x gradient bytes on the wire).
+// Bytes this rank sent per step (measured: 2 (N-1)/N x gradient bytes on the wire, plus the
+// embedding rows exchanged after backward).
 double reducer_bytes_sent(const GradReducer *r);
 void reducer_free(GradReducer *r);
 

@@ -465,6 +465,12 @@ void gpt2_zero_grad(GPT2 *m) {
     }
 }
 
+// After the tied head's GEMM: with emb_grad set the encoder adds elsewhere, so the head's share
+// is all of wte's gradient and wte can be reported first.
+static void head_done(const GPT2 *m, GradReadyFn ready, void *ctx) {
+    if (ready && m->emb_grad) ready(ctx, m->specs[0].offset, m->specs[0].numel);
+}
+
 // Between sub-layers of backward: tensors [lo, hi) of the specs have final gradients.
 static void progress(const GPT2 *m, int lo, int hi) {
     if (!m->progress) return;
@@ -501,6 +507,7 @@ static void backward_bf16(GPT2 *m, float loss_scale, GradReadyFn ready, void *ct
     float *dlnf = q->dbtc, alpha = loss_scale / (float)BT;
     gemm_bf16(1, 0, (int)BT, C, V, alpha, q->dlogits16, (int)BT, w16(m, m->p.wte), C, 0.0f, dlnf, C, NULL);
     gemm_bf16(0, 0, V, C, (int)BT, alpha, q->dlogits16, (int)BT, a->lnf16, C, 1.0f, m->g.wte, C, NULL);
+    head_done(m, ready, ctx);
     progress(m, 0, 0);
     float *dres = q->dresidual;
     memset(dres, 0, BT * C * sizeof(float));
@@ -555,7 +562,7 @@ static void backward_bf16(GPT2 *m, float loss_scale, GradReadyFn ready, void *ct
     }
 
     dropout_apply(dres, dres, BT * C, p, site_key(seed, -1, 0));
-    encoder_backward(m->g.wte, m->g.wpe, dres, q->inputs, B, T, C);
+    encoder_backward(m->emb_grad ? m->emb_grad : m->g.wte, m->g.wpe, dres, q->inputs, B, T, C);
     if (ready) ready(ctx, 0, sp[1].offset + sp[1].numel);
 }
 
@@ -587,6 +594,7 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
     float *dlnf = q->dbtc;
     matmul_backward_set_scaled(dlnf, m->g.wte, probs, a->lnf, m->p.wte, BT, C, V, loss_scale / (float)BT);
     for (size_t i = 0; i < BT; i++) probs[i * V + q->targets[i]] = q->ce_saved[i];
+    head_done(m, ready, ctx);
     progress(m, 0, 0);
     float *dres = q->dresidual;
     memset(dres, 0, BT * C * sizeof(float));
@@ -639,7 +647,7 @@ void gpt2_backward(GPT2 *m, float loss_scale, GradReadyFn ready, void *ctx) {
 
     // dres holds d(encoded) after dropout
     dropout_apply(dres, dres, BT * C, p, site_key(seed, -1, 0));
-    encoder_backward(m->g.wte, m->g.wpe, dres, q->inputs, B, T, C);
+    encoder_backward(m->emb_grad ? m->emb_grad : m->g.wte, m->g.wpe, dres, q->inputs, B, T, C);
     if (ready) ready(ctx, 0, sp[1].offset + sp[1].numel);
 }
 

@@ -62,7 +62,8 @@ typedef struct {
 } ParamSpec;
 
 // Called by gpt2_backward as soon as a contiguous range of gradients is final:
-// ln_f, then blocks L-1 .. 0, then the embeddings (wte also gets the tied head's gradient).
+// ln_f, then blocks L-1 .. 0, then the embeddings (wte also gets the tied head's gradient);
+// with GPT2.emb_grad set, wte first of all and then again with wpe at the end.
 typedef void (*GradReadyFn)(void *ctx, size_t offset, size_t count);
 
 typedef struct {
@@ -93,6 +94,12 @@ typedef struct {
     // non-blocking reductions at a finer grain; the callee must not reduce a range twice.
     GradReadyFn progress;
     void *progress_ctx;
+    // Optional (NULL after gpt2_build): where backward adds the token embeddings' share of
+    // d wte, (V, C), instead of into grads. wte's only other share is the tied head's, final
+    // after backward's first GEMM, so `ready` then reports wte at once, ahead of ln_f: its
+    // reduction can travel during backward, and the caller reduces the rows in emb_grad
+    // (a batch's tokens only) afterwards (mpi/allreduce.h, the embeddings).
+    float *emb_grad;
     void *priv;                 // dropout masks and scratch (gpt2.c)
 } GPT2;
 

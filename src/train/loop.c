@@ -196,10 +196,13 @@ static double train_step(Run *r, long long k, float *norm) {
         int last = micro == A - 1 && size > 1 && !faults_defer_reduction(&r->faults, k);
         m->progress = last ? reducer_ready : NULL;
         m->progress_ctx = &r->red;
+        // The embeddings' split: wte's exchange starts at the top of backward (mpi/allreduce.h).
+        m->emb_grad = last ? reducer_tokens(&r->red, r->inputs, (size_t)B * T) : NULL;
         double tb = comm_time();
         gpt2_backward(m, 1.0f / (float)A, last ? reducer_ready : NULL, &r->red);
         if (micro == A - 1) r->backward_s += comm_time() - tb;
         m->progress = NULL;
+        m->emb_grad = NULL;
     }
     faults_step_gradients(&r->faults, m, k, rank);
     reducer_finish(&r->red);

@@ -144,6 +144,7 @@ static void open_writers(Run *r, int argc, char **argv) {
     bucket = bucket < (64u << 10) ? (64u << 10) : bucket > (4u << 20) ? (4u << 20) : bucket;
     reducer_init(&r->red, r->w->comm, r->m.grads, r->m.num_params, bucket,
                  !strcmp(c->allreduce_dtype, "bf16") ? WIRE_BF16 : WIRE_FP32);
+    reducer_embeddings(&r->red, r->m.specs[0].offset, r->m.config.vocab_size, r->m.config.n_embd);
     if (rank == 0) r->resume_cmd = resume_command(argc, argv, size, c->resume);
 }
 

@@ -12,8 +12,11 @@
 // overlap path with many in-flight requests is exercised), and once more with two
 // micro-batches (--grad-accum: callback on the last only). All modes but the 64 KiB one
 // also hand the reducer to GPT2.progress (sub-layer ranges, then each block again whole:
-// nothing may be reduced twice), as gpt-train does. Rank 0 then computes the
-// gradient of the whole N*B batch alone and compares. Exit 0 on agreement, 1 otherwise.
+// nothing may be reduced twice), as gpt-train does; two modes split the embeddings as
+// gpt-train does (wte reported first, the token rows exchanged after backward): then wte's
+// documented mean is mean(head shares) + mean(token shares) on the rows of the ranks' tokens.
+// Rank 0 then computes the gradient of the whole N*B batch alone and compares. Exit 0 on
+// agreement, 1 otherwise.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,28 +51,37 @@ static double compare(const float *a, const float *b, size_t n, double *gmax) {
     return d;
 }
 
-// One mode's forward and backward(s) on this rank's batch; red == NULL: no reduction.
-static void run_mode(GPT2 *m, GradReducer *red, int mode, int *in, int *tg, int rank, int B, int T, int N) {
+typedef struct {
+    const char *name;
+    size_t bucket;  // bytes (0: 1 MiB)
+    int progress, accum, split;
+} Mode;
+
+static const Mode modes[] = {
+    {"bucket 1MiB+progress", 0, 1, 0, 0},        {"bucket 512B+progress", 512, 1, 0, 0},
+    {"bucket 64KiB", 64 * 1024, 0, 0, 0},        {"grad-accum 2+progress", 0, 1, 1, 0},
+    {"split embeddings+progress", 0, 1, 0, 1},   {"split embeddings, grad-accum 2", 4096, 1, 1, 1},
+};
+
+// One mode's forward and backward(s) on this rank's batch. red NULL: no reduction, and with
+// the split, the token share goes to emb (V, C). The ids of the reducing micro-batch end in in.
+static void run_mode(GPT2 *m, GradReducer *red, const Mode *md, float *emb, int *in, int *tg, int rank, int B, int T,
+                     int N) {
     const GPTConfig *c = &m->config;
     GradReadyFn ready = red && N > 1 ? reducer_ready : NULL;
-    GradReadyFn prog = ready && mode != 2 ? reducer_ready : NULL;
+    const int micros = md->accum ? 2 : 1, nb = B / micros;
     gpt2_zero_grad(m);
-    if (mode < 3) {
-        fill_batch(in, tg, B, rank * B, T, c->vocab_size);
-        gpt2_forward(m, in, tg, B, T, 0, 0);
-        m->progress = prog;
+    for (int micro = 0; micro < micros; micro++) {
+        int last = micro == micros - 1;
+        fill_batch(in, tg, nb, rank * B + micro * nb, T, c->vocab_size);
+        gpt2_forward(m, in, tg, nb, T, 0, 0);
+        m->progress = last && md->progress ? ready : NULL;
         m->progress_ctx = red;
-        gpt2_backward(m, 1.0f, ready, red);
-    } else {  // two micro-batches of B/2; only the last one reduces
-        for (int micro = 0; micro < 2; micro++) {
-            fill_batch(in, tg, B / 2, rank * B + micro * (B / 2), T, c->vocab_size);
-            gpt2_forward(m, in, tg, B / 2, T, 0, 0);
-            m->progress = micro == 1 ? prog : NULL;
-            m->progress_ctx = red;
-            gpt2_backward(m, 0.5f, micro == 1 ? ready : NULL, red);
-        }
+        m->emb_grad = !last || !md->split ? NULL : red ? reducer_tokens(red, in, (size_t)nb * T) : emb;
+        gpt2_backward(m, 1.0f / (float)micros, last ? ready : NULL, red);
     }
     m->progress = NULL;
+    m->emb_grad = NULL;
     if (red) reducer_finish(red);
 }
 
@@ -86,6 +98,15 @@ static void expected_mean(float *out, float *const *raw, int N, size_t n, WireTy
         }
         out[i] = wire == WIRE_BF16 ? f32_from_bf16(bf16_from_f32(s * scale)) : s * scale;
     }
+}
+
+// Sends n floats to rank 0 (from another rank) or receives them there.
+static void to_root(const Comm *w, int src, const float *p, float **dst, size_t n, int tag) {
+    if (w->rank == src && src > 0) MPI_CHECK(MPI_Send(p, (int)n, MPI_FLOAT, 0, tag, w->comm));
+    if (w->rank != 0) return;
+    if (!*dst) *dst = gt_malloc(n * sizeof(float), "gathered gradient");
+    if (src == 0) memcpy(*dst, p, n * sizeof(float));
+    else MPI_CHECK(MPI_Recv(*dst, (int)n, MPI_FLOAT, src, tag, w->comm, MPI_STATUS_IGNORE));
 }
 
 int main(int argc, char **argv) {
@@ -115,64 +136,77 @@ int main(int argc, char **argv) {
     }
 
     int fails = 0;
-    const size_t buckets[] = {0, 512, 64 * 1024};
-    const size_t n = m.num_params;
+    const size_t n = m.num_params, VC = (size_t)c.vocab_size * (size_t)c.n_embd, wte = m.specs[0].offset;
     float *mine = gt_malloc(n * sizeof(float), "raw gradient");
+    float *emb = gt_calloc(VC, sizeof(float), "token share");
     float **raw = gt_calloc((size_t)N, sizeof(float *), "raw gradients");
-    float *exp = gt_malloc(n * sizeof(float), "expected");
-    float *other = gt_malloc(n * sizeof(float), "other");
+    float **raw_emb = gt_calloc((size_t)N, sizeof(float *), "raw token shares");
+    float *exp = gt_malloc(n * sizeof(float), "expected"), *exp_emb = gt_malloc(VC * sizeof(float), "expected");
+    float *other = NULL;
+    unsigned char *used = gt_malloc((size_t)c.vocab_size, "token union");
     for (int wire = 0; wire < 2; wire++)
-        for (int mode = 0; mode < 4; mode++) {
+        for (int mi = 0; mi < (int)(sizeof modes / sizeof modes[0]); mi++) {
+            const Mode *md = &modes[mi];
             GradReducer red;
-            reducer_init(&red, w->comm, m.grads, n, mode < 3 ? buckets[mode] : 0, (WireType)wire);
-            run_mode(&m, NULL, mode, in, tg, w->rank, B, T, N);  // the unreduced gradient
+            reducer_init(&red, w->comm, m.grads, n, md->bucket, (WireType)wire);
+            if (md->split) reducer_embeddings(&red, wte, c.vocab_size, c.n_embd);
+            memset(emb, 0, VC * sizeof(float));
+            // The unreduced gradient (one rank never splits: the reducer has nothing to exchange).
+            run_mode(&m, NULL, md, N > 1 ? emb : NULL, in, tg, w->rank, B, T, N);
             memcpy(mine, m.grads, n * sizeof(float));
-            run_mode(&m, &red, mode, in, tg, w->rank, B, T, N);
-            // Rank 0 gathers every rank's unreduced and averaged gradients.
+            run_mode(&m, &red, md, NULL, in, tg, w->rank, B, T, N);
+            // Rank 0 gathers every rank's unreduced gradient (and token share) and averaged one.
             for (int src = 0; src < N; src++) {
-                if (w->rank == src && src > 0) {
-                    MPI_CHECK(MPI_Send(mine, (int)n, MPI_FLOAT, 0, 8, w->comm));
-                    MPI_CHECK(MPI_Send(m.grads, (int)n, MPI_FLOAT, 0, 9, w->comm));
-                }
-                if (w->rank != 0) continue;
-                if (!raw[src]) raw[src] = gt_malloc(n * sizeof(float), "raw gradient");
-                if (src == 0) {
-                    memcpy(raw[0], mine, n * sizeof(float));
-                    continue;
-                }
-                MPI_CHECK(MPI_Recv(raw[src], (int)n, MPI_FLOAT, src, 8, w->comm, MPI_STATUS_IGNORE));
-                MPI_CHECK(MPI_Recv(other, (int)n, MPI_FLOAT, src, 9, w->comm, MPI_STATUS_IGNORE));
-                if (memcmp(other, m.grads, n * sizeof(float)) != 0) {
-                    printf("FAIL wire %s mode %d: rank %d's averaged gradient differs bitwise from rank 0's\n",
-                           wire ? "bf16" : "fp32", mode, src);
+                to_root(w, src, mine, &raw[src], n, 8);
+                if (md->split) to_root(w, src, emb, &raw_emb[src], VC, 10);
+                to_root(w, src, m.grads, &other, n, 9);
+                if (w->rank == 0 && memcmp(other, m.grads, n * sizeof(float)) != 0) {
+                    printf("FAIL wire %s mode %s: rank %d's averaged gradient differs bitwise from rank 0's\n",
+                           wire ? "bf16" : "fp32", md->name, src);
                     fails++;
                 }
             }
             if (w->rank == 0) {
-                const char *name = mode == 0   ? "bucket 1MiB+progress"
-                                   : mode == 1 ? "bucket 512B+progress"
-                                   : mode == 2 ? "bucket 64KiB"
-                                               : "grad-accum 2+progress";
                 expected_mean(exp, raw, N, n, (WireType)wire);
+                if (md->split && N > 1) {  // + the mean token share on the rows of the ranks' tokens
+                    expected_mean(exp_emb, raw_emb, N, VC, (WireType)wire);
+                    memset(used, 0, (size_t)c.vocab_size);
+                    const int nb = md->accum ? B / 2 : B;
+                    for (int r = 0; r < N; r++) {
+                        fill_batch(in, tg, nb, r * B + (md->accum ? nb : 0), T, c.vocab_size);
+                        for (int i = 0; i < nb * T; i++) used[in[i]] = 1;
+                    }
+                    for (int v = 0; v < c.vocab_size; v++)
+                        if (used[v])
+                            for (int k = 0; k < c.n_embd; k++)
+                                exp[wte + (size_t)v * c.n_embd + k] += exp_emb[(size_t)v * c.n_embd + k];
+                }
                 size_t diff = 0;
                 for (size_t i = 0; i < n; i++) diff += memcmp(&exp[i], &m.grads[i], sizeof(float)) != 0;
                 printf("%s np=%d wire=%s mode=%s: %zu of %zu floats differ from the documented rank-order mean\n",
-                       diff ? "FAIL" : "ok  ", N, wire ? "bf16" : "fp32", name, diff, n);
+                       diff ? "FAIL" : "ok  ", N, wire ? "bf16" : "fp32", md->name, diff, n);
                 if (diff) fails++;
                 // bf16 keeps 8 significant bits: each term is off by up to 2^-9 of itself.
                 double gmax, d = compare(m.grads, want, n, &gmax), tol = wire ? 1e-2 : 2e-5;
                 int ok = d <= tol * (gmax > 1e-3 ? gmax : 1e-3);
                 printf("%s np=%d wire=%s mode=%s: max |allreduced - union| = %.3g (max |g| = %.3g, %zu params)\n",
-                       ok ? "ok  " : "FAIL", N, wire ? "bf16" : "fp32", name, d, gmax, n);
+                       ok ? "ok  " : "FAIL", N, wire ? "bf16" : "fp32", md->name, d, gmax, n);
                 if (!ok) fails++;
             }
             reducer_free(&red);
         }
-    for (int k = 0; k < N; k++) free(raw[k]);
+    for (int k = 0; k < N; k++) {
+        free(raw[k]);
+        free(raw_emb[k]);
+    }
     free(raw);
+    free(raw_emb);
     free(mine);
+    free(emb);
     free(exp);
+    free(exp_emb);
     free(other);
+    free(used);
     MPI_CHECK(MPI_Bcast(&fails, 1, MPI_INT, 0, w->comm));
     gpt2_free(&m);
     if (w->rank == 0) gpt2_free(&ref);
