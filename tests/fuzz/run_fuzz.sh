@@ -63,7 +63,7 @@ fi
 # harness needs, so new modules are picked up without editing this script.
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 PKG="$(pkg-config --cflags hdf5 libpcre2-8 openblas ompi-c)"
-LIBS="$(pkg-config --libs hdf5 libpcre2-8 openblas ompi-c) -lm"
+LIBS="$(pkg-config --libs hdf5 libpcre2-8 openblas ompi-c) -ldnnl -lm"   # oneDNN: the bf16 matmuls (no .pc file in Debian)
 OMP=""
 if echo 'int main(void){return 0;}' | "$CC" -fopenmp -x c - -o "$OUT/probe-omp" 2>/dev/null; then OMP=-fopenmp; fi
 CFLAGS="-std=gnu11 -O1 -g $SAN $OMP $(for d in "$SRC"/src/*/; do printf -- "-I%s " "${d%/}"; done)-I$SRC/io -I$SRC/mpi $PKG -DGT_VERSION=\"fuzz\" -fmacro-prefix-map=$SRC/= -Wno-unused-parameter -Werror=implicit-function-declaration"
