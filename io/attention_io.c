@@ -140,7 +140,7 @@ fail:
 static int publish(AttnWriter *w, const char *tmp, GtErr *e) {
     int fd = open(tmp, O_RDONLY), err = 0;
     if (fd < 0 || fsync(fd) != 0) err = errno;
-    if (fd >= 0) close(fd);
+    if (fd >= 0 && close(fd) != 0 && !err) err = errno;
     if (!err && rename(tmp, w->path) != 0) err = errno;
     if (err) {
         gt_err(e, GT_EXIT_RUNTIME, "writing '%s' failed: %s", w->path, strerror(err));

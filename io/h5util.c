@@ -716,14 +716,6 @@ static char **read_strings(hid_t loc, const char *name, size_t *n) {
     return out;
 }
 
-int h5_copy_group_e(hid_t src_file, const char *name, hid_t dst, GtErr *e) {
-    if (gt_failed(e)) return -1;
-    H5_TRY(H5Ocopy(src_file, name, dst, name, H5P_DEFAULT, H5P_DEFAULT));
-    return 0;
-fail:
-    return -1;
-}
-
 hid_t h5_group_create_e(hid_t loc, const char *name, GtErr *e) {
     if (gt_failed(e)) return -1;
     hid_t g = -1, lcpl = -1;

@@ -122,8 +122,6 @@ int h5_dataset_shape(hid_t loc, const char *name, int *rank, hsize_t *dims);
 int h5_write_strings_e(hid_t loc, const char *name, char *const *strs, size_t n, GtErr *e);
 char **h5_read_strings(hid_t loc, const char *name, size_t *n);  // malloc'd array of malloc'd strings; NULL if unreadable
 
-// Copies group `name` (e.g. "/tokenizer") from src_file to dst (same name), recursively.
-int h5_copy_group_e(hid_t src_file, const char *name, hid_t dst, GtErr *e);
 
 // Creates intermediate groups as needed ("optimizer/m"); an existing group is opened.
 hid_t h5_group_create_e(hid_t loc, const char *name, GtErr *e);

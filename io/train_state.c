@@ -16,6 +16,7 @@
 #include "error.h"
 #include "config_io.h"
 #include "h5util.h"
+#include "vocab_io.h"
 
 #ifndef GT_VERSION
 #define GT_VERSION "dev"
@@ -122,10 +123,10 @@ static void prune(const char *run, const char *keep_name, int keep, const char *
     free(names);
 }
 
-// A full disk must end with one message, not inside HDF5 (a write that fails for lack of
-// space in the middle of H5Ocopy crashes libhdf5 1.10): check the space first. The new file is
-// about the size of the previous one (same model); without one, the tensors plus HDF5's
-// per-object overhead.
+// A full disk is found before anything is written, with the figures a user needs: the new
+// file is about the size of the previous one (same model); without one, the tensors plus
+// HDF5's per-object overhead. A write that fails anyway (another writer filled the disk, an
+// I/O error) ends in h5_commit_e's message.
 static int check_space(const char *run, const char *path, const GPT2 *m, GtErr *e) {
     long long need = 12LL * (long long)m->num_params + 3LL * 1024 * m->n_specs + 16384;
     char prev[4200];
@@ -135,23 +136,34 @@ static int check_space(const char *run, const char *path, const GPT2 *m, GtErr *
     if (statvfs(run, &vfs) != 0) return 0;
     long long avail = (long long)vfs.f_bavail * (long long)vfs.f_frsize;
     if (avail < need) {
-        gt_err(e, GT_EXIT_RUNTIME,
-               "no space left for checkpoint '%s': about %lld bytes needed, %lld available in '%s'; the previous "
-               "checkpoint is intact: free some space, then continue with --resume",
+        gt_err(e, GT_EXIT_RUNTIME, "no space left for checkpoint '%s': about %lld bytes needed, %lld available in '%s'",
                path, need, avail, run);
         e->errnum = ENOSPC;
     }
     return gt_failed(e) ? -1 : 0;
 }
 
+// What the user can do after a failed checkpoint, appended to its message.
+static void after_failure(const char *run, GtErr *e) {
+    char prev[4200];
+    const char *fix = e->errnum == ENOSPC ? "free some space" : "remove the cause";
+    if (train_state_latest(run, prev, sizeof prev))
+        gt_err_append(e, "; the previous checkpoint is intact: %s, then continue with --resume", fix);
+    else
+        gt_err_append(e, "; no checkpoint was written yet: %s, then start again", fix);
+}
+
 int train_state_save_e(const char *run, const TrainConfig *cfg, const GPT2 *m, const AdamW *opt,
-                       const TrainState *st, hid_t tok_file, int keep, const char *also_keep, char *path_out,
+                       const TrainState *st, const Tokenizer *tok, int keep, const char *also_keep, char *path_out,
                        GtErr *e) {
     if (gt_failed(e)) return -1;
     char name[32], path[4200], tmp[4300];
     snprintf(name, sizeof name, "ckpt-%08lld.h5", st->step);
     snprintf(path, sizeof path, "%s/%s", run, name);
-    if (check_space(run, path, m, e)) return -1;
+    if (check_space(run, path, m, e)) {
+        after_failure(run, e);
+        return -1;
+    }
     hid_t f = h5_create_tmp_e(path, GT_FORMAT_CHECKPOINT, tmp, sizeof tmp, e);
     char now[40];
     h5_iso8601_now(now, sizeof now);
@@ -168,11 +180,12 @@ int train_state_save_e(const char *run, const TrainConfig *cfg, const GPT2 *m, c
     ckpt_write_tensors_e(f, "optimizer/m", m, opt->m, e);
     ckpt_write_tensors_e(f, "optimizer/v", m, opt->v, e);
     write_state(f, st, cfg, e);
-    h5_copy_group_e(tok_file, "/tokenizer", f, e);
+    // Written from memory, not copied from tokens.h5: libhdf5 1.10 crashes (SIGSEGV in
+    // H5T_close_real) when a write fails in the middle of H5Ocopy.
+    vocab_write_group_e(f, tok, e);
     if (h5_commit_e(f, tmp, path, e) == 0) write_latest(run, name, e);  // last: RUN/latest only ever names a complete file
     if (gt_failed(e)) {
-        gt_err_append(e, "; the previous checkpoint is intact: %s, then continue with --resume",
-                      e->errnum == ENOSPC ? "free some space" : "remove the cause");
+        after_failure(run, e);
         return -1;
     }
     const char *base = also_keep ? strrchr(also_keep, '/') : NULL;

@@ -23,6 +23,7 @@
 #include "config.h"
 #include "error.h"
 #include "gpt2.h"
+#include "tokenizer.h"
 
 typedef struct {
     long long step;          // optimizer steps done
@@ -40,12 +41,12 @@ typedef struct {
 
 // Rank 0 only: writes RUN/ckpt-<step>.h5 (the step zero-padded to 8 digits, more past
 // 99,999,999; temp name, flush, rename), then RUN/latest (temp, rename), then removes the
-// checkpoints beyond the newest `keep` by step, except also_keep (a path, or NULL). tok_file:
-// an open file whose /tokenizer is copied. The written path goes to path_out (>= 4200 bytes)
+// checkpoints beyond the newest `keep` by step, except also_keep (a path, or NULL). tok: the
+// run's tokenizer, written as /tokenizer. The written path goes to path_out (>= 4200 bytes)
 // when non-NULL. A failure (a full disk) leaves the previous checkpoint and RUN/latest as
 // they were and no temp file, and is recorded in *e (the ranks agree on it).
 int train_state_save_e(const char *run, const TrainConfig *cfg, const GPT2 *m, const AdamW *opt,
-                       const TrainState *st, hid_t tok_file, int keep, const char *also_keep, char *path_out,
+                       const TrainState *st, const Tokenizer *tok, int keep, const char *also_keep, char *path_out,
                        GtErr *e);
 // Makes RUN/latest name the checkpoint at `path` (written to a temp name, synced, renamed).
 int train_state_set_latest_e(const char *run, const char *path, GtErr *e);

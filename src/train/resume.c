@@ -357,7 +357,7 @@ void resume_save_checkpoint(Run *r) {
         wd_local_begin("the checkpoint write");
         faults_checkpoint_write(&r->faults, r->st.step);
         // The last checkpoint known to be good stays, however many come after it.
-        if (train_state_save_e(r->cfg.out, &r->cfg, &r->m, &r->opt, &s, r->tf, r->cfg.keep_ckpts,
+        if (train_state_save_e(r->cfg.out, &r->cfg, &r->m, &r->opt, &s, &r->tok, r->cfg.keep_ckpts,
                                *r->good_ckpt ? r->good_ckpt : NULL, r->last_ckpt, &e) == 0)
             log_line(&r->lg, "checkpoint %s (%.2f s)", r->last_ckpt, comm_time() - t0);
         wd_local_end();
