@@ -5,8 +5,9 @@
 // dropout 0.3, 16 sequences per rank (2 ranks x 16 = the reference batch of 32). One
 // "step" here is forward + backward + AdamW on one rank's batch, without the allreduce, so
 // the step is shorter than a real one and the slowdown printed is an upper bound.
-// Interleaves K steps and K probe records (attn_probe_record: eval forward of the probe
-// with B=1 + one HDF5 record, flushed) and reports the median and minimum wall times,
+// Interleaves K steps and K probe records (the loop's probe_forward: eval forward of the
+// probe with B=1 and its per-token loss; then one HDF5 record, flushed) and reports the
+// median and minimum wall times,
 // and the slowdown at --attn-every 1 and 10: probe / (N * step).
 //
 //   bench_attn_cost [iterations=200] [out=/tmp/bench_attn_cost.h5] [float16=0] [probe_tokens=6]
@@ -21,6 +22,7 @@
 #include "error.h"
 #include "gpt2.h"
 #include "h5util.h"
+#include "loop.h"
 #include "rng.h"
 
 static double now(void) {
@@ -67,6 +69,9 @@ int main(int argc, char **argv) {
     tok.token_offsets[0] = 0;
     unlink(out);
     AttnWriter *w = attn_writer_open(out, &c, 1, probe, P, &tok, f16, -1);
+    int ids[16];
+    for (int t = 0; t < P; t++) ids[t] = probe[t];
+    float *token_loss = malloc(sizeof(float) * 16), *scratch = malloc(sizeof(float) * 16 * c.vocab_size);
     double *ts = malloc(sizeof(double) * K), *tp = malloc(sizeof(double) * K);
     for (int k = 0; k < K; k++) {
         double t0 = now();
@@ -75,7 +80,8 @@ int main(int argc, char **argv) {
         gpt2_backward(&m, 1.0f, NULL, NULL);
         adamw_step(&opt, &m, m.params, m.grads, &oc);
         double t1 = now();
-        attn_probe_record(w, &m, k + 1, loss);
+        probe_forward(&m, ids, P, token_loss, scratch);
+        attn_append(w, k + 1, loss, m.att, token_loss);
         double t2 = now();
         ts[k] = t1 - t0;
         tp[k] = t2 - t1;
@@ -86,10 +92,12 @@ int main(int argc, char **argv) {
     double sm = ts[K / 2], pm = tp[K / 2];
     printf("probe of %d tokens, %s, %d iterations\n", P, f16 ? "float16" : "float32", K);
     printf("step (fwd+bwd+AdamW, B=16, T=16): median %.3f ms, min %.3f ms\n", 1e3 * sm, 1e3 * ts[0]);
-    printf("probe record (eval fwd + HDF5 append + flush): median %.3f ms, min %.3f ms\n", 1e3 * pm, 1e3 * tp[0]);
+    printf("probe record (eval fwd, token losses, HDF5 append + flush): median %.3f ms, min %.3f ms\n", 1e3 * pm, 1e3 * tp[0]);
     printf("slowdown --attn-every 1: %.2f%% (median), %.2f%% (min)\n", 100 * pm / sm, 100 * tp[0] / ts[0]);
     printf("slowdown --attn-every 10: %.2f%% (median), %.2f%% (min)\n", 10 * pm / sm, 10 * tp[0] / ts[0]);
     unlink(out);
+    free(token_loss);
+    free(scratch);
     adamw_free(&opt);
     gpt2_free(&m);
     return 0;

@@ -15,7 +15,7 @@
 2. Cost of --attn-every on the reference experiment, two ways:
    a. in one process (bench_attn_cost, C): training steps of the reference shape (one
       rank's 16 sequences, fwd+bwd+AdamW, no allreduce, so an upper bound) interleaved
-      with probe records (attn_probe_record: eval forward + HDF5 append + flush); the
+      with probe records (probe_forward + attn_append: eval forward + HDF5 append + flush); the
       slowdown at N is probe / (N * step). Robust to a loaded machine, since both sides
       are timed alternately in the same process.
    b. end to end (--e2e): gpt-train (mpirun -np 2, the trainer's defaults, 16 sequences

@@ -2,21 +2,23 @@
 //
 // Layout (docs/formats.md, attention.h5): root attrs n_layer, n_head, every;
 // /probe/token_ids int32 (T,), /probe/tokens str (T,); /step int64 (N,), /loss float32 (N,),
-// /attention (N, L, H, T, T) float32 or float16, chunked one record per chunk, deflate.
+// /attention (N, L, H, T, T) float32 or float16, chunked one record per chunk, deflate;
+// /token_loss float32 (N, T-1) (none for a one-token probe: nothing to predict).
 // N is the unlimited dimension.
 //
 // Crash safety: the empty file is made under a temp name, switched to SWMR writing, then
 // renamed into place (so no reader can hold it before the writer). A resume does the same with
 // a copy of the old file: readers attached to it (h5py swmr=True, or one that reopens it on
 // every poll) keep the old inode and never stand in the writer's way. Each record writes
-// /attention, then /loss, then /step (the last one is the "commit"), each flushed; readers
-// take N = the shortest of the three.
+// /attention, /token_loss, then /loss, then /step (the last one is the "commit"), each
+// flushed; readers take N = the shortest of them.
 #define _GNU_SOURCE  // copy_file_range
 #include "attention_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -33,10 +35,11 @@ struct AttnWriter {
     char *path;
     hid_t file;
     hid_t d_step, d_loss, d_att;
+    hid_t d_tl;           // /token_loss (T-1 per record); -1 for a one-token probe
     int L, NH, T, float16;
     int dtype_required;   // resuming: a file of the other dtype is refused (ATTN_DTYPE_REQUIRED)
     int adopt;            // trimming only: shape, probe and every are the file's own
-    int *probe;           // (T) ids as gpt2_forward takes them
+    int32_t *probe;       // (T) ids
     long long n;          // records in the file
     long long last_step;  // -1 when empty
     uint16_t *half;       // (L, NH, T, T) conversion scratch for float16 files
@@ -118,6 +121,7 @@ static int open_datasets(AttnWriter *w, GtErr *e) {
     H5_TRY(w->d_step = H5Dopen2(w->file, "step", H5P_DEFAULT));
     H5_TRY(w->d_loss = H5Dopen2(w->file, "loss", H5P_DEFAULT));
     H5_TRY(w->d_att = H5Dopen2(w->file, "attention", H5P_DEFAULT));
+    if (w->T > 1) H5_TRY(w->d_tl = H5Dopen2(w->file, "token_loss", H5P_DEFAULT));
     return 0;
 fail:
     return -1;
@@ -151,6 +155,14 @@ static int publish(AttnWriter *w, const char *tmp, GtErr *e) {
     return gt_failed(e) ? -1 : 0;
 }
 
+// /token_loss (N, T-1), 64 records per chunk.
+static hid_t create_token_loss(hid_t f, int T, GtErr *e) {
+    hsize_t rec[2] = {0, (hsize_t)(T - 1)};
+    hid_t d = h5_create_extendable_e(f, "token_loss", H5T_IEEE_F32LE, 2, rec, 64, 0, 0, e);
+    h5_attr_write_str_e(d, "axes", "step,token (the loss on token t+1 given tokens 0..t)", e);
+    return d;
+}
+
 static int create_file(AttnWriter *w, const Tokenizer *tok, int every, GtErr *e) {
     char tmp[4200];
     hid_t f = h5_create_tmp_e(w->path, GT_FORMAT_ATTENTION, tmp, sizeof tmp, e);
@@ -158,22 +170,18 @@ static int create_file(AttnWriter *w, const Tokenizer *tok, int every, GtErr *e)
     h5_attr_write_int_e(f, "n_head", w->NH, e);
     h5_attr_write_int_e(f, "every", every, e);
 
-    int32_t *ids = gt_malloc((size_t)w->T * sizeof(int32_t), "probe ids");
     char **text = gt_malloc((size_t)w->T * sizeof(char *), "probe tokens");
-    for (int t = 0; t < w->T; t++) {
-        ids[t] = w->probe[t];
-        text[t] = token_text_utf8(tok, ids[t]);
-    }
+    for (int t = 0; t < w->T; t++) text[t] = token_text_utf8(tok, w->probe[t]);
     hsize_t tdim[1] = {(hsize_t)w->T};
-    h5_write_dataset_e(f, "probe/token_ids", H5T_STD_I32LE, 1, tdim, ids, 0, 0, e);
+    h5_write_dataset_e(f, "probe/token_ids", H5T_STD_I32LE, 1, tdim, w->probe, 0, 0, e);
     h5_write_strings_e(f, "probe/tokens", text, (size_t)w->T, e);
     for (int t = 0; t < w->T; t++) free(text[t]);
     free(text);
-    free(ids);
 
     hsize_t rec[5] = {0, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
     h5_close(h5_create_extendable_e(f, "step", H5T_STD_I64LE, 1, rec, 256, 0, 0, e), e);
     h5_close(h5_create_extendable_e(f, "loss", H5T_IEEE_F32LE, 1, rec, 256, 0, 0, e), e);
+    if (w->T > 1) h5_close(create_token_loss(f, w->T, e), e);
     hid_t ft = -1;
     if (!gt_failed(e) && (ft = w->float16 ? h5_half_type_e(e) : H5Tcopy(H5T_IEEE_F32LE)) < 0)
         h5_err_call(e, "H5Tcopy", __FILE__, __LINE__);
@@ -186,8 +194,8 @@ static int create_file(AttnWriter *w, const Tokenizer *tok, int every, GtErr *e)
         start_swmr(w, e);
     }
     if (gt_failed(e)) {
-        h5_close(w->d_step, e), h5_close(w->d_loss, e), h5_close(w->d_att, e);
-        w->d_step = w->d_loss = w->d_att = w->file = -1;
+        h5_close(w->d_step, e), h5_close(w->d_loss, e), h5_close(w->d_att, e), h5_close(w->d_tl, e);
+        w->d_step = w->d_loss = w->d_att = w->d_tl = w->file = -1;
         return h5_commit_e(f, tmp, w->path, e);  // removes the temp file, names the reason
     }
     return publish(w, tmp, e);
@@ -269,13 +277,28 @@ static int resume_body(AttnWriter *w, hid_t f, int crashed, long long resume_ste
                       "the same --attn-prompt or move the file away", w->path, t);
 
     hid_t ds = H5Dopen2(f, "step", H5P_DEFAULT), dl = H5Dopen2(f, "loss", H5P_DEFAULT),
-          da = H5Dopen2(f, "attention", H5P_DEFAULT), tp = -1;
-    float *one = NULL;
+          da = H5Dopen2(f, "attention", H5P_DEFAULT), tp = -1, dt = -1;
+    float *one = NULL, *tl = NULL;
+    const int TL = w->T - 1;  // token losses per record
     if (!damaged_unless(ds >= 0 && dl >= 0 && da >= 0, w, "/step, /loss or /attention", e)) goto done;
     long long n = dataset_len(ds), nl = dataset_len(dl), na = dataset_len(da);
     if (!damaged_unless(n >= 0 && nl >= 0 && na >= 0, w, "the length of /step, /loss or /attention", e)) goto done;
     if (nl < n) n = nl;
     if (na < n) n = na;
+    // /token_loss is missing in a file written before gpt-train recorded it: added below
+    int had_tl = TL > 0 && h5_exists(f, "token_loss");
+    if (had_tl) {
+        int r2 = 0;
+        hsize_t td[8];
+        if (!h5_dataset_shape(f, "token_loss", &r2, td) || r2 != 2 || td[1] != (hsize_t)TL) {
+            damaged_unless(0, w, "/token_loss (its shape)", e);
+            goto done;
+        }
+        dt = H5Dopen2(f, "token_loss", H5P_DEFAULT);
+        long long nt = dt >= 0 ? dataset_len(dt) : -1;
+        if (!damaged_unless(nt >= 0, w, "/token_loss", e)) goto done;
+        if (nt < n) n = nt;
+    }
     long long keep = 0;
     if (n > 0) {
         int64_t *steps = gt_malloc((size_t)n * sizeof(int64_t), "steps");
@@ -302,10 +325,26 @@ static int resume_body(AttnWriter *w, hid_t f, int crashed, long long resume_ste
         if (fs >= 0) H5Sclose(fs);
         if (!damaged_unless(ok, w, "a record of /attention", e)) goto done;
     }
-    hsize_t rec[5] = {1, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
+    hsize_t rec[5] = {1, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T}, rec_tl[2] = {1, (hsize_t)TL};
+    if (TL > 0) tl = gt_malloc((size_t)(keep > 0 ? keep : 1) * TL * sizeof(float), "token losses");
+    if (had_tl && keep > 0) {
+        hsize_t start[2] = {0, 0}, count[2] = {(hsize_t)keep, (hsize_t)TL};
+        hid_t fs = H5Dget_space(dt), ms = H5Screate_simple(2, count, NULL);
+        int ok = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+                 H5Dread(dt, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, tl) >= 0;
+        if (ms >= 0) H5Sclose(ms);
+        if (fs >= 0) H5Sclose(fs);
+        if (!damaged_unless(ok, w, "/token_loss", e)) goto done;
+    } else if (!had_tl && TL > 0) {
+        // the records kept from before have no token losses: NaN, "not recorded"
+        for (long long i = 0; i < keep * TL; i++) tl[i] = NAN;
+        dt = create_token_loss(f, w->T, e);
+        h5_append_e(dt, H5T_NATIVE_FLOAT, 2, rec_tl, 0, keep, tl, e);
+    }
     h5_set_length_e(ds, 1, rec, keep, e);
     h5_set_length_e(dl, 1, rec, keep, e);
     h5_set_length_e(da, 5, rec, keep, e);
+    if (TL > 0) h5_set_length_e(dt, 2, rec_tl, keep, e);
     if (gt_failed(e)) goto done;
     // A trial append, taken back at once: damage in what only appending touches (the chunk
     // index beyond the kept records, free-space metadata) is bad input found now, not a
@@ -315,15 +354,17 @@ static int resume_body(AttnWriter *w, hid_t f, int crashed, long long resume_ste
     float no_loss = 0;
     GtErr trial = GT_ERR_INIT;
     h5_append_e(da, H5T_NATIVE_FLOAT, 5, rec, keep, 1, one, &trial);
+    if (TL > 0) h5_append_e(dt, H5T_NATIVE_FLOAT, 2, rec_tl, keep, 1, one, &trial);
     h5_append_e(dl, H5T_NATIVE_FLOAT, 1, rec, keep, 1, &no_loss, &trial);
     h5_append_e(ds, H5T_NATIVE_INT64, 1, rec, keep, 1, &no_step, &trial);
     if (!gt_failed(&trial) && H5Fflush(f, H5F_SCOPE_LOCAL) < 0) h5_err_call(&trial, "H5Fflush", __FILE__, __LINE__);
     // a full disk is a runtime failure; anything else here is damage
     if (trial.errnum == ENOSPC || trial.errnum == EFBIG || trial.errnum == EDQUOT) *e = trial;
-    if (!damaged_unless(!gt_failed(&trial), w, "appending to /step, /loss or /attention", e)) goto done;
+    if (!damaged_unless(!gt_failed(&trial), w, "appending to /step, /loss, /attention or /token_loss", e)) goto done;
     h5_set_length_e(ds, 1, rec, keep, e);
     h5_set_length_e(dl, 1, rec, keep, e);
     h5_set_length_e(da, 5, rec, keep, e);
+    if (TL > 0) h5_set_length_e(dt, 2, rec_tl, keep, e);
     // the dtype is the file's: a resumed run keeps what it started with
     if (!gt_failed(e)) H5_TRY(tp = H5Dget_type(da));
     if (tp >= 0) {
@@ -338,7 +379,9 @@ static int resume_body(AttnWriter *w, hid_t f, int crashed, long long resume_ste
 fail:
 done:
     free(one);
+    free(tl);
     h5_close(tp, e);
+    h5_close(dt, e);
     h5_close(ds, e);
     h5_close(dl, e);
     h5_close(da, e);
@@ -480,11 +523,11 @@ AttnWriter *attn_writer_open_e(const char *path, const GPTConfig *c, int every, 
         }
     AttnWriter *w = gt_calloc(1, sizeof *w, "attention writer");
     w->path = gt_strdup(path);
-    w->file = w->d_step = w->d_loss = w->d_att = -1;
+    w->file = w->d_step = w->d_loss = w->d_att = w->d_tl = -1;
     w->L = c->n_layer, w->NH = c->n_head, w->T = T, w->float16 = float16 & 1;
     w->dtype_required = (float16 & ATTN_DTYPE_REQUIRED) != 0;
     w->last_step = -1;
-    w->probe = gt_malloc((size_t)T * sizeof(int), "probe");
+    w->probe = gt_malloc((size_t)T * sizeof(int32_t), "probe");
     for (int t = 0; t < T; t++) w->probe[t] = probe_ids[t];
 
     struct stat st;
@@ -528,7 +571,7 @@ static int check_space(const AttnWriter *w, long long step, GtErr *e) {
     return gt_failed(e) ? -1 : 0;
 }
 
-int attn_append_e(AttnWriter *w, long long step, float loss, const float *att, GtErr *e) {
+int attn_append_e(AttnWriter *w, long long step, float loss, const float *att, const float *token_loss, GtErr *e) {
     if (gt_failed(e)) return -1;
     if (step <= w->last_step)
         return gt_err(e, GT_EXIT_RUNTIME, "'%s': record for step %lld after step %lld; steps must increase", w->path,
@@ -544,8 +587,13 @@ int attn_append_e(AttnWriter *w, long long step, float loss, const float *att, G
     } else {
         h5_append_e(w->d_att, H5T_NATIVE_FLOAT, 5, rec, w->n, 1, att, e);
     }
-    // /attention, then /loss, then /step, each flushed: /step is the record's commit.
+    // /attention, /token_loss, then /loss, then /step, each flushed: /step is the record's commit.
     if (!gt_failed(e)) H5_TRY(H5Dflush(w->d_att));
+    if (w->d_tl >= 0) {
+        hsize_t rec_tl[2] = {1, (hsize_t)(w->T - 1)};
+        h5_append_e(w->d_tl, H5T_NATIVE_FLOAT, 2, rec_tl, w->n, 1, token_loss, e);
+        if (!gt_failed(e)) H5_TRY(H5Dflush(w->d_tl));
+    }
     int64_t s = step;
     h5_append_e(w->d_loss, H5T_NATIVE_FLOAT, 1, rec, w->n, 1, &loss, e);
     if (!gt_failed(e)) H5_TRY(H5Dflush(w->d_loss));
@@ -563,23 +611,9 @@ fail:
     return 0;
 }
 
-void attn_append(AttnWriter *w, long long step, float loss, const float *att) {
+void attn_append(AttnWriter *w, long long step, float loss, const float *att, const float *token_loss) {
     GtErr e = GT_ERR_INIT;
-    GT_OR_EXIT(&e, attn_append_e(w, step, loss, att, &e));
-}
-
-int attn_probe_record_e(AttnWriter *w, GPT2 *m, long long step, float loss, GtErr *e) {
-    if (gt_failed(e)) return -1;
-    if (m->config.n_layer != w->L || m->config.n_head != w->NH)
-        return gt_err(e, GT_EXIT_RUNTIME, "'%s': model has %d layers x %d heads, the file %d x %d", w->path,
-                      m->config.n_layer, m->config.n_head, w->L, w->NH);
-    gpt2_forward(m, w->probe, NULL, 1, w->T, 0, 0);
-    return attn_append_e(w, step, loss, m->att, e);  // (L, 1, NH, T, T) == (L, NH, T, T)
-}
-
-void attn_probe_record(AttnWriter *w, GPT2 *m, long long step, float loss) {
-    GtErr e = GT_ERR_INIT;
-    GT_OR_EXIT(&e, attn_probe_record_e(w, m, step, loss, &e));
+    GT_OR_EXIT(&e, attn_append_e(w, step, loss, att, token_loss, &e));
 }
 
 long long attn_writer_count(const AttnWriter *w) { return w->n; }
@@ -591,7 +625,7 @@ int attn_trim_e(const char *path, long long resume_step, GtErr *e) {
     if (gt_failed(e) || stat(path, &st) != 0) return gt_failed(e) ? -1 : 0;
     AttnWriter *w = gt_calloc(1, sizeof *w, "attention writer");
     w->path = gt_strdup(path);
-    w->file = w->d_step = w->d_loss = w->d_att = -1;
+    w->file = w->d_step = w->d_loss = w->d_att = w->d_tl = -1;
     w->adopt = 1;
     w->last_step = -1;
     open_for_resume(w, resume_step, 0, e);
@@ -606,6 +640,7 @@ int attn_writer_close_e(AttnWriter *w, GtErr *e) {
     h5_close(w->d_step, e);
     h5_close(w->d_loss, e);
     h5_close(w->d_att, e);
+    h5_close(w->d_tl, e);
     if (w->file >= 0 && H5Fclose(w->file) < 0) {
         h5_err_call(e, "H5Fclose", __FILE__, __LINE__);
         gt_err_prefix(e, "closing '%s' failed: ", w->path);

@@ -21,7 +21,8 @@ typedef struct AttnWriter AttnWriter;
 
 // resume_step < 0: a new file (an existing one is replaced). Otherwise the existing file is
 // taken over for appending and records with step > resume_step are dropped, so a resumed run
-// never duplicates steps; a missing file is created. Taking over works on a copy that is
+// never duplicates steps; a missing file is created, and a file from before /token_loss gains
+// it (NaN for the records kept). Taking over works on a copy that is
 // renamed over the file once it is open for SWMR writing: readers attached to the old file
 // (h5py swmr=True, or one that reopens it on every poll) keep the old inode and stop nothing;
 // a program holding it open for writing is named. float16: the dtype of a new file; a resumed
@@ -33,15 +34,12 @@ AttnWriter *attn_writer_open_e(const char *path, const GPTConfig *c, int every, 
                                const Tokenizer *tok, int float16, long long resume_step, GtErr *e);
 AttnWriter *attn_writer_open(const char *path, const GPTConfig *c, int every, const int32_t *probe_ids, int T,
                              const Tokenizer *tok, int float16, long long resume_step);
-// Runs the probe through m in eval mode (gpt2_forward, B=1, train=0, no targets) and appends
-// m->att (L, 1, NH, T, T) as one record with its step and loss; flushes. Overwrites m's
-// activations, so call it between an optimizer step and the next forward.
-int attn_probe_record_e(AttnWriter *w, GPT2 *m, long long step, float loss, GtErr *e);
-void attn_probe_record(AttnWriter *w, GPT2 *m, long long step, float loss);
-// Appends one record from a caller's buffer att (L, NH, T, T); flushes. A failure (a full
-// disk) leaves the records before it readable.
-int attn_append_e(AttnWriter *w, long long step, float loss, const float *att, GtErr *e);
-void attn_append(AttnWriter *w, long long step, float loss, const float *att);
+// Appends one record: the probe's attention att (L, NH, T, T) and its loss on each token
+// token_loss (T-1: token t+1 predicted from tokens 0..t) at training step `step`, whose
+// training loss was `loss`; flushes. The caller ran the probe (gpt-train's loop). A
+// failure (a full disk) leaves the records before it readable.
+int attn_append_e(AttnWriter *w, long long step, float loss, const float *att, const float *token_loss, GtErr *e);
+void attn_append(AttnWriter *w, long long step, float loss, const float *att, const float *token_loss);
 // Records in the file (after the resume truncation, plus those appended since).
 long long attn_writer_count(const AttnWriter *w);
 // 1 when the file holds float16 records.

@@ -2,7 +2,7 @@
 # src/sampler.c, src/sample_main.c, io/python/gpt_viz.py). See tests/test_attn_*.py and
 # tests/test_sample_*.
 add_executable(attn_write_check ${CMAKE_CURRENT_SOURCE_DIR}/attention/attn_write_check.c)
-target_link_libraries(attn_write_check PRIVATE gt_sample)
+target_link_libraries(attn_write_check PRIVATE gt_train)  # the loop's probe_forward
 set_target_properties(attn_write_check PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
 add_executable(attn_kvcache_check ${CMAKE_CURRENT_SOURCE_DIR}/attention/attn_kvcache_check.c)
 target_link_libraries(attn_kvcache_check PRIVATE gt_sample)
@@ -23,7 +23,7 @@ set_tests_properties(sample_cli attn_train PROPERTIES ENVIRONMENT "${GT_TEST_ENV
                      SKIP_RETURN_CODE 77 LABELS attention)
 # benchmark binary (bench/bench_sample.py runs it; not a test)
 add_executable(bench_attn_cost ${CMAKE_SOURCE_DIR}/bench/bench_attn_cost.c)
-target_link_libraries(bench_attn_cost PRIVATE gt_sample)
+target_link_libraries(bench_attn_cost PRIVATE gt_train)
 set_target_properties(bench_attn_cost PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
 # gpt_viz.py --html/--serve without a browser: quantization, page data, 25 MB budget, bad input, server
 add_test(NAME viz_explorer COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/attention/test_viz_explorer.py)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "layers.h"
 #include "resume.h"
 #include "rng.h"
 #include "signals.h"
@@ -270,6 +271,12 @@ static const GtErr *first_failure(const Run *r) {
     return NULL;
 }
 
+void probe_forward(GPT2 *m, const int *ids, int T, float *token_loss, float *scratch) {
+    gpt2_forward(m, ids, NULL, 1, T, 0, 0);
+    // position t's logits score token t+1: the first T-1 rows of logits (B = 1)
+    if (T > 1) crossentropy_forward(scratch, token_loss, m->logits, ids + 1, (size_t)(T - 1), m->config.vocab_size);
+}
+
 // The loop: steps, then check-sync, eval, the attention probe and the log line (rank 0),
 // the end-of-step agreement (stop signal, any rank's failure), and the checkpoint, each when
 // due.
@@ -313,7 +320,11 @@ void loop_train(Run *r) {
             val = evaluate(r);
             if (val < st->best_val_loss) st->best_val_loss = val;
         }
-        if (r->aw && k % c->attn_every == 0) attn_probe_record_e(r->aw, &r->m, k, (float)loss, &r->attn_err);
+        if (r->aw && k % c->attn_every == 0 && !gt_failed(&r->attn_err)) {
+            probe_forward(&r->m, r->probe, r->probe_T, r->probe_loss, r->probe_scratch);
+            // m.att is (L, 1, NH, T, T) == (L, NH, T, T)
+            attn_append_e(r->aw, k, (float)loss, r->m.att, r->probe_loss, &r->attn_err);
+        }
         if (k % c->log_every == 0 || k == c->steps || !isnan(val)) {
             double ms = ms_sum / ms_n;
             MetricsRow row = {k, st->tokens_seen, loss, val, r->ac.lr, norm, ms, tokens_per_step / (ms / 1000.0)};

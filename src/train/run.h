@@ -61,6 +61,10 @@ typedef struct {
     Logger lg;                // its own failures in lg.err
     AttnWriter *aw;
     GtErr attn_err;           // the first failure writing attention.h5
+    int *probe;               // (probe_T) the attention probe's ids (docs/attention.md)
+    int probe_T;
+    float *probe_loss;        // (probe_T - 1) its loss on each token, one record's worth
+    float *probe_scratch;     // (probe_T - 1, V) the cross-entropy's probabilities
     char *resume_cmd;         // the command that resumes this run, quoted for the shell
     Faults faults;
 } Run;

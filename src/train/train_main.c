@@ -88,6 +88,13 @@ static void open_attention(Run *r) {
         if (r->aw) {
             free(c->attn_dtype);
             c->attn_dtype = gt_strdup(attn_writer_float16(r->aw) ? "float16" : "float32");
+            // what the loop runs through the model for each record
+            r->probe_T = Tp;
+            r->probe = gt_malloc((size_t)Tp * sizeof(int), "probe");
+            for (int t = 0; t < Tp; t++) r->probe[t] = probe[t];
+            r->probe_loss = gt_malloc((size_t)(Tp > 1 ? Tp - 1 : 1) * sizeof(float), "probe token losses");
+            r->probe_scratch = gt_malloc((size_t)(Tp > 1 ? Tp - 1 : 1) * r->mc.vocab_size * sizeof(float),
+                                         "probe probabilities");
         }
     }
     free(probe);
@@ -160,6 +167,9 @@ static void close_writers(Run *r) {
 
 static void run_free(Run *r) {
     free(r->resume_cmd);
+    free(r->probe);
+    free(r->probe_loss);
+    free(r->probe_scratch);
     reducer_free(&r->red);
     dataloader_free(&r->dl);
     token_cache_close(&r->val);

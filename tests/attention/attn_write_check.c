@@ -4,13 +4,15 @@
 //   attn_write_check write out=F.h5 raw=F.bin [L=2 H=3 T=7 records=5 every=10 first=10
 //                    resume=-1 float16=0 seed=1 sleep_ms=0 crash_after=-1 probe=ID,ID,.. V=258]
 //       appends `records` records of random causal softmax matrices (rows sum to 1, upper
-//       triangle 0) at steps first, first+every, ...; appends the same float32 data,
-//       record by record, to raw (flushed before each HDF5 record, so a reader polling the
-//       HDF5 file can always compare). crash_after=K raises SIGKILL after K records.
+//       triangle 0) at steps first, first+every, ..., with token losses 0.5 + 0.25 t +
+//       step / 1000 (t = 0..T-2); appends the same float32 attention, record by record, to
+//       raw (flushed before each HDF5 record, so a reader polling the HDF5 file can always
+//       compare). crash_after=K raises SIGKILL after K records.
 //       probe= gives the T probe ids (for a file written by gpt-train), V its vocabulary size.
 //   attn_write_check model out=F.h5 raw=F.bin [records=3 float16=0]
-//       a real GPT2 (random init) recorded through attn_probe_record after each of
-//       `records` weight perturbations; raw gets m->att of a separate full forward.
+//       a real GPT2 (random init) recorded through gpt-train's probe_forward after each of
+//       `records` weight perturbations; raw gets m->att of a separate full forward, then the
+//       mean loss of a forward of the probe's first T-1 tokens against its last T-1.
 //   attn_write_check gen out=F.h5 raw=F.bin [P=5 N=10 block=8]
 //       a random GPT2 generates N tokens greedily after a P-token prompt through the
 //       key/value cache (sliding past block) and saves the generation file; raw gets, for
@@ -32,6 +34,7 @@
 #include "generation_io.h"
 #include "gpt2.h"
 #include "h5util.h"
+#include "loop.h"
 #include "rng.h"
 #include "sampler.h"
 
@@ -111,12 +114,13 @@ static int cmd_write(int argc, char **argv) {
     make_tokenizer(&tok);
     AttnWriter *w = attn_writer_open(out, &c, (int)every, probe, T, &tok, (int)iarg(argc, argv, "float16", 0), resume);
     size_t n = (size_t)L * H * T * T;
-    float *att = malloc(n * sizeof(float));
+    float *att = malloc(n * sizeof(float)), token_loss[64];
     for (long long r = 0; r < records; r++) {
         long long step = first + r * every;
         random_att(att, L, H, T, rng_site_key((uint64_t)seed, (uint64_t)step));
+        for (int t = 0; t + 1 < T; t++) token_loss[t] = 0.5f + 0.25f * (float)t + (float)step / 1000.0f;
         append_raw(raw, att, n);
-        attn_append(w, step, 10.0f / (float)(step + 1), att);
+        attn_append(w, step, 10.0f / (float)(step + 1), att, token_loss);
         if (crash_after >= 0 && r + 1 == crash_after) raise(SIGKILL);
         if (sleep_ms > 0) usleep((useconds_t)sleep_ms * 1000);
     }
@@ -141,6 +145,7 @@ static int cmd_model(int argc, char **argv) {
     AttnWriter *w = attn_writer_open(out, &c, 1, PROBE, T, &tok, (int)iarg(argc, argv, "float16", 0), -1);
     int probe[16];
     for (int t = 0; t < T; t++) probe[t] = PROBE[t];
+    float token_loss[16], *scratch = malloc((size_t)T * c.vocab_size * sizeof(float));
     for (long long r = 0; r < records; r++) {
         // stand-in for an optimizer step: make the weights (and so the attention) change a lot
         uint64_t key = rng_site_key(99, (uint64_t)r);
@@ -149,10 +154,16 @@ static int cmd_model(int argc, char **argv) {
         int batch[4 * 16];
         for (int i = 0; i < 4 * 16; i++) batch[i] = (int)(rng_at(key, 100000 + (uint64_t)i) % 258);
         gpt2_forward(&m, batch, batch, 4, 16, 1, 5);
-        attn_probe_record(w, &m, r + 1, m.mean_loss);
+        float loss = m.mean_loss;
+        probe_forward(&m, probe, T, token_loss, scratch);
+        attn_append(w, r + 1, loss, m.att, token_loss);
         gpt2_forward(&m, probe, NULL, 1, T, 0, 0);
         append_raw(raw, m.att, (size_t)c.n_layer * c.n_head * T * T);
+        // the token losses' mean, from the engine's own loss of the shifted probe
+        float mean = gpt2_forward(&m, probe, probe + 1, 1, T - 1, 0, 0);
+        append_raw(raw, &mean, 1);
     }
+    free(scratch);
     attn_writer_close(w);
     gpt2_free(&m);
     return 0;

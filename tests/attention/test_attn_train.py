@@ -45,15 +45,19 @@ def check_probabilities(a):
 
 
 def twin_attention(ckpt, ids):
+    """The PyTorch twin's attention (L, H, T, T) and loss on each token 1..T-1 for the probe."""
     import torch
+    import torch.nn.functional as F
     from nanogpt_model import GPT
     model = GPT.from_checkpoint(ckpt)
     model.eval()
     for b in model.transformer.h:
         b.attn.keep_att = True
+    x = torch.tensor([ids], dtype=torch.long)
     with torch.no_grad():
-        model(torch.tensor([ids], dtype=torch.long))
-    return np.stack([b.attn.last_att[0].numpy() for b in model.transformer.h])  # (L, H, T, T)
+        logits, _ = model(x, x)  # with targets: logits at every position
+        token_loss = F.cross_entropy(logits[0, :-1].float(), x[0, 1:], reduction="none")
+    return np.stack([b.attn.last_att[0].numpy() for b in model.transformer.h]), token_loss.numpy()
 
 
 def test_train_attention_mpi():
@@ -78,7 +82,10 @@ def test_train_attention_mpi():
     assert g.token_ids[: g.n_prompt].tolist() == rec.token_ids.tolist()
     # the last record is the final weights' eval-mode attention: the twin's, and the
     # sampler's prompt attention
-    np.testing.assert_allclose(rec.record(-1), twin_attention(tl.latest(run), rec.token_ids.tolist()), atol=2e-5)
+    att, token_loss = twin_attention(tl.latest(run), rec.token_ids.tolist())
+    np.testing.assert_allclose(rec.record(-1), att, atol=2e-5)
+    assert rec.token_loss.shape == (4, len(rec.tokens) - 1)
+    np.testing.assert_allclose(rec.token_loss[-1], token_loss, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(rec.record(-1), g.prompt_attention, atol=2e-5)
     return run
 

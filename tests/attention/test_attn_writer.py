@@ -38,6 +38,12 @@ def paths(name):
     return h5, bn
 
 
+def token_losses(steps, T):
+    """what attn_write_check writes as the per-token losses of a record"""
+    return np.array([[np.float32(0.5) + np.float32(0.25) * np.float32(t) + np.float32(s) / np.float32(1000)
+                      for t in range(T - 1)] for s in steps], np.float32)
+
+
 def check_attention_values(a):
     """rows sum to 1, nothing above the diagonal, all in [0, 1]"""
     T = a.shape[-1]
@@ -66,6 +72,15 @@ def test_layout():
         assert f["probe/token_ids"][()].tolist() == PROBE[:7]
         np.testing.assert_array_equal(d[()], raw(bn, (2, 3, 7, 7)))
         check_attention_values(d[()])
+        tl = f["token_loss"]
+        assert tl.dtype == np.float32 and tl.shape == (5, 6) and tl.maxshape == (None, 6), (tl.shape, tl.maxshape)
+        np.testing.assert_array_equal(tl[()], token_losses([10, 20, 30, 40, 50], 7))
+    # a one-token probe has nothing to predict: no /token_loss, and readers say None
+    h5, bn = paths("one")
+    run("write", f"out={h5}", f"raw={bn}", "T=1", "records=2")
+    with h5py.File(h5, "r") as f:
+        assert "token_loss" not in f and f["attention"].shape == (2, 2, 3, 1, 1)
+    assert ga.read_attention(h5).token_loss is None
     # the texts: valid UTF-8 for the cut character (U+FFFD), "Hé" intact
     h5, bn = paths("texts")
     run("write", f"out={h5}", f"raw={bn}", "T=13", "records=1")
@@ -101,6 +116,18 @@ def test_resume():
         assert f["loss"].shape == (6,) and f["attention"].shape[0] == 6
         np.testing.assert_array_equal(f["attention"][:3], first[:3])
         np.testing.assert_array_equal(f["attention"][3:], second)
+        np.testing.assert_array_equal(f["token_loss"][()], token_losses([10, 20, 30, 40, 50, 60], 7))
+    # a file from before gpt-train recorded /token_loss: a resume adds it, NaN for the records kept
+    with h5py.File(h5, "a") as f:
+        del f["token_loss"]
+    run("write", f"out={h5}", f"raw={bn}", "records=1", "every=10", "first=50", "resume=40")
+    with h5py.File(h5, "r") as f:
+        assert f["step"][()].tolist() == [10, 20, 30, 40, 50]
+        tl = f["token_loss"][()]
+        assert tl.shape == (5, 6) and np.isnan(tl[:4]).all(), tl
+        np.testing.assert_array_equal(tl[4], token_losses([50], 7)[0])
+    rec = ga.read_attention(h5)
+    assert len(rec) == 5 and np.isnan(rec.token_loss[0]).all()
     # a resume at a step before every record empties it; resume without a file creates one
     run("write", f"out={h5}", f"raw={bn}", "records=1", "first=5", "resume=0", "every=5")
     with h5py.File(h5, "r") as f:
@@ -244,9 +271,14 @@ def test_model_probe():
     a = rec.all()
     check_attention_values(a)
     # equal to a separate eval-mode forward of the probe (no dropout leaked in)
-    np.testing.assert_array_equal(a, raw(bn, (2, 2, 12, 12)))
+    r = np.fromfile(bn, np.float32).reshape(3, 2 * 2 * 12 * 12 + 1)
+    np.testing.assert_array_equal(a, r[:, :-1].reshape(3, 2, 2, 12, 12))
     assert not np.allclose(a[0], a[2]), "weights changed, so should the attention"
     assert np.isfinite(rec.loss).all() and (rec.loss > 0).all()
+    # the token losses: 11 per record, their mean the engine's loss of the shifted probe
+    tl = rec.token_loss
+    assert tl.shape == (3, 11) and np.isfinite(tl).all() and (tl > 0).all()
+    np.testing.assert_allclose(tl.mean(1), r[:, -1], rtol=1e-5)
 
 
 def test_bad_probe():

@@ -143,7 +143,7 @@ static void load_attention(void) {
         FUZZ_ASSERT(n >= 0, "record count %lld", n);
         size_t rec = (size_t)cfg.n_layer * cfg.n_head * cfg.block_size * cfg.block_size;
         float *att = calloc(rec, sizeof(float));
-        attn_append(w, 6, 1.0f, att);
+        attn_append(w, 6, 1.0f, att, att);  // zeros for the token losses too
         FUZZ_ASSERT(attn_writer_count(w) == n + 1, "count %lld after appending to %lld", attn_writer_count(w), n);
         free(att);
         attn_writer_close(w);
@@ -183,7 +183,11 @@ static void make_seeds(const char *dir) {
     snprintf(p, sizeof p, "%s/attention.h5", dir);
     AttnWriter *w = attn_writer_open(p, &cfg, 1, probe, cfg.block_size, &tok, 0, -1);
     gpt2_alloc_activations(&m, 1, cfg.block_size);
-    for (int s = 1; s <= 3; s++) attn_probe_record(w, &m, s, 5.0f - s);
+    float token_loss[64] = {0};
+    for (int s = 1; s <= 3; s++) {
+        gpt2_forward(&m, probe, NULL, 1, cfg.block_size, 0, 0);
+        attn_append(w, s, 5.0f - s, m.att, token_loss);
+    }
     attn_writer_close(w);
     gpt2_free(&m);
 }
