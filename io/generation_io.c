@@ -11,8 +11,9 @@ struct GenWriter {
     char *path;
     char tmp[4200];
     hid_t file, d_ids, d_tokens, d_att, d_ctx, str_type;
+    hid_t d_top_ids, d_top_probs, d_top_tokens;  // -1 unless candidates are recorded
     const Tokenizer *tok;
-    int L, NH, T;
+    int L, NH, T, K;
     long long n_ids, N;  // ids so far (prompt + generated), generated tokens
 };
 
@@ -63,6 +64,12 @@ static int write_header(GenWriter *w, const GenMeta *meta, const int32_t *ids, i
     w->d_att = h5_create_extendable_e(f, "attention", H5T_IEEE_F32LE, 4, rec, 1, 1, 1, e);
     h5_attr_write_str_e(w->d_att, "axes", "token,layer,head,key", e);
     w->d_ctx = h5_create_extendable_e(f, "context_start", H5T_STD_I64LE, 1, rec, 1024, 0, 1, e);
+    if (w->K > 0) {
+        hsize_t krec[2] = {0, (hsize_t)w->K};
+        w->d_top_ids = h5_create_extendable_e(f, "top_ids", H5T_STD_I32LE, 2, krec, 64, 0, 1, e);
+        w->d_top_probs = h5_create_extendable_e(f, "top_probs", H5T_IEEE_F32LE, 2, krec, 64, 0, 1, e);
+        w->d_top_tokens = h5_create_extendable_e(f, "top_tokens", w->str_type, 2, krec, 64, 0, 0, e);
+    }
     return push_ids(w, ids, gt_failed(e) ? 0 : P, e);
 }
 
@@ -72,8 +79,9 @@ GenWriter *gen_writer_open_e(const char *path, const GPTConfig *c, const Tokeniz
     GenWriter *w = gt_calloc(1, sizeof *w, "generation writer");
     w->path = gt_strdup(path);
     w->tok = tok;
-    w->L = c->n_layer, w->NH = c->n_head, w->T = c->block_size;
+    w->L = c->n_layer, w->NH = c->n_head, w->T = c->block_size, w->K = meta->record_top;
     w->d_ids = w->d_tokens = w->d_att = w->d_ctx = w->str_type = -1;
+    w->d_top_ids = w->d_top_probs = w->d_top_tokens = -1;
     w->file = h5_create_tmp_e(path, GT_FORMAT_GENERATION, w->tmp, sizeof w->tmp, e);
     if (w->file >= 0) write_header(w, meta, ids, P, att, e);
     if (gt_failed(e)) {
@@ -83,11 +91,22 @@ GenWriter *gen_writer_open_e(const char *path, const GPTConfig *c, const Tokeniz
     return w;
 }
 
-int gen_writer_token_e(GenWriter *w, int32_t id, const float *row, int64_t context_start, GtErr *e) {
+int gen_writer_token_e(GenWriter *w, int32_t id, const float *row, int64_t context_start, const int32_t *top_ids,
+                       const float *top_probs, GtErr *e) {
     if (gt_failed(e)) return -1;
     hsize_t rec[4] = {1, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T};
     h5_append_e(w->d_att, H5T_NATIVE_FLOAT, 4, rec, w->N, 1, row, e);
     h5_append_e(w->d_ctx, H5T_NATIVE_INT64, 1, rec, w->N, 1, &context_start, e);
+    if (w->K > 0) {
+        hsize_t krec[2] = {1, (hsize_t)w->K};
+        char **text = gt_malloc((size_t)w->K * sizeof(char *), "candidate texts");
+        for (int k = 0; k < w->K; k++) text[k] = token_text_utf8(w->tok, top_ids[k]);
+        h5_append_e(w->d_top_ids, H5T_NATIVE_INT32, 2, krec, w->N, 1, top_ids, e);
+        h5_append_e(w->d_top_probs, H5T_NATIVE_FLOAT, 2, krec, w->N, 1, top_probs, e);
+        h5_append_e(w->d_top_tokens, w->str_type, 2, krec, w->N, 1, text, e);
+        for (int k = 0; k < w->K; k++) free(text[k]);
+        free(text);
+    }
     if (push_ids(w, &id, 1, e) == 0) w->N++;
     return gt_failed(e) ? -1 : 0;
 }
@@ -99,6 +118,9 @@ int gen_writer_close_e(GenWriter *w, const char *stopped_by, GtErr *e) {
     h5_close(w->d_tokens, e);
     h5_close(w->d_att, e);
     h5_close(w->d_ctx, e);
+    h5_close(w->d_top_ids, e);
+    h5_close(w->d_top_probs, e);
+    h5_close(w->d_top_tokens, e);
     h5_close(w->str_type, e);
     int rc = h5_commit_e(w->file, w->tmp, w->path, e);
     free(w->path);

@@ -33,7 +33,7 @@
 
 typedef struct {
     char *checkpoint, *prompt, *attn_out;
-    int max_new, top_k, threads, force;
+    int max_new, top_k, threads, force, record_top;
     double temperature, top_p;
     long long seed;
 } SampleArgs;
@@ -48,6 +48,7 @@ static const Opt sample_opts[] = {
     {"top-p", OPT_REAL, S(top_p), 0, 1, NULL, "1", NULL, OPT_MIN_OPEN, "P", "nucleus: smallest set of likeliest tokens with mass >= P; 1 = off"},
     {"seed", OPT_I64, S(seed), 0, 9223372036854775807.0, NULL, "1337", NULL, 0, "S", "random seed: same seed, same text"},
     {"attn-out", OPT_STR, S(attn_out), 0, 0, NULL, NULL, NULL, 0, "FILE.h5", "write the prompt's and every generated token's attention"},
+    {"record-top", OPT_INT, S(record_top), 0, 100000, NULL, "10", NULL, 0, "K", "with --attn-out: record the K likeliest next tokens at each step; 0 = none"},
     {"force", OPT_FLAG, S(force), 0, 0, NULL, NULL, NULL, 0, NULL, "overwrite an existing --attn-out file"},
     {"threads", OPT_INT, S(threads), 1, 1024, NULL, "1", NULL, 0, NULL, "BLAS/OpenMP threads"},
 };
@@ -234,8 +235,11 @@ int main(int argc, char **argv) {
     GtErr e = GT_ERR_INIT;
     GenWriter *gw = NULL;
     float *row = NULL;
+    int K = a.record_top < V ? a.record_top : V;  // candidates recorded per token
+    int32_t *cand_id = gt_malloc((size_t)(K ? K : 1) * sizeof(int32_t), "candidate ids");
+    float *cand_p = gt_malloc((size_t)(K ? K : 1) * sizeof(float), "candidate probabilities");
     if (attn_out) {
-        GenMeta meta = {prompt, (float)temperature, (int)top_k, (float)top_p, seed, ckpt, step, (long long)dropped};
+        GenMeta meta = {prompt, (float)temperature, (int)top_k, (float)top_p, seed, ckpt, step, (long long)dropped, K};
         int32_t *kept = gt_malloc((P - dropped + 1) * sizeof(int32_t), "prompt ids");
         for (size_t i = dropped; i < P; i++) kept[i - dropped] = (int32_t)ids[i];
         gw = gen_writer_open_e(attn_out, &c, &tok, &meta, kept, (int)(P - dropped), g.kv.att, &e);
@@ -255,9 +259,12 @@ int main(int argc, char **argv) {
     signals_defer(1);
     long n_new = 0;
     for (; n_new < max_new && !signals_pending() && !out_err; n_new++) {
-        if (gw) kv_att_row(&g.kv, g.kv.last_fed - 1, row);
+        if (gw) {
+            kv_att_row(&g.kv, g.kv.last_fed - 1, row);
+            if (K) top_tokens(g.kv.logits, V, K, cand_id, cand_p);
+        }
         int id = sample_token(g.kv.logits, V, &sp, &rng, probs, order);
-        if (gw && gen_writer_token_e(gw, id, row, (int64_t)(g.start - dropped), &e)) gt_err_exit(&e);
+        if (gw && gen_writer_token_e(gw, id, row, (int64_t)(g.start - dropped), cand_id, cand_p, &e)) gt_err_exit(&e);
         size_t tl = 0;
         const uint8_t *tb = tokenizer_token(&tok, (uint32_t)id, &tl);
         out_err = stream_put(&out, tb, tl, 0);
@@ -279,6 +286,8 @@ int main(int argc, char **argv) {
     if (attn_out) fprintf(stderr, "gpt-sample: wrote %s\n", attn_out);
     if ((sig = signals_pending())) signals_exit(sig);
     free(row);
+    free(cand_id);
+    free(cand_p);
     free(probs);
     free(order);
     free(pids);

@@ -230,3 +230,52 @@ int sample_token(const float *logits, int V, const SampleParams *p, Rng *rng, fl
     }
     return filter ? order[kept - 1] : kept - 1;  // rounding left u at the very top
 }
+
+// ---- the likeliest tokens ----
+
+// a is likelier than b (ties: the lower id)
+static int likelier(const float *x, int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); }
+
+// Restores the heap below i in h[0..n): the least likely at the root.
+static void sift_down(const float *x, int32_t *h, int n, int i) {
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= n) return;
+        if (c + 1 < n && likelier(x, h[c], h[c + 1])) c++;
+        if (!likelier(x, h[i], h[c])) return;
+        int32_t t = h[i];
+        h[i] = h[c], h[c] = t;
+        i = c;
+    }
+}
+
+void top_tokens(const float *logits, int V, int K, int32_t *ids, float *probs) {
+    float maxv = -INFINITY;
+    for (int i = 0; i < V; i++)
+        if (logits[i] > maxv) maxv = logits[i];
+    double sum = 0.0;
+    for (int i = 0; i < V; i++) sum += exp((double)logits[i] - maxv);
+    // the K likeliest in a heap whose root is the least likely of them: O(V log K)
+    int n = 0;
+    for (int32_t i = 0; i < V; i++) {
+        if (n < K) {
+            int j = n++;
+            ids[j] = i;
+            while (j > 0 && likelier(logits, ids[(j - 1) / 2], ids[j])) {
+                int32_t t = ids[j];
+                ids[j] = ids[(j - 1) / 2], ids[(j - 1) / 2] = t;
+                j = (j - 1) / 2;
+            }
+        } else if (likelier(logits, i, ids[0])) {
+            ids[0] = i;
+            sift_down(logits, ids, n, 0);
+        }
+    }
+    // heap sort: the least likely goes last, so the likeliest ends up first
+    for (int end = n - 1; end > 0; end--) {
+        int32_t t = ids[0];
+        ids[0] = ids[end], ids[end] = t;
+        sift_down(logits, ids, end, 0);
+    }
+    for (int k = 0; k < n; k++) probs[k] = (float)(exp((double)logits[ids[k]] - maxv) / sum);
+}

@@ -71,4 +71,9 @@ typedef struct {
 // Picks the next token from logits (V). probs (V) and order (V) are scratch.
 int sample_token(const float *logits, int V, const SampleParams *p, Rng *rng, float *probs, int *order);
 
+// The K likeliest next tokens (K <= V) under the model's own distribution, the softmax of
+// logits (V) before temperature, top-k and top-p: ids (K) most likely first (ties to the
+// lower id) and their probabilities (K). What gpt-sample --record-top records.
+void top_tokens(const float *logits, int V, int K, int32_t *ids, float *probs);
+
 #endif

@@ -17,7 +17,8 @@
 //       a random GPT2 generates N tokens greedily after a P-token prompt through the
 //       key/value cache (sliding past block) and saves the generation file; raw gets, for
 //       each generated token, the full (L, H, W, W) attention of a gpt2_forward over its
-//       window, so the test can compare the matrix rebuilt from the stored rows.
+//       window, so the test can compare the matrix rebuilt from the stored rows. The file
+//       records the 5 likeliest tokens of each step (--record-top 5).
 //   attn_write_check utf8 HEX...      prints utf8_sanitize(bytes) of each argument, one a line
 //
 // The probe's tokenizer is built by hand: 256 byte tokens, then 256 = "H\xc3\xa9" ("Hé")
@@ -190,19 +191,21 @@ static int cmd_gen(int argc, char **argv) {
     size_t dropped = g.start;
     int32_t kept[64];
     for (int i = (int)dropped; i < P; i++) kept[i - (int)dropped] = prompt[i];
-    GenMeta meta = {"Hello", 0.0f, 0, 1.0f, 1337, "none.h5", 42, (long long)dropped};
+    GenMeta meta = {"Hello", 0.0f, 0, 1.0f, 1337, "none.h5", 42, (long long)dropped, 5};
     GtErr e = GT_ERR_INIT;
     GenWriter *gw = gen_writer_open_e(out, &c, &tok, &meta, kept, P - (int)dropped, g.kv.att, &e);
     if (!gw) gt_err_exit(&e);
     size_t LHT = (size_t)c.n_layer * c.n_head * c.block_size;
     float *row = malloc(LHT * sizeof(float));
-    float probs[258];
+    float probs[258], top_p[5];
     int order[258];
+    int32_t top_id[5];
     SampleParams sp = {0.0f, 0, 1.0f};
     for (int i = 0; i < N; i++) {
         kv_att_row(&g.kv, g.kv.last_fed - 1, row);
         int id = sample_token(g.kv.logits, c.vocab_size, &sp, NULL, probs, order);
-        if (gen_writer_token_e(gw, id, row, (int64_t)(g.start - dropped), &e)) gt_err_exit(&e);
+        top_tokens(g.kv.logits, c.vocab_size, 5, top_id, top_p);
+        if (gen_writer_token_e(gw, id, row, (int64_t)(g.start - dropped), top_id, top_p, &e)) gt_err_exit(&e);
         int W = (int)(g.n - g.start);
         gpt2_forward(&m, g.ids + g.start, NULL, 1, W, 0, 0);
         append_raw(raw, m.att, (size_t)c.n_layer * c.n_head * W * W);

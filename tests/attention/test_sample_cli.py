@@ -43,6 +43,10 @@ def tokenizer_bytes(ckpt):
     return [bytes(tb[off[i]: off[i + 1]]) for i in range(len(off) - 1)]
 
 
+def tb_text(ckpt, i):
+    return tokenizer_bytes(ckpt)[i].decode("utf-8", "replace")
+
+
 def twin_greedy(ckpt, prompt_ids, n, keep_rows=False):
     """nanoGPT-style greedy decoding with full recompute of the last block_size tokens."""
     import torch
@@ -137,6 +141,24 @@ def check_greedy(run, min_distinct):
         assert f["token_ids"].dtype == np.int32 and f["token_ids"].shape == (P + 60,)
         assert f["prompt_attention"].shape == (2, 2, P, P)
         assert f["attention"].shape == (60, 2, 2, 24) and f["context_start"].dtype == np.int64
+        assert f["top_ids"].dtype == np.int32 and f["top_probs"].dtype == np.float32
+        assert f["top_ids"].shape == f["top_probs"].shape == f["top_tokens"].shape == (60, 10)  # --record-top 10
+    # the candidates: the twin's 10 likeliest tokens and softmax probabilities at each step,
+    # before the greedy choice (which is the first of them)
+    V = len(tokenizer_bytes(ckpt))
+    for i in range(len(ids_c)):
+        if ids_c[:i] != ids_t[:i]:
+            break  # after a near-tie the contexts differ
+        lt = logits_t[i][:V]
+        p = np.exp(lt - lt.max())
+        p /= p.sum()
+        want = np.lexsort((np.arange(V), -lt))[:10]
+        got = g.top_ids[i]
+        np.testing.assert_allclose(g.top_probs[i], p[got], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(np.sort(p[got])[::-1], p[want], rtol=1e-4, atol=1e-6)
+        assert got[0] == ids_c[i], (i, got, ids_c[i])
+        assert (np.diff(g.top_probs[i]) <= 0).all()
+        assert g.top_tokens[i] == [tb_text(ckpt, t) for t in got]
     pa = g.prompt_attention
     assert np.allclose(pa.sum(-1), 1, atol=1e-5) and (pa[..., np.triu_indices(P, 1)[0], np.triu_indices(P, 1)[1]] == 0).all()
     assert g.tokens == [tb[i].decode("utf-8", "replace") for i in g.token_ids]
@@ -211,6 +233,7 @@ def test_bad_input(run):
         (["--checkpoint", ckpt, "--prompt", "x", "--max-new-tokens", "ten"], "--max-new-tokens"),
         (["--checkpoint", ckpt, "--prompt", "x", "--seed", "-1"], "--seed"),
         (["--checkpoint", ckpt, "--prompt", "x", "--threads", "0"], "--threads"),
+        (["--checkpoint", ckpt, "--prompt", "x", "--record-top", "-1"], "--record-top"),
         (["--checkpoint", ckpt, "--prompt", "x", "--frobnicate"], "--frobnicate"),
         (["--checkpoint", ckpt, "--prompt", "x", "--attn-out", exists], "exists"),
         (["--checkpoint", ckpt, "--prompt", "x", "--attn-out", os.path.join(TMP, "no", "dir.h5")], "--attn-out"),
@@ -239,7 +262,18 @@ def test_bad_input(run):
     out, err = sample("--checkpoint", bad, "--prompt", "a z", expect=1)
     assert err.count("\n") == 1 and "badvocab.h5" in err and out == b"", err
     out, err = sample("--help")
-    assert b"--attn-out" in out and b"--top-p" in out
+    assert b"--attn-out" in out and b"--top-p" in out and b"--record-top" in out
+    # --record-top: K candidates, none with 0, at most the vocabulary
+    gen = os.path.join(TMP, "top.h5")
+    for k, want in (("3", 3), ("0", None), ("100000", len(tokenizer_bytes(ckpt)))):
+        sample("--checkpoint", ckpt, "--prompt", "x", "--max-new-tokens", "4", "--record-top", k, "--attn-out", gen,
+               "--force")
+        g = ga.read_generation(gen)
+        if want is None:
+            assert g.top_ids is None and g.top_probs is None and g.top_tokens is None
+        else:
+            assert g.top_ids.shape == (4, want) and len(g.top_tokens[0]) == want
+            assert abs(g.top_probs.sum(1) - 1).max() < 1e-3 if want > 100 else (g.top_probs.sum(1) <= 1 + 1e-5).all()
 
 
 def byte_model(run):
