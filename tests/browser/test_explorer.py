@@ -65,31 +65,6 @@ def cmap_hex():
     return (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8).tobytes().hex()
 
 
-def add_token_loss(path, seed=3):
-    """A /token_loss for a file the writer made without one (attn_write_check before gpt-train
-    recorded it): per-token losses the page must show."""
-    with h5py.File(path, "a") as f:
-        if "token_loss" in f:
-            return
-        n, T = f["step"].shape[0], f["probe/token_ids"].shape[0]
-        rng = np.random.default_rng(seed)
-        f.create_dataset("token_loss", data=rng.uniform(0.05, 7.0, (n, T - 1)).astype(np.float32))
-
-
-def add_top(path, K=5, seed=4):
-    with h5py.File(path, "a") as f:
-        if "top_ids" in f:
-            return
-        N = f["context_start"].shape[0]
-        rng = np.random.default_rng(seed)
-        ids = np.stack([rng.choice(258, K, replace=False) for _ in range(N)]).astype(np.int32)
-        p = np.sort(rng.dirichlet(np.ones(K * 3), N)[:, :K], axis=1)[:, ::-1].astype(np.float32)
-        f.create_dataset("top_ids", data=ids)
-        f.create_dataset("top_probs", data=p)
-        texts = [[chr(0x41 + int(i) % 26) + " \u00e9"[: 1 + int(i) % 2] for i in r] for r in ids]
-        f.create_dataset("top_tokens", data=np.array(texts, dtype=h5py.string_dtype()))
-
-
 def fixture(name, L=2, H=2, T=12, records=7, with_extras=True):
     run = os.path.join(TMP, name)
     os.makedirs(run)
@@ -105,19 +80,13 @@ def fixture(name, L=2, H=2, T=12, records=7, with_extras=True):
         gen = os.path.join(run, f"gen{g}.h5")
         sh(TOOL, "gen", f"out={gen}", f"raw={TMP}/{name}-gen{g}.bin", f"P={P}", f"N={N}", f"block={block}")
         gens.append(gen)
-    if with_extras:
-        add_token_loss(os.path.join(run, "attention.h5"))
-        for gen in gens:
-            add_top(gen)
-    else:  # an old run: no /token_loss, no candidates
+    if not with_extras:  # files of an older gpt-train and gpt-sample: no /token_loss, no candidates
         with h5py.File(os.path.join(run, "attention.h5"), "a") as f:
-            if "token_loss" in f:
-                del f["token_loss"]
+            del f["token_loss"]
         for gen in gens:
             with h5py.File(gen, "a") as f:
                 for k in ("top_ids", "top_probs", "top_tokens"):
-                    if k in f:
-                        del f[k]
+                    del f[k]
     return run, gens
 
 

@@ -565,8 +565,8 @@
           'loss ' + fmt(v) + ' nats (p = ' + fmt(Math.exp(-v), 4) + ')';
       });
       if (!D.token_loss) {
-        $('query-label').textContent = 'surprise is unavailable: this attention.h5 has no /token_loss (written by an ' +
-          'older gpt-train; a new run records it)';
+        $('query-label').textContent = 'surprise is unavailable: this attention.h5 has no /token_loss (written by a ' +
+          'gpt-train from before it recorded the loss on each token, or a one-token probe)';
         legend($('read-legend'), 'transparent', 'transparent', '', '', '');
       } else {
         $('query-label').textContent = 'surprise at step ' + D.records.step[S.rec] + ': each token shaded by the loss ' +
