@@ -211,6 +211,18 @@ static long long dataset_len(hid_t d) {
     return ok ? (long long)dims[0] : -1;
 }
 
+// Reads records start .. start+count[0]-1 of d (a rank-dimensional dataset, count the
+// whole selection) into buf as memtype. Returns 1 when it could, 0 on a damaged file.
+static int read_records(hid_t d, int rank, hsize_t start, const hsize_t *count, hid_t memtype, void *buf) {
+    hsize_t first[8] = {start};
+    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(rank, count, NULL);
+    int ok = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, first, NULL, count, NULL) >= 0 &&
+             H5Dread(d, memtype, ms, fs, H5P_DEFAULT, buf) >= 0;
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    return ok;
+}
+
 // Damaged metadata found while reopening for --resume is bad input (exit 1), not a runtime
 // failure. Returns ok.
 static int damaged_unless(int ok, const AttnWriter *w, const char *what, GtErr *e) {
@@ -302,12 +314,8 @@ static int resume_body(AttnWriter *w, hid_t f, int crashed, long long resume_ste
     long long keep = 0;
     if (n > 0) {
         int64_t *steps = gt_malloc((size_t)n * sizeof(int64_t), "steps");
-        hsize_t start[1] = {0}, count[1] = {(hsize_t)n};
-        hid_t fs = H5Dget_space(ds), ms = H5Screate_simple(1, count, NULL);
-        int ok = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
-                 H5Dread(ds, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, steps) >= 0;
-        if (ms >= 0) H5Sclose(ms);
-        if (fs >= 0) H5Sclose(fs);
+        hsize_t count[1] = {(hsize_t)n};
+        int ok = read_records(ds, 1, 0, count, H5T_NATIVE_INT64, steps);
         while (ok && keep < n && steps[keep] <= resume_step) keep++;
         w->last_step = keep > 0 ? steps[keep - 1] : -1;
         free(steps);
@@ -317,24 +325,15 @@ static int resume_body(AttnWriter *w, hid_t f, int crashed, long long resume_ste
     // than a failed append later.
     one = gt_malloc((size_t)w->L * w->NH * w->T * w->T * sizeof(float), "attention record");
     for (long long i = 0; i < keep; i++) {
-        hsize_t start[5] = {(hsize_t)i}, count[5] = {1, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
-        hid_t fs = H5Dget_space(da), ms = H5Screate_simple(5, count, NULL);
-        int ok = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
-                 H5Dread(da, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, one) >= 0;
-        if (ms >= 0) H5Sclose(ms);
-        if (fs >= 0) H5Sclose(fs);
-        if (!damaged_unless(ok, w, "a record of /attention", e)) goto done;
+        hsize_t count[5] = {1, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T};
+        if (!damaged_unless(read_records(da, 5, (hsize_t)i, count, H5T_NATIVE_FLOAT, one), w, "a record of /attention", e))
+            goto done;
     }
     hsize_t rec[5] = {1, (hsize_t)w->L, (hsize_t)w->NH, (hsize_t)w->T, (hsize_t)w->T}, rec_tl[2] = {1, (hsize_t)TL};
     if (TL > 0) tl = gt_malloc((size_t)(keep > 0 ? keep : 1) * TL * sizeof(float), "token losses");
     if (had_tl && keep > 0) {
-        hsize_t start[2] = {0, 0}, count[2] = {(hsize_t)keep, (hsize_t)TL};
-        hid_t fs = H5Dget_space(dt), ms = H5Screate_simple(2, count, NULL);
-        int ok = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
-                 H5Dread(dt, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, tl) >= 0;
-        if (ms >= 0) H5Sclose(ms);
-        if (fs >= 0) H5Sclose(fs);
-        if (!damaged_unless(ok, w, "/token_loss", e)) goto done;
+        hsize_t count[2] = {(hsize_t)keep, (hsize_t)TL};
+        if (!damaged_unless(read_records(dt, 2, 0, count, H5T_NATIVE_FLOAT, tl), w, "/token_loss", e)) goto done;
     } else if (!had_tl && TL > 0) {
         // the records kept from before have no token losses: NaN, "not recorded"
         for (long long i = 0; i < keep * TL; i++) tl[i] = NAN;
