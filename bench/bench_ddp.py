@@ -68,7 +68,7 @@ def gpt_train(build, tokens, np_, steps, out):
         rows = list(csv.DictReader(f))
     tps = statistics.median(float(r["tokens_per_s"]) for r in rows[2:] if r["tokens_per_s"])
     ms = statistics.median(float(r["ms_per_step"]) for r in rows[2:] if r["ms_per_step"])
-    m = re.search(r"allreduce: .*", p.stdout)
+    m = re.search(r"allreduce \(\w+\): .*", p.stdout)
     return tps, ms, m.group(0) if m else None, cpu
 
 

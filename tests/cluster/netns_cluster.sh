@@ -79,12 +79,16 @@ up() {
     echo "$net.0/24" >"$dir/net"
     echo "$rate" >"$dir/rate"
     awk '{print $1 " slots=1"}' "$dir/nodes" >"$dir/hosts"
-    # ssh's stand-in: the host's namespace runs the command (mpirun passes it as words).
+    # ssh's stand-in: the host's namespace runs the command (mpirun passes it as words). All
+    # nodes share one hostname and /tmp, so each daemon gets a session directory of its own:
+    # two daemons creating the same one at once is Open MPI's "internal programming error".
     cat >"$dir/agent" <<AGENT
 #!/bin/sh
 host=\$1; shift
 ns=\$(awk -v h="\$host" '\$1 == h {print \$2}' "$dir/nodes")
 [ -n "\$ns" ] || { echo "agent: unknown host \$host" >&2; exit 255; }
+mkdir -p "$dir/tmp/\$ns"
+export OMPI_MCA_orte_tmpdir_base="$dir/tmp/\$ns"
 exec ip netns exec "\$ns" /bin/sh -c "\$*"
 AGENT
     chmod +x "$dir/agent"
@@ -135,8 +139,8 @@ run_mpirun() {
     ns1=$(awk 'NR == 1 {print $2}' "$dir/nodes")
     net=$(cat "$dir/net")
     # routed direct: the default tree routing fails with this launcher; both transports on
-    # the emulated network only. The launch itself fails now and then with an "internal
-    # programming error" before any rank starts: retry that once.
+    # the emulated network only. Should a launch still fail with Open MPI's "internal
+    # programming error" before any rank starts, it is retried once.
     local cmd=(ip netns exec "$ns1" mpirun --hostfile "$dir/hosts" -np "$np" --map-by node
                --mca plm_rsh_agent "$dir/agent" --mca routed direct --mca btl self,tcp
                --mca btl_tcp_if_include "$net" --mca oob_tcp_if_include "$net"
