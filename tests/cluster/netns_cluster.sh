@@ -97,16 +97,19 @@ AGENT
 down() {
     local dir=$1
     [ -f "$dir/made" ] || return 0
-    # Processes first (an orted or a rank left by a failed run), by pid, namespace by namespace.
-    local kind name
-    while read -r kind name; do
-        if [ "$kind" = netns ]; then
-            local pids
-            pids=$(ip netns pids "$name" 2>/dev/null || true)
-            [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
-        fi
-    done <"$dir/made"
-    sleep 0.2
+    # Processes first (an orted or a rank left by a failed run), by pid, namespace by namespace;
+    # twice, for one that was entering a namespace the first time.
+    local kind name pass
+    for pass in 1 2; do
+        while read -r kind name; do
+            if [ "$kind" = netns ]; then
+                local pids
+                pids=$(ip netns pids "$name" 2>/dev/null || true)
+                [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
+            fi
+        done <"$dir/made"
+        sleep 0.2
+    done
     tac "$dir/made" | while read -r kind name; do
         case $kind in
             veth) ip link del "$name" 2>/dev/null || true ;;

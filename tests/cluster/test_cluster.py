@@ -217,7 +217,7 @@ def part_cleanup(c, d):
     # A command that fails.
     p = subprocess.run(["bash", cl.SCRIPT, "run", "2", "100mbit", "--", "sh", "-c",
                         "cat $GT_CLUSTER_DIR/id; ip netns exec $(awk 'NR==1{print $2}' $GT_CLUSTER_DIR/nodes) "
-                        "sleep 300 & exit 3"], capture_output=True, text=True, timeout=120)
+                        "sleep 300 & sleep 1; exit 3"], capture_output=True, text=True, timeout=120)
     cid = p.stdout.split()[0] if p.stdout.split() else None
     c.ok(p.returncode == 3, "a failing command's status comes back (3)", p.stderr)
     check_clean(c, "after a failing command (with a process left running in a node)", cid, "sleep 300")
