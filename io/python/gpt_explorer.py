@@ -230,7 +230,7 @@ def bundle(run, gens=(), max_steps=60, live=False, with_blobs=True, max_bytes=MA
         notes.append(note)
     d = {
         "format": FORMAT, "version": 1,
-        "title": os.path.basename(os.path.normpath(run)), "source": os.path.abspath(rec.path),
+        "title": os.path.basename(os.path.normpath(run)), "source": rec.path,
         "live": None, "n_layer": L, "n_head": H, "T": T, "every": rec.every,
         "tokens": rec.tokens, "token_ids": rec.token_ids.tolist(),
         "n_records": N, "note": note,

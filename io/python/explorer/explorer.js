@@ -283,7 +283,7 @@
   function syncControls() {
     for (const b of document.querySelectorAll('#tabs button')) b.setAttribute('aria-selected', String(b.dataset.view === S.view));
     for (const v of ['train', 'read', 'gen']) $('view-' + v).hidden = v !== S.view;
-    $('step-group').style.visibility = S.view === 'gen' ? 'hidden' : 'visible';
+    $('step-group').style.display = S.view === 'gen' ? 'none' : '';  // a generation is of one checkpoint
     const r = $('step-range');
     r.max = String(Math.max(0, nrec() - 1));
     r.value = String(S.rec);
@@ -654,7 +654,7 @@
     }
     $('token-label').textContent = 'token ' + J + ' of ' + N + ': ' + label(G.tokens[drawn], 20) +
       (p !== null ? ' (p = ' + fmt(p, 4) + ')' : '') + ' · layer ' + S.layer + ', ' + headName(S.head) +
-      ' · checkpoint step ' + G.step + ', temperature ' + G.temperature;
+      ' · checkpoint step ' + G.step + ', temperature ' + +Number(G.temperature).toPrecision(4);
     legend($('gen-legend'), 'rgba(240,140,0,0)', 'rgba(240,140,0,1)', '0', '1',
       'attention of the query (outlined) that drew the dashed token, over its context window');
   }
