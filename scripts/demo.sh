@@ -2,8 +2,9 @@
 # demo.sh - the main job, from a fresh Debian 12 checkout to a trained model and its pictures:
 # installs what is missing, builds, makes a corpus from Debian's fortunes package (no
 # download), trains a small GPT-2 on 4 MPI ranks for a minute or two (tokenizing the text
-# first: --data corpus.txt), streams a sample from the final checkpoint, and draws the
-# attention heatmaps and the loss curve into demo-run/figs/.
+# first: --data corpus.txt), streams a sample from the final checkpoint, draws the
+# attention heatmaps and the loss curve into demo-run/figs/, and writes the attention
+# explorer, demo-run/explorer.html (one self-contained page: open it in a browser).
 #
 #   scripts/demo.sh            # everything lands in demo-run/ (replaced if it exists)
 #   DEMO_STEPS=300 DEMO_NP=2 scripts/demo.sh
@@ -43,6 +44,8 @@ build/gpt-sample --checkpoint "$RUN" --prompt "A man who" --max-new-tokens 60 --
     --top-k 40 --seed 1337 --attn-out "$RUN/gen.h5"
 echo
 
-# Heatmaps per layer and head, over training steps and generated tokens, and the loss curve.
-/usr/bin/python3 io/python/gpt_viz.py "$RUN" --out "$RUN/figs" --gen "$RUN/gen.h5"
-echo "demo: done. Checkpoints, metrics.csv and train.log in $RUN/, pictures in $RUN/figs/"
+# Heatmaps per layer and head, over training steps and generated tokens, the loss curve,
+# and the explorer: training, reading and generation views in one offline HTML file.
+/usr/bin/python3 io/python/gpt_viz.py "$RUN" --out "$RUN/figs" --gen "$RUN/gen.h5" --html "$RUN/explorer.html"
+echo "demo: done. Checkpoints, metrics.csv and train.log in $RUN/, pictures in $RUN/figs/,"
+echo "      the attention explorer in $RUN/explorer.html"

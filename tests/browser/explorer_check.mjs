@@ -9,6 +9,7 @@
 //   old     a page of files without /token_loss and /top_ids: the views say so
 //   live    a --serve page while gpt-train runs: it follows new records
 //   time    prints the time to interactive (bench/bench_explorer.py)
+//   shot    screenshots: shots = [{hash, path, width, height, hover (a selector)}] (docs/img/)
 // Every mode fails on a console error or a request outside file:, data: (or the server).
 // Exit 0 when all checks pass, 1 otherwise (each failure printed).
 import fs from 'node:fs';
@@ -323,8 +324,19 @@ async function timeChecks() {
   console.log('TIMES ' + JSON.stringify(runs));
 }
 
+async function shots() {
+  for (const sh of E.shots) {
+    await page.setViewport({width: sh.width || 1400, height: sh.height || 900});
+    await open(sh.hash);
+    if (sh.hover) await page.hover(sh.hover);
+    await page.screenshot({path: sh.path});
+    console.log('wrote ' + sh.path);
+  }
+}
+
 try {
   if (E.mode === 'static') await staticChecks();
+  else if (E.mode === 'shot') await shots();
   else if (E.mode === 'old') await oldChecks();
   else if (E.mode === 'live') await liveChecks();
   else if (E.mode === 'time') await timeChecks();
