@@ -51,8 +51,12 @@ function colourOk(px, v, tol) {
   return {ok: got.some((i) => i >= cidx(v - tol) && i <= cidx(v + tol)), got: got.join('/')};
 }
 
-const userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'explorer-chromium-'));
-const browser = await puppeteer.launch({
+// Debian's Chromium by default; E.firefox (e.g. /usr/bin/firefox-esr) drives Firefox over
+// WebDriver BiDi instead, for a by-hand check that the page works there too.
+const userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'explorer-browser-'));
+const browser = await puppeteer.launch(E.firefox ? {
+  browser: 'firefox', executablePath: E.firefox, headless: true, userDataDir: userDir,
+} : {
   executablePath: E.chromium || '/usr/bin/chromium',
   headless: true,
   userDataDir: userDir,

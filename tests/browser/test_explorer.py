@@ -8,6 +8,7 @@ explorer_check.mjs (puppeteer-core). The expected values come from the HDF5 file
   old     files without /token_loss and /top_ids: the views say what is missing
   live    gpt_viz.py --serve while gpt-train runs: the page follows new records; Ctrl-C
           (SIGINT) stops the server cleanly
+The static checks run in Firefox too when /usr/bin/firefox-esr (GT_FIREFOX) is installed.
 
 Skips (exit 77) only when chromium, node or puppeteer-core are not installed
 (scripts/setup.sh --tests installs all three)."""
@@ -32,6 +33,7 @@ TRAIN = os.path.join(tl.BUILD, "gpt-train")
 SAMPLE = os.path.join(tl.BUILD, "gpt-sample")
 VIZ = os.path.join(tl.PYDIR, "gpt_viz.py")
 CHROMIUM = os.environ.get("GT_CHROMIUM", "/usr/bin/chromium")
+FIREFOX = os.environ.get("GT_FIREFOX", "/usr/bin/firefox-esr")
 TMP = tl.tmpdir("explorer_")
 
 
@@ -118,6 +120,11 @@ def test_static():
     html = os.path.join(TMP, "explorer.html")
     sh(tl.PYTHON, VIZ, run, "--gen", gens[0], "--gen", gens[1], "--html", html)
     node_check(expectations(run, gens, html), "static")
+    # the same checks in Firefox, where it is installed (Debian's firefox-esr; not by setup.sh)
+    if os.access(FIREFOX, os.X_OK):
+        node_check(dict(expectations(run, gens, html), firefox=FIREFOX), "static-firefox")
+    else:
+        print(f"note: {FIREFOX} not installed: the page was checked in Chromium only")
 
 
 def test_old_files():
