@@ -214,16 +214,20 @@ def check_clean(c, what, cid, d):
 
 
 def part_cleanup(c, d):
-    # A command that fails.
+    # A command that fails, leaving a process in a node (a sleep of a length nobody else uses).
+    left = "sleep 300.%d" % (os.getpid() % 100000)
+    mark = os.path.join(d, "in-the-node")
     p = subprocess.run(["bash", cl.SCRIPT, "run", "2", "100mbit", "--", "sh", "-c",
                         "cat $GT_CLUSTER_DIR/id; ip netns exec $(awk 'NR==1{print $2}' $GT_CLUSTER_DIR/nodes) "
-                        "sleep 300 & sleep 1; exit 3"], capture_output=True, text=True, timeout=120)
+                        "sh -c 'touch %s; exec %s' & while [ ! -e %s ]; do sleep 0.05; done; exit 3"
+                        % (mark, left, mark)], capture_output=True, text=True, timeout=120)
     cid = p.stdout.split()[0] if p.stdout.split() else None
     c.ok(p.returncode == 3, "a failing command's status comes back (3)", p.stderr)
-    check_clean(c, "after a failing command (with a process left running in a node)", cid, "sleep 300")
+    check_clean(c, "after a failing command (with a process left running in a node)", cid, left)
     # SIGTERM to the script while its command runs.
+    running = "sleep 301.%d" % (os.getpid() % 100000)
     q = subprocess.Popen(["bash", cl.SCRIPT, "run", "2", "100mbit", "--", "sh", "-c",
-                          "cat $GT_CLUSTER_DIR/id; exec sleep 301"], stdout=subprocess.PIPE, text=True)
+                          "cat $GT_CLUSTER_DIR/id; exec %s" % running], stdout=subprocess.PIPE, text=True)
     cid = q.stdout.readline().strip()
     time.sleep(0.5)
     q.send_signal(signal.SIGTERM)
@@ -232,7 +236,7 @@ def part_cleanup(c, d):
     except subprocess.TimeoutExpired:
         q.kill()
     c.ok(q.returncode is not None and q.returncode != 0, "SIGTERM ends the script (status %s)" % q.returncode)
-    check_clean(c, "after SIGTERM", cid, "sleep 301")
+    check_clean(c, "after SIGTERM", cid, running)
 
 
 SHAPE_TEXT = "4 layers, n_embd 128, block 64, batch 8, vocab 2000 (or the fallback corpus's 320)"
