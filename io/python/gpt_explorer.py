@@ -422,7 +422,7 @@ def _waiting_page(msg):
 
 
 def serve(run, gens, port, max_steps=60, out=sys.stdout):
-    """Serves the page on 127.0.0.1:port until Ctrl-C (or SIGTERM). Returns 0."""
+    """Serves the page on 127.0.0.1:port until Ctrl-C (or SIGTERM, SIGHUP). Returns 0."""
     live = _Live(run, gens, max_steps)
     d = live.refresh()  # bad generation files and the like fail now, before the port is taken
     try:
@@ -433,19 +433,24 @@ def serve(run, gens, port, max_steps=60, out=sys.stdout):
         raise InputError(f"--port {port}: cannot listen on 127.0.0.1:{port} ({e.strerror})")
     httpd.daemon_threads = True
     url = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    if "waiting" in d:
-        print(f"gpt_viz.py: {d['waiting']}; the page waits for it", file=sys.stderr)
-    print(f"gpt_viz.py: serving {run} at {url} (Ctrl-C stops)", file=out, flush=True)
 
     def stop(signum, frame):
         raise KeyboardInterrupt
-    old = signal.signal(signal.SIGTERM, stop)
+    # Ctrl-C, SIGTERM and SIGHUP stop it, also when started from a script that ignores SIGINT
+    # in its background jobs (Python then installs no KeyboardInterrupt handler of its own).
+    # Installed before the "serving" line, which tells a caller the server is up.
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, stop) for s in sigs}
     try:
+        if "waiting" in d:
+            print(f"gpt_viz.py: {d['waiting']}; the page waits for it", file=sys.stderr)
+        print(f"gpt_viz.py: serving {run} at {url} (Ctrl-C stops)", file=out, flush=True)
         httpd.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s in sigs:
+            signal.signal(s, old[s])
         httpd.server_close()
     print("gpt_viz.py: stopped", file=out, flush=True)
     return 0

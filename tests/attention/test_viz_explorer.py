@@ -236,9 +236,9 @@ def get(url):
         return r.status, r.read()
 
 
-def start_server(run, *args):
+def start_server(run, *args, preexec_fn=None):
     p = subprocess.Popen([tl.PYTHON, VIZ, run, "--serve", *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
     line = p.stdout.readline()
     assert "serving" in line, line + p.stderr.read()
     return p, line.split("at ", 1)[1].split()[0]
@@ -282,12 +282,21 @@ def test_serve():
     empty = os.path.join(TMP, "later")
     os.makedirs(empty)
     p, url = start_server(empty, "--port", "0")
+    stops(p, signal.SIGTERM, lambda: get(url)[1])
+    # started as a script's background job, which inherits SIGINT ignored: Ctrl-C still stops it
+    p, url = start_server(empty, "--port", "0", preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    stops(p, signal.SIGINT)
+
+
+def stops(p, sig, before=None):
+    """The server p ends with exit 0 and 'stopped' on signal sig (after `before`, whose
+    result, when given, is the waiting page)."""
     try:
-        status, body = get(url)
-        assert status == 200 and b"Waiting for the run" in body
-        p.send_signal(signal.SIGTERM)
+        if before:
+            assert b"Waiting for the run" in before()
+        p.send_signal(sig)
         out, err = p.communicate(timeout=20)
-        assert p.returncode == 0 and "stopped" in out, (p.returncode, out, err)
+        assert p.returncode == 0 and "stopped" in out, (sig, p.returncode, out, err)
     finally:
         if p.poll() is None:
             p.kill()
