@@ -1,11 +1,16 @@
 // checkpoint.c - see checkpoint.h.
 #include "checkpoint.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "error.h"
+#include "files.h"
 #include "h5util.h"
 
 // The checksum of a tensor's bytes, stored as its attribute "checksum" (uint64, 2): a = sum of
@@ -204,4 +209,35 @@ void ckpt_load_model(const char *path, const char *what, GPT2 *m) {
     gpt2_build(m, &c);
     ckpt_read_tensors(f, "model", m, m->params, path);
     H5Fclose(f);
+}
+
+int ckpt_resolve_e(const char *arg, const char *flag, char *path, size_t n, GtErr *e) {
+    if (gt_failed(e)) return -1;
+    struct stat st;
+    if (stat(arg, &st) != 0) return gt_err(e, GT_EXIT_USAGE, "%s '%s': %s", flag, arg, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(path, n, "%s", arg);
+        return 0;
+    }
+    char latest[4200];
+    snprintf(latest, sizeof latest, "%s/latest", arg);
+    if (stat(latest, &st) != 0)
+        return gt_err(e, GT_EXIT_USAGE, "%s '%s': a run directory without a 'latest' file (no checkpoint written yet?)",
+                      flag, arg);
+    int64_t size;
+    int fd = gt_open_input(latest, flag, &size, e);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (!f) {
+        if (fd >= 0) close(fd);
+        return gt_failed(e) ? -1 : gt_err(e, GT_EXIT_RUNTIME, "%s '%s': %s", flag, latest, strerror(errno));
+    }
+    char name[4096] = "";
+    if (!fgets(name, sizeof name, f)) name[0] = '\0';
+    fclose(f);
+    size_t k = strlen(name);
+    while (k > 0 && (name[k - 1] == '\n' || name[k - 1] == '\r' || name[k - 1] == ' ')) name[--k] = '\0';
+    if (k == 0) return gt_err(e, GT_EXIT_USAGE, "%s '%s': '%s' is empty", flag, arg, latest);
+    if (name[0] == '/') snprintf(path, n, "%s", name);
+    else snprintf(path, n, "%s/%s", arg, name);
+    return 0;
 }

@@ -39,6 +39,10 @@ void ckpt_read_model_config(hid_t file, GPTConfig *c, const char *path);
 // foreign file). `what` names the flag for messages, e.g. "--checkpoint".
 hid_t ckpt_open_e(const char *path, const char *what, GtErr *e);
 hid_t ckpt_open(const char *path, const char *what);
+// A --checkpoint/--init-from argument: a checkpoint file as is, or a run directory, meaning the
+// checkpoint its RUN/latest names (relative to RUN, or absolute), into path[0..n). Bad input
+// naming `flag` for a missing path or a run without a checkpoint.
+int ckpt_resolve_e(const char *arg, const char *flag, char *path, size_t n, GtErr *e);
 // Convenience for tools that only need the model (sampler, tests): open, read config,
 // gpt2_build, read /model. Does not allocate activations.
 void ckpt_load_model(const char *path, const char *what, GPT2 *m);

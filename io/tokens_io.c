@@ -92,36 +92,14 @@ int tokens_write_e(const char *path, const Tokenizer *tok, const void *ids, int 
     return h5_commit_e(f, tmp, path, e);
 }
 
-static int save(const char *path, const Tokenizer *tok, const void *ids, int width, size_t n, double val_fraction,
-                const char *source, int64_t source_bytes, const char *source_sha256, int force, GtErr *e) {
-    if (gt_failed(e)) return -1;
-    if (!(val_fraction >= 0.0 && val_fraction < 1.0))
-        return gt_err(e, GT_EXIT_USAGE, "--val-fraction %g: must be in [0, 1)", val_fraction);
-    size_t n_val = (size_t)llround((double)n * val_fraction);
-    TokensProvenance p = {source, source_bytes, source_sha256, NULL, 0, NULL, "tokens"};
-    return tokens_write_e(path, tok, ids, width, n, n_val > n ? n : n_val, &p, force, e);
-}
-
-int tokens_save_e(const char *path, const Tokenizer *tok, const uint32_t *ids, size_t n, double val_fraction,
-                  const char *source, int64_t source_bytes, const char *source_sha256, int force, GtErr *e) {
-    return save(path, tok, ids, 4, n, val_fraction, source, source_bytes, source_sha256, force, e);
-}
-
 void tokens_save(const char *path, const Tokenizer *tok, const uint32_t *ids, size_t n, double val_fraction,
                  const char *source, int64_t source_bytes, const char *source_sha256, int force) {
     GtErr e = GT_ERR_INIT;
-    GT_OR_EXIT(&e, tokens_save_e(path, tok, ids, n, val_fraction, source, source_bytes, source_sha256, force, &e));
-}
-
-int tokens_save_u16_e(const char *path, const Tokenizer *tok, const uint16_t *ids, size_t n, double val_fraction,
-                      const char *source, int64_t source_bytes, const char *source_sha256, int force, GtErr *e) {
-    return save(path, tok, ids, 2, n, val_fraction, source, source_bytes, source_sha256, force, e);
-}
-
-void tokens_save_u16(const char *path, const Tokenizer *tok, const uint16_t *ids, size_t n, double val_fraction,
-                     const char *source, int64_t source_bytes, const char *source_sha256, int force) {
-    GtErr e = GT_ERR_INIT;
-    GT_OR_EXIT(&e, tokens_save_u16_e(path, tok, ids, n, val_fraction, source, source_bytes, source_sha256, force, &e));
+    if (!(val_fraction >= 0.0 && val_fraction < 1.0))
+        gt_err(&e, GT_EXIT_USAGE, "--val-fraction %g: must be in [0, 1)", val_fraction);
+    size_t n_val = (size_t)llround((double)n * val_fraction);
+    TokensProvenance p = {source, source_bytes, source_sha256, NULL, 0, NULL, "tokens"};
+    GT_OR_EXIT(&e, tokens_write_e(path, tok, ids, 4, n, n_val > n ? n : n_val, &p, force, &e));
 }
 
 // Length of /train or /val; -1 with *e set when it is not a 1-D integer dataset.

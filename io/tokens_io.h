@@ -48,16 +48,10 @@ typedef struct {
 // are /train, the last n_val /val.
 int tokens_write_e(const char *path, const Tokenizer *tok, const void *ids, int width, size_t n, size_t n_val,
                    const TokensProvenance *p, int force, GtErr *e);
-// The same with the last round(n * val_fraction) ids (halves up) as /val and one source.
-int tokens_save_e(const char *path, const Tokenizer *tok, const uint32_t *ids, size_t n, double val_fraction,
-                  const char *source, int64_t source_bytes, const char *source_sha256, int force, GtErr *e);
+// The same with the last round(n * val_fraction) ids (halves up) as /val and one source;
+// exits on failure (for tests and fuzzing harnesses).
 void tokens_save(const char *path, const Tokenizer *tok, const uint32_t *ids, size_t n, double val_fraction,
                  const char *source, int64_t source_bytes, const char *source_sha256, int force);
-// Same from 16-bit ids (vocab_size <= 65536): half the memory while a large text is encoded.
-int tokens_save_u16_e(const char *path, const Tokenizer *tok, const uint16_t *ids, size_t n, double val_fraction,
-                      const char *source, int64_t source_bytes, const char *source_sha256, int force, GtErr *e);
-void tokens_save_u16(const char *path, const Tokenizer *tok, const uint16_t *ids, size_t n, double val_fraction,
-                     const char *source, int64_t source_bytes, const char *source_sha256, int force);
 // Opens and validates tokens.h5 (format, /tokenizer, datasets; ids are checked as read).
 // tok_or_null receives the tokenizer. Returns the open file, or -1 with *e set.
 hid_t tokens_open_e(const char *path, TokensInfo *info, Tokenizer *tok_or_null, const char *flag_for_msg, GtErr *e);

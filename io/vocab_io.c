@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "h5util.h"
+#include "tokens_io.h"
 #include "utf8.h"
 
 int vocab_write_group_e(hid_t file, const Tokenizer *tok, GtErr *e) {
@@ -169,8 +170,18 @@ void vocab_save(const char *path, const Tokenizer *tok, int force) {
 
 int vocab_load_e(const char *path, Tokenizer *tok, const char *flag_for_msg, GtErr *e) {
     memset(tok, 0, sizeof *tok);
-    hid_t f = h5_open_checked_e(path, GT_FORMAT_VOCAB, flag_for_msg, e);
+    hid_t f = h5_open_checked_e(path, NULL, flag_for_msg, e);
     if (f < 0) return -1;
+    // A tokens.h5 and a checkpoint hold the same /tokenizer: one encodes new text for a model.
+    char *fmt = h5_attr_read_str(f, "format");
+    if (!fmt || (strcmp(fmt, GT_FORMAT_VOCAB) && strcmp(fmt, GT_FORMAT_TOKENS) && strcmp(fmt, "gpt-train/checkpoint")))
+        gt_err(e, GT_EXIT_USAGE, "%s '%s': format is '%s', expected '%s' (or a tokens.h5 or a checkpoint, which hold "
+               "one)", flag_for_msg, path, fmt ? fmt : "", GT_FORMAT_VOCAB);
+    free(fmt);
+    if (gt_failed(e)) {
+        H5Fclose(f);
+        return -1;
+    }
     int rc = vocab_read_group_e(f, tok, path, e);
     H5Fclose(f);
     return rc;

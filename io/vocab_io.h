@@ -19,7 +19,8 @@ void vocab_write_group(hid_t file, const Tokenizer *tok);
 // then left empty (nothing to free).
 int vocab_read_group_e(hid_t file, Tokenizer *tok, const char *path, GtErr *e);
 void vocab_read_group(hid_t file, Tokenizer *tok, const char *path);
-// Whole vocab.h5 files (atomic write; open_checked read).
+// Whole vocab.h5 files (atomic write; open_checked read). vocab_load also takes the /tokenizer
+// of a tokens.h5 or a checkpoint.
 int vocab_save_e(const char *path, const Tokenizer *tok, int force, GtErr *e);
 void vocab_save(const char *path, const Tokenizer *tok, int force);
 int vocab_load_e(const char *path, Tokenizer *tok, const char *flag_for_msg, GtErr *e);

@@ -12,7 +12,9 @@
 #include "error.h"
 #include "files.h"
 
-#define CSV_HEADER "step,tokens,train_loss,val_loss,lr,grad_norm,ms_per_step,tokens_per_s"
+#define CSV_HEADER "step,tokens,train_loss,val_loss,lr,grad_norm,ms_per_step,tokens_per_s,val_bpb"
+// The header of files written before val_bpb: a resume adds the column (an empty cell to the old rows).
+#define CSV_HEADER_V1 "step,tokens,train_loss,val_loss,lr,grad_norm,ms_per_step,tokens_per_s"
 
 // Records the first failed write of `path` (errno as the write left it); returns -1.
 static int failed(Logger *lg, const char *path) {
@@ -65,8 +67,17 @@ static FILE *open_csv(Logger *lg, const char *path, long long resume_step) {
     char *line = NULL;
     size_t cap = 0;
     int first = 1;
+    int old = 0;
     while (out && getline(&line, &cap, in) >= 0) {
-        if (first || atoll(line) <= resume_step) fputs(line, out);
+        size_t n = strcspn(line, "\r\n");
+        if (first && n == strlen(CSV_HEADER_V1) && !strncmp(line, CSV_HEADER_V1, n)) {
+            fputs(CSV_HEADER "\n", out);
+            old = 1;
+        } else if (first || atoll(line) <= resume_step) {
+            if (old) line[n] = '\0';
+            fputs(line, out);
+            if (old) fputs(",\n", out);
+        }
         first = 0;
     }
     free(line);
@@ -154,6 +165,7 @@ void log_metrics(Logger *lg, const MetricsRow *m) {
         double ppl = exp(m->val_loss);  // a diverged model's is astronomically large: keep the line short
         len += (size_t)snprintf(line + len, sizeof line - len, ppl < 1e6 ? " | val loss %.4f | ppl %.2f"
                                 : " | val loss %.4f | ppl %.3g", m->val_loss, ppl);
+        if (!isnan(m->val_bpb)) len += (size_t)snprintf(line + len, sizeof line - len, " | bpb %.4f", m->val_bpb);
     }
     log_line(lg, "%s", line);
     if (!lg->csv || gt_failed(&lg->err)) return;
@@ -164,6 +176,7 @@ void log_metrics(Logger *lg, const MetricsRow *m) {
     cell(lg->csv, "%.6f", m->grad_norm);
     cell(lg->csv, "%.3f", m->ms_per_step);
     cell(lg->csv, "%.1f", m->tokens_per_s);
+    cell(lg->csv, "%.6f", m->val_bpb);
     fputc('\n', lg->csv);
     check(lg, lg->csv, lg->csv_path);
 }

@@ -18,6 +18,7 @@ typedef struct {
     long long step;
     long long tokens;      // tokens seen by all ranks so far
     double train_loss, val_loss, lr, grad_norm, ms_per_step, tokens_per_s;
+    double val_bpb;        // bits per byte of the eval (docs/training.md, evaluation)
 } MetricsRow;
 
 typedef struct {

@@ -44,3 +44,11 @@ set_target_properties(bench_allreduce PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAK
 add_test(NAME train_allreduce_bf16 COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/trainer/test_allreduce_bf16.py)
 set_tests_properties(train_allreduce_bf16 PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 900
                      SKIP_RETURN_CODE 77 LABELS trainer)
+# The everyday workflows (issue 14): --init-from (fine-tuning), a text --data of many files,
+# gpt-eval (its loss equals the run's val loss, bits per byte by hand, 1 and 2 ranks); ~75 s.
+foreach(part initfrom text eval)
+  add_test(NAME train_workflows_${part}
+           COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/trainer/test_workflows.py ${part})
+  set_tests_properties(train_workflows_${part} PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300
+                       SKIP_RETURN_CODE 77 LABELS trainer)
+endforeach()

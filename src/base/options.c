@@ -188,6 +188,7 @@ int opt_parse(const OptTable *t, void *obj, int argc, char **argv, unsigned char
         snprintf(name, sizeof name, "%.*s", (int)n, a + 2);
         // On the command line words are joined by '-' only; '_' is for config-file keys.
         const Opt *o = strchr(name, '_') ? NULL : opt_find(t, name);
+        if (o && !o->help) o = NULL;  // a hidden row is filled by the tool, never a flag
         if (!o) {
             utf8_escape(shown, sizeof shown, name, 0);
             return opt_error(err, errsize, "unknown option '--%s' (see %s --help)", shown, t->prog);

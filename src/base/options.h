@@ -44,7 +44,7 @@ typedef struct {
     const char *group;    // heading in --help (OptTable.groups); NULL: none
     unsigned flags;
     const char *meta;     // the value's name in --help ("PATH"); NULL: N, X or VALUE by type
-    const char *help;     // one line for --help; NULL hides the row
+    const char *help;     // one line for --help; NULL hides the row: no flag, no config key, set by the tool
 } Opt;
 
 typedef struct {

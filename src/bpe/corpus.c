@@ -209,7 +209,7 @@ Corpus *corpus_open(char *const *inputs, int n_inputs, const CorpusOptions *o, G
                 if (files.n == 0)
                     gt_err(e, GT_EXIT_USAGE, "%s '%s': no regular files below this directory%s", c->o.flag, in,
                            c->not_regular > skipped ? " (only FIFOs, sockets or devices)" : "");
-                qsort(files.v, files.n, sizeof *files.v, cmp_path);
+                if (files.n) qsort(files.v, files.n, sizeof *files.v, cmp_path);
                 for (size_t k = 0; k < files.n && !gt_failed(e); k++) take_file(c, files.v[k], in, e);
             }
             for (size_t k = 0; k < files.n; k++) free(files.v[k]);
@@ -412,6 +412,38 @@ int corpus_stream(Corpus *c, const CorpusSink *s, GtErr *e) {
     sha256_final_hex(&all, c->sha256);
     if (!gt_failed(e) && first)
         gt_err(e, GT_EXIT_USAGE, "%s '%s': no text (every file is empty)", c->o.flag, c->inputs_text);
+    return gt_failed(e) ? -1 : 0;
+}
+
+int corpus_hash(Corpus *c, GtErr *e) {
+    if (gt_failed(e)) return -1;
+    if (c->stdin_index >= 0)
+        return gt_err(e, GT_EXIT_USAGE, "%s '-': standard input can be read only once (this needs two passes over "
+                      "the text: save it to a file)", c->o.flag);
+    Sha256 all;
+    sha256_init(&all);
+    uint8_t *buf = gt_malloc((size_t)1 << 20, "hash buffer");
+    for (int i = 0; i < c->n && !gt_failed(e); i++) {
+        int64_t size;
+        int fd = open_file(c, c->src[i].path, c->input_of[i], &size, e);
+        if (fd < 0) break;
+        Sha256 one;
+        sha256_init(&one);
+        for (int64_t done = 0; done < size;) {
+            ssize_t k = read(fd, buf, (size_t)(size - done < (1 << 20) ? size - done : (1 << 20)));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) break;  // a file that shrank: hashed as it is
+            sha256_update(&one, buf, (size_t)k);
+            sha256_update(&all, buf, (size_t)k);
+            done += k;
+        }
+        close(fd);
+        c->src[i].bytes = (int64_t)one.total;
+        sha256_final_hex(&one, c->src[i].sha256);
+    }
+    free(buf);
+    c->bytes = (int64_t)all.total;
+    sha256_final_hex(&all, c->sha256);
     return gt_failed(e) ? -1 : 0;
 }
 

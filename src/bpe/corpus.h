@@ -64,6 +64,11 @@ typedef struct {
 // standard input read a second time. Runtime failures (a read error) likewise.
 int corpus_stream(Corpus *c, const CorpusSink *s, GtErr *e);
 
+// Only the SHA-256 of every source and of all bytes in order (as corpus_stream fills them),
+// without checking the text: whether files changed since they were tokenized. Bad input for
+// standard input (it could not be read again) or a file that cannot be opened.
+int corpus_hash(Corpus *c, GtErr *e);
+
 // ---- the pipeline ----
 
 typedef struct {

@@ -962,6 +962,33 @@ void tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, uint32
     tokenizer_encode_stream(tok, text, len, 0, 1, ids, n, cap);
 }
 
+// Where two tokenizers differ, in a few words; NULL when they are the same: the same split
+// pattern, merges and special tokens give every token the same id.
+const char *tokenizer_difference(const Tokenizer *a, const Tokenizer *b, char *buf, size_t n) {
+    if (a->vocab_size != b->vocab_size)
+        snprintf(buf, n, "%d tokens against %d", a->vocab_size, b->vocab_size);
+    else if (strcmp(a->pattern, b->pattern) != 0)
+        snprintf(buf, n, "another split pattern");
+    else if (a->n_merges != b->n_merges || a->n_special != b->n_special)
+        snprintf(buf, n, "%d merges and %d special tokens against %d and %d", a->n_merges, a->n_special, b->n_merges,
+                 b->n_special);
+    else {
+        for (int i = 0; i < a->n_merges; i++)
+            if (a->merges[2 * i] != b->merges[2 * i] || a->merges[2 * i + 1] != b->merges[2 * i + 1]) {
+                snprintf(buf, n, "the same size, but merge %d (token %d) is (%d, %d) against (%d, %d)", i, 256 + i,
+                         a->merges[2 * i], a->merges[2 * i + 1], b->merges[2 * i], b->merges[2 * i + 1]);
+                return buf;
+            }
+        for (int i = 0; i < a->n_special; i++)
+            if (strcmp(a->special[i], b->special[i]) != 0) {
+                snprintf(buf, n, "the same size, but special token %d differs", 256 + a->n_merges + i);
+                return buf;
+            }
+        return NULL;
+    }
+    return buf;
+}
+
 int tokenizer_special_id(const Tokenizer *tok, const char *s) {
     for (int i = 0; i < tok->n_special; i++)
         if (!strcmp(tok->special[i], s)) return 256 + tok->n_merges + i;

@@ -53,6 +53,10 @@ void tokenizer_prepare(Tokenizer *tok);
 // Special token strings in the text map to their ids. Bytes that are not valid UTF-8 are
 // encoded as their byte tokens (so decode gives them back); they cut the text like a special.
 void tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, uint32_t **ids, size_t *n, size_t *cap);
+// Where two tokenizers differ, in a few words ("merge 17 (token 273) is (101, 32) against
+// (32, 116)", a's first), into buf; NULL when they are the same: the same split pattern,
+// merges and special tokens give every token the same id.
+const char *tokenizer_difference(const Tokenizer *a, const Tokenizer *b, char *buf, size_t n);
 // The id of the special token s, or -1 when it is not one.
 int tokenizer_special_id(const Tokenizer *tok, const char *s);
 // Bytes of one token (not NUL-terminated); NULL for an invalid id.

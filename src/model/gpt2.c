@@ -453,6 +453,8 @@ float gpt2_forward(GPT2 *m, const int *inputs, const int *targets, int B, int T,
     return m->mean_loss;
 }
 
+const float *gpt2_losses(const GPT2 *m) { return ((const Priv *)m->priv)->a.losses; }
+
 // Shared between the threads: at 124M parameters one core's memset of 500 MB is ~3% of a step.
 void gpt2_zero_grad(GPT2 *m) {
     size_t n = m->num_params;

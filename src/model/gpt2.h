@@ -125,6 +125,9 @@ void gpt2_params_changed(GPT2 *m);
 // whatever the thread count. Returns mean cross-entropy (or -1 without targets).
 float gpt2_forward(GPT2 *m, const int *inputs, const int *targets, int B, int T, int train,
                    uint64_t dropout_seed);
+// The cross-entropy of each position of the last forward with targets, (B, T) (its mean is
+// what that forward returned); valid until the next forward.
+const float *gpt2_losses(const GPT2 *m);
 void gpt2_zero_grad(GPT2 *m);
 // Accumulates (+=) into grads d(loss_scale * mean_loss)/dparams for the last forward.
 // Leaves m->logits and m->probs as the forward wrote them, so it may be called again.

@@ -66,33 +66,6 @@ static const OptTable sample_table = {
     "costs one cached step.\n",
     sample_opts, OPT_COUNT(sample_opts), NULL, 0};
 
-// A run directory means the checkpoint named in RUN/latest (a file name relative to RUN, or
-// an absolute path).
-static char *resolve_checkpoint(const char *arg) {
-    struct stat st;
-    if (stat(arg, &st) != 0) gt_fail_usage("--checkpoint '%s': %s", arg, strerror(errno));
-    if (!S_ISDIR(st.st_mode)) return gt_strdup(arg);
-    char latest[4200];
-    snprintf(latest, sizeof latest, "%s/latest", arg);
-    if (stat(latest, &st) != 0)
-        gt_fail_usage("--checkpoint '%s': a run directory without a 'latest' file (no checkpoint written yet?)", arg);
-    GtErr e = GT_ERR_INIT;
-    int64_t size;
-    int fd = gt_open_input(latest, "--checkpoint", &size, &e);
-    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-    if (!f) gt_err_exit(&e);
-    char name[4096] = "";
-    if (!fgets(name, sizeof name, f)) name[0] = '\0';
-    fclose(f);
-    size_t n = strlen(name);
-    while (n > 0 && (name[n - 1] == '\n' || name[n - 1] == '\r' || name[n - 1] == ' ')) name[--n] = '\0';
-    if (n == 0) gt_fail_usage("--checkpoint '%s': '%s' is empty", arg, latest);
-    char *path = gt_malloc(strlen(arg) + n + 2, "checkpoint path");
-    if (name[0] == '/') strcpy(path, name);
-    else sprintf(path, "%s/%s", arg, name);
-    return path;
-}
-
 // Prints bytes as they come, holding back a UTF-8 character cut between two tokens until it
 // is complete; ill-formed bytes come out as U+FFFD. Returns 0, or the errno of a failed
 // write to stdout (EPIPE: the reader went away).
@@ -187,7 +160,9 @@ int main(int argc, char **argv) {
     openblas_set_num_threads((int)threads);
 
     // ---- checkpoint: config, weights, tokenizer ----
-    char *ckpt = resolve_checkpoint(ckpt_arg);
+    char ckpt_path[4200], *ckpt = ckpt_path;
+    GtErr re = GT_ERR_INIT;
+    GT_OR_EXIT(&re, ckpt_resolve_e(ckpt_arg, "--checkpoint", ckpt_path, sizeof ckpt_path, &re));
     if (attn_out && gt_same_file(attn_out, ckpt))
         gt_fail_usage("--attn-out '%s' is the same file as the checkpoint '%s'; writing it would destroy the checkpoint",
                       attn_out, ckpt);
@@ -296,7 +271,6 @@ int main(int argc, char **argv) {
     generator_free(&g);
     gpt2_free(&m);
     tokenizer_free(&tok);
-    free(ckpt);
     opt_free(&sample_table, &a);
     return 0;
 }

@@ -22,10 +22,15 @@
 
 #define O(field) offsetof(TrainConfig, field)
 static const Opt opts[] = {
-    {"data", OPT_STR, O(data), 0, 0, NULL, NULL, "io", CONFIG_STORED | OPT_REQUIRED, "PATH", "tokens.h5 from gpt-bpe encode, or a UTF-8 text file (tokenized into RUN/)"},
+    {"data", OPT_LIST, O(data), 0, 0, NULL, NULL, "io", CONFIG_STORED | OPT_REQUIRED, "PATH", "tokens.h5 from gpt-bpe encode, or UTF-8 text: files and directories (tokenized into RUN/)"},
     {"out", OPT_STR, O(out), 0, 0, NULL, NULL, "io", CONFIG_STORED | OPT_REQUIRED, "PATH", "run directory: checkpoints, metrics.csv, train.log, attention.h5"},
     {"config", OPT_STR, O(config_file), 0, 0, NULL, NULL, "io", 0, "PATH", "file of `key = value` lines (# comments); flags override it"},
     {"resume", OPT_BOOL, O(resume), 0, 1, NULL, "0", "io", 0, NULL, "continue from RUN/latest (settings not given default to the checkpoint's)"},
+    {"init-from", OPT_STR, O(init_from), 0, 0, NULL, NULL, "io", KEPT, "CKPT|RUN", "a new run from this checkpoint's weights (RUN: its latest); model shape and tokenizer come from it"},
+    {"init-optimizer", OPT_BOOL, O(init_optimizer), 0, 1, NULL, "0", "io", KEPT, NULL, "with --init-from: take its AdamW moments too (default: fresh ones)"},
+    // Where --init-from's weights came from, recorded in /config (not flags: gpt-train fills them).
+    {"init-from-step", OPT_I64, O(init_step), 0, 1e18, NULL, NULL, "io", KEPT, NULL, NULL},
+    {"init-from-sha256", OPT_STR, O(init_sha256), 0, 0, NULL, NULL, "io", KEPT, NULL, NULL},
 
     {"n-layer", OPT_INT, O(n_layer), 1, 256, NULL, "5", "model", KEPT, NULL, "transformer blocks"},
     {"n-head", OPT_INT, O(n_head), 1, 1024, NULL, "4", "model", KEPT, NULL, "attention heads (must divide n-embd)"},
@@ -67,6 +72,9 @@ static const Opt opts[] = {
     {"vocab-size", OPT_INT, O(vocab_size), 257, 1 << 24, NULL, "2000", "text", KEPT, NULL, "tokenizer vocabulary (text --data only)"},
     {"val-fraction", OPT_REAL, O(val_fraction), 0.0001, 0.9, NULL, "0.1", "text", KEPT, NULL, "last fraction of the tokens kept for /val (text --data only)"},
     {"pattern", OPT_STR, O(pattern), 0, 0, NULL, "llama3", "text", KEPT | OPT_TEXT, "NAME", "split regex: llama3|gpt4|gpt2|REGEX (text --data only)"},
+    {"doc-separator", OPT_STR, O(doc_separator), 0, 0, NULL, NULL, "text", KEPT | OPT_TEXT, "TOKEN", "a special token placed between documents (files) of a text --data"},
+    {"val-split", OPT_STR, O(val_split), 0, 0, "|tokens|docs|", "tokens", "text", KEPT, "HOW", "/val: the last tokens, or the fewest last whole documents holding them (text --data only)"},
+    {"replace-invalid", OPT_BOOL, O(replace_invalid), 0, 1, NULL, "0", "text", KEPT, NULL, "map invalid UTF-8 in a text --data to U+FFFD instead of failing"},
 };
 #define N_OPTS OPT_COUNT(opts)
 _Static_assert(sizeof opts / sizeof opts[0] <= sizeof((TrainConfig *)0)->given, "TrainConfig.given holds every option");
@@ -77,7 +85,8 @@ static const char *const groups[][2] = {{"io", "input and output"}, {"model", "m
 
 static const OptTable table = {
     "gpt-train",
-    "usage: mpirun -np N gpt-train --data tokens.h5|FILE.txt --out RUN [--config FILE] [--resume] [options]\n\n"
+    "usage: mpirun -np N gpt-train --data tokens.h5|TEXT... --out RUN [--config FILE] [--resume | --init-from CKPT]\n"
+    "       [options]\n\n"
     "Trains a GPT-2 data-parallel over the MPI ranks; writes RUN/ckpt-%08d.h5, RUN/latest,\n"
     "RUN/metrics.csv, RUN/train.log (and RUN/attention.h5 with --attn-every).\n",
     "\nA --config file holds the same names without dashes (`n_layer = 6`; `#` comments; \"quoted\" values\n"

@@ -13,10 +13,14 @@
 
 typedef struct {
     // input and output
-    char *data;         // tokens.h5, or a text file (rank 0 tokenizes it into RUN/)
+    OptList data;       // tokens.h5, or text files and directories (rank 0 tokenizes them into RUN/)
     char *out;          // the run directory RUN
     char *config_file;
     int resume;
+    char *init_from;    // a new run from this checkpoint's weights (a file, or RUN: its latest)
+    int init_optimizer; // ... and its AdamW moments
+    long long init_step;  // recorded: the step, and the SHA-256 of the checkpoint file
+    char *init_sha256;
     // model
     int n_layer, n_head, n_embd, block_size;
     double dropout;
@@ -44,6 +48,9 @@ typedef struct {
     int vocab_size;
     double val_fraction;
     char *pattern;
+    char *doc_separator;  // a special token between documents, or NULL
+    char *val_split;      // tokens | docs
+    int replace_invalid;
 
     unsigned char given[64];  // per option: 1 when set by the config file or a flag
 } TrainConfig;

@@ -10,62 +10,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "corpus.h"
 #include "error.h"
+#include "evaluate.h"
 #include "files.h"
 #include "h5util.h"
 #include "resume.h"
-#include "sha256.h"
 #include "utf8.h"
 #include "vocab_io.h"
-
-// Does RUN/tokens.h5 come from this text (same sha256) with this tokenizer setting?
-static int tokens_reusable(const char *tokens_path, const char *vocab_path, const char *sha, int vocab_size,
-                           const char *pattern) {
-    if (H5Fis_hdf5(tokens_path) <= 0 || H5Fis_hdf5(vocab_path) <= 0) return 0;
-    int ok = 0;
-    hid_t f = H5Fopen(tokens_path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return 0;
-    char *fmt = h5_attr_read_str(f, "format");
-    if (fmt && !strcmp(fmt, GT_FORMAT_TOKENS) && h5_exists(f, "train") && h5_exists(f, "tokenizer")) {
-        hid_t d = H5Dopen2(f, "train", H5P_DEFAULT);
-        char *s = d >= 0 ? h5_attr_read_str(d, "source_sha256") : NULL;
-        hid_t g = H5Gopen2(f, "tokenizer", H5P_DEFAULT);
-        char *pat = g >= 0 ? h5_attr_read_str(g, "pattern") : NULL;
-        int64_t vs = 0;
-        int have_vs = g >= 0 && h5_attr_read_int(g, "vocab_size", &vs);
-        // A tokenizer may stop early (no pair left twice), so fewer tokens also match.
-        ok = s && !strcmp(s, sha) && pat && !strcmp(pat, pattern) && have_vs && vs <= vocab_size;
-        free(s);
-        free(pat);
-        if (g >= 0) H5Gclose(g);
-        if (d >= 0) H5Dclose(d);
-    }
-    free(fmt);
-    H5Fclose(f);
-    return ok;
-}
-
-// SHA-256 of the first `bytes` bytes of fd; -1 with errno when a read fails.
-static int hash_fd(int fd, int64_t bytes, char sha[65]) {
-    enum { CHUNK = 1 << 20 };
-    char *buf = gt_malloc(CHUNK, "hash buffer");
-    Sha256 h;
-    sha256_init(&h);
-    int64_t done = 0;
-    while (done < bytes) {
-        ssize_t got = pread(fd, buf, (size_t)(bytes - done < CHUNK ? bytes - done : CHUNK), done);
-        if (got <= 0) {
-            if (got == 0) errno = EIO;  // the file shrank while being read
-            free(buf);
-            return -1;
-        }
-        sha256_update(&h, buf, (size_t)got);
-        done += got;
-    }
-    free(buf);
-    sha256_final_hex(&h, sha);
-    return 0;
-}
 
 // Files gpt-train writes in RUN (docs/formats.md): its tokenizer and tokens, log, metrics,
 // lock, attention records, checkpoints, and their temporary names.
@@ -76,11 +28,11 @@ static int is_run_file(const char *name) {
     return !strncmp(name, "ckpt-", 5) || strstr(name, ".tmp") != NULL;
 }
 
-// The name in RUN of the file open as fd, when it is one that this run writes (read as the
+// The name in RUN of the file at path, when it is one that this run writes (read as the
 // text while the run rewrites it); NULL otherwise.
-static const char *name_in_run_dir(const char *run, int fd, char *name, size_t n) {
+static const char *name_in_run_dir(const char *run, const char *path, char *name, size_t n) {
     struct stat me, st;
-    DIR *d = fstat(fd, &me) == 0 ? opendir(run) : NULL;
+    DIR *d = stat(path, &me) == 0 ? opendir(run) : NULL;
     const char *found = NULL;
     struct dirent *de;
     while (d && !found && (de = readdir(d))) {
@@ -95,129 +47,196 @@ static const char *name_in_run_dir(const char *run, int fd, char *name, size_t n
     return found;
 }
 
-// The text's SHA-256 as recorded in a tokens.h5 (/train source_sha256) into sha; -1 with *e.
-static int recorded_sha(const char *tokens_path, char sha[65], GtErr *e) {
-    hid_t f = h5_open_checked_e(tokens_path, GT_FORMAT_TOKENS, "--resume: the run's tokens", e);
-    hid_t d = f >= 0 ? H5Dopen2(f, "train", H5P_DEFAULT) : -1;
-    char *s = d >= 0 ? h5_attr_read_str(d, "source_sha256") : NULL;
-    if (f >= 0 && (!s || strlen(s) != 64))
-        gt_err(e, GT_EXIT_USAGE, "'%s': /train lacks its source_sha256 attribute", tokens_path);
-    else if (s)
-        memcpy(sha, s, 65);
-    free(s);
-    if (d >= 0) H5Dclose(d);
-    h5_close(f, e);
-    return gt_failed(e) ? -1 : 0;
+// Is RUN/tokens.h5 made from these sources (the SHA-256 of each and of all)? 0 when it is;
+// 1 when the text differs, 2 when only the tokenizer or the split differ: tok's when given (a
+// checkpoint's), else one trained with this pattern and at most vocab_size ids (training may
+// stop early: no pair left twice); 3 when the file cannot be read. `why` says what differs.
+static int tokens_differ(const char *tokens_path, Corpus *corpus, const TrainConfig *c, const char *pattern,
+                         const Tokenizer *tok, char *why, size_t n) {
+    GtErr e = GT_ERR_INIT;
+    TokensInfo info;
+    Tokenizer have;
+    hid_t f = tokens_open_e(tokens_path, &info, &have, "--data", &e);
+    if (f < 0) return snprintf(why, n, "%s", e.msg), 3;
+    H5Fclose(f);
+    int n_src, rc = 1;
+    const TokensSource *src = corpus_sources(corpus, &n_src);
+    *why = '\0';
+    if (strcmp(info.source_sha256, corpus_sha256(corpus)) != 0)
+        snprintf(why, n, "SHA-256 %s then, %s now", info.source_sha256, corpus_sha256(corpus));
+    else if (info.n_sources != n_src)
+        snprintf(why, n, "%d files then, %d now", info.n_sources, n_src);
+    for (int i = 0; !*why && i < n_src; i++)
+        if (strcmp(info.sources[i].sha256, src[i].sha256) != 0)
+            snprintf(why, n, "file %d of %d, '%.1000s', differs", i + 1, n_src, src[i].path);
+    if (!*why) {
+        rc = 2;
+        if (strcmp(info.doc_separator, c->doc_separator ? c->doc_separator : "") != 0)
+            snprintf(why, n, "another --doc-separator");
+        else if (strcmp(info.val_split, c->val_split) != 0)
+            snprintf(why, n, "another --val-split");
+        else if (tok ? tokenizer_difference(tok, &have, why, n) == NULL
+                     : strcmp(have.pattern, pattern) == 0 && have.vocab_size <= c->vocab_size)
+            rc = 0;
+        else if (!tok)
+            snprintf(why, n, "another --pattern or --vocab-size");
+    }
+    tokens_info_free(&info);
+    tokenizer_free(&have);
+    return rc;
 }
 
-// Trains the tokenizer on the text (fd, `bytes` long, SHA-256 sha) and writes RUN/vocab.h5
-// and RUN/tokens.h5.
-static int tokenize(Run *r, int fd, int64_t bytes, const char *sha, const char *pattern, const char *vocab_path,
-                    GtErr *e) {
+// The tokenizer for a text --data, trained on it, or the one of `from` (a checkpoint), and the
+// text encoded with it into RUN/vocab.h5 and RUN/tokens.h5: the pipeline of gpt-bpe train and
+// encode (src/bpe/corpus.h), with gpt-train's --vocab-size, --pattern, --doc-separator,
+// --val-fraction and --val-split.
+static int tokenize(Run *r, Corpus *corpus, const char *pattern, const char *from, const char *vocab_path, GtErr *e) {
     const TrainConfig *c = &r->cfg;
     double t0 = comm_time();
-    char *text = gt_malloc((size_t)bytes + 1, "--data text");
-    int64_t got = 0;
-    while (got < bytes) {
-        ssize_t n = pread(fd, text + got, (size_t)(bytes - got), got);
-        if (n <= 0) break;
-        got += n;
-    }
-    size_t bad = 0;
-    if (got != bytes) {
-        gt_err(e, GT_EXIT_USAGE, "--data '%s': cannot read: %s", c->data, got < bytes ? "the file shrank" : strerror(errno));
-    } else if (!utf8_validate(text, (size_t)got, &bad)) {
-        gt_err(e, GT_EXIT_USAGE, "--data '%s': neither a tokens.h5 file nor UTF-8 text (invalid byte at offset %zu)",
-               c->data, bad);
-    } else {
-        text[got] = '\0';
-        startup_phase(r, "tokenizing the text", "tokenize");
-        printf("data: training a %d-token tokenizer on '%s' (%lld bytes, pattern %s)\n", c->vocab_size, c->data,
-               (long long)bytes, c->pattern);
+    Tokenizer tok;
+    memset(&tok, 0, sizeof tok);
+    startup_phase(r, "tokenizing the text", "tokenize");
+    if (from) {
+        printf("data: encoding %s with the tokenizer of '%s'\n", r->data_text, from);
         fflush(stdout);
-        Tokenizer tok;
-        memset(&tok, 0, sizeof tok);
-        tokenizer_train(&tok, text, (size_t)got, c->vocab_size, pattern, NULL, 0, c->threads, 0);
-        tokenizer_set_threads(&tok, c->threads);
-        uint32_t *ids = NULL;
-        size_t n = 0, cap = 0;
-        if (vocab_save_e(vocab_path, &tok, 1, e) == 0) {
-            tokenizer_encode(&tok, text, (size_t)got, &ids, &n, &cap);
-            tokens_save_e(r->tokens_path, &tok, ids, n, c->val_fraction, c->data, bytes, sha, 1, e);
-        }
-        if (!gt_failed(e))
-            printf("data: %s (%d tokens) and %s (%zu tokens) in %.1f s\n", vocab_path, tok.vocab_size, r->tokens_path,
-                   n, comm_time() - t0);
-        free(ids);
-        tokenizer_free(&tok);
+        vocab_load_e(from, &tok, "checkpoint", e);
+    } else {
+        printf("data: training a %d-token tokenizer on %s (%lld bytes, pattern %s)\n", c->vocab_size, r->data_text,
+               (long long)corpus_bytes(corpus), c->pattern);
+        fflush(stdout);
+        CorpusTrainOptions to = {c->vocab_size, pattern, NULL, 0, c->doc_separator, c->threads, 0};
+        corpus_train(corpus, &to, &tok, e);
     }
-    free(text);
+    if (gt_failed(e)) return -1;
+    tokenizer_set_threads(&tok, c->threads);
+    CorpusEncodeOptions eo = {c->val_fraction, !strcmp(c->val_split, "docs"), c->doc_separator};
+    CorpusEncodeStats st;
+    if (vocab_save_e(vocab_path, &tok, 1, e) == 0 && corpus_encode(corpus, &tok, &eo, r->tokens_path, 1, &st, e) == 0) {
+        corpus_print_notes(corpus, stdout);
+        printf("data: %s (%d tokens) and %s (%zu tokens: /train %zu, /val %zu) in %.1f s\n", vocab_path, tok.vocab_size,
+               r->tokens_path, st.n_tokens, st.n_train, st.n_val, comm_time() - t0);
+    }
+    tokenizer_free(&tok);
     return gt_failed(e) ? -1 : 0;
 }
 
-// --data FILE.txt (open as fd on rank 0): rank 0 trains the tokenizer and encodes into
-// RUN/vocab.h5 and RUN/tokens.h5, or reuses them; the others sleep until it is done. A
-// resume never rewrites them: a text that changed since is refused, naming both SHA-256.
-static void tokenize_text(Run *r, int fd, int64_t bytes) {
+// --data TEXT... : rank 0 tokenizes the text into RUN/vocab.h5 and RUN/tokens.h5, or reuses
+// them; the others sleep until it is done. The tokenizer is trained on the text, or, for a
+// fine-tune (--init-from) or a resume, it is the checkpoint's. A resume never rewrites them:
+// a text that changed since is refused, naming both SHA-256.
+static void tokenize_text(Run *r) {
     const TrainConfig *c = &r->cfg;
     char vocab_path[PATHLEN];
     snprintf(vocab_path, sizeof vocab_path, "%s/vocab.h5", c->out);
     snprintf(r->tokens_path, sizeof r->tokens_path, "%s/tokens.h5", c->out);
     GtErr e = GT_ERR_INIT;
     if (r->w->rank == 0) {
-        char sha[65], was[65], name[256];
+        char name[256], why[2048];
         struct stat st;
         int have_tokens = stat(r->tokens_path, &st) == 0;
         // An unknown name or a bad regex ends the job here, before anyone waits long.
         const char *pattern = tokenizer_pattern_checked(c->pattern, "--pattern");
-        if (name_in_run_dir(c->out, fd, name, sizeof name))
-            gt_err(&e, GT_EXIT_USAGE,
-                   "--data '%s' is '%s/%s', a file of the run directory that this run writes; give the text from "
-                   "outside '%s'",
-                   c->data, c->out, name, c->out);
-        else if (bytes == 0)
-            gt_err(&e, GT_EXIT_USAGE, "--data '%s': file is empty", c->data);
-        else if (hash_fd(fd, bytes, sha) != 0)
-            gt_err(&e, GT_EXIT_USAGE, "--data '%s': cannot read: %s", c->data, strerror(errno));
-        else if (c->resume && have_tokens) {
-            if (recorded_sha(r->tokens_path, was, &e) == 0 && strcmp(was, sha) != 0)
+        const char *from = c->resume ? r->ckpt_path : c->init_from;
+        CorpusOptions co = {"--data", c->replace_invalid, 0, 0};
+        Corpus *corpus = corpus_open(c->data.v, c->data.n, &co, &e);
+        int n_src = 0;
+        const TokensSource *src = corpus ? corpus_sources(corpus, &n_src) : NULL;
+        for (int i = 0; i < n_src && !gt_failed(&e); i++)
+            if (name_in_run_dir(c->out, src[i].path, name, sizeof name))
                 gt_err(&e, GT_EXIT_USAGE,
-                       "--data '%s' has changed since this run tokenized it (SHA-256 %s then, %s now); a resume "
-                       "never tokenizes again, so '%s' and '%s' stay as they are. Resume on the run's own tokens "
-                       "with --data %s, or restore the text, or start a new run on the new text with another --out",
-                       c->data, was, sha, vocab_path, r->tokens_path, r->tokens_path);
-            else if (!gt_failed(&e))
-                printf("data: reusing %s (made from '%s', sha256 %.12s...)\n", r->tokens_path, c->data, sha);
-        } else if (!c->resume && tokens_reusable(r->tokens_path, vocab_path, sha, c->vocab_size, pattern)) {
-            printf("data: reusing %s (made from '%s', sha256 %.12s...)\n", r->tokens_path, c->data, sha);
+                       "--data '%s' is '%s/%s', a file of the run directory that this run writes; give the text from "
+                       "outside '%s'",
+                       src[i].path, c->out, name, c->out);
+        corpus_hash(corpus, &e);
+        if (gt_failed(&e)) {
+        } else if (c->resume && have_tokens) {
+            if (tokens_differ(r->tokens_path, corpus, c, pattern, NULL, why, sizeof why) == 1)
+                gt_err(&e, GT_EXIT_USAGE,
+                       "--data %s has changed since this run tokenized it (%s); a resume never tokenizes again, so "
+                       "'%s' and '%s' stay as they are. Resume on the run's own tokens with --data %s, or restore "
+                       "the text, or start a new run on the new text with another --out",
+                       r->data_text, why, vocab_path, r->tokens_path, r->tokens_path);
+            else
+                printf("data: reusing %s (made from %s, sha256 %.12s...)\n", r->tokens_path, r->data_text,
+                       corpus_sha256(corpus));
+        } else if (!c->resume && have_tokens) {
+            Tokenizer ck, *want = NULL;
+            if (from && vocab_load_e(from, &ck, "--init-from", &e) == 0) want = &ck;
+            if (!gt_failed(&e) && tokens_differ(r->tokens_path, corpus, c, pattern, want, why, sizeof why) == 0)
+                printf("data: reusing %s (made from %s, sha256 %.12s...)\n", r->tokens_path, r->data_text,
+                       corpus_sha256(corpus));
+            else
+                tokenize(r, corpus, pattern, from, vocab_path, &e);
+            if (want) tokenizer_free(want);
         } else {
             if (c->resume)
-                printf("data: %s is missing: tokenizing '%s' again with the run's settings (the result must be the "
-                       "checkpoint's tokenizer)\n",
-                       r->tokens_path, c->data);
-            tokenize(r, fd, bytes, sha, pattern, vocab_path, &e);
+                printf("data: %s is missing: encoding %s again with the checkpoint's tokenizer\n", r->tokens_path,
+                       r->data_text);
+            tokenize(r, corpus, pattern, from, vocab_path, &e);
         }
+        corpus_close(corpus);
         fflush(stdout);
     }
     int status = comm_wait_status(e.status);
     if (status) comm_agree(r->w->rank == 0 ? e.msg : NULL, status);
 }
 
-// Decides tokens.h5 vs text and leaves the tokens file's path in r->tokens_path. Only a
-// regular file can be --data: a FIFO, a device or a directory is refused at once.
+// Decides tokens.h5 vs text and leaves the tokens file's path in r->tokens_path: one
+// tokens.h5, or text files and directories (not standard input: the text is read twice).
 void data_prepare(Run *r) {
     const TrainConfig *c = &r->cfg;
-    int kind = 0;  // 1 HDF5, 2 text
-    int64_t bytes = 0;
-    int fd = -1;
+    int kind = 2;  // 1 HDF5, 2 text
     GtErr e = GT_ERR_INIT;
-    if (r->w->rank == 0 && (fd = gt_open_input(c->data, "--data", &bytes, &e)) >= 0)
-        kind = H5Fis_hdf5(c->data) > 0 ? 1 : 2;
+    size_t len = 0;
+    for (int i = 0; i < c->data.n; i++)
+        len += (size_t)snprintf(r->data_text + len, len < sizeof r->data_text ? sizeof r->data_text - len : 0,
+                                "%s'%s'", i ? ", " : "", c->data.v[i]);
+    if (r->w->rank == 0) {
+        for (int i = 0; i < c->data.n && !gt_failed(&e); i++) {
+            const char *p = c->data.v[i];
+            struct stat st;
+            if (!strcmp(p, "-"))
+                gt_err(&e, GT_EXIT_USAGE, "--data '-': gpt-train reads its text more than once (to check, train "
+                       "the tokenizer, encode), so not from standard input; save it to a file");
+            else if (stat(p, &st) == 0 && S_ISREG(st.st_mode) && H5Fis_hdf5(p) > 0) {
+                kind = 1;
+                if (c->data.n > 1)
+                    gt_err(&e, GT_EXIT_USAGE, "--data '%s' is an HDF5 file (tokens.h5), given with %d other --data: a "
+                           "tokens.h5 comes alone; text files and directories may be many", p, c->data.n - 1);
+            } else if (stat(p, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+                int64_t size;
+                gt_open_input(p, "--data", &size, &e);  // names a FIFO, a device, a socket
+            }
+        }
+    }
     comm_agree(gt_failed(&e) ? e.msg : NULL, GT_EXIT_USAGE);
     comm_bcast(&kind, sizeof kind);
-    if (kind == 1) snprintf(r->tokens_path, sizeof r->tokens_path, "%s", c->data);
-    else tokenize_text(r, fd, bytes);
-    if (fd >= 0) close(fd);
+    if (kind == 1) snprintf(r->tokens_path, sizeof r->tokens_path, "%s", c->data.v[0]);
+    else tokenize_text(r);
+}
+
+int data_tokenizer_mismatch(const char *ckpt, const char *what, const Tokenizer *ck, const Tokenizer *tok,
+                            const char *data_text, const char *tokens_path, const char *source, GtErr *e) {
+    char why[256];
+    if (gt_failed(e) || !tokenizer_difference(ck, tok, why, sizeof why)) return gt_failed(e) ? -1 : 0;
+    // The fix: the same text encoded with the checkpoint's vocabulary (gpt-bpe encode takes the
+    // /tokenizer of a checkpoint), from the inputs the tokens file names.
+    char fix[8192], out[PATHLEN];
+    size_t len = (size_t)snprintf(fix, sizeof fix, "gpt-bpe encode --vocab '%.2000s'", ckpt);
+    char *inputs = gt_strdup(source && *source ? source : "TEXT");
+    for (char *p = inputs, *q; p && len < sizeof fix - 100; p = q) {
+        if ((q = strstr(p, ", "))) *q = '\0', q += 2;
+        len += (size_t)snprintf(fix + len, sizeof fix - len, " --input '%.1000s'", p);
+    }
+    free(inputs);
+    const char *dot = strrchr(tokens_path, '.');
+    int stem = dot && !strcmp(dot, ".h5") ? (int)(dot - tokens_path) : (int)strlen(tokens_path);
+    snprintf(out, sizeof out, "%.*s-%s.h5", stem, tokens_path, !strcmp(what, "--init-from") ? "for-init" : "for-ckpt");
+    return gt_err(e, GT_EXIT_USAGE,
+                  "--data %.2000s was encoded with another tokenizer than %s '%.2000s' (%s): its ids would mean "
+                  "other tokens to the model; encode the text with the checkpoint's vocabulary: %.4000s --out "
+                  "'%.2000s' (or give the text itself as --data: it is then encoded so)",
+                  data_text, what, ckpt, why, fix, out);
 }
 
 int32_t *data_probe_ids(Run *r, int *T_out) {
@@ -314,6 +333,10 @@ void data_load(Run *r) {
     }
     comm_agree(bad, GT_EXIT_USAGE);
     r->dl.trace = faults_trace_windows(&r->faults, rank);
+    // Every rank counts the bytes of its eval windows' targets (bits per byte): rank 0's tokenizer
+    // gives each token's length.
+    r->token_len = rank == 0 ? eval_token_bytes(&r->tok) : gt_malloc((size_t)r->info.vocab_size * sizeof(int), "token lengths");
+    comm_bcast(r->token_len, (size_t)r->info.vocab_size * sizeof(int));
     r->inputs = gt_malloc((size_t)B * T * sizeof(int), "inputs");
     r->targets = gt_malloc((size_t)B * T * sizeof(int), "targets");
 }

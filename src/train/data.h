@@ -15,6 +15,11 @@ void data_prepare(Run *r);
 void data_open_tokens(Run *r);
 // The data loader over /train, this rank's eval windows of /val, and the batch buffers.
 void data_load(Run *r);
+// When the /tokenizer of a tokens file (tok) is not the checkpoint's (ck), bad input in *e
+// naming the first difference and the gpt-bpe encode command that makes the right tokens file
+// from its source (TokensInfo.source); what names the checkpoint's flag. 0 when they match.
+int data_tokenizer_mismatch(const char *ckpt, const char *what, const Tokenizer *ck, const Tokenizer *tok,
+                            const char *data_text, const char *tokens_path, const char *source, GtErr *e);
 // Rank 0: the probe for attention.h5: --attn-prompt encoded, else the first block_size
 // tokens of /val. NULL with the message in r->err when there is none.
 int32_t *data_probe_ids(Run *r, int *T_out);

@@ -49,6 +49,23 @@ int token_cache_open(TokenCache *c, hid_t file, const char *split, size_t max_by
     return 0;
 }
 
+void token_cache_memory(TokenCache *c, const void *ids, int width, size_t n, int vocab_size, const char *path,
+                        const char *split) {
+    memset(c, 0, sizeof *c);
+    c->dset = -1;
+    c->n = c->block = n;  // one block, always present
+    c->nslots = 1;
+    c->width = (size_t)width;
+    c->vocab_size = vocab_size;
+    c->path = path;
+    c->split = split;
+    c->slot_block = gt_malloc(sizeof(int64_t), "token cache");
+    c->slot = gt_malloc(sizeof(void *), "token cache");
+    c->slot_block[0] = 0;
+    c->slot[0] = (void *)ids;
+    c->borrowed = 1;
+}
+
 // The slot holding block b, read from the file (and its ids checked) on a miss; NULL after a
 // failure, kept in c->err.
 static const void *cache_block(TokenCache *c, size_t b) {
@@ -97,7 +114,7 @@ int token_cache_check(TokenCache *c, size_t start, size_t count) {
 }
 
 void token_cache_close(TokenCache *c) {
-    for (size_t i = 0; c->slot && i < c->nslots; i++) free(c->slot[i]);
+    for (size_t i = 0; c->slot && !c->borrowed && i < c->nslots; i++) free(c->slot[i]);
     free(c->slot);
     free(c->slot_block);
     if (c->dset >= 0) H5Dclose(c->dset);

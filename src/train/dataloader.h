@@ -34,12 +34,18 @@ typedef struct {
     const char *path, *split; // for messages (not owned)
     GtErr err;                // the first failure (status 1: a damaged chunk, an id outside the vocabulary)
     size_t loads;             // blocks read from the file so far
+    int borrowed;             // the one slot is the caller's memory (token_cache_memory)
 } TokenCache;
 
 // Opens /split of the open tokens file for cached reading, holding at most max_bytes of
 // tokens (at least two blocks). -1 with c->err filled when the dataset is unusable.
 int token_cache_open(TokenCache *c, hid_t file, const char *split, size_t max_bytes, int vocab_size,
                      const char *path);
+// The same reads from ids already in memory (width 2: uint16, 4: uint32; n > 0), for text
+// encoded on the fly (gpt-eval) by the tokenizer of the model: the ids are borrowed (never
+// freed here) and trusted.
+void token_cache_memory(TokenCache *c, const void *ids, int width, size_t n, int vocab_size, const char *path,
+                        const char *split);
 // Copies tokens [start, start + count) into out, checking every id against the vocabulary.
 // On a failure (a chunk that cannot be read, an id outside the vocabulary) fills out with
 // zeros, keeps the first failure in c->err and returns -1: the caller goes on, and the ranks

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "evaluate.h"
 #include "layers.h"
 #include "resume.h"
 #include "rng.h"
@@ -43,31 +44,6 @@ static void check_sync(const Run *r, const GPT2 *m, long long step) {
                  step, (unsigned long long)lo, (unsigned long long)hi);
         comm_agree(msg, GT_EXIT_RUNTIME);
     }
-}
-
-// Mean cross-entropy over this rank's eval windows, reduced over all ranks
-// (docs/training.md, evaluation). A window that cannot be read counts as zero tokens here;
-// the failure is agreed on at the end of the step.
-static double evaluate(Run *r) {
-    int B = r->cfg.batch_size, T = r->cfg.block_size;
-    uint32_t *win = gt_malloc(((size_t)T + 1) * sizeof *win, "eval window");
-    double acc[2] = {0, 0};  // sum of per-window mean losses, windows
-    for (size_t w0 = 0; w0 < r->ev_count; w0 += (size_t)B) {
-        int nb = (int)(r->ev_count - w0 < (size_t)B ? r->ev_count - w0 : (size_t)B);
-        for (int b = 0; b < nb; b++) {
-            token_cache_read(&r->val, (r->ev_first + w0 + (size_t)b) * (size_t)T, (size_t)T + 1, win);
-            for (int t = 0; t < T; t++) {
-                r->inputs[b * T + t] = (int)win[t];
-                r->targets[b * T + t] = (int)win[t + 1];
-            }
-        }
-        float loss = gpt2_forward(&r->m, r->inputs, r->targets, nb, T, 0, 0);
-        acc[0] += (double)loss * nb;
-        acc[1] += nb;
-    }
-    free(win);
-    comm_sum(acc, 2, "eval");
-    return acc[0] / acc[1];
 }
 
 // Where a bad step went wrong, for its message: the first tensor (nanoGPT name, with its
@@ -315,9 +291,12 @@ void loop_train(Run *r) {
 
         faults_step_end(&r->faults, &r->m, k, rank, size);
         if (c->check_sync && size > 1 && (k % c->log_every == 0 || k == c->steps)) check_sync(r, &r->m, k);
-        double val = NAN;
+        double val = NAN, val_bpb = NAN;
         if ((c->eval_every > 0 && k % c->eval_every == 0) || k == c->steps) {
-            val = evaluate(r);
+            EvalResult ev = eval_split(&r->m, &r->val, r->ev_first, r->ev_count, c->batch_size, c->block_size,
+                                       r->token_len, r->inputs, r->targets, NULL);
+            val = ev.loss;
+            val_bpb = eval_bpb(&ev);
             if (val < st->best_val_loss) st->best_val_loss = val;
         }
         if (r->aw && k % c->attn_every == 0 && !gt_failed(&r->attn_err)) {
@@ -327,7 +306,7 @@ void loop_train(Run *r) {
         }
         if (k % c->log_every == 0 || k == c->steps || !isnan(val)) {
             double ms = ms_sum / ms_n;
-            MetricsRow row = {k, st->tokens_seen, loss, val, r->ac.lr, norm, ms, tokens_per_step / (ms / 1000.0)};
+            MetricsRow row = {k, st->tokens_seen, loss, val, r->ac.lr, norm, ms, tokens_per_step / (ms / 1000.0), val_bpb};
             log_metrics(&r->lg, &row);
             ms_sum = 0;
             ms_n = 0;

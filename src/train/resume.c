@@ -17,7 +17,9 @@
 #include "data.h"
 #include "error.h"
 #include "h5util.h"
+#include "sha256.h"
 #include "signals.h"
+#include "utf8.h"
 #include "vocab_io.h"
 #include "watchdog.h"
 
@@ -166,6 +168,17 @@ void resume_settings(Run *r) {
     hid_t cf = ckpt_open_e(r->ckpt_path, "--resume: checkpoint", &e);
     ckpt_read_model_config_e(cf, &ck, r->ckpt_path, &e);
     hid_t g = h5_group_open_e(cf, "config", r->ckpt_path, &e);
+    if (!gt_failed(&e) && config_given(c, "init-from")) {
+        // A fine-tune's --init-from is a record of where it began: resuming continues from RUN.
+        char *was = h5_attr_read_str(g, "init_from");
+        if (!was || strcmp(was, c->init_from) != 0)
+            gt_err(&e, GT_EXIT_USAGE,
+                   "--init-from starts a new run and --resume continues one from '%s', which %s%s%s: drop "
+                   "--init-from to resume, or start the fine-tune in a new --out",
+                   r->ckpt_path, was && *was ? "began from '" : "did not begin with --init-from", was && *was ? was : "",
+                   was && *was ? "'" : "");
+        free(was);
+    }
     if (!gt_failed(&e)) config_fill_from_attrs(c, g);
     h5_close(g, &e);
     h5_close(cf, &e);
@@ -185,53 +198,102 @@ void resume_settings(Run *r) {
     comm_agree(msg, GT_EXIT_USAGE);
 }
 
-// Where two tokenizers differ, in a few words; NULL when they are the same: the same split
-// pattern, merges and special tokens give every token the same id.
-static const char *tokenizer_difference(const Tokenizer *a, const Tokenizer *b, char *buf, size_t n) {
-    if (a->vocab_size != b->vocab_size)
-        snprintf(buf, n, "%d tokens against %d", a->vocab_size, b->vocab_size);
-    else if (strcmp(a->pattern, b->pattern) != 0)
-        snprintf(buf, n, "another split pattern");
-    else if (a->n_merges != b->n_merges || a->n_special != b->n_special)
-        snprintf(buf, n, "%d merges and %d special tokens against %d and %d", a->n_merges, a->n_special, b->n_merges,
-                 b->n_special);
-    else {
-        for (int i = 0; i < a->n_merges; i++)
-            if (a->merges[2 * i] != b->merges[2 * i] || a->merges[2 * i + 1] != b->merges[2 * i + 1]) {
-                snprintf(buf, n, "the same size, but merge %d (token %d) is (%d, %d) against (%d, %d)", i, 256 + i,
-                         a->merges[2 * i], a->merges[2 * i + 1], b->merges[2 * i], b->merges[2 * i + 1]);
-                return buf;
-            }
-        for (int i = 0; i < a->n_special; i++)
-            if (strcmp(a->special[i], b->special[i]) != 0) {
-                snprintf(buf, n, "the same size, but special token %d differs", 256 + a->n_merges + i);
-                return buf;
-            }
-        return NULL;
+// ---- --init-from ----
+
+void resume_init_settings(Run *r) {
+    TrainConfig *c = &r->cfg;
+    GtErr e = GT_ERR_INIT;
+    char path[PATHLEN] = "";
+    struct {
+        int64_t step;
+        char sha[65];
+    } rec = {0, ""};
+    if (r->w->rank == 0) {
+        ckpt_resolve_e(c->init_from, "--init-from", path, sizeof path, &e);
+        hid_t f = ckpt_open_e(path, "--init-from", &e);
+        if (f >= 0 && !h5_attr_read_int(f, "step", &rec.step))
+            gt_err(&e, GT_EXIT_USAGE, "--init-from '%s': root attribute 'step' missing (not a gpt-train checkpoint?)",
+                   path);
+        h5_close(f, &e);
+        // The file's own digest: which weights a fine-tune began from, whatever becomes of the source run.
+        if (!gt_failed(&e) && sha256_file(path, rec.sha) < 0)
+            gt_err(&e, GT_EXIT_USAGE, "--init-from '%s': cannot read: %s", path, strerror(errno));
     }
-    return buf;
+    comm_agree_e(&e);
+    comm_bcast(path, sizeof path);
+    comm_bcast(&rec, sizeof rec);
+    // Every rank reads the model's shape and tokenizer (each must see the file).
+    GPTConfig ck;
+    Tokenizer tok;
+    memset(&tok, 0, sizeof tok);
+    hid_t f = ckpt_open_e(path, "--init-from", &e);
+    ckpt_read_model_config_e(f, &ck, path, &e);
+    vocab_read_group_e(f, &tok, path, &e);
+    h5_close(f, &e);
+    comm_agree_local_e(&e);
+    // The model's shape and tokenizer are the checkpoint's; the training settings (dropout,
+    // the schedule, ...) are this run's own.
+    struct {
+        const char *name;
+        int have, *want;
+    } shape[] = {{"n-layer", ck.n_layer, &c->n_layer},       {"n-head", ck.n_head, &c->n_head},
+                 {"n-embd", ck.n_embd, &c->n_embd},          {"block-size", ck.block_size, &c->block_size},
+                 {"vocab-size", ck.vocab_size, &c->vocab_size}};
+    for (int i = 0; i < 5 && !gt_failed(&e); i++) {
+        if (!config_given(c, shape[i].name)) *shape[i].want = shape[i].have;
+        else if (*shape[i].want != shape[i].have)
+            gt_err(&e, GT_EXIT_USAGE,
+                   "--%s %d contradicts --init-from '%s', which has %s %d: a fine-tune takes the model shape and the "
+                   "tokenizer from its checkpoint (drop the flag)",
+                   shape[i].name, *shape[i].want, path, shape[i].name, shape[i].have);
+    }
+    if (!gt_failed(&e) && config_given(c, "pattern") && strcmp(tokenizer_pattern(c->pattern), tok.pattern) != 0)
+        gt_err(&e, GT_EXIT_USAGE, "--pattern '%s' contradicts --init-from '%s', whose tokenizer splits with another "
+               "pattern: a fine-tune takes the tokenizer from its checkpoint (drop the flag)", c->pattern, path);
+    if (!gt_failed(&e) && c->doc_separator && tokenizer_special_id(&tok, c->doc_separator) < 0) {
+        char shown[256];
+        gt_err(&e, GT_EXIT_USAGE, "--doc-separator '%s' is not a special token of --init-from '%s' (its tokenizer has "
+               "%d): a fine-tune's text is encoded with the checkpoint's tokenizer",
+               utf8_escape(shown, sizeof shown, c->doc_separator, 0), path, tok.n_special);
+    }
+    if (!gt_failed(&e)) {
+        free(c->pattern);
+        c->pattern = gt_strdup(tok.pattern);
+        free(c->init_from);
+        c->init_from = gt_strdup(path);
+        c->init_step = rec.step;
+        free(c->init_sha256);
+        c->init_sha256 = gt_strdup(rec.sha);
+    }
+    tokenizer_free(&tok);
+    comm_agree_e(&e);
 }
 
-// The whole /tokenizer of the checkpoint against the tokens file's: a tokens.h5 of another
-// vocabulary, even of the same size, would feed ids that mean other tokens.
+// The whole /tokenizer of the checkpoint (the run's own, or --init-from's) against the tokens
+// file's: a tokens.h5 of another vocabulary, even of the same size, would feed ids that mean
+// other tokens.
 void resume_check_tokenizer(Run *r) {
+    const TrainConfig *c = &r->cfg;
+    const char *ckpt = c->resume ? r->ckpt_path : c->init_from;
     GtErr e = GT_ERR_INIT;
     if (r->w->rank == 0) {
         Tokenizer ck;
         memset(&ck, 0, sizeof ck);
-        hid_t cf = ckpt_open_e(r->ckpt_path, "--resume: checkpoint", &e);
-        vocab_read_group_e(cf, &ck, r->ckpt_path, &e);
+        hid_t cf = ckpt_open_e(ckpt, c->resume ? "--resume: checkpoint" : "--init-from", &e);
+        vocab_read_group_e(cf, &ck, ckpt, &e);
         h5_close(cf, &e);
         char why[256];
-        if (!gt_failed(&e) && tokenizer_difference(&ck, &r->tok, why, sizeof why)) {
+        if (!gt_failed(&e) && tokenizer_difference(&ck, &r->tok, why, sizeof why) && c->resume) {
             char run_tokens[PATHLEN];
             snprintf(run_tokens, sizeof run_tokens, "%s/tokens.h5", r->cfg.out);
             int have_run_tokens = access(run_tokens, R_OK) == 0 && strcmp(run_tokens, r->tokens_path) != 0;
             gt_err(&e, GT_EXIT_USAGE,
-                   "--resume: --data '%.2000s' holds another tokenizer than checkpoint '%.2000s' (%s): its ids would "
+                   "--resume: --data %.2000s holds another tokenizer than checkpoint '%.2000s' (%s): its ids would "
                    "mean other tokens; resume with the tokens the run started with%s%.2000s%s",
-                   r->cfg.data, r->ckpt_path, why, have_run_tokens ? " (--data " : "",
+                   r->data_text, r->ckpt_path, why, have_run_tokens ? " (--data " : "",
                    have_run_tokens ? run_tokens : "", have_run_tokens ? ")" : "");
+        } else if (!gt_failed(&e)) {
+            data_tokenizer_mismatch(ckpt, "--init-from", &ck, &r->tok, r->data_text, r->tokens_path, r->info.source, &e);
         }
         if (ck.pattern) tokenizer_free(&ck);
     }
@@ -302,9 +364,33 @@ void resume_build_state(Run *r) {
     r->last_ckpt_step = -1;
     r->known_ckpt_step = r->pending_ckpt_step = -1;
     r->agree = gt_calloc((size_t)size * 2, sizeof(double), "loss agreement");
-    if (!c->resume) {
+    if (!c->resume && !c->init_from) {
         if (rank == 0) gpt2_init_weights(&r->m, (uint64_t)c->seed);
         bcast_floats(r->m.params, r->m.num_params);
+        return;
+    }
+    if (!c->resume) {
+        // A fine-tune: the weights (and with --init-optimizer the moments and their step count,
+        // which the bias correction needs) of --init-from; step 0 and a fresh state otherwise.
+        GtErr e = GT_ERR_INIT;
+        if (rank == 0) {
+            TrainState src;
+            hid_t cf = ckpt_open_e(c->init_from, "--init-from", &e);
+            ckpt_read_tensors_e(cf, "model", &r->m, r->m.params, c->init_from, &e);
+            if (c->init_optimizer) {
+                ckpt_read_tensors_e(cf, "optimizer/m", &r->m, r->opt.m, c->init_from, &e);
+                ckpt_read_tensors_e(cf, "optimizer/v", &r->m, r->opt.v, c->init_from, &e);
+                if (train_state_read_e(cf, c->init_from, &src, &e) == 0) r->opt.t = src.adam_t;
+            }
+            h5_close(cf, &e);
+        }
+        comm_agree_e(&e);
+        bcast_floats(r->m.params, r->m.num_params);
+        if (c->init_optimizer) {
+            bcast_floats(r->opt.m, r->m.num_params);
+            bcast_floats(r->opt.v, r->m.num_params);
+            comm_bcast(&r->opt.t, sizeof r->opt.t);
+        }
         return;
     }
     // Rank 0 reads and checks everything (a damaged tensor is found here); the others wait

@@ -20,11 +20,16 @@ void startup_phase(const Run *r, const char *what, const char *point);
 // /config (before the data: a text --data is tokenized with the run's settings), and
 // refuses another model shape.
 void resume_settings(Run *r);
-// --resume, once the tokens file is open: refuses one whose /tokenizer is not the
-// checkpoint's (rank 0 compares the pattern, every merge and special token).
+// --init-from CKPT|RUN (docs/training.md, fine-tuning): resolves it (RUN: its latest), records
+// its step and SHA-256 in the settings (/config), and takes the model shape and tokenizer
+// settings from it; a flag that contradicts them is bad input.
+void resume_init_settings(Run *r);
+// --resume or --init-from, once the tokens file is open: refuses one whose /tokenizer is not
+// the checkpoint's (rank 0 compares the pattern, every merge and special token); for a
+// fine-tune the message gives the gpt-bpe encode command that makes the right one.
 void resume_check_tokenizer(Run *r);
-// Model and optimizer, fresh or from the checkpoint (read by rank 0 and broadcast), and
-// each rank's data cursor.
+// Model and optimizer, fresh, from --init-from, or from the checkpoint (read by rank 0 and
+// broadcast), and each rank's data cursor.
 void resume_build_state(Run *r);
 // Rank 0 writes the checkpoint (watched by the stall watchdog as "the checkpoint write").
 void resume_save_checkpoint(Run *r);

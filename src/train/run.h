@@ -30,6 +30,7 @@ typedef struct {
     TrainConfig cfg;
     const Comm *w;
     char tokens_path[PATHLEN];
+    char data_text[PATHLEN];  // the --data inputs as given, quoted, for messages
     char err[16384];          // the message of a failed check, for comm_agree
     // data
     hid_t tf;                 // tokens.h5, open for the whole run (its /tokenizer goes into checkpoints)
@@ -38,6 +39,7 @@ typedef struct {
     DataLoader dl;            // /train in one global order
     TokenCache val;           // /val, of which this rank evaluates windows [ev_first, ev_first + ev_count)
     size_t ev_first, ev_count, ev_total;
+    int *token_len;           // (V) each token's bytes, for bits per byte (evaluate.h)
     int *inputs, *targets;    // (B, T)
     // model and state
     GPTConfig mc;

@@ -127,6 +127,9 @@ static void open_writers(Run *r, int argc, char **argv) {
     log_line(lg, "model: %zu parameters (%.2f MB), %d layers, %d heads, %d embd, block %d; %lld tokens per step",
              r->m.num_params, r->m.num_params * 4.0 / 1e6, c->n_layer, c->n_head, c->n_embd, c->block_size,
              (long long)c->batch_size * c->block_size * c->grad_accum * size);
+    if (!c->resume && c->init_from)
+        log_line(lg, "init: weights%s from %s (step %lld, sha256 %.16s...); this run starts at step 0",
+                 c->init_optimizer ? " and AdamW moments" : "", c->init_from, c->init_step, c->init_sha256);
     if (c->resume) {
         log_line(lg, "resuming from %s at step %lld of %lld", r->ckpt_path, r->st.step, c->steps);
         const TrainState *st = &r->st;
@@ -177,6 +180,7 @@ static void run_free(Run *r) {
     gpt2_free(&r->m);
     free(r->inputs);
     free(r->targets);
+    free(r->token_len);
     free(r->agree);
     H5Fclose(r->tf);
     tokens_info_free(&r->info);
@@ -212,9 +216,10 @@ int main(int argc, char **argv) {
     resume_prepare_dir(r);
     startup_phase(r, "starting", "start");
     if (c->resume) resume_settings(r);  // first: a text --data is tokenized with the run's settings
+    else if (c->init_from) resume_init_settings(r);  // and a fine-tune's with its checkpoint's tokenizer
     data_prepare(r);
     data_open_tokens(r);
-    if (c->resume) resume_check_tokenizer(r);
+    if (c->resume || c->init_from) resume_check_tokenizer(r);
     int bad_config = config_check(c, r->err, sizeof r->err) != 0;
     if (bad_config && c->resume) {
         // Settings not given on the command line came from the checkpoint: name it too.

@@ -3,7 +3,7 @@
 ("(at src/bpe/tokenizer.c:400)"), never the build machine's checkout path (issue 15).
 
 Every __FILE__ the tools can print lives in their read-only data: that of gpt-bpe,
-gpt-train and gpt-sample must hold the relative names (io/h5util.c, src/base/error.h's
+gpt-train, gpt-sample and gpt-eval must hold the relative names (io/h5util.c, src/base/error.h's
 macros expanded in src/...) and no absolute path under the source tree. Then one real
 failure that carries a location is provoked, a PCRE2 error inside the tokenizer (a custom
 --pattern that exhausts PCRE2's match limit on a long run of one letter): when its message
@@ -32,7 +32,7 @@ def rodata(path):
 
 
 def main():
-    tools = tl.require("gpt-bpe", "gpt-train", "gpt-sample")
+    tools = tl.require("gpt-bpe", "gpt-train", "gpt-sample", "gpt-eval")
     absolute = (SRC.rstrip("/") + "/").encode()
     for t in tools:
         data = rodata(t)

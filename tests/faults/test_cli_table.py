@@ -86,7 +86,9 @@ BPE = [
     ("encode --vocab missing file", ["encode", "--vocab", "{dir}/nope.h5", "--input", "{txt}", "--out", "{new}"],
      "nope.h5"),
     ("encode --vocab not HDF5", ["encode", "--vocab", "{txt}", "--input", "{txt}", "--out", "{new}"], "--vocab"),
-    ("encode --vocab is tokens.h5", ["encode", "--vocab", "{tokens}", "--input", "{txt}", "--out", "{new}"], "--vocab"),
+    # (a tokens.h5 or a checkpoint is a --vocab: it holds the /tokenizer)
+    ("encode --vocab is a directory", ["encode", "--vocab", "{dir}/emptyrun", "--input", "{txt}", "--out", "{new}"],
+     "--vocab"),
     # decode
     ("decode --vocab missing value", ["decode", "--ids", "1,2", "--vocab"], "--vocab"),
     ("decode --ids missing value", ["decode", "--vocab", "{vocab}", "--ids"], "--ids"),

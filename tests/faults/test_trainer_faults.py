@@ -11,8 +11,9 @@ lock      Two runs on one RUN: the second is refused (exit 1, one line naming th
 newdir    An early error (a missing --data) in a RUN this run created removes RUN and the
           parents it made; a RUN that existed stays; a run that started writing keeps its files.
 inputs    --data as a FIFO (no writer: it would block forever), a character device (/dev/zero:
-          it never ends) and a directory: exit 1 within seconds naming what it is. A text --data
-          that is one of RUN's own files (train.log) is refused.
+          it never ends) and a directory of binary files (a directory is text: every file below
+          it): exit 1 within seconds naming what it is. A text --data that is one of RUN's own
+          files (train.log) is refused.
 vocab     --resume with a tokens.h5 of another vocabulary of the same size is refused, naming
           the difference. Text mode: a text changed since the run tokenized it is refused on
           --resume naming both SHA-256, with RUN/vocab.h5 and RUN/tokens.h5 unchanged byte for
@@ -152,8 +153,13 @@ def test_newdir(ck, train, d, tokens):
 def test_inputs(ck, train, d, tokens):
     fifo = os.path.join(d, "fifo")
     os.mkfifo(fifo)
+    # A directory is text (every file below it), so one holding a binary file is refused naming that file.
+    bin_dir = os.path.join(d, "binary-dir")
+    os.makedirs(bin_dir)
+    with open(os.path.join(bin_dir, "data.bin"), "wb") as f:
+        f.write(bytes(range(256)) * 4)
     for what, path, kind in (("a FIFO", fifo, "is a FIFO"), ("/dev/zero", "/dev/zero", "is a character device"),
-                             ("a directory", d, "is a directory")):
+                             ("a directory of binary files", bin_dir, "data.bin': invalid UTF-8")):
         r = gt(train, 2, "--data", path, "--out", os.path.join(d, "in-" + what[-4:]), *MODEL, timeout=30)
         ok = one_error(ck, "inputs: --data %s: exit 1 naming it" % what, r, 1, "--data '%s'" % path, kind)
         ck.ok(ok and r.secs < 20, "inputs: ... within seconds (%.1f s)" % r.secs)

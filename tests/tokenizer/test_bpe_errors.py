@@ -134,10 +134,15 @@ def main():
                 f.write(data[:int(len(data) * frac)])
             expect_error(["encode", "--vocab", T("trunc.h5"), "--input", T("ok.txt"), "--out", tok], ["trunc.h5"], tok)
         with h5py.File(T("other.h5"), "w") as f:
+            f.attrs["format"] = "gpt-train/attention"
+            f.attrs["format_version"] = 1
+        expect_error(["encode", "--vocab", T("other.h5"), "--input", T("ok.txt"), "--out", tok],
+                     ["--vocab", "format is 'gpt-train/attention'", "gpt-train/vocab"], tok)
+        with h5py.File(T("other.h5"), "w") as f:  # a checkpoint holds a /tokenizer, but not this one
             f.attrs["format"] = "gpt-train/checkpoint"
             f.attrs["format_version"] = 1
         expect_error(["encode", "--vocab", T("other.h5"), "--input", T("ok.txt"), "--out", tok],
-                     ["--vocab", "format is 'gpt-train/checkpoint'", "gpt-train/vocab"], tok)
+                     ["other.h5", "no /tokenizer group"], tok)
         with h5py.File(T("noformat.h5"), "w") as f:
             f["x"] = np.arange(3)
         expect_error(["encode", "--vocab", T("noformat.h5"), "--input", T("ok.txt"), "--out", tok], ["--vocab", "format"], tok)

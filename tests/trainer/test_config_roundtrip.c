@@ -89,7 +89,7 @@ int main(void) {
             printf("FAIL trial %d: the printed configuration was refused: %s\n--- printed:\n%s", t, err, text);
             failures++;
         } else {
-            int ok = same_str(a.data, b.data) && same_str(a.out, b.out) && same_str(a.attn_prompt, b.attn_prompt) &&
+            int ok = a.data.n == 1 && b.data.n == 1 && same_str(a.data.v[0], b.data.v[0]) && same_str(a.out, b.out) && same_str(a.attn_prompt, b.attn_prompt) &&
                      same_str(a.pattern, b.pattern) && a.lr == b.lr && a.seed == b.seed &&
                      a.loss_spike == b.loss_spike && a.check_sync == b.check_sync && a.min_lr == b.min_lr &&
                      a.n_layer == b.n_layer && same_str(a.attn_dtype, b.attn_dtype);
