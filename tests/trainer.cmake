@@ -13,7 +13,7 @@ add_executable(test_config_roundtrip ${CMAKE_CURRENT_SOURCE_DIR}/trainer/test_co
 target_link_libraries(test_config_roundtrip PRIVATE gt_train gt_model gt_base)
 add_test(NAME train_config_roundtrip COMMAND $<TARGET_FILE:test_config_roundtrip>)
 set_tests_properties(train_config_roundtrip PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 120 LABELS trainer)
-foreach(part config ranks resume signals badinput nan text)
+foreach(part config ranks resume signals badinput nan text precision)
   add_test(NAME train_mpi_${part}
            COMMAND ${GT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/trainer/test_train_mpi.py ${part})
   set_tests_properties(train_mpi_${part} PROPERTIES ENVIRONMENT "${GT_TEST_ENV}" TIMEOUT 300

@@ -346,8 +346,8 @@ void gpt2_params_changed(GPT2 *m) {
     if (m->params16) bf16_from_f32_par(m->params16, m->params, m->num_params);
 }
 
-// The bf16 copy of a parameter tensor (its view into params16).
-static const uint16_t *w16(const GPT2 *m, const float *w) { return m->params16 + (w - m->params); }
+const uint16_t *gpt2_params16_of(const GPT2 *m, const float *w) { return m->params16 + (w - m->params); }
+static const uint16_t *w16(const GPT2 *m, const float *w) { return gpt2_params16_of(m, w); }
 
 // The blocks, ln_f and the head in fp32 (cblas_sgemm and gemm_small).
 static void forward_fp32(GPT2 *m, int B, int T, float p, uint64_t dropout_seed, int has_targets) {

@@ -120,6 +120,8 @@ int gpt2_set_precision(GPT2 *m, Precision p, char *err, size_t errsize);
 // (which refreshes it in its own pass) or gpt2_init_weights, e.g. after loading a
 // checkpoint into a bf16 model. Nothing to do in fp32.
 void gpt2_params_changed(GPT2 *m);
+// The bf16 copy (in params16) of the parameter tensor at w (a view into params).
+const uint16_t *gpt2_params16_of(const GPT2 *m, const float *w);
 // inputs, targets: (B, T) token ids. targets may be NULL (no loss). train=1 applies dropout
 // with masks drawn from (dropout_seed, position): the same seed gives the same masks,
 // whatever the thread count. Returns mean cross-entropy (or -1 without targets).

@@ -32,7 +32,7 @@
 #include "utf8.h"
 
 typedef struct {
-    char *checkpoint, *prompt, *attn_out;
+    char *checkpoint, *prompt, *attn_out, *precision;
     int max_new, top_k, threads, force, record_top;
     double temperature, top_p;
     long long seed;
@@ -51,6 +51,7 @@ static const Opt sample_opts[] = {
     {"record-top", OPT_INT, S(record_top), 0, 100000, NULL, "10", NULL, 0, "K", "with --attn-out: record the K likeliest next tokens at each step; 0 = none"},
     {"force", OPT_FLAG, S(force), 0, 0, NULL, NULL, NULL, 0, NULL, "overwrite an existing --attn-out file"},
     {"threads", OPT_INT, S(threads), 1, 1024, NULL, "1", NULL, 0, NULL, "BLAS/OpenMP threads"},
+    {"precision", OPT_STR, S(precision), 0, 0, "|fp32|bf16|", "fp32", NULL, 0, "NAME", "matmul arithmetic: fp32, or bf16 (bf16 operands, fp32 accumulation; needs AVX512-BF16)"},
 };
 #undef S
 static const OptTable sample_table = {
@@ -172,6 +173,10 @@ int main(int argc, char **argv) {
     GPT2 m;
     gpt2_build(&m, &c);
     ckpt_read_tensors(f, "model", &m, m.params, ckpt);
+    Precision prec = PRECISION_FP32;
+    precision_parse(a.precision, &prec);  // the table allows only the two names
+    char perr[512];
+    if (!gpt2_set_precision(&m, prec, perr, sizeof perr)) gt_fail_usage("%s", perr);
     if (!h5_exists(f, "tokenizer")) gt_fail_usage("--checkpoint '%s': no /tokenizer group", ckpt);
     Tokenizer tok;
     vocab_read_group(f, &tok, ckpt);

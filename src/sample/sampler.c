@@ -30,6 +30,8 @@ void kv_init(KVCache *kv, const GPT2 *m, int keep_att) {
         buf += sizes[i];
     }
     if (keep_att) kv->att = gt_calloc(L * kv->NH * T * T, sizeof(float), "attention rows (L, NH, T, T)");
+    kv->bf16 = m->precision == PRECISION_BF16;
+    if (kv->bf16) kv->in16 = gt_malloc(4 * T * C * sizeof(uint16_t), "bf16 matmul input");
 }
 
 void kv_reset(KVCache *kv) {
@@ -40,13 +42,20 @@ void kv_reset(KVCache *kv) {
 void kv_free(KVCache *kv) {
     free(kv->k);  // the start of the one buffer
     free(kv->att);
+    free(kv->in16);
     memset(kv, 0, sizeof *kv);
 }
 
 // matmul_forward for the rows being fed; one row (every cached step) goes through sgemv,
 // which streams the weights once, where sgemm would first pack them (most of the time of a
-// single-token step).
-static void linear(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
+// single-token step). bf16: the input rounded, the model's bf16 weights, fp32 out.
+static void linear(const KVCache *kv, float *out, const float *inp, const float *w, const float *bias, int N, int C,
+                   int OC) {
+    if (kv->bf16) {
+        bf16_from_f32_par(kv->in16, inp, (size_t)N * C);
+        matmul_forward_bf16(out, kv->in16, gpt2_params16_of(kv->m, w), bias, (size_t)N, C, OC);
+        return;
+    }
     if (N > 1) {
         matmul_forward(out, inp, w, bias, (size_t)N, C, OC);
         return;
@@ -86,8 +95,11 @@ static void cached_attention(KVCache *kv, int l, int p, int N) {
             for (int j = 0; j <= pos; j++) {
                 float a = sc[j] * inv;
                 sc[j] = a;
+                // bf16: q, k, v are bf16 values already, the probability is rounded here:
+                // each product is exact, a bf16 matmul in fp32 arithmetic
+                float aw = kv->bf16 ? f32_from_bf16(bf16_from_f32(a)) : a;
                 const float *vj = Vc + (size_t)j * C + h * hs;
-                for (int d = 0; d < hs; d++) y[d] += a * vj[d];
+                for (int d = 0; d < hs; d++) y[d] += aw * vj[d];
             }
             if (kv->att) {
                 float *row = kv->att + (((size_t)l * NH + h) * T + i) * T;
@@ -110,24 +122,26 @@ void kv_forward(KVCache *kv, const int *tokens, int N) {
     for (int l = 0; l < kv->L; l++) {
         const BlockTensors *b = &P->h[l];
         layernorm_forward(kv->ln, NULL, NULL, kv->x, b->ln_1_w, b->ln_1_b, N, C);
-        linear(kv->qkv, kv->ln, b->c_attn_w, b->c_attn_b, N, C, 3 * C);  // (N, 3C)
+        linear(kv, kv->qkv, kv->ln, b->c_attn_w, b->c_attn_b, N, C, 3 * C);  // (N, 3C)
+        if (kv->bf16)  // q, k, v only enter matmuls: their bf16 values, as gpt2_forward keeps them
+            for (size_t i = 0; i < (size_t)N * 3 * C; i++) kv->qkv[i] = f32_from_bf16(bf16_from_f32(kv->qkv[i]));
         for (int i = 0; i < N; i++) {
             const float *row = kv->qkv + (size_t)i * 3 * C;
             memcpy(kv->k + ((size_t)l * T + p + i) * C, row + C, (size_t)C * sizeof(float));
             memcpy(kv->v + ((size_t)l * T + p + i) * C, row + 2 * C, (size_t)C * sizeof(float));
         }
         cached_attention(kv, l, p, N);
-        linear(kv->proj, kv->y, b->attn_proj_w, b->attn_proj_b, N, C, C);
+        linear(kv, kv->proj, kv->y, b->attn_proj_w, b->attn_proj_b, N, C, C);
         residual_forward(kv->x2, kv->x, kv->proj, NC);
         layernorm_forward(kv->ln, NULL, NULL, kv->x2, b->ln_2_w, b->ln_2_b, N, C);
-        linear(kv->fc, kv->ln, b->c_fc_w, b->c_fc_b, N, C, 4 * C);  // (N, 4C)
+        linear(kv, kv->fc, kv->ln, b->c_fc_w, b->c_fc_b, N, C, 4 * C);  // (N, 4C)
         gelu_forward(kv->fcg, kv->fc, (size_t)N * 4 * C);
-        linear(kv->proj, kv->fcg, b->mlp_proj_w, b->mlp_proj_b, N, 4 * C, C);
+        linear(kv, kv->proj, kv->fcg, b->mlp_proj_w, b->mlp_proj_b, N, 4 * C, C);
         residual_forward(kv->x, kv->x2, kv->proj, NC);
     }
     // only the last position's logits are needed to sample
     layernorm_forward(kv->ln, NULL, NULL, kv->x + (size_t)(N - 1) * C, P->ln_f_w, P->ln_f_b, 1, C);
-    linear(kv->logits, kv->ln, P->wte, NULL, 1, C, kv->V);  // tied head
+    linear(kv, kv->logits, kv->ln, P->wte, NULL, 1, C, kv->V);  // tied head
     kv->n = p + N;
     kv->last_fed = N;
 }

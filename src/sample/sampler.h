@@ -3,7 +3,8 @@
 // The cache holds each layer's keys and values of the positions fed so far, so feeding one
 // more token costs O(context) (one row through every matmul, one attention row) instead of
 // a full forward pass. It reuses the layers.h forward kernels; only attention is its own
-// (queries against cached keys). Positions are the window's: when the context passes
+// (queries against cached keys). A bf16 model (gpt2_set_precision) is run as gpt2_forward
+// runs it: bf16 matmul operands, fp32 accumulation and everything else. Positions are the window's: when the context passes
 // block_size the window slides by one token, every position changes, and the cache of the
 // last block_size tokens is recomputed (a full forward of block_size tokens per new token,
 // as nanoGPT's generate() does on every token).
@@ -30,6 +31,8 @@ typedef struct {
     float *fc, *fcg;        // (T, 4C) (T, 4C)
     float *scores;          // (threads, T)
     int n_threads;
+    int bf16;               // the model's precision is bf16: its matmuls as gpt2.c does them
+    uint16_t *in16;         // bf16: (T, 4C) a matmul's input, rounded
     float *logits;          // (V) next-token logits after the last position fed
     float *att;             // (L, NH, T, T) rows of the last feed's queries (query i = i-th token
                             //   fed) over key positions 0..T-1, zero past the query; NULL unless keep_att

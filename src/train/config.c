@@ -37,6 +37,7 @@ static const Opt opts[] = {
     {"n-embd", OPT_INT, O(n_embd), 1, 65536, NULL, "64", "model", KEPT, NULL, "embedding width"},
     {"block-size", OPT_INT, O(block_size), 1, GPT2_MAX_BLOCK, NULL, "16", "model", KEPT, NULL, "context length T"},
     {"dropout", OPT_REAL, O(dropout), 0, 0.999, NULL, "0.3", "model", KEPT, NULL, "dropout probability while training"},
+    {"precision", OPT_STR, O(precision), 0, 0, "|fp32|bf16|", "fp32", "model", KEPT, "NAME", "matmul arithmetic: fp32, or bf16 (bf16 operands, fp32 accumulation, fp32 master weights; needs AVX512-BF16)"},
 
     {"batch-size", OPT_INT, O(batch_size), 1, 1 << 20, NULL, "32", "batch", KEPT, NULL, "sequences per rank per micro-batch"},
     {"grad-accum", OPT_INT, O(grad_accum), 1, 1 << 16, NULL, "1", "batch", KEPT, NULL, "micro-batches per optimizer step"},
@@ -280,6 +281,9 @@ int config_check(const TrainConfig *c, char *err, size_t errsize) {
     if (config_timeout(c) < -1.5)  // -2: not a number
         return opt_error(err, errsize, "--collective-timeout '%s': expected auto or a number of seconds (0 = off)",
                          c->collective_timeout ? c->collective_timeout : "");
+    Precision p;
+    if (!c->precision || !precision_parse(c->precision, &p))  // a checkpoint's /config is not the table's check
+        return opt_error(err, errsize, "--precision '%s': must be fp32 or bf16", c->precision ? c->precision : "");
     return 0;
 }
 

@@ -24,6 +24,7 @@ typedef struct {
     // model
     int n_layer, n_head, n_embd, block_size;
     double dropout;
+    char *precision;    // fp32 | bf16: the matmuls' arithmetic (gemm_bf16.h)
     // batch
     int batch_size;     // per rank, per micro-batch
     int grad_accum;

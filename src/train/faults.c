@@ -67,7 +67,10 @@ void faults_step_gradients(Faults *f, GPT2 *m, long long k, int rank) {
 void faults_step_end(const Faults *f, GPT2 *m, long long k, int rank, int size) {
     if (k == f->stop_step && rank == (f->stop_rank >= 0 ? f->stop_rank : size - 1)) raise(SIGSTOP);
     if (rank != size - 1) return;
-    if (k == f->desync_step) m->params[0] += 1e-3f;
+    if (k == f->desync_step) {
+        m->params[0] += 1e-3f;
+        gpt2_params_changed(m);
+    }
     if (k == f->signal_step) raise(SIGUSR1);
 }
 

@@ -179,7 +179,13 @@ void resume_settings(Run *r) {
                    was && *was ? "'" : "");
         free(was);
     }
-    if (!gt_failed(&e)) config_fill_from_attrs(c, g);
+    snprintf(r->ckpt_precision, sizeof r->ckpt_precision, "fp32");
+    if (!gt_failed(&e)) {
+        char *p = h5_attr_read_str(g, "precision");
+        if (p && *p) snprintf(r->ckpt_precision, sizeof r->ckpt_precision, "%s", p);
+        free(p);
+        config_fill_from_attrs(c, g);
+    }
     h5_close(g, &e);
     h5_close(cf, &e);
     comm_agree_local_e(&e);
@@ -354,6 +360,8 @@ void resume_build_state(Run *r) {
     const int rank = r->w->rank, size = r->w->size;
     TrainState *st = &r->st;
     gpt2_build(&r->m, &r->mc);
+    if (!gpt2_set_precision(&r->m, r->prec, r->err, sizeof r->err))  // main checked the CPU already
+        gt_fail(GT_EXIT_RUNTIME, "%s", r->err);
     gpt2_alloc_activations(&r->m, c->batch_size, c->block_size);
     adamw_init(&r->opt, r->m.num_params);
     r->ac = (AdamWConfig){(float)c->lr, (float)c->beta1, (float)c->beta2, (float)c->eps, (float)c->weight_decay};
@@ -367,6 +375,7 @@ void resume_build_state(Run *r) {
     if (!c->resume && !c->init_from) {
         if (rank == 0) gpt2_init_weights(&r->m, (uint64_t)c->seed);
         bcast_floats(r->m.params, r->m.num_params);
+        gpt2_params_changed(&r->m);
         return;
     }
     if (!c->resume) {
@@ -386,6 +395,7 @@ void resume_build_state(Run *r) {
         }
         comm_agree_e(&e);
         bcast_floats(r->m.params, r->m.num_params);
+        gpt2_params_changed(&r->m);
         if (c->init_optimizer) {
             bcast_floats(r->opt.m, r->m.num_params);
             bcast_floats(r->opt.v, r->m.num_params);
@@ -409,6 +419,7 @@ void resume_build_state(Run *r) {
     r->old_world = st->world_size;
     r->opt.t = st->adam_t;
     bcast_floats(r->m.params, r->m.num_params);
+    gpt2_params_changed(&r->m);
     bcast_floats(r->opt.m, r->m.num_params);
     bcast_floats(r->opt.v, r->m.num_params);
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", r->ckpt_path);

@@ -43,6 +43,8 @@ typedef struct {
     int *inputs, *targets;    // (B, T)
     // model and state
     GPTConfig mc;
+    Precision prec;           // --precision
+    char ckpt_precision[8];   // the precision of the run resumed from ("fp32" before there was a choice)
     GPT2 m;
     AdamW opt;
     AdamWConfig ac;

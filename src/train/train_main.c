@@ -130,6 +130,13 @@ static void open_writers(Run *r, int argc, char **argv) {
     if (!c->resume && c->init_from)
         log_line(lg, "init: weights%s from %s (step %lld, sha256 %.16s...); this run starts at step 0",
                  c->init_optimizer ? " and AdamW moments" : "", c->init_from, c->init_step, c->init_sha256);
+    if (r->prec == PRECISION_BF16)
+        log_line(lg, "precision: bf16 matmuls on %s (bf16 operands, fp32 accumulation; fp32 master weights, gradients "
+                     "and optimizer)",
+                 bf16_isa());
+    if (c->resume && strcmp(r->ckpt_precision, c->precision) != 0)
+        log_line(lg, "precision: the checkpoint's run trained in %s; this run continues in %s", r->ckpt_precision,
+                 c->precision);
     if (c->resume) {
         log_line(lg, "resuming from %s at step %lld of %lld", r->ckpt_path, r->st.step, c->steps);
         const TrainState *st = &r->st;
@@ -230,6 +237,10 @@ int main(int argc, char **argv) {
     }
     comm_agree(bad_config ? r->err : NULL, GT_EXIT_USAGE);
     wd_configure(config_timeout(c));
+    precision_parse(c->precision, &r->prec);
+    // every rank checks its own CPU: a node without bf16 instructions stops the run (exit 1)
+    comm_agree_local(r->prec == PRECISION_BF16 && !bf16_supported(r->err, sizeof r->err) ? r->err : NULL,
+                     GT_EXIT_USAGE);
     r->mc = (GPTConfig){r->info.vocab_size, c->block_size, c->n_layer, c->n_head, c->n_embd, (float)c->dropout};
     comm_agree(gpt2_config_check(&r->mc, r->err, sizeof r->err) ? NULL : r->err, GT_EXIT_USAGE);
     startup_phase(r, "reading and checking the data", "load");

@@ -1,8 +1,8 @@
 // attn_kvcache_check.c - the key/value cache (src/sampler.c) against the engine's full
 // forward (gpt2_forward): logits and attention rows at every step of a generation, before
 // and after the window slides past block_size, for a prompt longer than the block size,
-// and fed in uneven chunks. Then the sampler: greedy, top-k, top-p, seeded draws and
-// their frequencies. Exit 1 on the first failure.
+// and fed in uneven chunks; in fp32, and in bf16 where the CPU has it. Then the sampler:
+// greedy, top-k, top-p, seeded draws and their frequencies. Exit 1 on the first failure.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +14,12 @@
 #include "sampler.h"
 
 static int failures = 0;
+// Tolerances of the cache against the full forward, relative to the largest logit and
+// absolute on the probabilities. fp32: summation order. bf16: both compute the same bf16
+// products in another order; where that moves a value across a rounding boundary, one
+// operand of a sum moves by u = 2^-8 relative and the sum by much less: u/8 (measured
+// 1e-6 here), while a cache that skipped one of the roundings misses by u and more.
+static double tol_logits = 2e-5, tol_att = 1e-5;
 #define CHECK(cond, ...)                  \
     do {                                  \
         if (!(cond)) {                    \
@@ -41,19 +47,19 @@ static void compare_window(GPT2 *m, const KVCache *kv, int q, const int *ids, si
     gpt2_forward(m, ids + start, NULL, 1, T, 0, 0);
     double scale;
     double d = max_abs_diff(kv->logits, m->logits + (size_t)(T - 1) * V, (size_t)V, &scale);
-    CHECK(d <= 2e-5 * scale, "%s: logits differ by %g (scale %g) for window [%zu, %zu)", what, d, scale, start, n);
+    CHECK(d <= tol_logits * scale, "%s: logits differ by %g (scale %g) for window [%zu, %zu)", what, d, scale, start, n);
     for (int l = 0; l < L; l++)
         for (int h = 0; h < NH; h++) {
             const float *full = m->att + (((size_t)l * NH + h) * T + (T - 1)) * T;  // (L, 1, NH, T, T)
             const float *row = kv->att + (((size_t)l * NH + h) * BT + q) * BT;
             double s;
             double e = max_abs_diff(row, full, (size_t)T, &s);
-            CHECK(e <= 1e-5, "%s: attention row layer %d head %d differs by %g", what, l, h, e);
+            CHECK(e <= tol_att, "%s: attention row layer %d head %d differs by %g", what, l, h, e);
             for (int j = T; j < BT; j++) CHECK(row[j] == 0.0f, "%s: attention row not zero past the query", what);
         }
 }
 
-static void test_cache(void) {
+static void test_cache(Precision prec) {
     GPTConfig c = {.vocab_size = 67, .block_size = 12, .n_layer = 3, .n_head = 2, .n_embd = 16, .dropout = 0.0f};
     GPT2 m;
     gpt2_build(&m, &c);
@@ -61,6 +67,9 @@ static void test_cache(void) {
     // larger weights than the init: peaky attention and logits that are far from uniform
     uint64_t key = rng_site_key(11, 0);
     for (size_t i = 0; i < m.num_params; i++) m.params[i] += 0.8f * (rng_uniform_at(key, i) - 0.5f);
+    char err[256];
+    if (!gpt2_set_precision(&m, prec, err, sizeof err)) gt_fail(GT_EXIT_RUNTIME, "%s", err);
+    gpt2_params_changed(&m);
     gpt2_alloc_activations(&m, 1, c.block_size);
     enum { N = 30 };
     int ids[N];
@@ -86,7 +95,7 @@ static void test_cache(void) {
         for (int lh = 0; lh < 6; lh++) {
             double s;
             double e = max_abs_diff(g.kv.att + ((size_t)lh * 12 + q) * 12, m.att + ((size_t)lh * 9 + q) * 9, 9, &s);
-            CHECK(e <= 1e-5, "prompt row %d (layer*head %d) differs by %g", q, lh, e);
+            CHECK(e <= tol_att, "prompt row %d (layer*head %d) differs by %g", q, lh, e);
         }
     }
     generator_free(&g);
@@ -156,7 +165,15 @@ static void test_sampling(void) {
 
 int main(void) {
     gt_set_progname("attn_kvcache_check");
-    test_cache();
+    test_cache(PRECISION_FP32);
+    char why[256];
+    if (bf16_supported(why, sizeof why)) {
+        const double u = 1.0 / 256;
+        tol_logits = u / 8, tol_att = u / 8;
+        test_cache(PRECISION_BF16);
+    } else {
+        printf("note: the bf16 cache checks are skipped: %s\n", why);
+    }
     test_sampling();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);

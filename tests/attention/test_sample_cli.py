@@ -178,6 +178,37 @@ def check_greedy(run, min_distinct):
     assert out_k1 == out
 
 
+def test_precision(run):
+    """--precision bf16: greedy text follows fp32's greedy text up to the first near-tie
+    (the fp32 twin's logits of the two choices within 4 u of the largest logit, u = 2^-8),
+    the attention rows are probabilities; a CPU without bf16 instructions is exit 1."""
+    ckpt = os.path.join(run, open(os.path.join(run, "latest")).read().strip())
+    p = subprocess.run([SAMPLE, "--checkpoint", run, "--prompt", "Hi", "--max-new-tokens", "2", "--precision", "bf16"],
+                       capture_output=True, env=dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE"))
+    err = p.stderr.decode()
+    assert p.returncode == 1 and "AVX512-BF16" in err and err.count("error") == 1, (p.returncode, err)
+    probe = subprocess.run([SAMPLE, "--checkpoint", run, "--prompt", "Hi", "--max-new-tokens", "1", "--precision", "bf16"],
+                           capture_output=True)
+    if probe.returncode == 1 and b"AVX512-BF16" in probe.stderr:
+        print("note: this CPU can do no bf16; the bf16 sampling checks are skipped")
+        return
+    run = randomized(run)  # diverse text, so greedy decoding has choices to agree on
+    ckpt = os.path.join(run, open(os.path.join(run, "latest")).read().strip())
+    gen = os.path.join(run, "greedy-bf16.h5")
+    sample("--checkpoint", run, "--prompt", " Hello, this is", "--temperature", "0", "--max-new-tokens", "40",
+           "--attn-out", gen, "--precision", "bf16")
+    g = ga.read_generation(gen)
+    P = g.n_prompt
+    ids_b = g.token_ids[P:].tolist()
+    ids_t, logits_t, _ = twin_greedy(ckpt, g.token_ids[:P].tolist(), 40)
+    for i, (a, b) in enumerate(zip(ids_b, ids_t)):
+        if a != b:
+            gap = abs(logits_t[i][a] - logits_t[i][b])
+            assert gap < 4 / 256 * np.abs(logits_t[i]).max(), f"token {i}: bf16 chose {a}, fp32 {b}, logit gap {gap}"
+            break
+    assert np.allclose(g.attention.sum(-1), 1, atol=1e-5) and len(set(ids_b)) > 1
+
+
 def test_seeds(run):
     a, _ = sample("--checkpoint", run, "--prompt", "She is one of the most", "--max-new-tokens", "50", "--seed", "7")
     b, _ = sample("--checkpoint", run, "--prompt", "She is one of the most", "--max-new-tokens", "50", "--seed", "7",
@@ -345,6 +376,6 @@ if __name__ == "__main__":
     tl.require_module("torch", "python3-torch is not installed: the PyTorch twin is the reference")
     run = tl.timed(make_run)
     for t in (test_greedy_matches_twin, test_seeds, test_long_prompt, test_empty_prompt, test_bad_input,
-              test_utf8_stream, test_streaming, test_attn_out_temp_removed):
+              test_utf8_stream, test_streaming, test_attn_out_temp_removed, test_precision):
         tl.timed(t, run)
     tl.rmtree(TMP)

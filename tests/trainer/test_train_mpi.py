@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """test_train_mpi.py - gpt-train under mpirun, as a user runs it (issue 4).
 
-    test_train_mpi.py config|ranks|resume|signals|badinput|nan|text
+    test_train_mpi.py config|ranks|resume|signals|badinput|nan|text|precision
 
 config    --config FILE under the flags; the printed effective configuration repeats a run
 ranks     np 1, 2, 4, 8: training with --check-sync (weights compared across ranks every
@@ -13,6 +13,9 @@ badinput  each bad input exits 1 within seconds, with one message naming the cul
 nan       a NaN gradient stops with exit 2 naming the step and keeps the last checkpoint;
           --skip-bad-steps skips it and goes on
 text      --data corpus.txt: rank 0 tokenizes into RUN/, the others wait; reused on resume
+precision --precision bf16: in /config, kept by --resume, which continues bit for bit at the
+          same rank count; 2 threads equal 1; a resume that changes it is logged; a CPU
+          without bf16 instructions (imitated: ONEDNN_MAX_CPU_ISA) is exit 1 naming them
 
 Binaries from $GT_BUILD, sources from $GT_SRC; Python is /usr/bin/python3 (h5py, numpy).
 """
@@ -349,8 +352,53 @@ def test_config(d):
     check(ok, "the printed effective configuration, used as --config, repeats the run bit for bit", why)
 
 
+def test_precision(d):
+    tok = make_tokens(d)
+    # a CPU without bf16 instructions: one line naming them, exit 1, no run directory
+    run = os.path.join(d, "old-cpu")
+    rc, out, err, _ = mpirun(2, "--data", tok, "--out", run, "--steps", 4, "--precision", "bf16", *TINY,
+                             env={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"})
+    check(rc == 1 and len(errors(err)) == 1 and "AVX512-BF16" in err and not os.path.exists(latest_path(run)),
+          "--precision bf16 where oneDNN may not use bf16 instructions: exit 1 naming AVX512-BF16", f"rc={rc}\n{err[-800:]}")
+    rc, out, err, _ = mpirun(2, "--data", tok, "--out", os.path.join(d, "bad"), "--precision", "fp16", *TINY)
+    check(rc == 1 and len(errors(err)) == 1 and "--precision" in err, "--precision fp16: exit 1 naming the flag", err[-800:])
+    common = ["--data", tok, "--steps", 12, "--log-every", 2, "--eval-every", 6, "--ckpt-every", 50, *TINY]
+    a, b, t2 = os.path.join(d, "straight"), os.path.join(d, "stopped"), os.path.join(d, "threads2")
+    rc, out, err, _ = mpirun(2, "--out", a, *common, "--precision", "bf16")
+    if rc == 1 and "AVX512-BF16" in err:
+        print(f"note: this CPU can do no bf16, the bf16 training checks are skipped: {errors(err)[0]}")
+        return
+    check(rc == 0 and "precision: bf16 matmuls on" in out, "12 bf16 steps on 2 ranks, logged", err[-1500:])
+    with h5py.File(latest(a)) as f:
+        check(f["config"].attrs["precision"] == "bf16" and f["model/transformer.wte.weight"].dtype == np.float32,
+              "  ... /config precision = bf16; the checkpoint's tensors are float32 as ever")
+    rc, out, err, _ = mpirun(2, "--out", b, *common, "--precision", "bf16", env={"GT_FAULT_SIGNAL_STEP": "5"})
+    check(rc == 0 and latest(b).endswith("ckpt-00000005.h5"), "a bf16 run stopped after step 5", err[-800:])
+    partial = os.path.join(d, "partial")
+    shutil.copytree(b, partial)
+    rc, out, err, _ = mpirun(2, "--data", tok, "--out", b, "--resume")
+    ok, why = rc == 0, err[-800:]
+    if ok:
+        ok, why = same_tensors(latest(a), latest(b))
+    check(ok and "precision: bf16" in out, "--resume keeps bf16 and ends bit-identical to the uninterrupted run", why)
+    rc, out, err, _ = mpirun(2, "--out", t2, *common, "--precision", "bf16", "--threads", 2)
+    ok, why = rc == 0, err[-800:]
+    if ok:
+        ok, why = same_tensors(latest(a), latest(t2))
+    check(ok, "bf16 at 2 threads per rank ends bit-identical to 1 thread", why)
+    rc, out, err, _ = mpirun(2, "--data", tok, "--out", partial, "--resume", "--precision", "fp32")
+    with h5py.File(latest(partial)) as f:
+        prec = f["config"].attrs["precision"]
+    check(rc == 0 and "the checkpoint's run trained in bf16; this run continues in fp32" in out and prec == "fp32",
+          "a resume that changes the precision is allowed and logged", out[-800:] + err[-800:])
+
+
+def latest_path(run):
+    return os.path.join(run, "latest")
+
+
 TESTS = {"config": test_config, "ranks": test_ranks, "resume": test_resume, "signals": test_signals, "badinput": test_badinput,
-         "nan": test_nan, "text": test_text}
+         "nan": test_nan, "text": test_text, "precision": test_precision}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(TESTS)
