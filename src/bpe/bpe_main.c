@@ -56,7 +56,7 @@ typedef struct {
     {"threads", OPT_INT, B(threads), 1, 1024, NULL, "1", NULL, 0, NULL, threads_help},                                 \
     {"force", OPT_FLAG, B(force), 0, 0, NULL, NULL, NULL, 0, NULL, "overwrite --out if it exists"},                    \
     {"quiet", OPT_FLAG, B(quiet), 0, 0, NULL, NULL, NULL, 0, NULL, "no statistics on stderr"}
-#define ROW_VOCAB {"vocab", OPT_STR, B(vocab_path), 0, 0, NULL, NULL, NULL, OPT_REQUIRED, "FILE", "vocabulary from gpt-bpe train"}
+#define ROW_VOCAB {"vocab", OPT_STR, B(vocab_path), 0, 0, NULL, NULL, NULL, OPT_REQUIRED, "FILE", "vocab.h5 from gpt-bpe train, or a tokens.h5 or checkpoint (their /tokenizer)"}
 #define ROW_INPUT(what) {"input", OPT_LIST, B(input), 0, 0, NULL, NULL, NULL, OPT_REQUIRED, "PATH", what " (UTF-8): a file, a directory (every file below it), or - (stdin)"}
 
 // The corpus of --input, checked; --out may not be one of its files.
