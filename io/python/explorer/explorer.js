@@ -171,8 +171,13 @@
     if (!p.has('step') && Number.isInteger(START.step)) p.set('step', START.step);
     const v = p.get('view');
     S.view = v === 'read' || v === 'gen' ? v : 'train';
-    if (p.has('step') && nrec()) { S.rec = nearestRecord(parseInt(p.get('step'), 10) || 0); S.follow = S.rec === nrec() - 1; }
-    else { S.rec = Math.max(0, nrec() - 1); S.follow = true; }
+    if (p.has('step') && nrec()) {
+      S.rec = nearestRecord(parseInt(p.get('step'), 10) || 0);
+      S.follow = S.rec === nrec() - 1;
+    } else {
+      S.rec = Math.max(0, nrec() - 1);
+      S.follow = true;
+    }
     if (p.has('layer')) S.layer = clampInt(p.get('layer'), 0, L - 1, S.layer);
     if (p.has('head')) { const h = parseHead(p.get('head')); if (h !== null) S.head = h; }
     if (p.has('query')) S.query = clampInt(p.get('query'), 0, T - 1, S.query);
@@ -219,7 +224,10 @@
     if (timer) clearInterval(timer);
     timer = null;
     playKind = null;
-    for (const id of ['step-play', 'query-play', 'token-play']) { $(id).classList.remove('playing'); $(id).textContent = '▶'; }
+    for (const id of ['step-play', 'query-play', 'token-play']) {
+      $(id).classList.remove('playing');
+      $(id).textContent = '▶';
+    }
   }
   function play(kind) {
     if (playKind === kind) { stopPlay(); return; }
@@ -259,7 +267,8 @@
     $('token-prev').addEventListener('click', () => setToken(S.token - 1));
     $('token-next').addEventListener('click', () => setToken(S.token + 1));
     $('token-play').addEventListener('click', () => play('token'));
-    for (const id of ['mode-att', 'mode-loss']) $(id).addEventListener('change', (e) => { S.mode = e.target.value; update(); });
+    for (const id of ['mode-att', 'mode-loss'])
+      $(id).addEventListener('change', (e) => { S.mode = e.target.value; update(); });
     const gs = $('gen-select');
     D.gens.forEach((g, i) => gs.append(el('option', {value: i}, g.name)));
     gs.hidden = D.gens.length < 2;
@@ -281,7 +290,8 @@
   }
 
   function syncControls() {
-    for (const b of document.querySelectorAll('#tabs button')) b.setAttribute('aria-selected', String(b.dataset.view === S.view));
+    for (const b of document.querySelectorAll('#tabs button'))
+      b.setAttribute('aria-selected', String(b.dataset.view === S.view));
     for (const v of ['train', 'read', 'gen']) $('view-' + v).hidden = v !== S.view;
     $('step-group').style.display = S.view === 'gen' ? 'none' : '';  // a generation is of one checkpoint
     const r = $('step-range');
@@ -324,12 +334,18 @@
       g.append(svg('text', {x: CH.l - 5, y: Y(v) + 3, 'text-anchor': 'end'}, String(v)));
       g.append(svg('line', {class: 'axis', x1: CH.l - 3, x2: CH.l, y1: Y(v), y2: Y(v)}));
     }
-    for (const v of niceTicks(x0, x1, 6)) g.append(svg('text', {x: X(v), y: CH.h - CH.b + 14, 'text-anchor': 'middle'}, String(v)));
-    const path = (ss, ls) => ss.map((s, i) => ls[i] === null ? '' : (i ? 'L' : 'M') + X(s).toFixed(1) + ',' + Y(ls[i]).toFixed(1)).join('');
+    for (const v of niceTicks(x0, x1, 6))
+      g.append(svg('text', {x: X(v), y: CH.h - CH.b + 14, 'text-anchor': 'middle'}, String(v)));
+    const path = (ss, ls) =>
+      ss.map((s, i) => ls[i] === null ? '' : (i ? 'L' : 'M') + X(s).toFixed(1) + ',' + Y(ls[i]).toFixed(1)).join('');
     if (tr) g.append(svg('path', {class: 'train', d: path(tr.step, tr.loss)}));
     else g.append(svg('path', {class: 'rec', d: path(D.records.step, D.records.loss)}));
-    if (va) va.step.forEach((s, i) => { if (va.loss[i] !== null) g.append(svg('circle', {class: 'val', cx: X(s), cy: Y(va.loss[i]), r: 2.6})); });
-    for (const s of D.records.step) g.append(svg('line', {class: 'tick', x1: X(s), x2: X(s), y1: CH.h - CH.b, y2: CH.h - CH.b + 4}));
+    if (va)
+      va.step.forEach((s, i) => {
+        if (va.loss[i] !== null) g.append(svg('circle', {class: 'val', cx: X(s), cy: Y(va.loss[i]), r: 2.6}));
+      });
+    for (const s of D.records.step)
+      g.append(svg('line', {class: 'tick', x1: X(s), x2: X(s), y1: CH.h - CH.b, y2: CH.h - CH.b + 4}));
     const mk = svg('g', {id: 'loss-marker'});
     mk.append(svg('line', {class: 'marker', y1: CH.t, y2: CH.h - CH.b}), svg('text', {class: 'marker-label', y: CH.t + 8}));
     g.append(mk);
@@ -420,7 +436,7 @@
     if (labels)
       for (let t = 0; t < T; t++) {
         const a = el('div', {class: 'axlab', 'data-i': t}, label(D.tokens[t], 12));
-        a.style.top = t * bigCell + 'px'; a.style.height = bigCell + 'px'; a.style.lineHeight = bigCell + 'px'; a.style.fontSize = fs;
+        Object.assign(a.style, {top: t * bigCell + 'px', height: bigCell + 'px', lineHeight: bigCell + 'px', fontSize: fs});
         qs.append(a);
         const b = el('div', {class: 'axlab', 'data-i': t}, label(D.tokens[t], 12));
         b.style.left = (t * bigCell + bigCell / 2) + 'px'; b.style.fontSize = fs;
@@ -571,7 +587,8 @@
       } else {
         $('query-label').textContent = 'surprise at step ' + D.records.step[S.rec] + ': each token shaded by the loss ' +
           'of predicting it from the tokens before it';
-        legend($('read-legend'), 'rgba(200,30,60,0)', 'rgba(200,30,60,1)', '0', fmt(lossMax, 2) + '+', 'nats (cross-entropy)');
+        legend($('read-legend'), 'rgba(200,30,60,0)', 'rgba(200,30,60,1)', '0', fmt(lossMax, 2) + '+',
+               'nats (cross-entropy)');
       }
       return;
     }
@@ -591,7 +608,8 @@
     });
     $('query-label').textContent = 'query ' + q + ' ' + label(D.tokens[q], 20) + ' · layer ' + S.layer + ', ' +
       headName(S.head) + ' · step ' + D.records.step[S.rec];
-    legend($('read-legend'), 'rgba(240,140,0,0)', 'rgba(240,140,0,1)', '0', '1', 'attention weight from the query (square-root scale)');
+    legend($('read-legend'), 'rgba(240,140,0,0)', 'rgba(240,140,0,1)', '0', '1',
+           'attention weight from the query (square-root scale)');
   }
 
   // ---- generation view -----------------------------------------------------------------------
@@ -638,19 +656,22 @@
     if (top) {
       const ids = top.ids[J], probs = top.probs[J], toks = top.tokens ? top.tokens[J] : null;
       ids.forEach((id, r) => {
-        const row = el('div', {class: 'c-row' + (id === G.token_ids[drawn] ? ' drawn' : ''), 'data-id': id, 'data-p': probs[r]});
+        const isDrawn = id === G.token_ids[drawn];
+        const row = el('div', {class: 'c-row' + (isDrawn ? ' drawn' : ''), 'data-id': id, 'data-p': probs[r]});
         const bar = el('div', {class: 'c-bar'}), fill = el('div');
         fill.style.width = (100 * Math.max(0, Math.min(1, probs[r]))).toFixed(2) + '%';
         bar.append(fill);
-        row.append(el('span', {class: 'c-rank'}, String(r + 1)), el('span', {class: 'c-tok'}, toks ? label(toks[r], 24) : '#' + id),
-          bar, el('span', {class: 'c-p'}, (100 * probs[r]).toFixed(2) + '%'));
+        row.append(el('span', {class: 'c-rank'}, String(r + 1)),
+          el('span', {class: 'c-tok'}, toks ? label(toks[r], 24) : '#' + id), bar,
+          el('span', {class: 'c-p'}, (100 * probs[r]).toFixed(2) + '%'));
         cands.append(row);
-        if (id === G.token_ids[drawn]) p = probs[r];
+        if (isDrawn) p = probs[r];
       });
-      if (p === null) cands.append(el('div', {class: 'c-note'}, 'the drawn token ' + label(G.tokens[drawn], 24) + ' is not among these'));
+      if (p === null)
+        cands.append(el('div', {class: 'c-note'}, 'the drawn token ' + label(G.tokens[drawn], 24) + ' is not among these'));
     } else {
-      cands.append(el('div', {class: 'empty', id: 'cands-none'}, 'Candidates are unavailable: this generation file was written ' +
-        'before gpt-sample recorded them (/top_ids, /top_probs); sample again to get them.'));
+      cands.append(el('div', {class: 'empty', id: 'cands-none'}, 'Candidates are unavailable: this generation file ' +
+        'was written before gpt-sample recorded them (/top_ids, /top_probs); sample again to get them.'));
     }
     $('token-label').textContent = 'token ' + J + ' of ' + N + ': ' + label(G.tokens[drawn], 20) +
       (p !== null ? ' (p = ' + fmt(p, 4) + ')' : '') + ' · layer ' + S.layer + ', ' + headName(S.head) +
@@ -705,7 +726,10 @@
       const order = [S.rec + 1, S.rec - 1];
       for (let r = 0; r < nrec(); r++) order.push(r);
       for (const r of order)
-        if (r >= 0 && r < nrec() && !cache.has(recordKey(r))) { await getRecord(r); await new Promise((ok) => setTimeout(ok, 0)); }
+        if (r >= 0 && r < nrec() && !cache.has(recordKey(r))) {
+          await getRecord(r);
+          await new Promise((ok) => setTimeout(ok, 0));  // let input and drawing in between
+        }
       if (!window.explorerDecoded) window.explorerDecoded = performance.now();
     } catch (e) { /* shown when that record is drawn */ }
     prefetching = false;
@@ -722,8 +746,8 @@
       const m = await resp.json();
       if (m.waiting) { st.textContent = 'live · waiting: ' + m.waiting; return; }
       if (m.live.version !== D.live.version) cache.clear();
-      const sig = JSON.stringify([m.live.version, m.records.step, m.metrics && m.metrics.train_loss &&
-                                  m.metrics.train_loss.step.length, m.metrics && m.metrics.val_loss && m.metrics.val_loss.step.length]);
+      const curve = (k) => (m.metrics && m.metrics[k] ? m.metrics[k].step.length : 0);
+      const sig = JSON.stringify([m.live.version, m.records.step, curve('train_loss'), curve('val_loss')]);
       st.className = 'on';
       st.textContent = 'live · ' + m.n_records + ' records · ' + new Date().toLocaleTimeString();
       if (sig === lastSig) return;
