@@ -241,3 +241,21 @@ int ckpt_resolve_e(const char *arg, const char *flag, char *path, size_t n, GtEr
     else snprintf(path, n, "%s/%s", arg, name);
     return 0;
 }
+
+hid_t ckpt_resolve_open_e(const char *arg, const char *flag, char *path, size_t n, GtErr *e) {
+    if (gt_failed(e)) return -1;
+    for (int attempt = 0;; attempt++) {
+        GtErr mine = GT_ERR_INIT;
+        struct stat st;
+        *path = '\0';
+        hid_t f = ckpt_resolve_e(arg, flag, path, n, &mine) == 0 ? ckpt_open_e(path, flag, &mine) : -1;
+        // gone since latest named it, and a newer one named since: take that one
+        int vanished = f < 0 && *path && stat(path, &st) != 0 && errno == ENOENT && stat(arg, &st) == 0 &&
+                       S_ISDIR(st.st_mode);
+        if (f >= 0 || !vanished || attempt == 9) {
+            if (f < 0 && !gt_failed(e)) *e = mine;
+            return f;
+        }
+        usleep(20000);
+    }
+}

@@ -43,6 +43,10 @@ hid_t ckpt_open(const char *path, const char *what);
 // checkpoint its RUN/latest names (relative to RUN, or absolute), into path[0..n). Bad input
 // naming `flag` for a missing path or a run without a checkpoint.
 int ckpt_resolve_e(const char *arg, const char *flag, char *path, size_t n, GtErr *e);
+// ckpt_resolve_e, then ckpt_open_e. A run directory a training run still writes may lose the
+// checkpoint its latest named (--keep-ckpts) before the file is open: latest is read again
+// then, a few times. Returns the open file, or -1 with *e.
+hid_t ckpt_resolve_open_e(const char *arg, const char *flag, char *path, size_t n, GtErr *e);
 // Convenience for tools that only need the model (sampler, tests): open, read config,
 // gpt2_build, read /model. Does not allocate activations.
 void ckpt_load_model(const char *path, const char *what, GPT2 *m);

@@ -305,8 +305,18 @@ int h5_left_open_by_writer(const char *path) {
     return got == sizeof sb && memcmp(sb, "\211HDF\r\n\032\n", 8) == 0 && sb[8] >= 2 && (sb[11] & 0x5) != 0;
 }
 
+// Said of a file that was there a moment ago: HDF5 then fails without an errno (a stat
+// inside H5Fopen) or reads nothing, which looks like damage.
+#define VANISHED "no longer exists: it was removed while being opened (by another program: a training run's " \
+                 "--keep-ckpts removing old checkpoints?)"
+
 void h5_open_failure(const char *path, int write, char *buf, size_t n) {
     int err = last_errno();
+    struct stat st;
+    if ((err == 0 || err == ENOENT) && stat(path, &st) != 0 && errno == ENOENT) {
+        snprintf(buf, n, VANISHED);
+        return;
+    }
     // HDF5 locks a file it opens (flock: shared to read, exclusive to write); a lock held
     // elsewhere is a program that has the file open, not damage.
     int locked = err == EWOULDBLOCK || err == EAGAIN;
@@ -339,6 +349,8 @@ static hid_t open_checked_body(const char *path, const char *format, const char 
         return gt_err(e, GT_EXIT_USAGE, "%s '%s': %s", what, path, strerror(errno));
     if (st.st_size == 0) return gt_err(e, GT_EXIT_USAGE, "%s '%s': file is empty", what, path);
     htri_t is = H5Fis_hdf5(path);
+    if (is <= 0 && stat(path, &st) != 0 && errno == ENOENT)
+        return gt_err(e, GT_EXIT_USAGE, "%s '%s': %s", what, path, VANISHED);
     if (is <= 0) return gt_err(e, GT_EXIT_USAGE, "%s '%s': not an HDF5 file (or its header is damaged)", what, path);
     hid_t f = H5Fopen(path, flags, H5P_DEFAULT);
     if (f < 0) {

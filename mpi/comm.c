@@ -1,6 +1,7 @@
 // comm.c - see comm.h.
 #include "comm.h"
 
+#include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,16 @@ _Noreturn void comm_exit(int status) {
         MPI_Finalize();
     }
     exit(status);
+}
+
+void comm_agree_stdout(int err) {
+    char msg[256] = "";
+    if (world.rank == 0) {
+        errno = 0;
+        if (!err) err = fflush(stdout) != 0 || ferror(stdout) ? (errno ? errno : EIO) : 0;
+        if (err && err != EPIPE) snprintf(msg, sizeof msg, "writing to stdout failed: %s", strerror(err));
+    }
+    comm_agree(*msg ? msg : NULL, GT_EXIT_RUNTIME);
 }
 
 void comm_wait(int n, MPI_Request *reqs, const int *peer, unsigned char *arrived, const char *phase) {
@@ -170,7 +181,18 @@ void comm_bcast(void *buf, size_t bytes) {
     }
 }
 
+// Rank 0's fatal error inside its solo task: the others, waiting in comm_wait_status, hear
+// the status and meet it in comm_agree, which prints the message once and ends every rank.
+static void solo_failed(int status, const char *msg) {
+    comm_agree(msg, comm_wait_status(status ? status : GT_EXIT_RUNTIME));
+}
+
+void comm_solo_begin(void) {
+    if (world.rank == 0 && world.size > 1) gt_set_fail_hook(solo_failed);
+}
+
 int comm_wait_status(int status_on_rank0) {
+    if (world.rank == 0) gt_set_fail_hook(NULL);
     int status = status_on_rank0;
     MPI_Request req;
     MPI_CHECK(MPI_Ibcast(&status, 1, MPI_INT, 0, world.comm, &req));

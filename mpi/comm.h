@@ -31,6 +31,11 @@ const Comm *comm_init(int *argc, char ***argv);
 
 // MPI_Finalize then exit(status), on every rank that calls it (all must).
 _Noreturn void comm_exit(int status);
+// Collective: did rank 0's stdout get everything written to it (--help, a result line)?
+// Else (> /dev/full) every rank ends with exit 2 and "writing to stdout failed: ...". A
+// reader that went away (`| head`) is not an error: a quiet end, as for any command in a pipe.
+// err: rank 0's errno of a write that failed already (gt_stdout_write), or 0.
+void comm_agree_stdout(int err);
 
 // Collective: `err` is NULL on ranks that are fine, else that rank's message. When any rank
 // has a message, the lowest such rank prints "PROG: error: <msg>" and every rank exits with
@@ -60,8 +65,14 @@ void comm_bcast(void *buf, size_t bytes);
 // Rank 0 waits for a long task while the others sleep in a polling loop instead of
 // spinning in MPI_Bcast (which would steal the CPU rank 0 needs): every rank calls it,
 // rank 0 with its status once its task is done; all return rank 0's status. Not watched:
-// the task (tokenizing a corpus) takes as long as its input, not a step.
+// the task (tokenizing a corpus) takes as long as its input, not a step. A caller given a
+// non-zero status ends with comm_agree(rank 0 ? its message : NULL, status).
 int comm_wait_status(int status_on_rank0);
+// Rank 0, at the start of such a task: until its comm_wait_status, a fatal error of its own
+// (gt_fail deep in a library: a bad regex, PCRE2 giving up, out of memory) is handed to
+// the waiting ranks as that status and agreed on (one `PROG: error:` line, every rank
+// exits with it) instead of ending the job with MPI_Abort.
+void comm_solo_begin(void);
 
 // Collective: rank 0 warns (one line) when the ranks on some node times `threads` exceed
 // that node's cores, naming the node: ranks and idle OpenMP threads then wait or spin.

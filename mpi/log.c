@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 
 #include "error.h"
 #include "files.h"
+#include "signals.h"
 
 #define CSV_HEADER "step,tokens,train_loss,val_loss,lr,grad_norm,ms_per_step,tokens_per_s,val_bpb"
 // The header of files written before val_bpb: a resume adds the column (an empty cell to the old rows).
@@ -59,7 +61,9 @@ static FILE *open_csv(Logger *lg, const char *path, long long resume_step) {
         check(lg, f, path);
         return f;
     }
-    // Keep the rows up to the checkpoint: rows after it come again from the resumed run.
+    // Keep the rows up to the checkpoint: rows after it come again from the resumed run. A
+    // row cut short (a write that failed on a full disk) is dropped: its step may read as a
+    // smaller number ("12" of "125,...") and the next row would be appended to it.
     char tmp[4300];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     gt_tmpfile_register(tmp);
@@ -68,12 +72,15 @@ static FILE *open_csv(Logger *lg, const char *path, long long resume_step) {
     size_t cap = 0;
     int first = 1;
     int old = 0;
-    while (out && getline(&line, &cap, in) >= 0) {
+    ssize_t len;
+    while (out && (len = getline(&line, &cap, in)) >= 0) {
         size_t n = strcspn(line, "\r\n");
+        char *end;
+        long long step = strtoll(line, &end, 10);
         if (first && n == strlen(CSV_HEADER_V1) && !strncmp(line, CSV_HEADER_V1, n)) {
             fputs(CSV_HEADER "\n", out);
             old = 1;
-        } else if (first || atoll(line) <= resume_step) {
+        } else if (first || (line[len - 1] == '\n' && end != line && *end == ',' && step <= resume_step)) {
             if (old) line[n] = '\0';
             fputs(line, out);
             if (old) fputs(",\n", out);
@@ -110,6 +117,26 @@ int log_open(Logger *lg, const char *run_dir, int rank, long long resume_step, l
     return gt_failed(&lg->err) ? -1 : 0;
 }
 
+// After a line went to stdout: 0, or what its write failed with (see log.h). The stream's
+// error flag is cleared, so the next line's failure is its own.
+static int flush_stdout(void) {
+    errno = 0;
+    int err = fflush(stdout) != 0 || ferror(stdout) ? (errno ? errno : EIO) : 0;
+    clearerr(stdout);
+    return err;
+}
+
+static void stdout_failed(Logger *lg, int err) {
+    if (!err || signals_pending() || err == EAGAIN) return;
+    if (err == EPIPE) {
+        signals_request_stop(SIGPIPE);
+    } else if (!gt_failed(&lg->err)) {
+        gt_err(&lg->err, GT_EXIT_RUNTIME, "writing to stdout failed: %s ('%s' holds every line so far)", strerror(err),
+               lg->log_path);
+        lg->err.errnum = err;
+    }
+}
+
 static void clear_progress(Logger *lg) {
     if (lg->progress_shown) {
         fputs("\r\033[K", stdout);
@@ -125,7 +152,7 @@ void log_line(Logger *lg, const char *fmt, ...) {
     vprintf(fmt, ap);
     va_end(ap);
     putchar('\n');
-    fflush(stdout);
+    int out_err = flush_stdout();
     if (lg->log && !gt_failed(&lg->err)) {
         va_start(ap, fmt);
         vfprintf(lg->log, fmt, ap);
@@ -133,6 +160,7 @@ void log_line(Logger *lg, const char *fmt, ...) {
         fputc('\n', lg->log);
         check(lg, lg->log, lg->log_path);
     }
+    stdout_failed(lg, out_err);  // after train.log: that file gets the line whatever stdout does
 }
 
 static void fmt_duration(double s, char *buf, size_t n) {

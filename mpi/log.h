@@ -4,8 +4,10 @@
 //
 // Every write, flush and close of train.log and metrics.csv is checked: the first failure
 // (a full disk) is kept in `err` and the files are not written again; the trainer agrees on
-// it at the end of the step and stops with exit 2. stdout is not checked: under a
-// signalled mpirun it fails on purpose (signals.c), and train.log holds every line anyway.
+// it at the end of the step and stops with exit 2. stdout is checked too: a failure there (a
+// full disk behind `> out.txt`) is kept in `err` likewise; a reader that went away (`| head`)
+// asks the run to stop as a signal does (signals_request_stop(SIGPIPE): checkpoint, exit 0).
+// After a stop signal stdout fails on purpose under mpirun (signals.c) and counts for nothing.
 #ifndef GT_LOG_H
 #define GT_LOG_H
 

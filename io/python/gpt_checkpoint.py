@@ -444,7 +444,7 @@ def _check_output(out, run, force):
     parent = os.path.dirname(os.path.abspath(target))
     if run is not None:
         if os.path.exists(os.path.join(run, "latest")) or (os.path.isdir(run) and any(
-                re.fullmatch(r"ckpt-\d{8}\.h5", n) for n in os.listdir(run))):
+                re.fullmatch(r"ckpt-\d{8,}\.h5", n) for n in os.listdir(run))):
             raise ConvertError(f"--run '{run}' already holds a run (RUN/latest or a checkpoint): use a new directory")
         if os.path.exists(run) and not os.path.isdir(run):
             raise ConvertError(f"--run '{run}' is not a directory")

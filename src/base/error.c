@@ -7,6 +7,7 @@
 #include <pcre2.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -85,9 +86,33 @@ static void report(const char *kind, const char *fmt, va_list ap) {
     fputs(line, stderr);
 }
 
+static GtFailHook fail_hook;
+void gt_set_fail_hook(GtFailHook hook) { fail_hook = hook; }
+
+// With a hook set, the message goes to it instead of stderr (the hook prints it, once).
+// Taken once: a second failure (another thread, or one inside the hook) waits for the
+// first to end the process.
+_Noreturn static void fail_through_hook(int status, const char *msg) {
+    static atomic_flag taken = ATOMIC_FLAG_INIT;
+    if (atomic_flag_test_and_set(&taken))
+        for (;;) pause();
+    GtFailHook hook = fail_hook;
+    fail_hook = NULL;
+    failing = 1;
+    gt_tmpfile_remove_all();
+    hook(status, msg);
+    finish(status);  // a hook that returned: end as without one
+}
+
 _Noreturn void gt_fail(int status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
+    if (fail_hook) {
+        static char msg[GT_ERR_MAX];
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        fail_through_hook(status, msg);
+    }
     report("error", fmt, ap);
     va_end(ap);
     finish(status);
@@ -97,6 +122,15 @@ _Noreturn void gt_fail_at(int status, const char *file, int line, const char *hi
                           const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
+    if (fail_hook) {
+        static char msg[GT_ERR_MAX];
+        int n = vsnprintf(msg, sizeof msg, fmt, ap);
+        size_t len = n < 0 ? 0 : (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
+        len += (size_t)snprintf(msg + len, sizeof msg - len, " (at %s:%d)", file, line);
+        if (hint && *hint && len < sizeof msg) snprintf(msg + len, sizeof msg - len, "\n%s: hint: %s", progname, hint);
+        va_end(ap);
+        fail_through_hook(status, msg);
+    }
     fprintf(stderr, "%s: error: ", progname);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, " (at %s:%d)\n", file, line);
@@ -179,7 +213,8 @@ _Noreturn void gt_pcre2_fail(const char *file, int line, const char *hint, int r
 }
 
 static _Noreturn void out_of_memory(size_t bytes, const char *what) {
-    gt_fail(GT_EXIT_USAGE, "out of memory: %s needs %zu bytes (%.2f GiB); use a smaller model, batch or block size",
+    gt_fail(GT_EXIT_USAGE, "out of memory: %s needs %zu bytes (%.2f GiB); ask for less (a smaller model, batch, "
+            "block size or text) or run where there is more memory (ulimit -v?)",
             what ? what : "allocation", bytes, (double)bytes / (1024.0 * 1024.0 * 1024.0));
 }
 

@@ -55,6 +55,15 @@ _Noreturn void gt_err_exit(const GtErr *e);
 // The exiting form of a GtErr function: exits when `call` recorded a failure in *e.
 #define GT_OR_EXIT(e, call) do { (call); if (gt_failed(e)) gt_err_exit(e); } while (0)
 
+// A fatal error (gt_fail, gt_fail_at, gt_err_exit, a failed gt_malloc) while a hook is set
+// calls hook(status, message) instead of printing: for a phase in which one rank works
+// alone and the others wait to hear how it went (mpi/comm.h, comm_solo_begin), so its
+// failure ends the job through their agreement with one line instead of MPI_Abort. The
+// hook is taken once (cleared before it runs); temp files are removed first; it should not
+// return (if it does, the process ends as without it).
+typedef void (*GtFailHook)(int status, const char *msg);
+void gt_set_fail_hook(GtFailHook hook);
+
 // 1 once a fatal error is on its way out (gt_fail, gt_err_exit): exit handlers that check
 // output then add no second message.
 int gt_failing(void);

@@ -79,6 +79,11 @@ void signals_defer(int on) {
 
 int signals_pending(void) { return pending; }
 
+void signals_request_stop(int sig) {
+    if (!deferred) signals_exit(sig);
+    pending = sig;
+}
+
 _Noreturn void signals_exit(int sig) {
     fflush(stdout);
     fflush(stderr);

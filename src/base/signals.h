@@ -22,6 +22,9 @@ void signals_defer(int on);
 void signals_note(const char *text);
 // The last stop signal received by this process, or 0.
 int signals_pending(void);
+// A stop asked for by the program itself, as if `sig` had come (gpt-train: its stdout's
+// reader went away, SIGPIPE): recorded while deferring, else the process ends at once.
+void signals_request_stop(int sig);
 const char *signals_name(int sig);
 // Ends the process as `sig` does by default (exit status 128+sig in a shell), after
 // unlinking the registered temp files: for a program that stopped on its own after a

@@ -20,6 +20,7 @@
 #include "data.h"
 #include "error.h"
 #include "evaluate.h"
+#include "files.h"
 #include "h5util.h"
 #include "options.h"
 #include "signals.h"
@@ -73,11 +74,12 @@ typedef struct {
 // and step; the run's document separator when --doc-separator is not given.
 static void load_checkpoint(Eval *v) {
     GtErr e = GT_ERR_INIT;
-    if (v->w->rank == 0) ckpt_resolve_e(v->a.checkpoint, "--checkpoint", v->ckpt, sizeof v->ckpt, &e);
+    hid_t f = -1;
+    if (v->w->rank == 0) f = ckpt_resolve_open_e(v->a.checkpoint, "--checkpoint", v->ckpt, sizeof v->ckpt, &e);
     comm_agree_e(&e);
     comm_bcast(v->ckpt, sizeof v->ckpt);
     GPTConfig mc;
-    hid_t f = ckpt_open_e(v->ckpt, "--checkpoint", &e);
+    if (v->w->rank != 0) f = ckpt_open_e(v->ckpt, "--checkpoint", &e);
     ckpt_read_model_config_e(f, &mc, v->ckpt, &e);
     if (!gt_failed(&e) && !h5_attr_read_int(f, "step", &v->step)) v->step = -1;
     vocab_read_group_e(f, &v->tok, v->ckpt, &e);
@@ -141,6 +143,7 @@ static void load_data(Eval *v) {
     }
     v->split_name = "text";
     int64_t n = 0;
+    comm_solo_begin();  // a failure deep in the encoder (out of memory) is agreed on below
     if (v->w->rank == 0) {
         CorpusOptions co = {"--data", a->replace, 0, 0};
         Corpus *c = corpus_open(a->data.v, a->data.n, &co, &e);
@@ -202,11 +205,13 @@ int main(int argc, char **argv) {
     opt_defaults(&eval_table, &v->a);
     int rc = opt_parse(&eval_table, &v->a, argc - 1, argv + 1, NULL, err, sizeof err);
     if (rc == 1) {
+        int out_err = 0;
         if (v->w->rank == 0) {
             char *h = opt_help(&eval_table);
-            fputs(h, stdout);
+            out_err = gt_stdout_write(h, strlen(h));
             free(h);
         }
+        comm_agree_stdout(out_err);
         comm_exit(0);
     }
     if (rc == 0) rc = opt_check_required(&eval_table, &v->a, err, sizeof err);
@@ -218,6 +223,12 @@ int main(int argc, char **argv) {
     omp_set_num_threads(v->a.threads);
 
     load_checkpoint(v);
+    // --force replaces --per-token by a rename: were it an input, that input would be gone
+    for (int i = -1; v->w->rank == 0 && v->a.per_token && i < v->a.data.n && !gt_failed(&e); i++)
+        if (gt_same_file(v->a.per_token, i < 0 ? v->ckpt : v->a.data.v[i]))
+            gt_err(&e, GT_EXIT_USAGE, "--per-token '%s' is the same file as %s '%s'; writing it would destroy it",
+                   v->a.per_token, i < 0 ? "--checkpoint" : "--data", i < 0 ? v->ckpt : v->a.data.v[i]);
+    comm_agree_e(&e);
     load_data(v);
     const int T = v->m.config.block_size, B = v->a.batch_size;
     size_t first, count, total, n = v->split.n;
@@ -262,5 +273,6 @@ int main(int argc, char **argv) {
     tokenizer_free(&v->tok);
     gpt2_free(&v->m);
     opt_free(&eval_table, &v->a);
+    comm_agree_stdout(0);  // the result line is the point of the run
     comm_exit(0);
 }

@@ -163,11 +163,11 @@ int main(int argc, char **argv) {
     // ---- checkpoint: config, weights, tokenizer ----
     char ckpt_path[4200], *ckpt = ckpt_path;
     GtErr re = GT_ERR_INIT;
-    GT_OR_EXIT(&re, ckpt_resolve_e(ckpt_arg, "--checkpoint", ckpt_path, sizeof ckpt_path, &re));
+    hid_t f = ckpt_resolve_open_e(ckpt_arg, "--checkpoint", ckpt_path, sizeof ckpt_path, &re);
+    if (f < 0) gt_err_exit(&re);
     if (attn_out && gt_same_file(attn_out, ckpt))
         gt_fail_usage("--attn-out '%s' is the same file as the checkpoint '%s'; writing it would destroy the checkpoint",
                       attn_out, ckpt);
-    hid_t f = ckpt_open(ckpt, "--checkpoint");
     GPTConfig c;
     ckpt_read_model_config(f, &c, ckpt);
     GPT2 m;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "files.h"
 #include "gpt2.h"
 #include "options.h"
 #include "utf8.h"
@@ -105,17 +106,13 @@ const OptTable *config_table(void) { return &table; }
 // The whole file, NUL-terminated, or NULL with the reason in err. Only a regular file is
 // read: a directory would read as empty, a FIFO block until a writer comes, a device never end.
 static char *read_config(const char *path, const char *shown, size_t *len, char *err, size_t errsize) {
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // O_NONBLOCK: a FIFO must not block the open
-    if (fd < 0) return opt_error(err, errsize, "--config '%s': cannot open: %s", shown, strerror(errno)), NULL;
+    GtErr e = GT_ERR_INIT;
+    int64_t size = 0;
+    int fd = gt_open_input(path, "--config", &size, &e);  // never blocks, on a FIFO either
     struct stat st;
-    const char *kind = fstat(fd, &st) != 0 ? "unreadable"
-                       : S_ISREG(st.st_mode) ? NULL
-                       : S_ISDIR(st.st_mode) ? "a directory"
-                       : S_ISFIFO(st.st_mode) ? "a FIFO"
-                       : S_ISCHR(st.st_mode) ? "a character device"
-                       : S_ISBLK(st.st_mode) ? "a block device"
-                       : S_ISSOCK(st.st_mode) ? "a socket" : "not a plain file";
-    if (!kind && (size_t)st.st_size > CONFIG_MAX_BYTES) kind = "larger than 4 MiB";
+    const char *kind = fd >= 0 ? NULL : stat(path, &st) == 0 && !S_ISREG(st.st_mode) ? gt_file_kind(st.st_mode)
+                                       : strerror(errno);
+    if (!kind && (size_t)size > CONFIG_MAX_BYTES) kind = "larger than 4 MiB";
     char *buf = kind ? NULL : gt_malloc(CONFIG_MAX_BYTES + 1, "config file");
     size_t n = 0;
     while (buf && n <= CONFIG_MAX_BYTES) {  // to the end, or one byte past the bound (a file still growing)
@@ -125,7 +122,7 @@ static char *read_config(const char *path, const char *shown, size_t *len, char 
         if (k <= 0) break;
         n += (size_t)k;
     }
-    close(fd);
+    if (fd >= 0) close(fd);
     if (!kind && n > CONFIG_MAX_BYTES) kind = "larger than 4 MiB";
     if (kind) {
         free(buf);

@@ -130,6 +130,7 @@ static void tokenize_text(Run *r) {
     snprintf(vocab_path, sizeof vocab_path, "%s/vocab.h5", c->out);
     snprintf(r->tokens_path, sizeof r->tokens_path, "%s/tokens.h5", c->out);
     GtErr e = GT_ERR_INIT;
+    comm_solo_begin();  // a failure deep in the tokenizer (a bad regex, out of memory) is agreed on below
     if (r->w->rank == 0) {
         char name[256], why[2048];
         struct stat st;

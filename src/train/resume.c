@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "resume.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -56,6 +57,31 @@ void resume_dir_in_use(void) {
     if (made_run) gt_tmpfile_forget(lock_path);
 }
 
+// Temporary files that a killed run left in RUN (kill -9 cannot be caught): vocab.h5,
+// tokens.h5 or a checkpoint half written (NAME.tmp-PID), attention.h5 half copied by a resume,
+// metrics.csv or latest half rewritten (NAME.tmp). With RUN locked no other process writes
+// there, so every such file is stale; some are as large as the corpus or the attention
+// records. Only these names: whatever else a user keeps in RUN stays.
+static void remove_stale_tmp(const char *run) {
+    static const char *own[] = {"vocab.h5", "tokens.h5", "attention.h5", "metrics.csv", "latest", "train.log"};
+    DIR *d = opendir(run);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        const char *tmp = strstr(de->d_name, ".tmp"), *t = tmp ? tmp + 4 : NULL;
+        if (!tmp || (*t && (*t != '-' || !t[1] || strspn(t + 1, "0123456789") != strlen(t + 1)))) continue;
+        size_t stem = (size_t)(tmp - de->d_name);
+        int ours = stem > 8 && !strncmp(de->d_name, "ckpt-", 5) && !strncmp(tmp - 3, ".h5", 3) &&
+                   strspn(de->d_name + 5, "0123456789") == stem - 8;
+        for (size_t i = 0; !ours && i < sizeof own / sizeof own[0]; i++)
+            ours = strlen(own[i]) == stem && !strncmp(de->d_name, own[i], stem);
+        char p[PATHLEN];
+        struct stat st;
+        snprintf(p, sizeof p, "%.3000s/%.900s", run, de->d_name);
+        if (ours && lstat(p, &st) == 0 && S_ISREG(st.st_mode)) unlink(p);
+    }
+    if (d) closedir(d);
+}
+
 // RUN/lock: rank 0 holds an exclusive flock on it for the whole run. The kernel drops it
 // when the process ends in any way, kill -9 included, so a file left behind never blocks a
 // later run; a second gpt-train on the same RUN is refused, naming the holder. NULL when
@@ -106,6 +132,7 @@ static const char *lock_run_dir(Run *r) {
             if (ftruncate(fd, 0) != 0 || pwrite(fd, me, (size_t)n, 0) != n)
                 gt_warn("cannot record this run's PID in '%s': %s", lock_path, strerror(errno));
             (void)fd;  // held (never closed) until the process ends
+            remove_stale_tmp(out);
             return NULL;
         }
         close(fd);
@@ -215,8 +242,7 @@ void resume_init_settings(Run *r) {
         char sha[65];
     } rec = {0, ""};
     if (r->w->rank == 0) {
-        ckpt_resolve_e(c->init_from, "--init-from", path, sizeof path, &e);
-        hid_t f = ckpt_open_e(path, "--init-from", &e);
+        hid_t f = ckpt_resolve_open_e(c->init_from, "--init-from", path, sizeof path, &e);
         if (f >= 0 && !h5_attr_read_int(f, "step", &rec.step))
             gt_err(&e, GT_EXIT_USAGE, "--init-from '%s': root attribute 'step' missing (not a gpt-train checkpoint?)",
                    path);

@@ -17,6 +17,7 @@
 
 #include "data.h"
 #include "error.h"
+#include "files.h"
 #include "h5util.h"
 #include "loop.h"
 #include "resume.h"
@@ -209,8 +210,9 @@ int main(int argc, char **argv) {
     char *help = NULL;
     int prc = config_parse(c, argc, argv, r->err, sizeof r->err, &help);
     if (prc == 1) {
-        if (r->w->rank == 0) fputs(help, stdout);
+        int err = r->w->rank == 0 ? gt_stdout_write(help, strlen(help)) : 0;
         free(help);
+        comm_agree_stdout(err);
         comm_exit(0);
     }
     comm_agree(prc < 0 ? r->err : NULL, GT_EXIT_USAGE);

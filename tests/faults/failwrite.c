@@ -10,6 +10,13 @@
 // Watched calls: pwrite, write, ftruncate, fsync, close on a watched file descriptor, and
 // rename of a watched path. When the k-th call fails it says so on stderr
 // ("failwrite: failing call k: pwrite"); at exit it prints "failwrite: N calls".
+//
+// And a file that another program removes while this one opens it (a training run's
+// --keep-ckpts pruning the checkpoint a reader found in RUN/latest):
+//   GT_VANISH_MATCH=ckpt-1   the k-th open of a path containing this removes the file first ...
+//   GT_VANISH_AT=k
+//   GT_VANISH_LATEST=FILE    ... and writes GT_VANISH_NAME and a newline into FILE (that run's
+//   GT_VANISH_NAME=NAME      RUN/latest, naming its newer checkpoint), when both are set
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -52,6 +59,21 @@ static int fails(const char *what) {
 
 static int is_watched(int fd) { return fd >= 0 && fd < MAX_FD && watched[fd]; }
 
+static void vanish(const char *path) {
+    static long opens;
+    const char *m = getenv("GT_VANISH_MATCH"), *at = getenv("GT_VANISH_AT");
+    const char *latest = getenv("GT_VANISH_LATEST"), *name = getenv("GT_VANISH_NAME");
+    if (!m || !at || !path || !strstr(path, m) || ++opens != atol(at)) return;
+    unlink(path);
+    if (latest && name) {
+        FILE *f = fopen(latest, "w");
+        if (f) {
+            fprintf(f, "%s\n", name);
+            fclose(f);
+        }
+    }
+}
+
 #define REAL(ret, name, ...) static ret (*real)(__VA_ARGS__); if (!real) real = (ret (*)(__VA_ARGS__))dlsym(RTLD_NEXT, name)
 
 int open(const char *path, int flags, ...) {
@@ -63,6 +85,7 @@ int open(const char *path, int flags, ...) {
         mode = (mode_t)va_arg(ap, int);
         va_end(ap);
     }
+    vanish(path);
     int fd = real(path, flags, mode);
     if (fd >= 0 && fd < MAX_FD) watched[fd] = strstr(path, match) != NULL;
     return fd;

@@ -4,7 +4,7 @@ meets them: each mistake is exit 1 with ONE message naming the file or flag, pri
 (never raw bytes from the file), and no hang or unbounded read; what is valid works.
 
 - a UTF-8 byte order mark is accepted; a key given twice is an error naming both lines;
-- a directory, a FIFO, /dev/zero or a file over 4 MiB is refused at once;
+- a directory, a FIFO, /dev/zero, a socket or a file over 4 MiB is refused at once;
 - binary content, a NUL byte, a bad quote or escape: one printable line naming the line;
 - an overflowing number is "out of range" (the range), not "not an integer";
 - --loss-spike is 0 (off) or in (1, 1e6]; --block-size stops at 46340 (T*T in an int);
@@ -76,6 +76,11 @@ def main():
     os.mkfifo(fifo)
     one_error(ck, "--config a FIFO (nobody writes)", gt(*base, "--config", fifo, timeout=20), "conf.fifo", "FIFO")
     one_error(ck, "--config /dev/zero", gt(*base, "--config", "/dev/zero", timeout=20), "/dev/zero", "device")
+    import socket
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(os.path.join(d, "conf.sock"))  # was "cannot open: No such device or address"
+    one_error(ck, "--config a socket", gt(*base, "--config", os.path.join(d, "conf.sock")), "conf.sock", "socket")
+    sock.close()
     big = write(os.path.join(d, "big.conf"), b"# padding\n" * 500000)
     one_error(ck, "--config over 4 MiB", gt(*base, "--config", big, timeout=20), "big.conf", "4 MiB")
 

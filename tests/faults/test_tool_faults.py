@@ -26,6 +26,15 @@ messages       a file where a directory is needed is named as such; a file anoth
 memory         encoding one chunk of L bytes (a text without whitespace) grows the peak RSS
                (/usr/bin/time) by at most 9 bytes per byte: 5.2 for the merges (the chunk's ids
                included), 1 for its text, 2 for its 16-bit ids, with room to spare; it was 17.
+gpt-eval       > /dev/full and --help > /dev/full: exit 2 naming stdout (they were exit 0, the
+               result line lost); --per-token --force naming the checkpoint or --data: refused,
+               the input untouched (it was replaced by the per-token file).
+vanished       a checkpoint removed while gpt-sample or gpt-eval opens it (a training run's
+               --keep-ckpts, made certain by failwrite.c's GT_VANISH_*): from a run directory,
+               RUN/latest is read again and the newer checkpoint taken; a file given directly is
+               said to be gone, not "truncated or damaged".
+sample.sbatch  PROMPT_FILE a directory, a FIFO, /dev/zero, a socket, a link loop, over 4 MiB: one
+               message, exit 1 (it hung, or sampled the default prompt as if nothing was wrong).
 """
 import os
 import signal
@@ -331,8 +340,78 @@ def encode_memory(ck, d, bpe, vocab):
     ck.ok(per_byte <= 9.0, "gpt-bpe encode: at most 9 bytes of memory per byte of its longest chunk (%.1f)" % per_byte)
 
 
+def eval_faults(ck, d, evaluate, run, tokens):
+    full = open("/dev/full", "wb")
+    for name, args in (("a score", ["--checkpoint", run, "--data", tokens]), ("--help", ["--help"])):
+        p = subprocess.run([evaluate, *args], stdout=full, stderr=subprocess.PIPE, env=fl.env(), timeout=60)
+        err = p.stderr.decode(errors="replace")
+        ck.ok(p.returncode == 2 and len(tl.error_lines(err)) == 1 and "stdout" in err,
+              "gpt-eval %s > /dev/full: exit 2, one message naming stdout" % name, "rc %s: %s" % (p.returncode, err))
+    full.close()
+    tcopy = os.path.join(d, "tcopy.h5")
+    with open(tokens, "rb") as f, open(tcopy, "wb") as g:
+        g.write(f.read())
+    with open(os.path.join(run, "latest")) as f:
+        ckpt = os.path.join(run, f.read().strip())
+    before = (fl.sha256(tcopy), fl.sha256(ckpt))
+    for flag, target in (("--data", tcopy), ("--checkpoint", ckpt)):
+        r = fl.run([evaluate, "--checkpoint", run, "--data", tcopy, "--per-token", target, "--force"], timeout=60)
+        one_error(ck, r, "gpt-eval --per-token = %s, --force" % flag, ["--per-token", flag, "same file"])
+    ck.ok((fl.sha256(tcopy), fl.sha256(ckpt)) == before, "gpt-eval --per-token onto an input: the inputs are untouched")
+
+
+def vanished(ck, d, sample, evaluate, run, tokens, lib):
+    """The checkpoint RUN/latest names is removed while the tool opens it (before HDF5's first
+    look at it, or between that and its opening), and RUN/latest then names a newer one."""
+    if not os.path.exists(lib):
+        print("SKIP vanished: %s is not built" % lib)
+        return
+    import shutil
+    with open(os.path.join(run, "latest")) as f:
+        ckpt = os.path.join(run, f.read().strip())
+    live = os.path.join(d, "live")
+    os.mkdir(live)
+    for k in (1, 2):
+        for name, cmd in (("gpt-sample", [sample, "--checkpoint", live, "--prompt", "The", "--max-new-tokens", "3"]),
+                          ("gpt-eval", [evaluate, "--checkpoint", live, "--data", tokens])):
+            shutil.copy(ckpt, os.path.join(live, "ckpt-00000001.h5"))
+            shutil.copy(ckpt, os.path.join(live, "ckpt-00000002.h5"))
+            with open(os.path.join(live, "latest"), "w") as f:
+                f.write("ckpt-00000001.h5\n")
+            r = fl.run(cmd, timeout=60, extra_env={
+                "LD_PRELOAD": lib, "GT_VANISH_MATCH": "ckpt-00000001", "GT_VANISH_AT": str(k),
+                "GT_VANISH_LATEST": os.path.join(live, "latest"), "GT_VANISH_NAME": "ckpt-00000002.h5"})
+            ck.ok(r.rc == 0 and not os.path.exists(os.path.join(live, "ckpt-00000001.h5")),
+                  "%s --checkpoint RUN: the checkpoint latest named vanishes at open %d, the newer one is taken"
+                  % (name, k), r.describe())
+        gone = os.path.join(live, "ckpt-00000003.h5")
+        shutil.copy(ckpt, gone)
+        r = fl.run([sample, "--checkpoint", gone, "--prompt", "The"], timeout=60,
+                   extra_env={"LD_PRELOAD": lib, "GT_VANISH_MATCH": "ckpt-00000003", "GT_VANISH_AT": str(k)})
+        one_error(ck, r, "gpt-sample --checkpoint FILE removed at open %d" % k, ["ckpt-00000003.h5", "removed"])
+        ck.ok("damaged" not in r.err, "... not called damaged", r.err[-300:])
+
+
+def sample_sbatch(ck, d, run):
+    script = os.path.join(tl.SRC, "jobs", "sample.sbatch")
+    fifo = os.path.join(d, "pfifo")
+    os.mkfifo(fifo)
+    big = os.path.join(d, "big-prompts.txt")
+    with open(big, "wb") as f:
+        f.truncate(5 << 20)
+    loop = os.path.join(d, "ploop")
+    os.symlink(loop, loop)
+    for what, path, needle in (("a directory", d, "not a regular file"), ("a FIFO", fifo, "not a regular file"),
+                               ("/dev/zero", "/dev/zero", "not a regular file"), ("a link loop", loop, "symbolic link"),
+                               ("over 4 MiB", big, "4 MiB")):
+        r = fl.run(["bash", script], timeout=30, cwd=d, extra_env={"CKPT": run, "PROMPT_FILE": path,
+                                                                   "GT_BUILD": tl.BUILD, "MAX_NEW_TOKENS": "2"})
+        ck.ok(r.rc == 1 and r.err.count("ERROR") == 1 and needle in r.err and "=== sample" not in r.out,
+              "sample.sbatch PROMPT_FILE %s: one message, exit 1, nothing sampled" % what, r.describe())
+
+
 def main():
-    bpe, sample, train = tl.require("gpt-bpe", "gpt-sample", "gpt-train")
+    bpe, sample, train, evaluate = tl.require("gpt-bpe", "gpt-sample", "gpt-train", "gpt-eval")
     d = tl.tmpdir("gt-tools-")
     ck = tl.Checks("test_tool_faults")
     corpus, vocab, tokens = fl.make_tokens(bpe, d, 60000)
@@ -344,7 +423,10 @@ def main():
                          (messages, (ck, d, bpe, corpus, vocab)),
                          (sample_faults, (ck, d, sample, run)),
                          (pattern_limit, (ck, d, bpe)),
-                         (encode_memory, (ck, d, bpe, vocab))))
+                         (encode_memory, (ck, d, bpe, vocab)),
+                         (eval_faults, (ck, d, evaluate, run, tokens)),
+                         (vanished, (ck, d, sample, evaluate, run, tokens, os.path.join(tl.BUILD, "libgt_failwrite.so"))),
+                         (sample_sbatch, (ck, d, run))))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,19 @@ reader    --resume of a run killed after attention records past its checkpoint, 
           --attn-every 0 on such a resume drops them too. --attn-dtype float32 on the resume of
           a float16 run is refused (the file untouched); without the flag /config says float16.
 sbatch    jobs/train.sbatch gives the ranks OMP_WAIT_POLICY=passive when a node gets more tasks x
-          threads than CPUs, and keeps a policy the user set.
+          threads than CPUs, and keeps a policy the user set; without a gpt-train to run it stops
+          at once with one message (it went on and ran an empty command).
+solo      Errors that rank 0 alone meets deep in the tokenizer of a text --data, on 2 ranks: a
+          --pattern that is no regex, one that exhausts PCRE2's match limit, and out of memory
+          (rank 0 under ulimit -v): one `gpt-train: error:` line, exit 1, no MPI_ABORT banner, no
+          RUN left (they ended in MPI_Abort).
+stdout    stdout that fails: --help > /dev/full and a run > /dev/full are exit 2 with one line
+          naming stdout (they were exit 0); a run piped into head stops as on a signal, with a
+          checkpoint, exit 0, and --resume continues it (it trained on to the end unheard).
+stale     Temporary files a kill -9 leaves in RUN (RUN/vocab.h5.tmp-PID of a text --data, a
+          metrics.csv cut mid-row by a full disk) are gone when the next run on RUN starts; a
+          file of the user's own with .tmp in its name stays; the cut row does not glue itself to
+          the next one.
 """
 import glob
 import hashlib
@@ -520,10 +532,111 @@ def test_sbatch(ck, train, d, tokens):
               "sbatch: %s: the ranks get OMP_WAIT_POLICY %s" % (what, want), r.describe() + "\n" + seen)
 
 
+    # no gpt-train to be found: one message, at once (die inside $(...) only left the subshell)
+    r = fl.run(["bash", script], timeout=60, cwd=d,
+               extra_env={"GT_BUILD": "", "GPT_TRAIN_BIN": "", "PATH": "/usr/bin:/bin", "RUN": os.path.join(d, "nb")})
+    ck.ok(r.rc == 1 and "cannot find gpt-train" in r.err and "command not found" not in r.err + r.out
+          and "launcher" not in r.out, "sbatch: without a gpt-train binary it stops at once with one message",
+          r.describe())
+
+
+# ---------------------------------------------------------------- solo
+def no_banner(ck, what, r, *needles):
+    one_error(ck, what, r, 1, *needles)
+    ck.ok("MPI_ABORT" not in r.out + r.err, what + ": no MPI_ABORT banner (the ranks agreed)", r.describe())
+
+
+def test_solo(ck, train, d, tokens):
+    corpus = os.path.join(d, "corpus.txt")
+    runs = [os.path.join(d, "solo%d" % i) for i in range(3)]
+    r = gt(train, 2, "--data", corpus, "--out", runs[0], "--pattern", "(a", *MODEL)
+    no_banner(ck, "solo: a --pattern that is no regex", r, "--pattern", "(a", "invalid regex")
+    aaa = os.path.join(d, "aaa.txt")
+    with open(aaa, "w") as f:
+        f.write("hello world\n" * 200 + "a" * 30000 + "\n")
+    r = gt(train, 2, "--data", aaa, "--out", runs[1], "--pattern", r"(?:(a+)+c)|[a-z]+|\s+|.", *MODEL, timeout=120)
+    no_banner(ck, "solo: a --pattern that exhausts PCRE2's match limit", r, "(?:(a+)+c)", "match limit")
+    # rank 0 alone short of memory while it trains the tokenizer
+    big = os.path.join(d, "big.txt")
+    with open(big, "wb") as f:
+        f.write(b"x" * (64 << 20))
+    cmd = ["sh", "-c", 'if [ "$OMPI_COMM_WORLD_RANK" = 0 ]; then ulimit -v 400000; fi; exec "$@"', "sh", train,
+           "--data", big, "--out", runs[2], *MODEL]
+    r = gt(cmd[0], 2, *cmd[1:], timeout=120)
+    no_banner(ck, "solo: rank 0 out of memory in the tokenizer", r, "out of memory")
+    os.remove(big)
+    ck.ok(not any(os.path.exists(p) for p in runs), "solo: no RUN is left behind", str(os.listdir(d)))
+
+
+# ---------------------------------------------------------------- stdout
+def test_stdout(ck, train, d, tokens):
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([train, "--help"], stdout=full, stderr=subprocess.PIPE, env=fl.env(), timeout=60)
+        err = p.stderr.decode(errors="replace")
+        ck.ok(p.returncode == 2 and len(tl.error_lines(err)) == 1 and "stdout" in err,
+              "stdout: gpt-train --help > /dev/full: exit 2, one line naming stdout", "rc %s: %s" % (p.returncode, err))
+        run = os.path.join(d, "full")
+        p = subprocess.run([train, "--data", tokens, "--out", run, "--steps", "20", *MODEL], stdout=full,
+                           stderr=subprocess.PIPE, env=fl.env(), timeout=120)
+        err = p.stderr.decode(errors="replace")
+        ck.ok(p.returncode == 2 and len(tl.error_lines(err)) == 1 and "writing to stdout failed" in err
+              and "train.log" in err, "stdout: a run > /dev/full: exit 2, one line naming stdout (train.log has "
+              "every line)", "rc %s: %s" % (p.returncode, err))
+    # | head: the reader goes; the run stops as on a signal, with a checkpoint, and resumes
+    run = os.path.join(d, "piped")
+    p = subprocess.Popen([train, "--data", tokens, "--out", run, "--steps", "1000000", "--ckpt-every", "1000000",
+                          *MODEL], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=fl.env())
+    for _ in range(40):
+        p.stdout.readline()
+    p.stdout.close()
+    try:
+        p.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        tl.kill_group(p)
+    err = p.stderr.read().decode(errors="replace")
+    log = open(os.path.join(run, "train.log")).read() if os.path.exists(os.path.join(run, "train.log")) else ""
+    m = re.search(r"stopped by SIGPIPE after step (\d+); checkpoint (\S+)\.", log)
+    ck.ok(p.returncode == 0 and not tl.error_lines(err) and m and os.path.exists(m.group(2)),
+          "stdout: a run | head stops at the closed pipe with a checkpoint, exit 0, quietly",
+          "rc %s, stderr %r, log tail %r" % (p.returncode, err[-300:], log[-300:]))
+    if m:
+        step = int(m.group(1))
+        r = gt(train, 1, "--data", tokens, "--out", run, "--resume", "--steps", step + 2)
+        ck.ok(r.rc == 0 and os.path.exists(os.path.join(run, "ckpt-%08d.h5" % (step + 2))),
+              "stdout: ... and --resume continues it", r.describe())
+
+
+# ---------------------------------------------------------------- stale
+def test_stale(ck, train, d, tokens):
+    corpus = os.path.join(d, "corpus.txt")
+    run = os.path.join(d, "stale")
+    cmd = [train, "--data", corpus, "--out", run, "--steps", "4", "--ckpt-every", "2", "--vocab-size", "300", *MODEL]
+    # kill -9 while RUN/vocab.h5 is written (GT_TEST_STOP_AT stops it there)
+    p = fl.spawn(cmd, os.path.join(d, "stale.log"), extra_env={"GT_TEST_STOP_AT": "write"})
+    left = lambda: [n for n in os.listdir(run) if ".tmp" in n] if os.path.isdir(run) else []  # noqa: E731
+    stopped = wait_for(lambda: any(n.startswith("vocab.h5.tmp-") for n in left()), 60)
+    tl.kill_group(p)
+    ck.ok(stopped, "stale: kill -9 while RUN/vocab.h5 is written leaves its temporary file", str(left()))
+    mine = os.path.join(run, "notes.tmp")
+    with open(mine, "w") as f:
+        f.write("mine\n")
+    r = fl.run(cmd, timeout=120)
+    ck.ok(r.rc == 0 and left() == ["notes.tmp"], "stale: the next run on RUN removes it, and keeps the user's "
+          "notes.tmp", "%s\n%s" % (left(), r.describe()))
+    # a metrics.csv row cut short (a full disk) past the checkpoint: its step reads as "1"
+    with open(os.path.join(run, "metrics.csv"), "a") as f:
+        f.write("1")
+    r = fl.run([train, "--data", corpus, "--out", run, "--resume", "--steps", "6"], timeout=120)
+    rows = [l.split(",") for l in open(os.path.join(run, "metrics.csv")).read().splitlines()[1:]]
+    steps = [int(x[0]) for x in rows]
+    ck.ok(r.rc == 0 and steps == sorted(set(steps)) and steps[-1] == 6 and all(len(x) == len(rows[0]) for x in rows),
+          "stale: --resume drops the cut row of metrics.csv (steps %s)" % steps, r.describe())
+
+
 def main():
     bpe, train = tl.require("gpt-bpe", "gpt-train")
     parts = sys.argv[1:] or ["lock", "newdir", "inputs", "vocab", "resumecmd", "bigstep", "streak", "signals",
-                             "reader", "sbatch"]
+                             "reader", "sbatch", "solo", "stdout", "stale"]
     d = tl.tmpdir("gt-trainer-faults-")
     ck = tl.Checks("test_trainer_faults " + " ".join(parts))
     _, _, tokens = fl.make_tokens(bpe, d, 60000)
