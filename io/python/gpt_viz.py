@@ -28,7 +28,10 @@ As a module, each plot_* function saves one figure and returns what it drew
 ({"path", "data", "size"}), so tests can compare pixels with the HDF5 numbers.
 """
 import argparse
+import errno
 import os
+import signal
+import stat
 import sys
 
 import matplotlib
@@ -86,10 +89,43 @@ def _fontsize(n, inches):
     return float(np.clip(0.8 * inches * 72 / max(n, 1), 4, 10))
 
 
+class WriteError(Exception):
+    """An output that could not be written (a full disk): gpt_viz.py exits 2."""
+
+    def __init__(self, path, err):
+        super().__init__(f"writing '{path}' failed: {err.strerror or err}")
+
+
+def _tmp_path(path):
+    """A temporary name beside path, with its extension (the writers pick the format by it)."""
+    d, base = os.path.split(path)
+    stem, ext = os.path.splitext(base)
+    return os.path.join(d, f".{stem}.tmp-{os.getpid()}{ext}")
+
+
+def _write_atomic(path, write):
+    """write(tmp) then rename tmp to path: the output is complete or absent, whatever happens
+    (a full disk, a signal: see main). An OSError becomes WriteError naming path."""
+    tmp = _tmp_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise WriteError(path, e) from e
+        raise
+
+
 def _save(fig, path, dpi):
-    fig.savefig(path, dpi=dpi)  # no bbox_inches="tight": the pixel size is figsize * dpi
-    w, h = fig.get_size_inches() * dpi
-    plt.close(fig)
+    try:  # no bbox_inches="tight": the pixel size is figsize * dpi
+        _write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
+        w, h = fig.get_size_inches() * dpi
+    finally:
+        plt.close(fig)
     return (int(round(w)), int(round(h)))
 
 
@@ -195,13 +231,18 @@ def animate_head(rec, layer, head, path, max_frames=60, fps=4, figsize=None, dpi
     fig.colorbar(im, ax=ax, shrink=0.8, label="attention")
     title = ax.set_title("")
     writer = animation.PillowWriter(fps=fps)
-    with writer.saving(fig, path, dpi):
-        for n, i in enumerate(idx):
-            im.set_data(np.ma.masked_array(series[n], mask=np.triu(np.ones((rec.T, rec.T), bool), k=1)))
-            title.set_text(f"layer {layer % rec.n_layer}, head {head % rec.n_head} - step {rec.steps[i]} "
-                           f"(loss {rec.loss[i]:.3f})")
-            writer.grab_frame()
-    plt.close(fig)
+
+    def write(tmp):
+        with writer.saving(fig, tmp, dpi):
+            for n, i in enumerate(idx):
+                im.set_data(np.ma.masked_array(series[n], mask=np.triu(np.ones((rec.T, rec.T), bool), k=1)))
+                title.set_text(f"layer {layer % rec.n_layer}, head {head % rec.n_head} - step {rec.steps[i]} "
+                               f"(loss {rec.loss[i]:.3f})")
+                writer.grab_frame()
+    try:
+        _write_atomic(path, write)
+    finally:
+        plt.close(fig)
     return {"path": path, "frames": len(idx), "indices": idx, "data": series}
 
 
@@ -291,7 +332,7 @@ def draw_pngs(a):
     i = None
     if rec is not None and len(rec):
         i = rec.index_of_step(a.step) if a.step is not None else len(rec) - 1
-    os.makedirs(a.out, exist_ok=True)
+    _make_out_dir(a.out)
     written = []
     if rec is not None:
         if len(rec) == 0:
@@ -345,6 +386,122 @@ def explorer_page(a, ge):
     return ge.page(data)
 
 
+def _kind(mode):
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a regular file" if stat.S_ISREG(mode)
+            else "not a regular file")
+
+
+def _stat(path, flag):
+    """os.stat, or None when path does not exist; BadInput for anything else (a link loop)."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise BadInput(f"{flag}'{path}': {e.strerror}")
+
+
+def check_files(a):
+    """Every input is a regular file (or RUN a directory): a FIFO would block the read forever, a
+    device never end. Outputs: --html a file that is no input (the page is renamed over it),
+    --out a directory. Returns nothing; BadInput for the first problem."""
+    inputs = []
+    st = _stat(a.run, "")
+    if st is None:
+        raise BadInput(f"{a.run}: no such run directory or file")
+    if stat.S_ISDIR(st.st_mode):
+        for name in ("attention.h5", "metrics.csv"):
+            p = os.path.join(a.run, name)
+            s = _stat(p, "")
+            if s is not None and not stat.S_ISREG(s.st_mode):
+                raise BadInput(f"'{p}': is {_kind(s.st_mode)}, expected a regular file")
+            if s is not None:
+                inputs.append((p, "the run's " + name))
+    elif not stat.S_ISREG(st.st_mode):
+        raise BadInput(f"'{a.run}': is {_kind(st.st_mode)}, expected a run directory or an attention.h5 file")
+    else:
+        inputs.append((a.run, "the attention file"))
+    for g in a.gen:
+        s = _stat(g, "--gen ")
+        if s is None:
+            raise BadInput(f"--gen '{g}': no such file")
+        if not stat.S_ISREG(s.st_mode):
+            raise BadInput(f"--gen '{g}': is {_kind(s.st_mode)}, expected a generation file (gpt-sample --attn-out)")
+        inputs.append((g, "--gen"))
+    if a.html:
+        s = _stat(a.html, "--html ")
+        if s is not None and stat.S_ISDIR(s.st_mode):
+            raise BadInput(f"--html {a.html}: is a directory; give the page's file name")
+        if s is not None and not stat.S_ISREG(s.st_mode):
+            raise BadInput(f"--html '{a.html}': is {_kind(s.st_mode)}; give the page's file name (it is written "
+                           "under a temporary name and renamed to this one)")
+        for p, what in inputs:
+            if s is not None and os.path.samefile(a.html, p):
+                raise BadInput(f"--html '{a.html}' is the same file as {what} '{p}'; writing it would destroy it")
+    if a.out:
+        s = _stat(a.out, "--out ")
+        if s is not None and not stat.S_ISDIR(s.st_mode):
+            raise BadInput(f"--out '{a.out}': is {_kind(s.st_mode)}, not a directory")
+
+
+_made_dirs = []
+
+
+def _make_out_dir(path):
+    """Creates --out and its missing parents, remembering them: a failure removes them again
+    while still empty (main)."""
+    missing, p = [], os.path.abspath(path)
+    while not os.path.exists(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise WriteError(path, e) from e
+    _made_dirs.extend(missing)
+
+
+def _remove_made_dirs():
+    for d in _made_dirs:  # deepest first
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
+class Stopped(BaseException):
+    """SIGINT, SIGTERM or SIGHUP: unwinds the stack, so temporary files go (_write_atomic)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
+
+
+def _print_paths(paths):
+    """The written files on stdout. A reader that went away (`| head`) ends quietly (141, as
+    SIGPIPE would); any other failure (> /dev/full) is exit 2 with one line."""
+    try:
+        for p in paths:
+            print(p)
+        sys.stdout.flush()
+    except OSError as e:
+        try:  # no second failure when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        if e.errno == errno.EPIPE:
+            return 128 + signal.SIGPIPE
+        print(f"gpt_viz.py: error: writing to stdout failed: {e.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None):
     import gpt_explorer as ge
     ap = argparse.ArgumentParser(prog="gpt_viz.py", description=__doc__.split("\n\n")[0])
@@ -372,31 +529,47 @@ def main(argv=None):
         return fail("nothing to do: give --html OUT.html (the explorer), --serve, or --out DIR (PNGs)")
     if a.serve and (a.out or a.html):
         return fail("--serve serves the page; --html and --out write files: give one or the other")
-    for flag, v, lo in (("--max-frames", a.max_frames, 1), ("--max-steps", a.max_steps, 1),
-                        ("--gen-tokens", a.gen_tokens, 0), ("--dpi", a.dpi, 1)):
+    # upper bounds: each figure and every GIF frame is held in memory at figsize x dpi
+    for flag, v, lo, hi in (("--max-frames", a.max_frames, 1, 1000), ("--max-steps", a.max_steps, 1, None),
+                            ("--gen-tokens", a.gen_tokens, 0, None), ("--dpi", a.dpi, 1, 300)):
         if v < lo:
             return fail(f"{flag} {v}: must be at least {lo}")
+        if hi is not None and v > hi:
+            return fail(f"{flag} {v}: must be at most {hi}")
     if a.serve and not 0 <= a.port <= 65535:
         return fail(f"--port {a.port}: must be between 0 and 65535")
-    if not os.path.exists(a.run):
-        return fail(f"{a.run}: no such run directory or file")
-    if a.html and os.path.isdir(a.html):
-        return fail(f"--html {a.html}: is a directory; give the page's file name")
     try:
+        check_files(a)
         if a.serve:
             return ge.serve(a.run, a.gen, a.port, a.max_steps)
-        page = explorer_page(a, ge) if a.html else None  # before any PNG: bad input writes nothing
-        written = draw_pngs(a) if a.out else []
-        if page is not None:
-            ge.write_page(a.html, page)
-            written.append(a.html)
+        # also SIGINT: a script's background job inherits it ignored (no KeyboardInterrupt then)
+        old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            page = explorer_page(a, ge) if a.html else None  # before any PNG: bad input writes nothing
+            written = draw_pngs(a) if a.out else []
+            if page is not None:
+                try:
+                    ge.write_page(a.html, page)
+                except OSError as e:
+                    raise WriteError(a.html, e) from e
+                written.append(a.html)
+        finally:
+            for s_, h in old.items():
+                signal.signal(s_, h)
     except (BadInput, ge.InputError) as e:
+        _remove_made_dirs()
         return fail(str(e))
+    except WriteError as e:
+        _remove_made_dirs()
+        print(f"gpt_viz.py: error: {e}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Stopped) as e:  # the temporary files are gone (_write_atomic)
+        _remove_made_dirs()
+        return 128 + (e.signum if isinstance(e, Stopped) else signal.SIGINT)
     except (OSError, ValueError, KeyError) as e:
+        _remove_made_dirs()
         return fail(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
-    for p in written:
-        print(p)
-    return 0
+    return _print_paths(written)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ generation file), gpt-eval --per-token (not under a size limit: Open MPI's MPI_I
 under one, before any code of ours runs). Exact content: an output written under a fault is
 compared, dataset by dataset, with the same command's output on a healthy disk.
 
+gpt_viz      gpt_viz.py --html (the explorer page) and --out (the PNGs and the GIF) on small
+             tmpfs disks: exit 2 with one message naming the file that did not fit, no
+             temporary file, every file there complete (byte for byte a healthy run's); or
+             exit 0 with all of them. (It was exit 1, a PNG cut short or empty, the file unnamed.)
+
 trainer      gpt-train on 2 ranks in text mode (RUN/vocab.h5, tokens.h5, train.log,
              metrics.csv, attention.h5 every step, checkpoints) with RUN on a tmpfs at sizes
              that run out in each of them: every rank exits 2 with one message (or the run
@@ -310,6 +315,49 @@ def failing_call(ck, d, tools, lib):
         print("failing call, %s: %d calls, each failed once: %s" % (tool.name, n, phases), flush=True)
 
 
+def viz_full_disk(ck, d, train, tokens, sample):
+    viz = [tl.PYTHON, os.path.join(tl.PYDIR, "gpt_viz.py")]
+    run, gen = os.path.join(d, "vizrun"), os.path.join(d, "vizgen.h5")
+    r = fl.run([train, "--data", tokens, "--out", run, "--steps", "4", "--attn-every", "1", "--n-layer", "1",
+                "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "2", "--eval-batches", "1",
+                "--log-every", "1"], timeout=120)
+    r2 = fl.run([sample, "--checkpoint", run, "--prompt", "The", "--max-new-tokens", "3", "--attn-out", gen], timeout=60)
+    ref_page, ref_figs = os.path.join(d, "ref.html"), os.path.join(d, "ref-figs")
+    r3 = fl.run(viz + [run, "--gen", gen, "--html", ref_page, "--out", ref_figs, "--gen-tokens", "2"], timeout=120)
+    if not ck.ok(r.rc == r2.rc == r3.rc == 0, "fixture: a run with attention.h5, a generation file, their figures",
+                 r.describe() + r2.describe() + r3.describe()):
+        return
+    ref = {n: fl.sha256(os.path.join(ref_figs, n)) for n in os.listdir(ref_figs)}
+    ref["page.html"] = fl.sha256(ref_page)
+    total = sum(os.path.getsize(os.path.join(ref_figs, n)) for n in os.listdir(ref_figs)) + os.path.getsize(ref_page)
+    results = []
+    for kib in (16, 48, total // 3 // 1024, 2 * total // 3 // 1024, total // 1024 + 64):
+        with fl.Tmpfs(os.path.join(d, "fs"), "%dk" % kib) as fs:
+            if not fs.mounted:
+                print("SKIP gpt_viz on a full disk: cannot mount a tmpfs here (%s)" % fs.why)
+                return
+            figs = os.path.join(fs.path, "figs")
+            r = fl.run(viz + [run, "--gen", gen, "--html", os.path.join(fs.path, "page.html"), "--out", figs,
+                              "--gen-tokens", "2"], timeout=120)
+            there = {n: fl.sha256(os.path.join(figs, n)) for n in (os.listdir(figs) if os.path.isdir(figs) else [])}
+            if os.path.exists(os.path.join(fs.path, "page.html")):
+                there["page.html"] = fl.sha256(os.path.join(fs.path, "page.html"))
+            what = "gpt_viz.py on a %d KiB tmpfs" % kib
+            errs = tl.error_lines(r.err, "gpt_viz.py: error:")
+            ck.ok(r.rc == 0 and there == ref or r.rc == 2 and len(errs) == 1 and "No space left" in errs[0]
+                  and "Traceback" not in r.err, what + ": exit 0 with every file, or exit 2 with one message",
+                  r.describe())
+            if r.rc == 2:
+                ck.ok(re.search(r"writing '[^']*(page\.html|\.png|\.gif)' failed", errs[0]) is not None,
+                      what + ": the message names the file", errs[0])
+            ck.ok(all(ref.get(n) == h for n, h in there.items()),
+                  what + ": every file there is complete, no temporary file", str(sorted(there)))
+            results.append("%dk:%s" % (kib, r.rc))
+    print("gpt_viz on a full disk (%d bytes of files): %s" % (total, " ".join(results)), flush=True)
+    ck.ok(results[0].endswith(":2") and results[-1].endswith(":0"), "gpt_viz.py: the smallest disk fails, the "
+          "largest succeeds", " ".join(results))
+
+
 def main():
     bpe, sample, train, evaluate = tl.require("gpt-bpe", "gpt-sample", "gpt-train", "gpt-eval")
     lib = os.path.join(tl.BUILD, "libgt_failwrite.so")
@@ -335,7 +383,7 @@ def main():
             sys.exit(1)
         tool.ref = tool.content(tool.ref_path)
     parts = [(full_disk, (ck, d, tools)), (size_limit, (ck, d, tools)), (trainer_full_disk, (ck, d, train, corpus, tokens)),
-             (trainer_files, (ck, d, train, corpus, tokens))]
+             (trainer_files, (ck, d, train, corpus, tokens)), (viz_full_disk, (ck, d, train, tokens, sample))]
     if os.path.exists(lib):
         parts.append((failing_call, (ck, d, tools, lib)))
         parts.append((trainer_failing_call, (ck, d, train, corpus, lib)))

@@ -33,6 +33,13 @@ vanished       a checkpoint removed while gpt-sample or gpt-eval opens it (a tra
                --keep-ckpts, made certain by failwrite.c's GT_VANISH_*): from a run directory,
                RUN/latest is read again and the newer checkpoint taken; a file given directly is
                said to be gone, not "truncated or damaged".
+gpt_viz        RUN, RUN/metrics.csv or --gen a FIFO, a device, a socket, a directory, a link loop:
+               one line naming it, at once (a FIFO hung it); --html naming attention.h5,
+               metrics.csv or a --gen file (it destroyed them) or a FIFO (it replaced it), --out
+               naming a file, --dpi and --max-frames past their bounds: one line, nothing
+               written; stdout > /dev/full: exit 2, | head: a quiet end (tracebacks); SIGINT,
+               SIGTERM, SIGHUP while the PNGs are written: 128+N, no temporary file, every PNG
+               complete.
 sample.sbatch  PROMPT_FILE a directory, a FIFO, /dev/zero, a socket, a link loop, over 4 MiB: one
                message, exit 1 (it hung, or sampled the default prompt as if nothing was wrong).
 """
@@ -392,6 +399,88 @@ def vanished(ck, d, sample, evaluate, run, tokens, lib):
         ck.ok("damaged" not in r.err, "... not called damaged", r.err[-300:])
 
 
+def viz_faults(ck, d, train, tokens, sample):
+    viz = [tl.PYTHON, os.path.join(tl.PYDIR, "gpt_viz.py")]
+    run = os.path.join(d, "vizrun")
+    r = fl.run([train, "--data", tokens, "--out", run, "--steps", "4", "--attn-every", "1", "--n-layer", "1",
+                "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "2", "--eval-batches", "1",
+                "--log-every", "1"], timeout=120)
+    gen = os.path.join(d, "vizgen.h5")
+    r2 = fl.run([sample, "--checkpoint", run, "--prompt", "The", "--max-new-tokens", "5", "--attn-out", gen],
+                timeout=60)
+    if not ck.ok(r.rc == 0 and r2.rc == 0, "fixture: a run with attention.h5 and a generation file",
+                 r.describe() + r2.describe()):
+        return
+    fifo, sock_path, odd = os.path.join(d, "vfifo"), os.path.join(d, "vsock"), os.path.join(d, "oddrun")
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(sock_path)
+    loop = os.path.join(d, "vloop")
+    os.symlink(loop, loop)
+    os.mkdir(odd)
+    shutil_copy(os.path.join(run, "attention.h5"), os.path.join(odd, "attention.h5"))
+    os.mkfifo(os.path.join(odd, "metrics.csv"))
+    page = os.path.join(d, "page.html")
+    cases = [("RUN a FIFO", [fifo, "--html", page], [fifo, "FIFO"]),
+             ("RUN a link loop", [loop, "--html", page], [loop, "symbolic links"]),
+             ("RUN/metrics.csv a FIFO", [odd, "--html", page], ["metrics.csv", "FIFO"]),
+             ("--gen /dev/zero", [run, "--gen", "/dev/zero", "--html", page], ["--gen", "character device"]),
+             ("--gen a socket", [run, "--gen", sock_path, "--html", page], ["--gen", "socket"]),
+             ("--gen a directory", [run, "--gen", d, "--html", page], ["--gen", "directory"]),
+             ("--html a FIFO", [run, "--html", fifo], ["--html", "FIFO"]),
+             ("--html = attention.h5", [run, "--html", os.path.join(run, "attention.h5")], ["--html", "same file"]),
+             ("--html = metrics.csv", [run, "--html", os.path.join(run, "metrics.csv")], ["--html", "same file"]),
+             ("--html = a --gen file", [run, "--gen", gen, "--html", gen], ["--html", "same file"]),
+             ("--out a file", [run, "--out", gen], ["--out", "not a directory"]),
+             ("--dpi 301", [run, "--out", os.path.join(d, "figs"), "--dpi", "301"], ["--dpi", "at most 300"]),
+             ("--max-frames 1001", [run, "--out", os.path.join(d, "figs"), "--max-frames", "1001"], ["--max-frames"])]
+    before = {p: fl.sha256(p) for p in (os.path.join(run, "attention.h5"), os.path.join(run, "metrics.csv"), gen)}
+    for what, args, needles in cases:
+        r = fl.run(viz + args, timeout=30)
+        errs = tl.error_lines(r.err, "gpt_viz.py: error:")
+        ck.ok(r.rc == 1 and len(errs) == 1 and all(n in errs[0] for n in needles) and "Traceback" not in r.err,
+              "gpt_viz.py %s: exit 1, one line naming it" % what, r.describe())
+    ck.ok(all(fl.sha256(p) == h for p, h in before.items()) and os.path.exists(fifo) and not os.path.isfile(fifo)
+          and not os.path.exists(page) and not os.path.exists(os.path.join(d, "figs")),
+          "gpt_viz.py: the inputs and the FIFO are untouched, nothing written")
+    sock.close()
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run(viz + [run, "--html", page], stdout=full, stderr=subprocess.PIPE, env=fl.env(), timeout=60)
+    err = p.stderr.decode(errors="replace")
+    ck.ok(p.returncode == 2 and tl.error_lines(err, "gpt_viz.py: error:") == [err.strip()] and "stdout" in err,
+          "gpt_viz.py > /dev/full: exit 2, one line naming stdout", "rc %s: %s" % (p.returncode, err))
+    p = subprocess.Popen(viz + [run, "--html", page], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=fl.env())
+    p.stdout.close()
+    err = p.stderr.read().decode(errors="replace")
+    p.wait(timeout=120)
+    ck.ok(p.returncode == 128 + signal.SIGPIPE and not err.strip(), "gpt_viz.py | head: a quiet end",
+          "rc %s: %r" % (p.returncode, err))
+    # a signal while the PNGs are written: every file there complete, no temporary file
+    ref = os.path.join(d, "figs-ref")
+    r = fl.run(viz + [run, "--out", ref, "--gen", gen], timeout=120)
+    names = sorted(os.listdir(ref)) if r.rc == 0 else []
+    ck.ok(len(names) > 5, "fixture: gpt_viz.py --out draws the PNGs", r.describe())
+    for i, sig in enumerate(SIGNALS):
+        out = os.path.join(d, "sig%d" % i)
+        p = subprocess.Popen(viz + [run, "--out", out, "--gen", gen], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, env=fl.env(), start_new_session=True)
+        wait = time.time() + 60
+        while time.time() < wait and p.poll() is None and len(os.listdir(out) if os.path.isdir(out) else []) < 3:
+            time.sleep(0.01)
+        p.send_signal(sig)
+        p.wait(timeout=60)
+        left = sorted(os.listdir(out)) if os.path.isdir(out) else []
+        same = all(n in names and fl.sha256(os.path.join(out, n)) == fl.sha256(os.path.join(ref, n)) for n in left)
+        ck.ok(p.returncode == 128 + sig and same and not any(".tmp" in n for n in left),
+              "gpt_viz.py --out: %s while writing PNGs: status %d, every PNG left complete, no temporary file"
+              % (signal.Signals(sig).name, 128 + sig), "rc %s, files %s" % (p.returncode, left))
+
+
+def shutil_copy(a, b):
+    with open(a, "rb") as f, open(b, "wb") as g:
+        g.write(f.read())
+
+
 def sample_sbatch(ck, d, run):
     script = os.path.join(tl.SRC, "jobs", "sample.sbatch")
     fifo = os.path.join(d, "pfifo")
@@ -426,6 +515,7 @@ def main():
                          (encode_memory, (ck, d, bpe, vocab)),
                          (eval_faults, (ck, d, evaluate, run, tokens)),
                          (vanished, (ck, d, sample, evaluate, run, tokens, os.path.join(tl.BUILD, "libgt_failwrite.so"))),
+                         (viz_faults, (ck, d, train, tokens, sample)),
                          (sample_sbatch, (ck, d, run))))
 
 
