@@ -140,9 +140,16 @@ def test_external(c, d, tokens):
     c.ok(rc == 2 and secs < S + 20 and not left,
          f"external SIGSTOP of rank 0 of 4: exit 2, all gone within S + 20 s ({secs:.1f} s), no orphan",
          f"rc={rc} left={left}\n{text[-2000:]}")
-    c.ok(lines and all(re.search(r"rank \d of 4: step \d+: .* made no progress for 5 s \(--collective-timeout 5\): "
-                                 r"rank 0 did not arrive; RUN/latest names", l) for l in lines),
-         "external SIGSTOP: the lines name rank 0", "\n".join(lines) or text[-2000:])
+    # A live rank can be held up behind the frozen one (Open MPI's shared-memory transport
+    # lends a sender a fixed set of fragments, which the frozen receiver never returns), so
+    # another rank may name it too; what every line names is the frozen rank, and nothing else
+    # is named by all of them (docs/faults.md, a stalled rank).
+    pat = re.compile(r"rank \d of 4: step \d+: .* made no progress for 5 s \(--collective-timeout 5\): "
+                     r"ranks? ([\d, ]+) did not arrive; RUN/latest names")
+    named = [set(int(x) for x in m.group(1).split(", ")) for m in map(pat.search, lines) if m]
+    c.ok(lines and len(named) == len(lines) and set.intersection(*named) == {0} and {0} in named,
+         "external SIGSTOP: every line names rank 0, at least one names it alone, no other rank is in all",
+         "\n".join(lines) or text[-2000:])
     step = latest_step(run)
     c.ok(step >= 20, f"external SIGSTOP: RUN/latest names a complete checkpoint (step {step})")
     # A stop between a checkpoint's rename and the update of RUN/latest leaves a newer
