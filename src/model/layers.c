@@ -933,18 +933,43 @@ void attention_heads16(uint16_t *qkvh, const uint16_t *qkv, int B, int T, int C,
         }
 }
 
-// Probabilities entering P @ V: row t of slice s of att after dropout (the masks of
-// attention_forward_dropout), rounded, zero past t.
+// A row of the probabilities entering P @ V: row t of a slice of att after dropout (the
+// masks of attention_forward_dropout; mask index row + t2), rounded, zero past t.
+static inline void probs16_row(uint16_t *pr, const float *ar, int t, int T, float p, uint64_t key, size_t row) {
+    if (p > 0.0f) {
+        float dscale = 1.0f / (1.0f - p);
+        for (int t2 = 0; t2 <= t; t2++) pr[t2] = bf16_from_f32(ar[t2] * keep_scale(key, row + t2, p, dscale));
+    } else {
+        for (int t2 = 0; t2 <= t; t2++) pr[t2] = bf16_from_f32(ar[t2]);
+    }
+    memset(pr + t + 1, 0, (size_t)(T - t - 1) * sizeof(uint16_t));
+}
+
 GT_HOT static void probs16_rows(uint16_t *P16, const float *a, int T, float p, uint64_t key, size_t base) {
-    float dscale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    for (int t = 0; t < T; t++) probs16_row(P16 + (size_t)t * T, a + (size_t)t * T, t, T, p, key, base + (size_t)t * T);
+}
+
+// The causal softmax of a slice's scores in place (as softmax_rows) and, while each row is
+// in cache, its probabilities for P @ V (probs16_row).
+GT_HOT static void softmax16_rows(float *a, uint16_t *P16, int T, float p, uint64_t key, size_t base) {
+    for (int t = 0; t < T; t++) {
+        float *ar = a + (size_t)t * T;
+        softmax_row(ar, t, T);
+        probs16_row(P16 + (size_t)t * T, ar, t, T, p, key, base + (size_t)t * T);
+    }
+}
+
+// softmax_backward_rows over a whole slice, the result rounded into dS16 (zero past t).
+GT_HOT static void softmax_backward16_rows(uint16_t *dS16, float *dp, const float *a, int T, float scale, float p,
+                                           uint64_t key, size_t base) {
     for (int t = 0; t < T; t++) {
         const float *ar = a + (size_t)t * T;
-        uint16_t *pr = P16 + (size_t)t * T;
-        if (p > 0.0f)
-            for (int t2 = 0; t2 <= t; t2++) pr[t2] = bf16_from_f32(ar[t2] * keep_scale(key, base + (size_t)t * T + t2, p, dscale));
-        else
-            for (int t2 = 0; t2 <= t; t2++) pr[t2] = bf16_from_f32(ar[t2]);
-        memset(pr + t + 1, 0, (size_t)(T - t - 1) * sizeof(uint16_t));
+        float *dr = dp + (size_t)t * T;
+        uint16_t *sr = dS16 + (size_t)t * T;
+        if (p > 0.0f) dropout_chunk(dr, dr, NULL, (size_t)t + 1, p, key, base + (size_t)t * T);
+        float dot = dot_f(ar, dr, t + 1);
+        for (int t2 = 0; t2 <= t; t2++) sr[t2] = bf16_from_f32(ar[t2] * (dr[t2] - dot) * scale);
+        memset(sr + t + 1, 0, (size_t)(T - t - 1) * sizeof(uint16_t));
     }
 }
 
@@ -956,10 +981,7 @@ void attention_forward16(uint16_t *out, float *att, const uint16_t *qkvh, int B,
     uint16_t *P16 = scratch16, *y = scratch16 + 2 * (size_t)NB * TT;
     gemm_bf16_batch(NB, 0, 1, T, T, hs, 1.0f / sqrtf((float)hs), q, hs, Th, k, hs, Th, 0.0f, att, T, TT, 0);
     #pragma omp parallel for schedule(static) if ((size_t)NB * TT > PAR_MIN)
-    for (int s = 0; s < NB; s++) {
-        softmax_rows(att + s * TT, NULL, 0, T, T, 0.0f, 0, 0);
-        probs16_rows(P16 + s * TT, att + s * TT, T, p, key, s * TT);
-    }
+    for (int s = 0; s < NB; s++) softmax16_rows(att + s * TT, P16 + s * TT, T, p, key, s * TT);
     gemm_bf16_batch(NB, 0, 0, T, hs, T, 1.0f, P16, T, TT, v, hs, Th, 0.0f, y, hs, Th, 1);
     #pragma omp parallel for collapse(2) schedule(static) if (part > PAR_MIN)
     for (int b = 0; b < B; b++)
@@ -988,10 +1010,7 @@ void attention_backward16(float *dqkv, const float *dout, const uint16_t *qkvh, 
     gemm_bf16_batch(NB, 1, 0, T, hs, T, 1.0f, P16, T, TT, dO, hs, Th, 0.0f, dh + 2 * part, hs, Th, 0);
     // through the softmax (and its dropout) to the scaled scores, rounded
     #pragma omp parallel for schedule(static) if ((size_t)NB * TT > PAR_MIN)
-    for (int s = 0; s < NB; s++) {
-        softmax_backward_rows(dP + s * TT, att + s * TT, 0, T, T, scale, p, key, s * TT);
-        bf16_from_f32_n(dS16 + s * TT, dP + s * TT, TT);
-    }
+    for (int s = 0; s < NB; s++) softmax_backward16_rows(dS16 + s * TT, dP + s * TT, att + s * TT, T, scale, p, key, s * TT);
     // dQ = dS @ K, dK = dS^T @ Q
     gemm_bf16_batch(NB, 0, 0, T, hs, T, 1.0f, dS16, T, TT, k, hs, Th, 0.0f, dh, hs, Th, 0);
     gemm_bf16_batch(NB, 1, 0, T, hs, T, 1.0f, dS16, T, TT, q, hs, Th, 0.0f, dh + part, hs, Th, 0);
