@@ -518,7 +518,7 @@ def main(argv=None):
     ap.add_argument("--step", type=int, default=None, help="training step to draw (default: the last record)")
     ap.add_argument("--gen-tokens", type=int, default=8, help="per-token heatmaps per generation file (default 8)")
     ap.add_argument("--max-frames", type=int, default=60, help="frames of the GIF (default 60)")
-    ap.add_argument("--dpi", type=int, default=100)
+    ap.add_argument("--dpi", type=int, default=100, help="resolution of the PNG figures, 1-300 (default 100)")
     a = ap.parse_args(argv)
 
     def fail(msg):

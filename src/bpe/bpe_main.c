@@ -81,7 +81,7 @@ static const Opt train_opts[] = {
     {"vocab-size", OPT_INT, B(vocab_size), 256, INT32_MAX, NULL, "2000", NULL, 0, NULL, "total ids: 256 bytes + merges + specials"},
     {"pattern", OPT_STR, B(pattern), 0, 0, NULL, "llama3", NULL, OPT_TEXT, "P", "split regex: llama3, gpt4, gpt2, or a PCRE2 regex"},
     {"special", OPT_LIST, B(special), 0, 0, NULL, NULL, NULL, OPT_TEXT, "TOKEN", "a special token; its id follows the merges"},
-    ROWS_TEXT_TO_FILE("threads for splitting and counting"),
+    ROWS_TEXT_TO_FILE("threads for splitting and counting (built-in patterns only; at most 64 are used)"),
 };
 static int cmd_train(const BpeArgs *a) {
     int n_special = a->special.n + (a->doc_separator ? 1 : 0);
@@ -117,7 +117,7 @@ static const Opt encode_opts[] = {
     {"out", OPT_STR, B(out), 0, 0, NULL, NULL, NULL, OPT_REQUIRED, "FILE", "tokens to write (HDF5, format gpt-train/tokens)"},
     {"val-fraction", OPT_REAL, B(val_fraction), 0, 1, NULL, "0.1", NULL, OPT_MAX_OPEN, "F", "the last F of the tokens go to /val, in [0, 1)"},
     {"val-split", OPT_STR, B(val_split), 0, 0, "|tokens|docs|", "tokens", NULL, 0, "HOW", "tokens: the last F of the tokens; docs: the fewest last whole documents holding that many"},
-    ROWS_TEXT_TO_FILE("encoding threads (built-in patterns only)"),
+    ROWS_TEXT_TO_FILE("encoding threads (built-in patterns only; at most 64 are used)"),
 };
 static int cmd_encode(const BpeArgs *a) {
     h5_check_output_path(a->out, "--out", a->force);
@@ -261,7 +261,8 @@ static const char MAIN_HELP[] =
     "usage: gpt-bpe COMMAND [options]   (gpt-bpe COMMAND --help for its options)\n"
     "  train    train a byte-level BPE vocabulary on a text -> vocab.h5\n"
     "  encode   encode a text with a vocabulary -> tokens.h5 (/train, /val)\n"
-    "  decode   decode tokens.h5 or a list of ids to stdout\n";
+    "  decode   decode tokens.h5 or a list of ids to stdout\n"
+    "  --version  print the version\n";
 
 int main(int argc, char **argv) {
     gt_set_progname("gpt-bpe");

@@ -65,7 +65,7 @@ static const Opt opts[] = {
     {"skip-bad-steps", OPT_BOOL, O(skip_bad_steps), 0, 1, NULL, "0", "run", KEPT, NULL, "skip the update of a bad step (NaN/Inf loss or gradient, or a loss spike) instead of stopping"},
     {"loss-spike", OPT_REAL, O(loss_spike), 1, 1e6, NULL, "3", "run", KEPT | OPT_MIN_OPEN | OPT_ZERO_OFF, NULL, "a loss above this many times the mean of recent steps (at most ln V) is a bad step (exploding; 0 = off)"},
     {"allreduce-dtype", OPT_STR, O(allreduce_dtype), 0, 0, "|fp32|bf16|", "fp32", "run", KEPT, "NAME", "gradient exchange on the wire: fp32|bf16 (half the bytes; sums stay fp32)"},
-    {"collective-timeout", OPT_STR, O(collective_timeout), 0, 0, NULL, "auto", "run", KEPT, "auto|S", "stop (exit 2) when a wait for the other ranks makes no progress for S seconds: auto = max(120, 50 x median step), 0 = off"},
+    {"collective-timeout", OPT_STR, O(collective_timeout), 0, 0, NULL, "auto", "run", KEPT, "auto|S", "stop (exit 2) when a wait for the other ranks makes no progress for S seconds (0 to 1e7): auto = max(120, 50 x median step), 0 = off"},
 
     {"attn-every", OPT_INT, O(attn_every), 0, INT_MAX, NULL, "0", "attn", KEPT, NULL, "record the probe's attention into RUN/attention.h5 every N steps (0 = off)"},
     {"attn-prompt", OPT_STR, O(attn_prompt), 0, 0, NULL, NULL, "attn", KEPT | OPT_TEXT, "TEXT", "probe text (default: the first block-size tokens of /val)"},
@@ -276,7 +276,7 @@ int config_check(const TrainConfig *c, char *err, size_t errsize) {
         return opt_error(err, errsize, "--attn-prompt: empty text (omit it to probe with the start of /val)");
     if (!c->pattern || !*c->pattern) return opt_error(err, errsize, "--pattern: empty");
     if (config_timeout(c) < -1.5)  // -2: not a number
-        return opt_error(err, errsize, "--collective-timeout '%s': expected auto or a number of seconds (0 = off)",
+        return opt_error(err, errsize, "--collective-timeout '%s': expected auto or a number of seconds from 0 (off) to 1e7",
                          c->collective_timeout ? c->collective_timeout : "");
     Precision p;
     if (!c->precision || !precision_parse(c->precision, &p))  // a checkpoint's /config is not the table's check
