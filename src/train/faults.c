@@ -26,6 +26,7 @@ void faults_init(Faults *f) {
     f->ckpt_hang_step = env_ll("GT_FAULT_CKPT_HANG_STEP");
     f->stop_step = env_ll("GT_FAULT_STOP_STEP");
     f->stop_rank = (int)env_ll("GT_FAULT_STOP_RANK");
+    f->step_sleep_ms = env_ll("GT_FAULT_STEP_SLEEP_MS");
     const char *t = getenv("GT_TRACE_WINDOWS");
     f->trace = t && *t ? t : NULL;
 }
@@ -66,6 +67,7 @@ void faults_step_gradients(Faults *f, GPT2 *m, long long k, int rank) {
 
 void faults_step_end(const Faults *f, GPT2 *m, long long k, int rank, int size) {
     if (k == f->stop_step && rank == (f->stop_rank >= 0 ? f->stop_rank : size - 1)) raise(SIGSTOP);
+    if (f->step_sleep_ms > 0) usleep((useconds_t)(f->step_sleep_ms > 10000 ? 10000 : f->step_sleep_ms) * 1000);
     if (rank != size - 1) return;
     if (k == f->desync_step) {
         m->params[0] += 1e-3f;

@@ -14,6 +14,8 @@
 //                            filesystem (the stall watchdog must end the job)
 //   GT_FAULT_STOP_STEP=k     rank GT_FAULT_STOP_RANK (default the last) stops itself with SIGSTOP
 //                            after step k, as a swapped-out node or a hung read would
+//   GT_FAULT_STEP_SLEEP_MS=n every rank sleeps n ms after each step: a run lasts long enough to
+//                            be interrupted mid-way however fast the machine (the Slurm tests)
 #ifndef GT_FAULTS_H
 #define GT_FAULTS_H
 
@@ -23,7 +25,7 @@
 #include "gpt2.h"
 
 typedef struct {
-    long long nan_step, explode_step, desync_step, signal_step, ckpt_hang_step, stop_step;
+    long long nan_step, explode_step, desync_step, signal_step, ckpt_hang_step, stop_step, step_sleep_ms;
     int nan_layer, open_rank, stop_rank;
     const char *trace;
     float *saved;  // ln_f's weight while an explode step runs

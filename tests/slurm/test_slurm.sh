@@ -182,7 +182,7 @@ wait_jobs "$JT" || { show_log "$W/gpt-bpe-$JT.out"; fatal "tokenize.sbatch faile
 ok "tokenize.sbatch: data/vocab.h5 + data/tokens.h5 ($(h5attr "$W/data/vocab.h5" /tokenizer vocab_size) tokens)"
 export DATA=$W/data/tokens.h5
 
-# tiny models; the preempted ones are big enough (~50-100 ms a step) to be caught mid-run
+# tiny models; the preempted ones also sleep after each step (below) to be caught mid-run
 MODEL="--n-layer 2 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --seed 1234 --log-every 1 --eval-every 1000 --eval-batches 1"
 MODEL_PRE="--n-layer 2 --n-head 2 --n-embd 64 --block-size 64 --batch-size 8 --seed 1234 --log-every 1 --eval-every 1000 --eval-batches 1"
 
@@ -212,8 +212,10 @@ fi
 STEPS=80
 PRE_AT=5
 JR=$(GPT_TRAIN_ARGS="$MODEL_PRE --steps $STEPS" submit --job-name=ref -n 2 "$SRC/jobs/train.sbatch" --out runs/ref)
-JP=$(GPT_TRAIN_ARGS="$MODEL_PRE --steps $STEPS" submit --job-name=pre -n 2 "$SRC/jobs/train.sbatch" --out runs/pre)
-JM=$(LAUNCHER=mpirun GPT_TRAIN_ARGS="$MODEL_PRE --steps $STEPS" submit --job-name=prm -n 2 "$SRC/jobs/train.sbatch" --out runs/prm)
+# The preempted jobs sleep 50 ms after each step (a test hook of gpt-train, src/train/faults.h):
+# on an idle fast machine a step takes ~6 ms and the run would end before the signal arrives.
+JP=$(GT_FAULT_STEP_SLEEP_MS=50 GPT_TRAIN_ARGS="$MODEL_PRE --steps $STEPS" submit --job-name=pre -n 2 "$SRC/jobs/train.sbatch" --out runs/pre)
+JM=$(GT_FAULT_STEP_SLEEP_MS=50 LAUNCHER=mpirun GPT_TRAIN_ARGS="$MODEL_PRE --steps $STEPS" submit --job-name=prm -n 2 "$SRC/jobs/train.sbatch" --out runs/prm)
 JX=$(DATA=$W/data/no-such-tokens.h5 GPT_TRAIN_ARGS="$MODEL --steps 5" submit --job-name=miss -n 2 "$SRC/jobs/train.sbatch" --out runs/miss)
 say "reference $JR, preempted jobs $JP (srun) and $JM (mpirun), missing-data job $JX"
 
