@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -67,7 +68,10 @@ void faults_step_gradients(Faults *f, GPT2 *m, long long k, int rank) {
 
 void faults_step_end(const Faults *f, GPT2 *m, long long k, int rank, int size) {
     if (k == f->stop_step && rank == (f->stop_rank >= 0 ? f->stop_rank : size - 1)) raise(SIGSTOP);
-    if (f->step_sleep_ms > 0) usleep((useconds_t)(f->step_sleep_ms > 10000 ? 10000 : f->step_sleep_ms) * 1000);
+    if (f->step_sleep_ms > 0) {  // nanosleep, as mpi/ does: usleep need not take a second or more
+        long long ms = f->step_sleep_ms > 10000 ? 10000 : f->step_sleep_ms;
+        nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
+    }
     if (rank != size - 1) return;
     if (k == f->desync_step) {
         m->params[0] += 1e-3f;
