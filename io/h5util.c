@@ -339,6 +339,11 @@ void h5_open_failure(const char *path, int write, char *buf, size_t n) {
         snprintf(buf, n, "cannot be opened as HDF5 (truncated or damaged?)");
 }
 
+int h5_is_hdf5_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && H5Fis_hdf5(path) > 0;
+}
+
 static hid_t open_checked_body(const char *path, const char *format, const char *what, unsigned flags, GtErr *e) {
     struct stat st;
     if (stat(path, &st) != 0) return gt_err(e, GT_EXIT_USAGE, "%s '%s': %s", what, path, strerror(errno));

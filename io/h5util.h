@@ -51,6 +51,9 @@ void h5_close(hid_t id, GtErr *e);
 // Output path checks for writers: the directory must exist; an existing file is an error
 // unless `force`. `flag` names the command-line flag for the message (e.g. "--out").
 int h5_check_output_path_e(const char *path, const char *flag, int force, GtErr *e);
+// 1 when path is a regular file with an HDF5 signature (a tokens.h5 rather than text); never
+// opens anything else, so a FIFO or device is not read.
+int h5_is_hdf5_file(const char *path);
 void h5_check_output_path(const char *path, const char *flag, int force);
 
 // Creates the temporary file for `path` (name stored in tmp, size >= strlen(path)+32),

@@ -311,3 +311,10 @@ void opt_free(const OptTable *t, void *obj) {
         }
     }
 }
+
+void opt_list_join(const OptList *l, int quoted, char *out, size_t n) {
+    size_t len = 0;
+    if (n) out[0] = '\0';
+    for (int i = 0; i < l->n; i++)
+        len += (size_t)snprintf(out + len, len < n ? n - len : 0, quoted ? "%s'%s'" : "%s%s", i ? ", " : "", l->v[i]);
+}

@@ -87,5 +87,8 @@ char *opt_value_text(const Opt *o, const void *obj);
 int opt_error(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 // Frees the strings and lists of obj.
 void opt_free(const OptTable *t, void *obj);
+// A list's values joined by ", " into out (n bytes, truncated), each in single quotes when
+// `quoted` (for messages: "'a.txt', 'docs/'").
+void opt_list_join(const OptList *l, int quoted, char *out, size_t n);
 
 #endif

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "checkpoint.h"
 #include "comm.h"
@@ -108,17 +107,11 @@ static void load_data(Eval *v) {
     const EvalArgs *a = &v->a;
     int kind = 2;  // 1 tokens.h5, 2 text
     GtErr e = GT_ERR_INIT;
-    size_t len = 0;
-    for (int i = 0; i < a->data.n; i++)
-        len += (size_t)snprintf(v->data_text + len, len < sizeof v->data_text ? sizeof v->data_text - len : 0,
-                                "%s'%s'", i ? ", " : "", a->data.v[i]);
-    for (int i = 0, k = 0; i < a->data.n; i++)
-        k += snprintf(v->data_raw + k, (size_t)k < sizeof v->data_raw ? sizeof v->data_raw - (size_t)k : 0, "%s%s",
-                      i ? ", " : "", a->data.v[i]);
-    struct stat st;
-    if (a->data.n == 1 && stat(a->data.v[0], &st) == 0 && S_ISREG(st.st_mode) && H5Fis_hdf5(a->data.v[0]) > 0) kind = 1;
+    opt_list_join(&a->data, 1, v->data_text, sizeof v->data_text);
+    opt_list_join(&a->data, 0, v->data_raw, sizeof v->data_raw);
+    if (a->data.n == 1 && h5_is_hdf5_file(a->data.v[0])) kind = 1;
     for (int i = 0; kind == 2 && i < a->data.n && !gt_failed(&e); i++)
-        if (stat(a->data.v[i], &st) == 0 && S_ISREG(st.st_mode) && H5Fis_hdf5(a->data.v[i]) > 0)
+        if (h5_is_hdf5_file(a->data.v[i]))
             gt_err(&e, GT_EXIT_USAGE, "--data '%s' is an HDF5 file (tokens.h5), given with other --data: a tokens.h5 "
                    "comes alone", a->data.v[i]);
     if (kind == 2 && a->split)
@@ -165,14 +158,13 @@ static void load_data(Eval *v) {
 }
 
 // Rank 0 gathers every rank's token losses and writes --per-token, with the scored ids.
-static void write_per_token(Eval *v, const float *mine, size_t first, size_t count, size_t total, int T,
+static void write_per_token(Eval *v, const float *mine, size_t count, size_t total, int T,
                             const EvalResult *res) {
     const int size = v->w->size, rank = v->w->rank;
     size_t n = total * (size_t)T;
     float *all = rank == 0 ? gt_malloc((n ? n : 1) * sizeof *all, "token losses") : NULL;
     int *counts = gt_malloc((size_t)size * sizeof *counts, "counts"), *offs = gt_malloc((size_t)size * sizeof *offs, "offsets");
     int my = (int)(count * (size_t)T);
-    (void)first;
     MPI_CHECK(MPI_Allgather(&my, 1, MPI_INT, counts, 1, MPI_INT, v->w->comm));
     for (int r = 0, o = 0; r < size; r++) offs[r] = o, o += counts[r];
     MPI_CHECK(MPI_Gatherv(mine, my, MPI_FLOAT, all, counts, offs, MPI_FLOAT, 0, v->w->comm));
@@ -257,7 +249,7 @@ int main(int argc, char **argv) {
     EvalResult res = eval_split(&v->m, &v->split, first, count, B, T, token_len, inputs, targets, per);
     if (v->split.err.status) e = v->split.err;  // a chunk that failed to read mid-way
     comm_agree_local_e(&e);
-    if (v->a.per_token) write_per_token(v, per, first, count, total, T, &res);
+    if (v->a.per_token) write_per_token(v, per, count, total, T, &res);
     if (v->w->rank == 0) {
         if (v->a.per_token) printf("gpt-eval: wrote %s\n", v->a.per_token);
         printf("loss=%.8f ppl=%.6g bpb=%.8f tokens=%lld bytes=%lld\n", res.loss, exp(res.loss), eval_bpb(&res),

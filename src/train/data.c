@@ -188,10 +188,7 @@ void data_prepare(Run *r) {
     const TrainConfig *c = &r->cfg;
     int kind = 2;  // 1 HDF5, 2 text
     GtErr e = GT_ERR_INIT;
-    size_t len = 0;
-    for (int i = 0; i < c->data.n; i++)
-        len += (size_t)snprintf(r->data_text + len, len < sizeof r->data_text ? sizeof r->data_text - len : 0,
-                                "%s'%s'", i ? ", " : "", c->data.v[i]);
+    opt_list_join(&c->data, 1, r->data_text, sizeof r->data_text);
     if (r->w->rank == 0) {
         for (int i = 0; i < c->data.n && !gt_failed(&e); i++) {
             const char *p = c->data.v[i];
@@ -199,7 +196,7 @@ void data_prepare(Run *r) {
             if (!strcmp(p, "-"))
                 gt_err(&e, GT_EXIT_USAGE, "--data '-': gpt-train reads its text more than once (to check, train "
                        "the tokenizer, encode), so not from standard input; save it to a file");
-            else if (stat(p, &st) == 0 && S_ISREG(st.st_mode) && H5Fis_hdf5(p) > 0) {
+            else if (h5_is_hdf5_file(p)) {
                 kind = 1;
                 if (c->data.n > 1)
                     gt_err(&e, GT_EXIT_USAGE, "--data '%s' is an HDF5 file (tokens.h5), given with %d other --data: a "
